@@ -1,0 +1,1 @@
+//! CNI: load network configurations, invoke plugins, parse results.

@@ -1,0 +1,150 @@
+//! `crustd`: serves CRI v1 on a unix socket. `crustd config` prints the effective configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crust::config::{self, Overrides};
+
+#[derive(Parser)]
+#[command(name = "crustd", version, about = "crust: a Kubernetes CRI runtime")]
+struct Cli {
+    /// Main configuration file (drop-ins are read from crust.d/ beside it).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// CRI socket path.
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Persistent root directory.
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Runtime state directory.
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the effective configuration as TOML, every default filled in.
+    Config,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        socket: cli.socket,
+        root: cli.root,
+        state: cli.state,
+        log_level: cli.log_level,
+    };
+    let cfg = match config::load(cli.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("crustd: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Config) = cli.command {
+        return match toml::to_string_pretty(&cfg) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("crustd: cannot print configuration: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cfg.log_level))
+        .with_writer(std::io::stderr)
+        .init();
+    // Orphans of what crustd spawns (runtime calls, CNI plugins) come back to crustd to be reaped.
+    if let Err(e) = crust::sys::set_child_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("crustd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: config::Config) -> ExitCode {
+    let listener = match crust::server::bind(&cfg.api.socket, cfg.socket_mode()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("crustd: cannot listen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let socket = cfg.api.socket.clone();
+    let daemon = match crust::daemon::Daemon::new(cfg).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("crustd: cannot start: {e}");
+            let _ = std::fs::remove_file(&socket);
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving CRI v1");
+    notify_systemd("READY=1");
+    let result = crust::server::serve(daemon, listener, shutdown_signal()).await;
+    notify_systemd("STOPPING=1");
+    let _ = std::fs::remove_file(&socket);
+    match result {
+        Ok(()) => {
+            tracing::info!("crustd stopped; containers keep running");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Tells systemd (Type=notify) about our state, when started by it.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_encoded_bytes();
+    let res = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}

@@ -1,0 +1,385 @@
+//! Loading the configuration: the main file, then drop-ins `crust.d/*.toml` beside it in name order
+//! (tables merged key by key, later files win), then command-line overrides; then validation. Every error
+//! names the file, the key and what is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::Config;
+
+/// Why the configuration was refused (crustd exits with status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {msg}")]
+pub struct ConfigError {
+    /// The file (or `command line`, `defaults`).
+    pub file: String,
+    /// Dotted key path, or `-` when the file as a whole is wrong.
+    pub key: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+/// Values given on the command line; they win over every file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub socket: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+/// Default main configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/crust/crust.toml";
+
+/// Loads `path` (or the default file, which may be absent), its drop-ins and the overrides.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let (main, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let mut files = Vec::new();
+    if main.exists() || required {
+        files.push(main.clone());
+    }
+    let dropin_dir = main.parent().unwrap_or(Path::new("/")).join("crust.d");
+    if let Ok(rd) = std::fs::read_dir(&dropin_dir) {
+        let mut dropins: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        dropins.sort();
+        files.extend(dropins);
+    }
+
+    let mut merged = toml::Table::new();
+    // dotted key → file that set it last, to name the file in value errors.
+    let mut origin: BTreeMap<String, String> = BTreeMap::new();
+    for file in &files {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: name.clone(),
+            key: "-".into(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(&name, &text, e))?;
+        // Each file must make sense on its own: unknown keys and wrong types are caught here, by file.
+        let alone: Config = toml::from_str(&text).map_err(|e| toml_error(&name, &text, e))?;
+        drop(alone);
+        record_origin(&table, "", &name, &mut origin);
+        merge(&mut merged, table);
+    }
+    let mut cfg: Config = toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError {
+            file: "merged configuration".into(),
+            key: "-".into(),
+            msg: e.message().to_string(),
+        })?;
+
+    let cli = "command line".to_string();
+    if let Some(s) = &overrides.socket {
+        cfg.api.socket = s.clone();
+        origin.insert("api.socket".into(), cli.clone());
+    }
+    if let Some(r) = &overrides.root {
+        cfg.root = r.clone();
+        origin.insert("root".into(), cli.clone());
+    }
+    if let Some(s) = &overrides.state {
+        cfg.state = s.clone();
+        origin.insert("state".into(), cli.clone());
+    }
+    if let Some(l) = &overrides.log_level {
+        cfg.log_level = l.clone();
+        origin.insert("log_level".into(), cli);
+    }
+
+    if let Err((key, msg)) = validate(&cfg) {
+        let file = origin_of(&origin, &key).unwrap_or_else(|| "defaults".into());
+        return Err(ConfigError { file, key, msg });
+    }
+    Ok(cfg)
+}
+
+/// Turns a toml error into one naming the file, the key (from the span) and the reason.
+fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
+    let (key, line) = match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let snippet = text.get(span.clone()).unwrap_or("").trim().to_string();
+            (
+                if snippet.is_empty() {
+                    "-".to_string()
+                } else {
+                    snippet
+                },
+                Some(line),
+            )
+        }
+        None => ("-".to_string(), None),
+    };
+    let mut msg = e.message().trim().to_string();
+    if let Some(l) = line {
+        msg = format!("{msg} (line {l})");
+    }
+    ConfigError {
+        file: file.to_string(),
+        key,
+        msg,
+    }
+}
+
+fn record_origin(table: &toml::Table, prefix: &str, file: &str, origin: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let toml::Value::Table(t) = v {
+            record_origin(t, &key, file, origin);
+        }
+        origin.insert(key, file.to_string());
+    }
+}
+
+fn origin_of(origin: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    let mut k = key.to_string();
+    loop {
+        if let Some(f) = origin.get(&k) {
+            return Some(f.clone());
+        }
+        let cut = k.rfind('.')?;
+        k.truncate(cut);
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else is replaced.
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Checks values that parse but cannot work. Returns the dotted key and the reason.
+fn validate(c: &Config) -> Result<(), (String, String)> {
+    let bad = |k: &str, m: String| Err((k.to_string(), m));
+    for (key, p) in [
+        ("root", &c.root),
+        ("state", &c.state),
+        ("api.socket", &c.api.socket),
+    ] {
+        if !p.is_absolute() {
+            return bad(
+                key,
+                format!("must be an absolute path, got {:?}", p.display().to_string()),
+            );
+        }
+    }
+    if c.root == c.state {
+        return bad("state", "must differ from root".into());
+    }
+    let mode = c.api.socket_mode.trim_start_matches("0o");
+    match u32::from_str_radix(mode, 8) {
+        Ok(m) if m <= 0o777 => {}
+        _ => {
+            return bad(
+                "api.socket_mode",
+                format!(
+                    "must be an octal file mode like \"0660\", got {:?}",
+                    c.api.socket_mode
+                ),
+            );
+        }
+    }
+    if tracing_subscriber::EnvFilter::try_new(&c.log_level).is_err() || c.log_level.trim().is_empty() {
+        return bad(
+            "log_level",
+            format!(
+                "not a log level (error, warn, info, debug, trace): {:?}",
+                c.log_level
+            ),
+        );
+    }
+    if c.runtime.cgroup_driver != "cgroupfs" {
+        return bad(
+            "runtime.cgroup_driver",
+            format!(
+                "only \"cgroupfs\" is supported, got {:?}",
+                c.runtime.cgroup_driver
+            ),
+        );
+    }
+    if c.runtime.cgroup_parent.starts_with('/') || c.runtime.cgroup_parent.contains("..") {
+        return bad(
+            "runtime.cgroup_parent",
+            "must be a relative cgroup path without \"..\"".into(),
+        );
+    }
+    if !c.runtime.handlers.contains_key(&c.runtime.default_handler) {
+        return bad(
+            "runtime.default_handler",
+            format!(
+                "no handler {:?} under [runtime.handlers]",
+                c.runtime.default_handler
+            ),
+        );
+    }
+    for (name, h) in &c.runtime.handlers {
+        if name.is_empty() {
+            return bad("runtime.handlers", "a handler name is empty".into());
+        }
+        if h.path.as_os_str().is_empty() {
+            return bad(
+                &format!("runtime.handlers.{name}.path"),
+                "must name the runtime binary".into(),
+            );
+        }
+    }
+    if c.image.max_concurrent_downloads == 0 || c.image.max_concurrent_downloads > 64 {
+        return bad(
+            "image.max_concurrent_downloads",
+            format!("must be 1 to 64, got {}", c.image.max_concurrent_downloads),
+        );
+    }
+    if c.image.stall_timeout_seconds == 0 {
+        return bad("image.stall_timeout_seconds", "must be at least 1".into());
+    }
+    if !c.image.platform.is_empty() {
+        let parts: Vec<&str> = c.image.platform.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+            return bad(
+                "image.platform",
+                format!("must be os/arch[/variant], got {:?}", c.image.platform),
+            );
+        }
+    }
+    for (host, m) in &c.registry.mirrors {
+        for (i, ep) in m.endpoint.iter().enumerate() {
+            let ok = ep.strip_prefix("http://").or_else(|| ep.strip_prefix("https://"));
+            match ok {
+                Some(rest) if !rest.is_empty() && !rest.contains(' ') => {}
+                _ => {
+                    return bad(
+                        &format!("registry.mirrors.\"{host}\".endpoint[{i}]"),
+                        format!("must be an http:// or https:// URL, got {ep:?}"),
+                    );
+                }
+            }
+        }
+        if m.endpoint.is_empty() && !m.fallback_to_upstream {
+            return bad(
+                &format!("registry.mirrors.\"{host}\".fallback_to_upstream"),
+                "no endpoint and no fallback leaves no way to pull".into(),
+            );
+        }
+    }
+    for (host, h) in &c.registry.configs {
+        if h.tls.cert_file.as_os_str().is_empty() != h.tls.key_file.as_os_str().is_empty() {
+            return bad(
+                &format!("registry.configs.\"{host}\".tls"),
+                "cert_file and key_file go together".into(),
+            );
+        }
+    }
+    if c.cni.bin_dirs.is_empty() {
+        return bad("cni.bin_dirs", "must name at least one directory".into());
+    }
+    if c.cni.plugin_timeout_seconds == 0 {
+        return bad("cni.plugin_timeout_seconds", "must be at least 1".into());
+    }
+    if c.stream.address.parse::<std::net::IpAddr>().is_err() {
+        return bad(
+            "stream.address",
+            format!("must be an IP address, got {:?}", c.stream.address),
+        );
+    }
+    if c.stream.tls_cert_file.as_os_str().is_empty() != c.stream.tls_key_file.as_os_str().is_empty() {
+        return bad(
+            "stream.tls_cert_file",
+            "tls_cert_file and tls_key_file go together".into(),
+        );
+    }
+    if c.stream.token_timeout_seconds == 0 {
+        return bad("stream.token_timeout_seconds", "must be at least 1".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        let c = Config::default();
+        validate(&c).unwrap();
+        let text = toml::to_string_pretty(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn dropins_merge_in_name_order_and_flags_win() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "log_level = \"debug\"\n[image]\nmax_concurrent_downloads = 5\n",
+        );
+        write(
+            d.path(),
+            "crust.d/20-b.toml",
+            "[image]\nstall_timeout_seconds = 7\n",
+        );
+        write(
+            d.path(),
+            "crust.d/10-a.toml",
+            "[image]\nstall_timeout_seconds = 3\nmax_concurrent_downloads = 2\n",
+        );
+        let o = Overrides {
+            log_level: Some("warn".into()),
+            ..Default::default()
+        };
+        let c = load(Some(&main), &o).unwrap();
+        assert_eq!(c.image.stall_timeout_seconds, 7);
+        assert_eq!(c.image.max_concurrent_downloads, 2);
+        assert_eq!(c.log_level, "warn");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "crust.toml", "[image]\nmax_downloads = 5\n");
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert!(e.file.ends_with("crust.toml"), "{e}");
+        assert_eq!(e.key, "max_downloads", "{e}");
+        assert!(e.msg.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_dropin_that_set_it() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "crust.toml", "");
+        write(
+            d.path(),
+            "crust.d/50-x.toml",
+            "[registry.mirrors.\"docker.io\"]\nendpoint = [\"ftp://x\"]\n",
+        );
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert!(e.file.ends_with("50-x.toml"), "{e}");
+        assert!(e.key.contains("endpoint"), "{e}");
+    }
+}

@@ -1,0 +1,296 @@
+//! crustd's configuration: the types (every key with a default), so that `crustd config` can print the
+//! effective configuration, generated from these types. Loading and validation live in `load`.
+
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Overrides, load};
+
+/// The whole configuration (`/etc/crust/crust.toml` plus `/etc/crust/crust.d/*.toml`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: images, records, writable layers.
+    pub root: PathBuf,
+    /// Runtime data (tmpfs, gone at reboot): socket, netns pins, bundles, monitor files.
+    pub state: PathBuf,
+    /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter directive).
+    pub log_level: String,
+    pub api: ApiConfig,
+    pub runtime: RuntimeConfig,
+    pub image: ImageConfig,
+    pub registry: RegistryConfig,
+    pub cni: CniConfig,
+    pub stream: StreamConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: "/var/lib/crust".into(),
+            state: "/run/crust".into(),
+            log_level: "info".into(),
+            api: ApiConfig::default(),
+            runtime: RuntimeConfig::default(),
+            image: ImageConfig::default(),
+            registry: RegistryConfig::default(),
+            cni: CniConfig::default(),
+            stream: StreamConfig::default(),
+        }
+    }
+}
+
+/// The gRPC socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Unix socket that serves CRI v1.
+    pub socket: PathBuf,
+    /// File mode of the socket, in octal.
+    pub socket_mode: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: "/run/crust/crust.sock".into(),
+            socket_mode: "0660".into(),
+        }
+    }
+}
+
+/// OCI runtimes, the monitor and the pause, cgroups.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Handler used when a request names none (RuntimeClass "").
+    pub default_handler: String,
+    /// RuntimeClass handler name → OCI runtime.
+    pub handlers: BTreeMap<String, RuntimeHandler>,
+    /// The per-container monitor binary; empty means `crust-monitor` beside `crustd`.
+    pub monitor_path: PathBuf,
+    /// The built-in pause binary; empty means `crust-pause` beside `crustd`.
+    pub pause_path: PathBuf,
+    /// Only `cgroupfs` is supported.
+    pub cgroup_driver: String,
+    /// Parent cgroup for pods whose config names none.
+    pub cgroup_parent: String,
+    /// Seconds to wait for a container to stop after SIGKILL before giving up.
+    pub kill_timeout_seconds: u64,
+    /// Largest stdout (and stderr) an ExecSync returns, in bytes.
+    pub exec_sync_max_output: u64,
+    /// Override the default masked paths (empty: the built-in list).
+    pub masked_paths: Vec<String>,
+    /// Override the default read-only paths (empty: the built-in list).
+    pub readonly_paths: Vec<String>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let mut handlers = BTreeMap::new();
+        handlers.insert("runc".to_string(), RuntimeHandler::default());
+        RuntimeConfig {
+            default_handler: "runc".into(),
+            handlers,
+            monitor_path: PathBuf::new(),
+            pause_path: PathBuf::new(),
+            cgroup_driver: "cgroupfs".into(),
+            cgroup_parent: "crust".into(),
+            kill_timeout_seconds: 10,
+            exec_sync_max_output: 16 * 1024 * 1024,
+            masked_paths: Vec::new(),
+            readonly_paths: Vec::new(),
+        }
+    }
+}
+
+/// One OCI runtime (runc-compatible command line).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The runtime binary.
+    pub path: PathBuf,
+    /// The runtime's own state dir (`--root`); empty means `<state>/runtime/<handler>`.
+    pub root: PathBuf,
+}
+
+impl Default for RuntimeHandler {
+    fn default() -> Self {
+        RuntimeHandler {
+            path: "/usr/bin/runc".into(),
+            root: PathBuf::new(),
+        }
+    }
+}
+
+/// Image pulls and the image store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Layers downloaded at once per pull.
+    pub max_concurrent_downloads: usize,
+    /// A pull that receives no bytes for this many seconds fails.
+    pub stall_timeout_seconds: u64,
+    /// Images matching these patterns (`name`, `name:tag`, `prefix*`) are reported pinned.
+    pub pinned_images: Vec<String>,
+    /// A pause image to pull and pin at start (empty: crust's built-in pause needs none).
+    pub pause_image: String,
+    /// Platform wanted from multi-platform images, `os/arch[/variant]`; empty means this host's.
+    pub platform: String,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_concurrent_downloads: 3,
+            stall_timeout_seconds: 60,
+            pinned_images: Vec::new(),
+            pause_image: String::new(),
+            platform: String::new(),
+        }
+    }
+}
+
+/// Registries, in the shape containerd users know.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry host (`docker.io`, `registry.k8s.io`, `127.0.0.1:5000`) → its mirrors.
+    pub mirrors: BTreeMap<String, Mirror>,
+    /// Registry host (or mirror host) → auth and TLS.
+    pub configs: BTreeMap<String, HostConfig>,
+}
+
+/// Mirrors of one registry host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mirror {
+    /// Endpoints tried in order, e.g. `http://127.0.0.1:5000` (http:// means plain HTTP).
+    pub endpoint: Vec<String>,
+    /// Try the registry host itself after its mirrors. Off for air-gapped nodes.
+    pub fallback_to_upstream: bool,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            endpoint: Vec::new(),
+            fallback_to_upstream: true,
+        }
+    }
+}
+
+/// Auth and TLS for one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostConfig {
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    /// Talk plain HTTP to this host even without an `http://` endpoint.
+    pub insecure: bool,
+}
+
+/// Credentials for one host (used when the request carries none).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub username: String,
+    pub password: String,
+    /// base64 of `username:password`.
+    pub auth: String,
+    pub identitytoken: String,
+}
+
+/// TLS settings for one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Extra CA bundle (PEM).
+    pub ca_file: PathBuf,
+    /// Client certificate and key (PEM).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Accept any server certificate.
+    pub insecure_skip_verify: bool,
+}
+
+/// CNI networking.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CniConfig {
+    /// Network configurations (`.conf`, `.conflist`, `.json`); the first in name order is the default.
+    pub conf_dir: PathBuf,
+    /// Where plugin binaries are looked up, in order.
+    pub bin_dirs: Vec<PathBuf>,
+    /// Seconds one plugin invocation may take.
+    pub plugin_timeout_seconds: u64,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: "/etc/cni/net.d".into(),
+            bin_dirs: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+            plugin_timeout_seconds: 60,
+        }
+    }
+}
+
+/// The streaming server (Exec, Attach, PortForward).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Listen address.
+    pub address: String,
+    /// Listen port; 0 picks a free one.
+    pub port: u16,
+    /// Serve TLS with this certificate and key when both are set.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    /// Seconds a streaming URL stays valid.
+    pub token_timeout_seconds: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            token_timeout_seconds: 60,
+        }
+    }
+}
+
+impl Config {
+    /// The socket's mode bits.
+    pub fn socket_mode(&self) -> u32 {
+        u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
+    }
+
+    /// Path of a sibling binary of the running crustd (or `configured` when set).
+    pub fn helper_binary(configured: &std::path::Path, name: &str) -> PathBuf {
+        if !configured.as_os_str().is_empty() {
+            return configured.to_path_buf();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join(name)))
+            .unwrap_or_else(|| PathBuf::from(name))
+    }
+
+    /// The monitor binary.
+    pub fn monitor_binary(&self) -> PathBuf {
+        Self::helper_binary(&self.runtime.monitor_path, "crust-monitor")
+    }
+
+    /// The pause binary.
+    pub fn pause_binary(&self) -> PathBuf {
+        Self::helper_binary(&self.runtime.pause_path, "crust-pause")
+    }
+}

@@ -1,0 +1,50 @@
+//! The core value the gRPC server calls: the configuration, the directories, and one manager per job.
+//! Start-up recovery runs here, in order: images, then sandboxes, then containers.
+
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::state::Dirs;
+use crate::{Result, container, image, sandbox};
+
+/// crustd's core.
+pub struct Daemon {
+    /// The effective configuration.
+    pub config: Config,
+    /// Where things live.
+    pub dirs: Dirs,
+    /// Images: pulls and the store.
+    pub images: image::ImageStore,
+    /// Pod sandboxes.
+    pub sandboxes: sandbox::Sandboxes,
+    /// Containers.
+    pub containers: container::Containers,
+    /// Pod CIDR from UpdateRuntimeConfig.
+    pub pod_cidr: Mutex<String>,
+}
+
+impl Daemon {
+    /// Opens the stores and recovers what survived a restart.
+    pub async fn new(config: Config) -> Result<Arc<Self>> {
+        let dirs = Dirs::new(&config);
+        let images = image::ImageStore::open(&config, &dirs).await?;
+        let sandboxes = sandbox::Sandboxes::open(&config, &dirs).await?;
+        let containers = container::Containers::open(&config, &dirs).await?;
+        let d = Arc::new(Daemon {
+            config,
+            dirs,
+            images,
+            sandboxes,
+            containers,
+            pod_cidr: Mutex::new(String::new()),
+        });
+        d.recover().await;
+        Ok(d)
+    }
+
+    /// Start-up recovery (see DESIGN.md): sandboxes first, then containers.
+    async fn recover(&self) {
+        self.recover_sandboxes().await;
+        self.recover_containers().await;
+    }
+}

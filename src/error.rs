@@ -1,0 +1,117 @@
+//! The core's error type: every failure carries the kind the CRI caller should see (mapped to a gRPC
+//! code in exactly one place, `server::status`) and a message that names what failed and with what input.
+
+use std::io;
+
+/// A failed core operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; `field` names the offending request field.
+    #[error("{field}: {msg}")]
+    InvalidArgument { field: String, msg: String },
+    /// The named object does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The named object exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object is not in a state that allows the operation.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A remote (registry, plugin) could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A deadline passed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// Credentials were missing or refused.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Credentials were accepted but do not allow the operation.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Not supported by crust.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Result with the core error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An `InvalidArgument` naming the request field.
+    pub fn invalid(field: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field: field.into(),
+            msg: msg.into(),
+        }
+    }
+
+    /// An I/O error with what was being done (`context`), e.g. "create /run/crust/netns/abc".
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Prefixes the message with `ctx` ("RunPodSandbox: CNI ADD: ..."), keeping the kind.
+    pub fn context(self, ctx: impl std::fmt::Display) -> Self {
+        match self {
+            Error::InvalidArgument { field, msg } => Error::InvalidArgument {
+                field,
+                msg: format!("{ctx}: {msg}"),
+            },
+            Error::NotFound(m) => Error::NotFound(format!("{ctx}: {m}")),
+            Error::AlreadyExists(m) => Error::AlreadyExists(format!("{ctx}: {m}")),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{ctx}: {m}")),
+            Error::Unavailable(m) => Error::Unavailable(format!("{ctx}: {m}")),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{ctx}: {m}")),
+            Error::Unauthenticated(m) => Error::Unauthenticated(format!("{ctx}: {m}")),
+            Error::PermissionDenied(m) => Error::PermissionDenied(format!("{ctx}: {m}")),
+            Error::Unimplemented(m) => Error::Unimplemented(format!("{ctx}: {m}")),
+            Error::Io { context, source } => Error::Io {
+                context: format!("{ctx}: {context}"),
+                source,
+            },
+            Error::Internal(m) => Error::Internal(format!("{ctx}: {m}")),
+        }
+    }
+}
+
+/// Adds `.ctx(...)` to results and I/O results.
+pub trait ResultExt<T> {
+    /// Attaches context to the error.
+    fn ctx(self, ctx: impl std::fmt::Display) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn ctx(self, ctx: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| e.context(ctx))
+    }
+}
+
+impl<T> ResultExt<T> for std::result::Result<T, io::Error> {
+    fn ctx(self, ctx: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::io(ctx.to_string(), e))
+    }
+}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::Io {
+            context: "system call".into(),
+            source: io::Error::from(e),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! crust: a Kubernetes container runtime (CRI v1).
+//!
+//! `server` is the thin gRPC layer; under it, one module per job: `image` (pulls, store, layers),
+//! `sandbox` (pods: netns, CNI, pause), `container` (the container lifecycle), `oci` (the OCI runtime
+//! trait, runc behind it), `monitor` (the per-container monitor process and crustd's side of it),
+//! `cgroups`, `streaming` (exec/attach/port-forward server), `state` (records that survive a restart).
+//! `daemon` ties them into one value the server calls.
+
+pub mod cgroups;
+pub mod config;
+pub mod container;
+pub mod daemon;
+pub mod error;
+pub mod image;
+pub mod monitor;
+pub mod oci;
+pub mod sandbox;
+pub mod server;
+pub mod state;
+pub mod streaming;
+pub mod sys;
+
+pub use error::{Error, Result};

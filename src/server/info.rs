@@ -1,0 +1,122 @@
+//! Runtime-wide RPCs: Version, Status, RuntimeConfig, UpdateRuntimeConfig.
+
+use std::collections::HashMap;
+
+use cri_api::v1;
+
+use crate::daemon::Daemon;
+use crate::{Error, Result};
+
+/// The CRI API version crust speaks.
+pub const CRI_API_VERSION: &str = "v1";
+
+/// `Version`.
+pub async fn version(_d: &Daemon, _req: v1::VersionRequest) -> Result<v1::VersionResponse> {
+    Ok(v1::VersionResponse {
+        version: "0.1.0".into(),
+        runtime_name: "crust".into(),
+        runtime_version: env!("CARGO_PKG_VERSION").into(),
+        runtime_api_version: CRI_API_VERSION.into(),
+    })
+}
+
+/// `Status`: the runtime is ready once it serves; the network is ready when a CNI config loads.
+pub async fn status(d: &Daemon, req: v1::StatusRequest) -> Result<v1::StatusResponse> {
+    let runtime = v1::RuntimeCondition {
+        r#type: "RuntimeReady".into(),
+        status: true,
+        reason: String::new(),
+        message: String::new(),
+    };
+    let network = match d.sandboxes.network_ready() {
+        Ok(()) => v1::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: true,
+            ..Default::default()
+        },
+        Err(msg) => v1::RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: format!("Network plugin returns error: {msg}"),
+        },
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        let cfg =
+            serde_json::to_string(&d.config).map_err(|e| Error::Internal(format!("config as JSON: {e}")))?;
+        info.insert("config".to_string(), cfg);
+        let cidr = d.pod_cidr.lock().map(|c| c.clone()).unwrap_or_default();
+        info.insert("podCIDR".to_string(), serde_json::Value::String(cidr).to_string());
+    }
+    Ok(v1::StatusResponse {
+        status: Some(v1::RuntimeStatus {
+            conditions: vec![runtime, network],
+        }),
+        info,
+        runtime_handlers: runtime_handlers(d),
+        features: Some(v1::RuntimeFeatures {
+            supplemental_groups_policy: true,
+            user_namespaces_host_network: false,
+        }),
+    })
+}
+
+fn runtime_handlers(d: &Daemon) -> Vec<v1::RuntimeHandler> {
+    let features = || {
+        Some(v1::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: true,
+            user_namespaces: false,
+        })
+    };
+    let mut out = vec![v1::RuntimeHandler {
+        name: String::new(),
+        features: features(),
+    }];
+    out.extend(d.config.runtime.handlers.keys().map(|n| v1::RuntimeHandler {
+        name: n.clone(),
+        features: features(),
+    }));
+    out
+}
+
+/// `RuntimeConfig`: the cgroup driver.
+pub async fn runtime_config(
+    _d: &Daemon,
+    _req: v1::RuntimeConfigRequest,
+) -> Result<v1::RuntimeConfigResponse> {
+    Ok(v1::RuntimeConfigResponse {
+        linux: Some(v1::LinuxRuntimeConfiguration {
+            cgroup_driver: v1::CgroupDriver::Cgroupfs as i32,
+        }),
+    })
+}
+
+/// `UpdateRuntimeConfig`: records the pod CIDR.
+pub async fn update_runtime_config(
+    d: &Daemon,
+    req: v1::UpdateRuntimeConfigRequest,
+) -> Result<v1::UpdateRuntimeConfigResponse> {
+    let cidr = req
+        .runtime_config
+        .and_then(|c| c.network_config)
+        .map(|n| n.pod_cidr)
+        .unwrap_or_default();
+    if !cidr.is_empty() {
+        for part in cidr.split(',') {
+            let ok = part.split_once('/').is_some_and(|(ip, len)| {
+                ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 128)
+            });
+            if !ok {
+                return Err(Error::invalid(
+                    "runtime_config.network_config.pod_cidr",
+                    format!("not a CIDR: {part:?}"),
+                ));
+            }
+        }
+    }
+    if let Ok(mut c) = d.pod_cidr.lock() {
+        *c = cidr;
+    }
+    Ok(v1::UpdateRuntimeConfigResponse {})
+}

@@ -1,0 +1,172 @@
+//! What survives a restart: the directory layout under `root` (persistent) and `state` (tmpfs), crash-safe
+//! writes (write, fsync, rename), JSON records, and per-ID locks for request concurrency.
+
+mod locks;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use locks::Locks;
+
+use crate::config::Config;
+
+/// The directories crust uses, derived from `root` and `state`.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Persistent root (`/var/lib/crust`).
+    pub root: PathBuf,
+    /// Runtime state (`/run/crust`).
+    pub state: PathBuf,
+}
+
+impl Dirs {
+    /// From the configuration.
+    pub fn new(cfg: &Config) -> Self {
+        Dirs {
+            root: cfg.root.clone(),
+            state: cfg.state.clone(),
+        }
+    }
+    /// Image store: blobs, layers, index.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// Pod records dir (`<root>/pods`); a record is `<root>/pods/<id>.json`.
+    pub fn pod_records(&self) -> PathBuf {
+        self.root.join("pods")
+    }
+    /// Container records dir (`<root>/containers`); a record is `<root>/containers/<id>.json`.
+    pub fn container_records(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+    /// A container's persistent dir (writable layer `upper`, `work`).
+    pub fn container_root(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+    /// Pinned network namespaces.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.state.join("netns")
+    }
+    /// A pod's runtime dir (hostname, hosts, resolv.conf, shm).
+    pub fn pod_state(&self, id: &str) -> PathBuf {
+        self.state.join("pods").join(id)
+    }
+    /// A container's runtime dir (bundle, rootfs mount, exit file, ctl.sock, monitor pid).
+    pub fn container_state(&self, id: &str) -> PathBuf {
+        self.state.join("containers").join(id)
+    }
+    /// The OCI runtime's own state dir (`runc --root`) for a handler.
+    pub fn runtime_root(&self, handler: &str) -> PathBuf {
+        self.state.join("runtime").join(handler)
+    }
+}
+
+/// Writes `data` to `path` so that a crash leaves either the old or the new file: a temporary file in
+/// the same directory, fsync, rename, fsync of the directory.
+pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a JSON record atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    atomic_write(path, &data)
+}
+
+/// Reads a JSON record.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<T> {
+    let data = std::fs::read(path)?;
+    serde_json::from_slice(&data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads every `*.json` record in `dir` (skipping temporary files); unreadable ones are logged and skipped.
+pub fn read_all_json<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_record = p.extension().is_some_and(|x| x == "json")
+            && !p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+        if !is_record {
+            continue;
+        }
+        match read_json(&p) {
+            Ok(v) => out.push(v),
+            Err(e) => tracing::warn!(path = %p.display(), error = %e, "skipping unreadable record"),
+        }
+    }
+    out
+}
+
+/// Removes a file, treating "already gone" as success.
+pub fn remove_file_idempotent(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Removes a directory tree, treating "already gone" as success.
+pub fn remove_dir_idempotent(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// A new random 64-hex-digit ID (like containerd's and CRI-O's).
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Now, as nanoseconds since the epoch (the CRI's timestamps).
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b.json");
+        write_json(&p, &vec![1, 2]).unwrap();
+        write_json(&p, &vec![3]).unwrap();
+        let v: Vec<i32> = read_json(&p).unwrap();
+        assert_eq!(v, vec![3]);
+        let names: Vec<_> = std::fs::read_dir(d.path().join("a"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let all: Vec<Vec<i32>> = read_all_json(&d.path().join("a"));
+        assert_eq!(all, vec![vec![3]]);
+    }
+}
