@@ -115,3 +115,9 @@ impl From<nix::Error> for Error {
         }
     }
 }
+
+impl<T> ResultExt<T> for std::result::Result<T, nix::Error> {
+    fn ctx(self, ctx: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| Error::io(ctx.to_string(), io::Error::from(e)))
+    }
+}

@@ -20,4 +20,4 @@ pub mod state;
 pub mod streaming;
 pub mod sys;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, ResultExt};

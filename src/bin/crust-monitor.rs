@@ -1,6 +1,5 @@
-//! `crust-monitor`: one per container; see `crust::monitor`.
+//! `crust-monitor`: one per container, like conmon; all of it lives in `crust::monitor`.
 
 fn main() {
-    eprintln!("crust-monitor: not implemented yet");
-    std::process::exit(1);
+    crust::monitor::monitor_main()
 }

@@ -1,1 +1,162 @@
-//! cgroups (v1 hybrid and v2, cgroupfs driver): pod and container cgroups, their stats.
+//! cgroups (cgroupfs driver, v1 hybrid hosts and pure v2): the pod cgroup (create, remove) and the
+//! usage numbers stats need. Paths are relative to each hierarchy's root, without a leading '/'.
+
+mod stats;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::ResultExt;
+use crate::{Error, Result};
+
+pub use stats::{CgroupStats, stats};
+
+/// The cgroup filesystem root.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Whether the host runs the unified (v2-only) hierarchy.
+pub fn is_v2() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+}
+
+/// Every hierarchy mount point (v1 controllers, named hierarchies, and `unified`), or the root on v2.
+/// Symlinks (`cpu,cpuacct` aliases) are skipped so each hierarchy appears once.
+pub fn hierarchies() -> Vec<PathBuf> {
+    if is_v2() {
+        return vec![PathBuf::from(CGROUP_ROOT)];
+    }
+    let Ok(rd) = std::fs::read_dir(CGROUP_ROOT) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Normalises a cgroup path: no leading or trailing '/', no `..` components (refused).
+pub fn normalize(rel: &str) -> Result<String> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if parts.contains(&"..") {
+        return Err(Error::invalid("cgroup_parent", format!("{rel:?} contains '..'")));
+    }
+    if parts.is_empty() {
+        return Err(Error::invalid("cgroup_parent", "must name a cgroup below the root"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Creates `rel` in every controller hierarchy (v1: not in named or unified ones; those are made by
+/// the runtime when it needs them). On v1, `cpuset.cpus` and `cpuset.mems` of each new level are copied
+/// from its parent so tasks can join it.
+pub fn create(rel: &str) -> Result<()> {
+    let rel = normalize(rel)?;
+    for h in hierarchies() {
+        let name = h.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !is_v2() && (name == "unified" || name == "systemd" || name.starts_with("name=")) {
+            continue;
+        }
+        let mut cur = h.clone();
+        for part in rel.split('/') {
+            let parent = cur.clone();
+            cur.push(part);
+            match std::fs::create_dir(&cur) {
+                Ok(()) => {
+                    if name == "cpuset" {
+                        for f in ["cpuset.cpus", "cpuset.mems"] {
+                            let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+                            std::fs::write(cur.join(f), v.trim())
+                                .ctx(format!("write {}", cur.join(f).display()))?;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(format!("create cgroup {}", cur.display()), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes `rel` (and any child cgroups left in it, deepest first) from every hierarchy. Idempotent. A
+/// cgroup that still has processes fails with `FailedPrecondition` naming it.
+pub fn remove(rel: &str) -> Result<()> {
+    let rel = normalize(rel)?;
+    let mut first_err = None;
+    for h in hierarchies() {
+        let dir = h.join(&rel);
+        if let Err(e) = remove_tree(&dir) {
+            first_err.get_or_insert(Error::FailedPrecondition(format!(
+                "remove cgroup {}: {e}",
+                dir.display()
+            )));
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path())?;
+        }
+    }
+    // A cgroup whose last task just exited can report EBUSY briefly.
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `rel` exists in any hierarchy.
+pub fn exists(rel: &str) -> bool {
+    let Ok(rel) = normalize(rel) else { return false };
+    hierarchies().iter().any(|h| h.join(&rel).is_dir())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_paths() {
+        assert_eq!(normalize("/kubepods/pod1/").unwrap(), "kubepods/pod1");
+        assert!(normalize("a/../b").is_err());
+        assert!(normalize("/").is_err());
+    }
+
+    #[test]
+    fn create_stats_remove() {
+        let rel = format!("crust-unit-{}/pod", std::process::id());
+        create(&rel).unwrap();
+        assert!(exists(&rel));
+        if !is_v2() {
+            let cpus = std::fs::read_to_string(Path::new(CGROUP_ROOT).join("cpuset").join(&rel).join("cpuset.cpus"))
+                .unwrap();
+            assert!(!cpus.trim().is_empty());
+        }
+        let s = stats(&rel).unwrap();
+        assert_eq!(s.pids, 0);
+        // A child (like a container's) is removed with it.
+        create(&format!("{rel}/child")).unwrap();
+        let top = rel.split('/').next().unwrap().to_string();
+        remove(&top).unwrap();
+        assert!(!exists(&rel) && !exists(&top));
+        remove(&top).unwrap();
+    }
+}

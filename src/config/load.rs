@@ -101,32 +101,33 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
     Ok(cfg)
 }
 
-/// Turns a toml error into one naming the file, the key (from the span) and the reason.
+/// Turns a toml error into one naming the file, the dotted key (from the error's span: the key on that
+/// line, under the nearest `[table]` header above it) and the reason.
 fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
-    let (key, line) = match e.span() {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            let snippet = text.get(span.clone()).unwrap_or("").trim().to_string();
-            (
-                if snippet.is_empty() {
-                    "-".to_string()
-                } else {
-                    snippet
-                },
-                Some(line),
-            )
-        }
-        None => ("-".to_string(), None),
-    };
     let mut msg = e.message().trim().to_string();
-    if let Some(l) = line {
-        msg = format!("{msg} (line {l})");
-    }
-    ConfigError {
-        file: file.to_string(),
-        key,
-        msg,
-    }
+    let Some(span) = e.span() else {
+        return ConfigError { file: file.to_string(), key: "-".into(), msg };
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = match line.split_once('=') {
+        Some((k, _)) => k.trim().to_string(),
+        None => text.get(span.clone()).unwrap_or("").trim().to_string(),
+    };
+    let table = text
+        .lines()
+        .take(line_no - 1)
+        .filter_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .last()
+        .map(|t| t.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = match table {
+        Some(t) if !key.starts_with('[') && !key.is_empty() => format!("{t}.{key}"),
+        _ if key.is_empty() => "-".to_string(),
+        _ => key,
+    };
+    msg = format!("{msg} (line {line_no})");
+    ConfigError { file: file.to_string(), key, msg }
 }
 
 fn record_origin(table: &toml::Table, prefix: &str, file: &str, origin: &mut BTreeMap<String, String>) {
@@ -365,7 +366,7 @@ mod tests {
         let main = write(d.path(), "crust.toml", "[image]\nmax_downloads = 5\n");
         let e = load(Some(&main), &Overrides::default()).unwrap_err();
         assert!(e.file.ends_with("crust.toml"), "{e}");
-        assert_eq!(e.key, "max_downloads", "{e}");
+        assert_eq!(e.key, "image.max_downloads", "{e}");
         assert!(e.msg.contains("unknown field"), "{e}");
     }
 

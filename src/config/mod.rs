@@ -121,7 +121,7 @@ pub struct RuntimeHandler {
 impl Default for RuntimeHandler {
     fn default() -> Self {
         RuntimeHandler {
-            path: "/usr/bin/runc".into(),
+            path: "/usr/sbin/runc".into(),
             root: PathBuf::new(),
         }
     }

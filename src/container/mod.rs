@@ -1,22 +1,247 @@
 //! Containers: the OCI spec from CRI config and image config, the rootfs overlay, and the lifecycle
 //! (create, start, stop, remove, status, exec, stats) through each container's monitor.
+//!
+//! `Containers` keeps every record in memory (lists are served from there) and on disk under
+//! `<root>/containers/<id>.json`. Slow work on one container holds that container's lock only.
+//! Start-up recovery (`recover_containers`): a half-created container is rolled back; a live monitor
+//! means the container still runs; an exit file gives the exit status; neither means it died with the
+//! host or its monitor: exited, reason `Unknown`.
 
-use crate::Result;
+mod create;
+mod exec;
+pub mod record;
+pub mod resources;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+#[cfg(test)]
+mod spec_tests;
+mod stats;
+mod status;
+mod stop;
+pub mod user;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use create::NewContainer;
+pub use record::{ContainerRecord, Step};
+pub use status::ListFilter;
+
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::state::Dirs;
+use crate::oci::{OciRuntime, Runtimes};
+use crate::state::{Dirs, Locks};
+use crate::{Error, Result};
+
+/// (pod ID, container name, attempt): unique among a pod's containers.
+type NameKey = (String, String, u32);
+
+/// The shared core, in an `Arc` so slow work can finish in a task of its own when the caller goes away.
+pub(crate) struct Inner {
+    dirs: Dirs,
+    runtimes: Runtimes,
+    monitor_binary: PathBuf,
+    kill_timeout: Duration,
+    exec_max_output: usize,
+    host: spec::HostInfo,
+    records: Mutex<HashMap<String, ContainerRecord>>,
+    names: Mutex<HashMap<NameKey, String>>,
+    locks: Locks,
+    /// Last CPU sample per container (timestamp ns, cumulative CPU ns) for nanocores.
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// Each container's process spec, the template of its execs.
+    exec_procs: Mutex<HashMap<String, Arc<oci_spec::runtime::Process>>>,
+}
 
 /// All containers, served from memory, backed by records under `<root>/containers`.
-pub struct Containers {}
+pub struct Containers {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl Containers {
     /// Loads the records.
-    pub async fn open(_cfg: &Config, _dirs: &Dirs) -> Result<Self> {
-        Ok(Containers {})
+    pub async fn open(cfg: &Config, dirs: &Dirs) -> Result<Self> {
+        for d in [dirs.container_records(), dirs.state.join("containers")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        let mut records = HashMap::new();
+        let mut names = HashMap::new();
+        for r in crate::state::read_all_json::<ContainerRecord>(&dirs.container_records()) {
+            names.insert((r.pod_id.clone(), r.name.clone(), r.attempt), r.id.clone());
+            records.insert(r.id.clone(), r);
+        }
+        let host = spec::HostInfo {
+            apparmor: security::apparmor_enabled(),
+            cgroup_v2: crate::cgroups::is_v2(),
+            all_caps: security::current_caps(),
+            masked_paths: cfg.runtime.masked_paths.clone(),
+            readonly_paths: cfg.runtime.readonly_paths.clone(),
+        };
+        Ok(Containers {
+            inner: Arc::new(Inner {
+                dirs: dirs.clone(),
+                runtimes: Runtimes::from_config(cfg, dirs)?,
+                monitor_binary: cfg.monitor_binary(),
+                kill_timeout: Duration::from_secs(cfg.runtime.kill_timeout_seconds.max(1)),
+                exec_max_output: usize::try_from(cfg.runtime.exec_sync_max_output).unwrap_or(usize::MAX),
+                host,
+                records: Mutex::new(records),
+                names: Mutex::new(names),
+                locks: Locks::default(),
+                cpu_samples: Mutex::new(HashMap::new()),
+                exec_procs: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// A container's record, refreshed from its exit file.
+    pub fn get(&self, id: &str) -> Result<ContainerRecord> {
+        self.inner.get(id)
+    }
+
+    /// IDs of a pod's containers.
+    pub fn pod_container_ids(&self, pod_id: &str) -> Vec<String> {
+        lock(&self.inner.records)
+            .values()
+            .filter(|r| r.pod_id == pod_id)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+}
+
+impl Inner {
+    /// The full ID for `id` (exact, or a unique prefix); NotFound naming it.
+    fn resolve_id(&self, id: &str) -> Result<String> {
+        let recs = lock(&self.records);
+        if recs.contains_key(id) {
+            return Ok(id.to_string());
+        }
+        let mut it = recs.keys().filter(|k| !id.is_empty() && k.starts_with(id));
+        match (it.next(), it.next()) {
+            (Some(k), None) => Ok(k.clone()),
+            (Some(_), Some(_)) => Err(Error::NotFound(format!(
+                "container ID prefix {id:?} is ambiguous"
+            ))),
+            _ => Err(Error::NotFound(format!("container {id:?} not found"))),
+        }
+    }
+
+    /// The record, with an exit that happened since last looked at taken from the exit file.
+    fn get(&self, id: &str) -> Result<ContainerRecord> {
+        let id = self.resolve_id(id)?;
+        let rec = lock(&self.records)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
+        Ok(self.refresh(rec))
+    }
+
+    /// Takes a new exit from the exit file into the record (and saves it).
+    fn refresh(&self, mut rec: ContainerRecord) -> ContainerRecord {
+        if rec.exited || rec.step != Step::Created {
+            return rec;
+        }
+        if let Some(st) = crate::monitor::read_exit(&self.dirs.container_state(&rec.id)) {
+            rec.set_exit(&st);
+            if let Err(e) = self.put(rec.clone()) {
+                tracing::warn!(id = %rec.id, error = %e, "saving the exit of a container failed");
+            }
+        }
+        rec
+    }
+
+    /// Saves a record and updates memory (if the container was not removed meanwhile).
+    fn put(&self, rec: ContainerRecord) -> Result<()> {
+        rec.save(&self.dirs)?;
+        let mut recs = lock(&self.records);
+        recs.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    fn runtime(&self, rec: &ContainerRecord) -> Result<Arc<dyn OciRuntime>> {
+        self.runtimes.get(&rec.runtime_handler)
+    }
+
+    fn rootfs_paths(&self, id: &str) -> rootfs::RootfsPaths {
+        rootfs::RootfsPaths {
+            layer_dir: self.dirs.container_root(id),
+            mountpoint: self.dirs.container_state(id).join("rootfs"),
+        }
+    }
+
+    /// Drops a removed container from memory.
+    fn forget(&self, rec: &ContainerRecord) {
+        lock(&self.names).remove(&(rec.pod_id.clone(), rec.name.clone(), rec.attempt));
+        lock(&self.records).remove(&rec.id);
+        lock(&self.cpu_samples).remove(&rec.id);
+        lock(&self.exec_procs).remove(&rec.id);
+    }
+
+    /// Start-up recovery (see the module doc).
+    async fn recover(&self) {
+        let all: Vec<ContainerRecord> = lock(&self.records).values().cloned().collect();
+        for mut rec in all {
+            let dir = self.dirs.container_state(&rec.id);
+            if rec.step == Step::Creating {
+                tracing::info!(id = %rec.id, "rolling back a half-created container");
+                match self.destroy(&rec).await {
+                    Ok(()) => self.forget(&rec),
+                    Err(e) => {
+                        tracing::warn!(id = %rec.id, error = %e, "rollback of a half-created container failed")
+                    }
+                }
+                continue;
+            }
+            if rec.exited {
+                continue;
+            }
+            if let Some(st) = crate::monitor::read_exit(&dir) {
+                rec.set_exit(&st);
+            } else if crate::monitor::is_alive(&dir) {
+                if rec.started_at == 0 {
+                    // Crashed between `runtime start` and the record update: ask the runtime.
+                    if let Ok(rt) = self.runtime(&rec) {
+                        if rt.state(&rec.id).await.is_ok_and(|s| s.status == "running") {
+                            rec.started_at = crate::state::now_nanos();
+                        }
+                    }
+                }
+            } else {
+                rec.set_unknown_exit("the container's monitor is gone and left no exit status");
+            }
+            if let Err(e) = self.put(rec.clone()) {
+                tracing::warn!(id = %rec.id, error = %e, "saving a recovered container record failed");
+            }
+        }
     }
 }
 
 impl Daemon {
-    /// Start-up recovery of containers.
-    pub(crate) async fn recover_containers(&self) {}
+    /// Start-up recovery of containers (see the module doc).
+    pub(crate) async fn recover_containers(&self) {
+        self.containers.inner.recover().await;
+    }
+
+    /// Stops every container of a pod (StopPodSandbox), each with a zero grace period.
+    pub async fn stop_pod_containers(&self, pod_id: &str) -> Result<()> {
+        for id in self.containers.pod_container_ids(pod_id) {
+            self.stop_container(&id, 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes every container of a pod (RemovePodSandbox).
+    pub async fn remove_pod_containers(&self, pod_id: &str) -> Result<()> {
+        for id in self.containers.pod_container_ids(pod_id) {
+            self.remove_container(&id).await?;
+        }
+        Ok(())
+    }
 }

@@ -1,1 +1,99 @@
-//! The per-container monitor: the process (`crust-monitor`) that is a container's parent, and crustd's side of it.
+//! The per-container monitor: the process (`crust-monitor`, one per container, like conmon) that is a
+//! container's parent, and crustd's side of it.
+//!
+//! crustd calls [`spawn`]; the monitor detaches (own session, re-parented away from crustd), becomes a
+//! child subreaper and runs `<runtime> create`. It holds the container's stdio (pipes, or a pty when
+//! `tty`), writes the CRI log, reaps the container, detects OOM kills and writes the exit file. It talks
+//! to crustd only through files in the container's state dir and the control socket there:
+//!
+//! - `monitor.pid`: `<pid> <start time in clock ticks>` of the monitor ([`is_alive`]);
+//! - `container.pid`: the container's init pid (written by the runtime);
+//! - `exit`: JSON [`ExitStatus`], written atomically once the container has exited ([`read_exit`]);
+//! - `ctl.sock`: the control socket (protocol in `ctl`): reopen the log, resize the tty, later attach.
+//!
+//! The monitor process itself lives in `process` (plus `log` and `ctl`); it uses no async runtime,
+//! no threads, and allocates nothing in its steady loop.
+
+mod args;
+mod client;
+pub mod ctl;
+mod event_loop;
+pub mod log;
+mod process;
+mod sysutil;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use client::{is_alive, monitor_pid, read_exit, reopen_log, resize, spawn, wait_exit};
+pub use process::main as monitor_main;
+
+/// File names in a container's state dir.
+pub const EXIT_FILE: &str = "exit";
+/// The control socket.
+pub const CTL_SOCKET: &str = "ctl.sock";
+/// The monitor's pid and start time.
+pub const MONITOR_PID_FILE: &str = "monitor.pid";
+/// The container's init pid, as the runtime wrote it.
+pub const CONTAINER_PID_FILE: &str = "container.pid";
+/// The runtime's log of `create` (JSON lines), removed once `create` succeeded.
+pub const RUNTIME_LOG: &str = "runtime-create.log";
+/// The console socket used during `create` when `tty` is set.
+pub const CONSOLE_SOCKET: &str = "console.sock";
+
+/// What crustd asks a monitor to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitorSpec {
+    /// The container ID (as the runtime knows it).
+    pub id: String,
+    /// The OCI bundle dir (holds `config.json`).
+    pub bundle: PathBuf,
+    /// The runtime binary (`OciRuntime::path()`).
+    pub runtime_path: PathBuf,
+    /// The runtime's `--root` (`OciRuntime::root()`).
+    pub runtime_root: PathBuf,
+    /// The container's state dir: exit file, `ctl.sock`, `monitor.pid`, `container.pid`. Created if
+    /// missing.
+    pub state_dir: PathBuf,
+    /// The CRI log file; `None` discards the output.
+    pub log_path: Option<PathBuf>,
+    /// Give the container a pty (the spec's `process.terminal` must be true as well).
+    pub tty: bool,
+    /// Keep a stdin pipe open for the container (for attach).
+    pub stdin: bool,
+    /// Close stdin after the first attach ends.
+    pub stdin_once: bool,
+    /// The `crust-monitor` binary; empty means `crust-monitor` beside the running executable
+    /// (use `Config::monitor_binary()`).
+    pub monitor_path: PathBuf,
+}
+
+/// A monitor that has created its container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Monitor {
+    /// The monitor's pid.
+    pub pid: u32,
+    /// The container's init pid (CREATED, waiting for `start`).
+    pub container_pid: u32,
+}
+
+/// How a container ended, from the exit file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code; 128 + signal when killed by a signal (137 for SIGKILL).
+    pub exit_code: i32,
+    /// The signal that killed it, 0 when it exited.
+    pub signal: i32,
+    /// The kernel OOM killer killed a process of the container's cgroup while it ran.
+    pub oom_killed: bool,
+    /// When the monitor saw the container created (wall clock, ns since the epoch). The start time is
+    /// crustd's to record (the monitor does not see `runtime start`).
+    #[serde(default)]
+    pub created_at_ns: i64,
+    /// Not known to the monitor: always `None` in the file; crustd fills it from its record.
+    #[serde(default)]
+    pub started_at_ns: Option<i64>,
+    /// When the monitor reaped the container (wall clock, ns since the epoch).
+    pub finished_at_ns: i64,
+}

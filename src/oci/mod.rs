@@ -1,1 +1,131 @@
-//! The OCI runtime: a trait over runc-compatible runtimes, with runc behind it.
+//! The OCI runtime: a trait over runc-compatible runtimes (`OciRuntime`), runc behind it (`Runc`), and the
+//! RuntimeClass handler table (`Runtimes`). `create` is not here: the monitor runs it (see `crate::monitor`),
+//! so that the monitor, not crustd, is the container's parent.
+
+pub mod pause;
+mod runc;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use oci_spec::runtime::{LinuxResources, Process};
+
+use crate::config::Config;
+use crate::state::Dirs;
+use crate::{Error, Result};
+
+pub use runc::Runc;
+pub(crate) use runc::runtime_error_text;
+
+/// A container's status as the runtime reports it (`runc state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeState {
+    /// `created`, `running`, `paused`, `stopped` (or `creating`).
+    pub status: String,
+    /// The container's init pid (0 when stopped).
+    pub pid: u32,
+}
+
+/// What an `exec_sync` gave back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Standard output, at most `max_output` bytes (the rest is dropped).
+    pub stdout: Vec<u8>,
+    /// Standard error, at most `max_output` bytes.
+    pub stderr: Vec<u8>,
+    /// The process's exit code (128 + signal when killed by a signal; 137 after a timeout kill).
+    pub exit_code: i32,
+    /// The timeout passed and the process was killed.
+    pub timed_out: bool,
+}
+
+/// A runc-compatible OCI runtime. Errors: a container the runtime does not know gives `NotFound`; one in
+/// the wrong state (e.g. kill of a stopped container) gives `FailedPrecondition`; anything else `Internal`
+/// with the runtime's own error text.
+pub trait OciRuntime: Send + Sync + std::fmt::Debug {
+    /// The runtime binary (for `monitor::MonitorSpec::runtime_path`).
+    fn path(&self) -> &Path;
+    /// The runtime's state dir, `--root` (for `monitor::MonitorSpec::runtime_root`).
+    fn root(&self) -> &Path;
+    /// `start`: runs the user process of a CREATED container.
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// `kill [--all] id signal`.
+    fn kill<'a>(&'a self, id: &'a str, signal: i32, all: bool) -> BoxFuture<'a, Result<()>>;
+    /// `delete [--force] id`; idempotent: a container the runtime does not know is Ok.
+    fn delete<'a>(&'a self, id: &'a str, force: bool) -> BoxFuture<'a, Result<()>>;
+    /// `state id`.
+    fn state<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RuntimeState>>;
+    /// `update --resources`.
+    fn update<'a>(&'a self, id: &'a str, resources: &'a LinuxResources) -> BoxFuture<'a, Result<()>>;
+    /// `pause id` (freezer).
+    fn pause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// `resume id`.
+    fn resume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Runs `process` in the container, stdout and stderr captured separately (each capped at `max_output`
+    /// bytes), and waits for it; `timeout` zero means no timeout. On timeout the process is killed
+    /// (SIGKILL) and `timed_out` is set.
+    fn exec_sync<'a>(
+        &'a self,
+        id: &'a str,
+        process: &'a Process,
+        timeout: Duration,
+        max_output: usize,
+    ) -> BoxFuture<'a, Result<ExecOutput>>;
+}
+
+/// RuntimeClass handler name → runtime.
+#[derive(Debug, Clone)]
+pub struct Runtimes {
+    default_handler: String,
+    handlers: BTreeMap<String, Arc<dyn OciRuntime>>,
+}
+
+impl Runtimes {
+    /// One `Runc` per configured handler; a handler with an empty `root` gets `<state>/runtime/<name>`.
+    pub fn from_config(cfg: &Config, dirs: &Dirs) -> Result<Runtimes> {
+        let mut handlers: BTreeMap<String, Arc<dyn OciRuntime>> = BTreeMap::new();
+        for (name, h) in &cfg.runtime.handlers {
+            let root = if h.root.as_os_str().is_empty() {
+                dirs.runtime_root(name)
+            } else {
+                h.root.clone()
+            };
+            handlers.insert(name.clone(), Arc::new(Runc::new(h.path.clone(), root)));
+        }
+        if !handlers.contains_key(&cfg.runtime.default_handler) {
+            return Err(Error::invalid(
+                "runtime.default_handler",
+                format!("no handler named {:?} is configured", cfg.runtime.default_handler),
+            ));
+        }
+        Ok(Runtimes {
+            default_handler: cfg.runtime.default_handler.clone(),
+            handlers,
+        })
+    }
+
+    /// The runtime for a RuntimeClass handler ("" is the default handler). Unknown: InvalidArgument
+    /// naming `runtime_handler`.
+    pub fn get(&self, handler: &str) -> Result<Arc<dyn OciRuntime>> {
+        let name = if handler.is_empty() { self.default_handler.as_str() } else { handler };
+        self.handlers.get(name).cloned().ok_or_else(|| {
+            Error::invalid(
+                "runtime_handler",
+                format!("unknown runtime handler {handler:?} (configured: {})", self.names().join(", ")),
+            )
+        })
+    }
+
+    /// The default handler's name.
+    pub fn default_handler(&self) -> &str {
+        &self.default_handler
+    }
+
+    /// Configured handler names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+}

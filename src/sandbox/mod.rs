@@ -1,45 +1,244 @@
 //! Pod sandboxes: the pinned network namespace wired by CNI, pod files (hostname, hosts, resolv.conf,
 //! shm), the pod cgroup, and the built-in pause process under its own monitor.
+//!
+//! `Sandboxes` serves pods from memory; records under `<root>/pods` back it. Modules: `record` (the
+//! record and its fields), `names` (name reservations, in-flight retries), `netns`, `files`, `network`
+//! (CNI), `pause` (the infra container), `run` (RunPodSandbox with rollback), `lifecycle` (stop, remove,
+//! recovery), `status` (status, list), `stats`.
 
-use crate::Result;
+mod files;
+mod lifecycle;
+mod names;
+mod netns;
+mod network;
+mod pause;
+mod record;
+mod run;
+mod stats;
+mod status;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cri_api::v1;
+
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::state::Dirs;
+use crate::oci::Runtimes;
+use crate::state::{Dirs, Locks};
+use crate::{Error, Result};
+
+pub use record::{Namespaces, PodRecord, PodState};
+pub use run::{NewPod, validate_run};
+pub use status::ListFilter;
+
+/// What a container of the pod needs to know about its pod.
+#[derive(Debug, Clone)]
+pub struct PodContext {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    /// The pinned netns; `None` for the host network.
+    pub netns_path: Option<PathBuf>,
+    /// The pause's pid: join its ipc/uts/pid namespaces through `/proc/<pid>/ns/*`.
+    pub pause_pid: Option<u32>,
+    pub namespace_options: v1::NamespaceOption,
+    pub hostname_path: PathBuf,
+    pub hosts_path: PathBuf,
+    pub resolv_path: PathBuf,
+    /// The pod's /dev/shm; `None` with host IPC.
+    pub shm_path: Option<PathBuf>,
+    /// The pod cgroup, relative, no leading '/'.
+    pub cgroup_parent: String,
+    pub log_directory: String,
+    pub runtime_handler: String,
+    pub ready: bool,
+}
+
+/// The shared core, in an `Arc` so RunPodSandbox can finish (or roll back) in a task of its own even
+/// when the caller goes away.
+pub(crate) struct Inner {
+    dirs: Dirs,
+    cni_conf_dir: PathBuf,
+    cni: crust_cni::Cni,
+    runtimes: Runtimes,
+    cgroup_parent: String,
+    monitor_binary: PathBuf,
+    pause_binary: PathBuf,
+    pause_rootfs: PathBuf,
+    pause_prepared: tokio::sync::OnceCell<()>,
+    /// Every pod, by ID.
+    pods: Mutex<HashMap<String, PodRecord>>,
+    names: names::Names,
+    /// One lock per pod ID around slow work.
+    locks: Locks,
+}
 
 /// All pod sandboxes, served from memory, backed by records under `<root>/pods`.
 pub struct Sandboxes {
-    cni_conf_dir: std::path::PathBuf,
+    inner: Arc<Inner>,
 }
 
 impl Sandboxes {
     /// Loads the records.
-    pub async fn open(cfg: &Config, _dirs: &Dirs) -> Result<Self> {
+    pub async fn open(cfg: &Config, dirs: &Dirs) -> Result<Self> {
+        for d in [dirs.pod_records(), dirs.netns_dir(), dirs.state.join("pods")] {
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+        }
+        let records = PodRecord::load_all(dirs);
+        let names = names::Names::default();
+        let mut pods = HashMap::new();
+        for r in records {
+            names.taken(r.name_key(), &r.id);
+            pods.insert(r.id.clone(), r);
+        }
         Ok(Sandboxes {
-            cni_conf_dir: cfg.cni.conf_dir.clone(),
+            inner: Arc::new(Inner {
+                dirs: dirs.clone(),
+                cni_conf_dir: cfg.cni.conf_dir.clone(),
+                cni: crust_cni::Cni::new(
+                    cfg.cni.bin_dirs.clone(),
+                    Duration::from_secs(cfg.cni.plugin_timeout_seconds.max(1)),
+                ),
+                runtimes: Runtimes::from_config(cfg, dirs)?,
+                cgroup_parent: cfg.runtime.cgroup_parent.clone(),
+                monitor_binary: cfg.monitor_binary(),
+                pause_binary: cfg.pause_binary(),
+                pause_rootfs: dirs.state.join("pause").join("rootfs"),
+                pause_prepared: tokio::sync::OnceCell::new(),
+                pods: Mutex::new(pods),
+                names,
+                locks: Locks::default(),
+            }),
         })
     }
 
-    /// `Ok` when a CNI network configuration is loaded; otherwise why not.
+    /// `Ok` when a CNI network configuration loads; otherwise why not.
     pub fn network_ready(&self) -> std::result::Result<(), String> {
-        let found = std::fs::read_dir(&self.cni_conf_dir).ok().is_some_and(|rd| {
-            rd.flatten().any(|e| {
-                e.path()
-                    .extension()
-                    .is_some_and(|x| x == "conf" || x == "conflist" || x == "json")
-            })
-        });
-        if found {
-            Ok(())
-        } else {
-            Err(format!(
-                "cni config uninitialized: no network config found in {}",
-                self.cni_conf_dir.display()
-            ))
+        network::default_network(&self.inner.cni_conf_dir)
+            .map(drop)
+            .map_err(|e| format!("cni config uninitialized: {e}"))
+    }
+
+    /// What a container needs of its pod. NotFound naming the ID.
+    pub fn pod_context(&self, pod_id: &str) -> Result<PodContext> {
+        let rec = self.inner.get(pod_id)?;
+        Ok(self.inner.context(&rec))
+    }
+
+    /// A copy of the record of a pod (full ID or unique prefix).
+    pub fn get(&self, pod_id: &str) -> Result<PodRecord> {
+        self.inner.get(pod_id)
+    }
+
+    /// IDs of every pod.
+    pub fn ids(&self) -> Vec<String> {
+        self.inner.snapshot().into_iter().map(|r| r.id).collect()
+    }
+}
+
+impl Inner {
+    /// Copies of all records.
+    fn snapshot(&self) -> Vec<PodRecord> {
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Resolves a full ID or a unique prefix.
+    fn resolve(&self, id: &str) -> Result<String> {
+        if id.is_empty() {
+            return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
+        }
+        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        if pods.contains_key(id) {
+            return Ok(id.to_string());
+        }
+        let mut matches = pods.keys().filter(|k| k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(k), None) => Ok(k.clone()),
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "pod_sandbox_id",
+                format!("{id:?} is a prefix of more than one pod sandbox"),
+            )),
+            _ => Err(Error::NotFound(format!("pod sandbox {id:?} not found"))),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<PodRecord> {
+        let id = self.resolve(id)?;
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    /// Stores the record on disk, then in memory.
+    fn save(&self, rec: &PodRecord) -> Result<()> {
+        rec.save(&self.dirs)?;
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    /// Forgets a pod: record file, memory, name.
+    fn forget(&self, rec: &PodRecord) -> Result<()> {
+        PodRecord::delete(&self.dirs, &rec.id)?;
+        self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.id);
+        self.names.release(&rec.name_key(), &rec.id);
+        Ok(())
+    }
+
+    fn netns_path(&self, id: &str) -> PathBuf {
+        self.dirs.netns_dir().join(id)
+    }
+
+    fn pause_dir(&self, id: &str) -> PathBuf {
+        PodRecord::pause_dir(&self.dirs, id)
+    }
+
+    /// Ready: created, not stopped, and the pause still runs.
+    fn is_ready(&self, rec: &PodRecord) -> bool {
+        rec.state == PodState::Ready && !pause::exited(&self.pause_dir(&rec.id))
+    }
+
+    fn context(&self, rec: &PodRecord) -> PodContext {
+        let files = files::PodFiles::in_dir(&PodRecord::files_dir(&self.dirs, &rec.id));
+        let ns = &rec.namespaces;
+        PodContext {
+            id: rec.id.clone(),
+            name: rec.name.clone(),
+            namespace: rec.namespace.clone(),
+            uid: rec.uid.clone(),
+            netns_path: (!ns.host_network()).then(|| self.netns_path(&rec.id)),
+            pause_pid: (rec.pause_pid != 0).then_some(rec.pause_pid),
+            namespace_options: ns.to_cri(),
+            hostname_path: files.hostname,
+            hosts_path: files.hosts,
+            resolv_path: files.resolv,
+            shm_path: (!ns.host_ipc()).then_some(files.shm),
+            cgroup_parent: rec.cgroup.clone().unwrap_or_default(),
+            log_directory: rec.log_directory.clone(),
+            runtime_handler: rec.runtime_handler.clone(),
+            ready: self.is_ready(rec),
         }
     }
 }
 
 impl Daemon {
-    /// Start-up recovery of pod sandboxes.
-    pub(crate) async fn recover_sandboxes(&self) {}
+    /// Start-up recovery of pod sandboxes (DESIGN.md): half-made pods are rolled back; a ready pod whose
+    /// netns or pause is gone (crash, reboot) is stopped, which runs CNI DEL with the cached result.
+    pub(crate) async fn recover_sandboxes(&self) {
+        lifecycle::recover(&self.sandboxes.inner).await;
+    }
 }

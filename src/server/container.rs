@@ -1,111 +1,271 @@
 //! Container RPC handlers: validate, call the core (`crate::container`), return the response.
 
+use std::path::{Component, Path};
+
 use cri_api::v1;
 
+use crate::container::{ListFilter, NewContainer};
 use crate::daemon::Daemon;
+use crate::server::validate;
 use crate::{Error, Result};
+
+fn validate_create(req: &v1::CreateContainerRequest) -> Result<()> {
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    let c = validate::present("config", &req.config)?;
+    let m = validate::present("config.metadata", &c.metadata)?;
+    validate::required("config.metadata.name", &m.name)?;
+    if m.name.contains('/') || m.name.len() > 253 {
+        return Err(Error::invalid(
+            "config.metadata.name",
+            format!("{:?} is not a valid container name", m.name),
+        ));
+    }
+    let img = validate::present("config.image", &c.image)?;
+    validate::required("config.image.image", &img.image)?;
+    if Path::new(&c.log_path)
+        .components()
+        .any(|x| x == Component::ParentDir)
+    {
+        return Err(Error::invalid(
+            "config.log_path",
+            format!("{:?} must not contain '..'", c.log_path),
+        ));
+    }
+    for (i, e) in c.envs.iter().enumerate() {
+        if e.key.is_empty() || e.key.contains('=') {
+            return Err(Error::invalid(
+                format!("config.envs[{i}].key"),
+                format!("{:?} is not a valid variable name", e.key),
+            ));
+        }
+    }
+    for (i, mnt) in c.mounts.iter().enumerate() {
+        validate::required(&format!("config.mounts[{i}].container_path"), &mnt.container_path)?;
+        if !mnt.container_path.starts_with('/') {
+            return Err(Error::invalid(
+                format!("config.mounts[{i}].container_path"),
+                format!("{:?} is not absolute", mnt.container_path),
+            ));
+        }
+        if mnt.image.is_none() {
+            validate::required(&format!("config.mounts[{i}].host_path"), &mnt.host_path)?;
+        }
+    }
+    for (i, d) in c.devices.iter().enumerate() {
+        validate::required(&format!("config.devices[{i}].host_path"), &d.host_path)?;
+    }
+    if !c.cdi_devices.is_empty() {
+        return Err(Error::invalid(
+            "config.cdi_devices",
+            "CDI devices are not supported",
+        ));
+    }
+    Ok(())
+}
 
 /// `CreateContainer`.
 pub async fn create_container(
-    _d: &Daemon,
-    _req: v1::CreateContainerRequest,
+    d: &Daemon,
+    req: v1::CreateContainerRequest,
 ) -> Result<v1::CreateContainerResponse> {
-    Err(Error::Unimplemented(
-        "create_container is not implemented yet".into(),
-    ))
+    validate_create(&req)?;
+    let container_id = d
+        .create_container(NewContainer {
+            pod_id: req.pod_sandbox_id,
+            config: req.config.unwrap_or_default(),
+            sandbox_config: req.sandbox_config,
+        })
+        .await?;
+    Ok(v1::CreateContainerResponse { container_id })
 }
 
 /// `StartContainer`.
 pub async fn start_container(
-    _d: &Daemon,
-    _req: v1::StartContainerRequest,
+    d: &Daemon,
+    req: v1::StartContainerRequest,
 ) -> Result<v1::StartContainerResponse> {
-    Err(Error::Unimplemented(
-        "start_container is not implemented yet".into(),
-    ))
+    validate::required("container_id", &req.container_id)?;
+    d.start_container(&req.container_id).await?;
+    Ok(v1::StartContainerResponse {})
 }
 
 /// `StopContainer`.
-pub async fn stop_container(
-    _d: &Daemon,
-    _req: v1::StopContainerRequest,
-) -> Result<v1::StopContainerResponse> {
-    Err(Error::Unimplemented(
-        "stop_container is not implemented yet".into(),
-    ))
+pub async fn stop_container(d: &Daemon, req: v1::StopContainerRequest) -> Result<v1::StopContainerResponse> {
+    validate::required("container_id", &req.container_id)?;
+    let timeout = validate::non_negative("timeout", req.timeout)?;
+    d.stop_container(&req.container_id, timeout).await?;
+    Ok(v1::StopContainerResponse {})
 }
 
 /// `RemoveContainer`.
 pub async fn remove_container(
-    _d: &Daemon,
-    _req: v1::RemoveContainerRequest,
+    d: &Daemon,
+    req: v1::RemoveContainerRequest,
 ) -> Result<v1::RemoveContainerResponse> {
-    Err(Error::Unimplemented(
-        "remove_container is not implemented yet".into(),
-    ))
+    validate::required("container_id", &req.container_id)?;
+    d.remove_container(&req.container_id).await?;
+    Ok(v1::RemoveContainerResponse {})
 }
 
 /// `ListContainers`.
 pub async fn list_containers(
-    _d: &Daemon,
-    _req: v1::ListContainersRequest,
+    d: &Daemon,
+    req: v1::ListContainersRequest,
 ) -> Result<v1::ListContainersResponse> {
-    Err(Error::Unimplemented(
-        "list_containers is not implemented yet".into(),
-    ))
+    let f = req.filter.unwrap_or_default();
+    let state = match f.state {
+        None => None,
+        Some(s) => Some(v1::ContainerState::try_from(s.state).map_err(|_| {
+            Error::invalid(
+                "filter.state.state",
+                format!("unknown container state {}", s.state),
+            )
+        })?),
+    };
+    let containers = d.list_containers(&ListFilter {
+        id: f.id,
+        state,
+        pod_id: f.pod_sandbox_id,
+        labels: f.label_selector,
+    });
+    Ok(v1::ListContainersResponse { containers })
 }
 
 /// `ContainerStatus`.
 pub async fn container_status(
-    _d: &Daemon,
-    _req: v1::ContainerStatusRequest,
+    d: &Daemon,
+    req: v1::ContainerStatusRequest,
 ) -> Result<v1::ContainerStatusResponse> {
-    Err(Error::Unimplemented(
-        "container_status is not implemented yet".into(),
-    ))
+    validate::required("container_id", &req.container_id)?;
+    let (status, info) = d.container_status(&req.container_id, req.verbose)?;
+    Ok(v1::ContainerStatusResponse {
+        status: Some(status),
+        info,
+    })
 }
 
 /// `UpdateContainerResources`.
 pub async fn update_container_resources(
-    _d: &Daemon,
-    _req: v1::UpdateContainerResourcesRequest,
+    d: &Daemon,
+    req: v1::UpdateContainerResourcesRequest,
 ) -> Result<v1::UpdateContainerResourcesResponse> {
-    Err(Error::Unimplemented(
-        "update_container_resources is not implemented yet".into(),
-    ))
+    validate::required("container_id", &req.container_id)?;
+    let linux = validate::present("linux", &req.linux)?;
+    d.update_container_resources(&req.container_id, linux).await?;
+    Ok(v1::UpdateContainerResourcesResponse {})
 }
 
 /// `ReopenContainerLog`.
 pub async fn reopen_container_log(
-    _d: &Daemon,
-    _req: v1::ReopenContainerLogRequest,
+    d: &Daemon,
+    req: v1::ReopenContainerLogRequest,
 ) -> Result<v1::ReopenContainerLogResponse> {
-    Err(Error::Unimplemented(
-        "reopen_container_log is not implemented yet".into(),
-    ))
+    validate::required("container_id", &req.container_id)?;
+    d.reopen_container_log(&req.container_id).await?;
+    Ok(v1::ReopenContainerLogResponse {})
 }
 
 /// `ExecSync`.
-pub async fn exec_sync(_d: &Daemon, _req: v1::ExecSyncRequest) -> Result<v1::ExecSyncResponse> {
-    Err(Error::Unimplemented("exec_sync is not implemented yet".into()))
+pub async fn exec_sync(d: &Daemon, req: v1::ExecSyncRequest) -> Result<v1::ExecSyncResponse> {
+    validate::required("container_id", &req.container_id)?;
+    if req.cmd.is_empty() || req.cmd[0].is_empty() {
+        return Err(Error::invalid("cmd", "must name a command"));
+    }
+    let timeout = validate::non_negative("timeout", req.timeout)?;
+    let out = d.exec_sync(&req.container_id, req.cmd, timeout).await?;
+    Ok(v1::ExecSyncResponse {
+        stdout: out.stdout,
+        stderr: out.stderr,
+        exit_code: out.exit_code,
+    })
 }
 
 /// `ContainerStats`.
 pub async fn container_stats(
-    _d: &Daemon,
-    _req: v1::ContainerStatsRequest,
+    d: &Daemon,
+    req: v1::ContainerStatsRequest,
 ) -> Result<v1::ContainerStatsResponse> {
-    Err(Error::Unimplemented(
-        "container_stats is not implemented yet".into(),
-    ))
+    validate::required("container_id", &req.container_id)?;
+    let stats = d.container_stats(&req.container_id).await?;
+    Ok(v1::ContainerStatsResponse { stats: Some(stats) })
 }
 
 /// `ListContainerStats`.
 pub async fn list_container_stats(
-    _d: &Daemon,
-    _req: v1::ListContainerStatsRequest,
+    d: &Daemon,
+    req: v1::ListContainerStatsRequest,
 ) -> Result<v1::ListContainerStatsResponse> {
-    Err(Error::Unimplemented(
-        "list_container_stats is not implemented yet".into(),
-    ))
+    let f = req.filter.unwrap_or_default();
+    let stats = d
+        .list_container_stats(&ListFilter {
+            id: f.id,
+            state: None,
+            pod_id: f.pod_sandbox_id,
+            labels: f.label_selector,
+        })
+        .await;
+    Ok(v1::ListContainerStatsResponse { stats })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> v1::CreateContainerRequest {
+        v1::CreateContainerRequest {
+            pod_sandbox_id: "p".into(),
+            config: Some(v1::ContainerConfig {
+                metadata: Some(v1::ContainerMetadata {
+                    name: "c".into(),
+                    attempt: 0,
+                }),
+                image: Some(v1::ImageSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                log_path: "c/0.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        }
+    }
+
+    fn field(r: v1::CreateContainerRequest) -> String {
+        match validate_create(&r) {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn create_validation_names_fields() {
+        validate_create(&req()).unwrap();
+        let mut r = req();
+        r.pod_sandbox_id.clear();
+        assert_eq!(field(r), "pod_sandbox_id");
+        let mut r = req();
+        r.config.as_mut().unwrap().metadata = None;
+        assert_eq!(field(r), "config.metadata");
+        let mut r = req();
+        r.config.as_mut().unwrap().metadata.as_mut().unwrap().name.clear();
+        assert_eq!(field(r), "config.metadata.name");
+        let mut r = req();
+        r.config.as_mut().unwrap().image.as_mut().unwrap().image.clear();
+        assert_eq!(field(r), "config.image.image");
+        let mut r = req();
+        r.config.as_mut().unwrap().log_path = "../../etc/x".into();
+        assert_eq!(field(r), "config.log_path");
+        let mut r = req();
+        r.config.as_mut().unwrap().envs = vec![v1::KeyValue {
+            key: "A=B".into(),
+            value: vec![],
+        }];
+        assert_eq!(field(r), "config.envs[0].key");
+        let mut r = req();
+        r.config.as_mut().unwrap().mounts = vec![v1::Mount {
+            container_path: "/x".into(),
+            ..Default::default()
+        }];
+        assert_eq!(field(r), "config.mounts[0].host_path");
+    }
 }

@@ -1,33 +1,122 @@
 //! Image RPC handlers: validate, call the core (`crate::image`), return the response.
 
+use std::collections::HashMap;
+
 use cri_api::v1;
 
+use super::validate;
 use crate::daemon::Daemon;
+use crate::image::{Credentials, ImageRecord};
 use crate::{Error, Result};
 
-/// `ListImages`.
-pub async fn list_images(_d: &Daemon, _req: v1::ListImagesRequest) -> Result<v1::ListImagesResponse> {
-    Err(Error::Unimplemented("list_images is not implemented yet".into()))
+/// The CRI view of an image record.
+fn to_cri(r: ImageRecord, pinned: bool) -> v1::Image {
+    let user = r.user.split(':').next().unwrap_or("").to_string();
+    let (uid, username) = match user.parse::<i64>() {
+        Ok(n) => (Some(v1::Int64Value { value: n }), String::new()),
+        Err(_) => (None, user),
+    };
+    v1::Image {
+        spec: Some(v1::ImageSpec {
+            image: r.id.clone(),
+            ..Default::default()
+        }),
+        id: r.id,
+        repo_tags: r.repo_tags,
+        repo_digests: r.repo_digests,
+        size: r.size,
+        uid,
+        username,
+        pinned,
+    }
 }
 
-/// `ImageStatus`.
-pub async fn image_status(_d: &Daemon, _req: v1::ImageStatusRequest) -> Result<v1::ImageStatusResponse> {
-    Err(Error::Unimplemented("image_status is not implemented yet".into()))
+/// The image string of a request's `ImageSpec`, required.
+fn image_of<'a>(field: &str, spec: &'a Option<v1::ImageSpec>) -> Result<&'a str> {
+    let spec = validate::present(field, spec)?;
+    validate::required(&format!("{field}.image"), spec.image.trim())
+}
+
+/// Re-labels a reference parse error with the request field.
+fn relabel(field: &str, e: Error) -> Error {
+    match e {
+        Error::InvalidArgument { msg, .. } => Error::invalid(field, msg),
+        e => e,
+    }
+}
+
+/// `ListImages`.
+pub async fn list_images(d: &Daemon, req: v1::ListImagesRequest) -> Result<v1::ListImagesResponse> {
+    let filter = req
+        .filter
+        .as_ref()
+        .and_then(|f| f.image.as_ref())
+        .map(|s| s.image.as_str());
+    let images = d
+        .images
+        .list(filter)
+        .into_iter()
+        .map(|(r, p)| to_cri(r, p))
+        .collect();
+    Ok(v1::ListImagesResponse { images })
+}
+
+/// `ImageStatus`: a missing image is an empty response.
+pub async fn image_status(d: &Daemon, req: v1::ImageStatusRequest) -> Result<v1::ImageStatusResponse> {
+    let image = image_of("image", &req.image)?;
+    let Some((rec, pinned)) = d.images.record(image) else {
+        return Ok(v1::ImageStatusResponse::default());
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        info.insert("info".to_string(), d.images.verbose_info(&rec));
+    }
+    Ok(v1::ImageStatusResponse {
+        image: Some(to_cri(rec, pinned)),
+        info,
+    })
 }
 
 /// `PullImage`.
-pub async fn pull_image(_d: &Daemon, _req: v1::PullImageRequest) -> Result<v1::PullImageResponse> {
-    Err(Error::Unimplemented("pull_image is not implemented yet".into()))
+pub async fn pull_image(d: &Daemon, req: v1::PullImageRequest) -> Result<v1::PullImageResponse> {
+    let image = image_of("image", &req.image)?;
+    let creds = req.auth.as_ref().map(|a| {
+        Credentials::from_parts(
+            &a.username,
+            &a.password,
+            &a.auth,
+            &a.identity_token,
+            &a.registry_token,
+        )
+    });
+    let id = d
+        .images
+        .pull(image, creds)
+        .await
+        .map_err(|e| relabel("image.image", e))?;
+    Ok(v1::PullImageResponse { image_ref: id })
 }
 
-/// `RemoveImage`.
-pub async fn remove_image(_d: &Daemon, _req: v1::RemoveImageRequest) -> Result<v1::RemoveImageResponse> {
-    Err(Error::Unimplemented("remove_image is not implemented yet".into()))
+/// `RemoveImage`: removing an absent image succeeds.
+pub async fn remove_image(d: &Daemon, req: v1::RemoveImageRequest) -> Result<v1::RemoveImageResponse> {
+    let image = image_of("image", &req.image)?;
+    d.images.remove(image).await?;
+    Ok(v1::RemoveImageResponse {})
 }
 
 /// `ImageFsInfo`.
-pub async fn image_fs_info(_d: &Daemon, _req: v1::ImageFsInfoRequest) -> Result<v1::ImageFsInfoResponse> {
-    Err(Error::Unimplemented(
-        "image_fs_info is not implemented yet".into(),
-    ))
+pub async fn image_fs_info(d: &Daemon, _req: v1::ImageFsInfoRequest) -> Result<v1::ImageFsInfoResponse> {
+    let u = d.images.fs_usage().await;
+    let fs = v1::FilesystemUsage {
+        timestamp: crate::state::now_nanos(),
+        fs_id: Some(v1::FilesystemIdentifier {
+            mountpoint: u.mountpoint.display().to_string(),
+        }),
+        used_bytes: Some(v1::UInt64Value { value: u.bytes }),
+        inodes_used: Some(v1::UInt64Value { value: u.inodes }),
+    };
+    Ok(v1::ImageFsInfoResponse {
+        image_filesystems: vec![fs],
+        container_filesystems: Vec::new(),
+    })
 }

@@ -5,6 +5,7 @@
 mod container;
 mod image;
 mod images;
+mod inflight;
 mod info;
 mod runtime;
 mod sandbox;
@@ -35,27 +36,48 @@ impl Cri {
     }
 }
 
-/// Serves both services on `listener` until `shutdown` resolves; then stops accepting and lets requests
-/// in flight finish.
+/// Serves both services on `listener` until `shutdown` resolves; then stops accepting, waits up to
+/// `grace` for requests in flight to finish, and returns.
 pub async fn serve(
     d: Arc<Daemon>,
     listener: tokio::net::UnixListener,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
 ) -> Result<(), tonic::transport::Error> {
     let cri = Cri::new(d);
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let inflight = inflight::InFlight::default();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .layer(inflight.clone())
         .add_service(
             RuntimeServiceServer::new(cri.clone())
                 .max_decoding_message_size(16 << 20)
                 .max_encoding_message_size(64 << 20),
         )
         .add_service(
-            ImageServiceServer::new(cri)
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(64 << 20),
+            ImageServiceServer::new(cri).max_decoding_message_size(16 << 20).max_encoding_message_size(64 << 20),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        r = &mut server => return r.unwrap_or(Ok(())),
+        _ = shutdown => {}
+    }
+    let _ = stop_tx.send(());
+    let left = inflight.drain(grace).await;
+    if left > 0 {
+        tracing::warn!(requests = left, "grace period over with requests still in flight");
+    }
+    // Idle connections (kubelet keeps them) must not hold the exit up.
+    match tokio::time::timeout(std::time::Duration::from_millis(200), &mut server).await {
+        Ok(r) => r.unwrap_or(Ok(())),
+        Err(_) => {
+            server.abort();
+            Ok(())
+        }
+    }
 }

@@ -3,76 +3,93 @@
 use cri_api::v1;
 
 use crate::daemon::Daemon;
+use crate::sandbox::{ListFilter, validate_run};
+use crate::server::validate;
 use crate::{Error, Result};
 
 /// `RunPodSandbox`.
 pub async fn run_pod_sandbox(
-    _d: &Daemon,
-    _req: v1::RunPodSandboxRequest,
+    d: &Daemon,
+    req: v1::RunPodSandboxRequest,
 ) -> Result<v1::RunPodSandboxResponse> {
-    Err(Error::Unimplemented(
-        "run_pod_sandbox is not implemented yet".into(),
-    ))
+    let pod = validate_run(req)?;
+    let pod_sandbox_id = d.run_pod_sandbox(pod).await?;
+    Ok(v1::RunPodSandboxResponse { pod_sandbox_id })
 }
 
 /// `StopPodSandbox`.
 pub async fn stop_pod_sandbox(
-    _d: &Daemon,
-    _req: v1::StopPodSandboxRequest,
+    d: &Daemon,
+    req: v1::StopPodSandboxRequest,
 ) -> Result<v1::StopPodSandboxResponse> {
-    Err(Error::Unimplemented(
-        "stop_pod_sandbox is not implemented yet".into(),
-    ))
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    d.stop_pod_sandbox(&req.pod_sandbox_id).await?;
+    Ok(v1::StopPodSandboxResponse {})
 }
 
 /// `RemovePodSandbox`.
 pub async fn remove_pod_sandbox(
-    _d: &Daemon,
-    _req: v1::RemovePodSandboxRequest,
+    d: &Daemon,
+    req: v1::RemovePodSandboxRequest,
 ) -> Result<v1::RemovePodSandboxResponse> {
-    Err(Error::Unimplemented(
-        "remove_pod_sandbox is not implemented yet".into(),
-    ))
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    d.remove_pod_sandbox(&req.pod_sandbox_id).await?;
+    Ok(v1::RemovePodSandboxResponse {})
 }
 
 /// `PodSandboxStatus`.
 pub async fn pod_sandbox_status(
-    _d: &Daemon,
-    _req: v1::PodSandboxStatusRequest,
+    d: &Daemon,
+    req: v1::PodSandboxStatusRequest,
 ) -> Result<v1::PodSandboxStatusResponse> {
-    Err(Error::Unimplemented(
-        "pod_sandbox_status is not implemented yet".into(),
-    ))
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    let (status, info) = d.sandboxes.status(&req.pod_sandbox_id, req.verbose)?;
+    Ok(v1::PodSandboxStatusResponse {
+        status: Some(status),
+        info,
+        containers_statuses: Vec::new(),
+        timestamp: crate::state::now_nanos(),
+    })
 }
 
 /// `ListPodSandbox`.
 pub async fn list_pod_sandbox(
-    _d: &Daemon,
-    _req: v1::ListPodSandboxRequest,
+    d: &Daemon,
+    req: v1::ListPodSandboxRequest,
 ) -> Result<v1::ListPodSandboxResponse> {
-    Err(Error::Unimplemented(
-        "list_pod_sandbox is not implemented yet".into(),
-    ))
+    let f = req.filter.unwrap_or_default();
+    let state = match f.state {
+        None => None,
+        Some(s) => Some(v1::PodSandboxState::try_from(s.state).map_err(|_| {
+            Error::invalid("filter.state.state", format!("unknown pod sandbox state {}", s.state))
+        })?),
+    };
+    let items = d.sandboxes.list(&ListFilter {
+        id: f.id,
+        state,
+        labels: f.label_selector,
+    });
+    Ok(v1::ListPodSandboxResponse { items })
 }
 
 /// `PodSandboxStats`.
 pub async fn pod_sandbox_stats(
-    _d: &Daemon,
-    _req: v1::PodSandboxStatsRequest,
+    d: &Daemon,
+    req: v1::PodSandboxStatsRequest,
 ) -> Result<v1::PodSandboxStatsResponse> {
-    Err(Error::Unimplemented(
-        "pod_sandbox_stats is not implemented yet".into(),
-    ))
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    let stats = d.sandboxes.stats(&req.pod_sandbox_id)?;
+    Ok(v1::PodSandboxStatsResponse { stats: Some(stats) })
 }
 
 /// `ListPodSandboxStats`.
 pub async fn list_pod_sandbox_stats(
-    _d: &Daemon,
-    _req: v1::ListPodSandboxStatsRequest,
+    d: &Daemon,
+    req: v1::ListPodSandboxStatsRequest,
 ) -> Result<v1::ListPodSandboxStatsResponse> {
-    Err(Error::Unimplemented(
-        "list_pod_sandbox_stats is not implemented yet".into(),
-    ))
+    let f = req.filter.unwrap_or_default();
+    let stats = d.sandboxes.list_stats(&f.id, &f.label_selector);
+    Ok(v1::ListPodSandboxStatsResponse { stats })
 }
 
 /// `UpdatePodSandboxResources`.

@@ -1,0 +1,60 @@
+# crust: `make run` sets up this host and runs crustd; `make test` runs the whole suite.
+SHELL := /bin/bash
+CARGO ?= cargo
+PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables
+STATIC_TARGET := x86_64-unknown-linux-gnu
+PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
+CNI_CONF_DIR := /etc/cni/net.d
+
+.PHONY: all deps build build-debug pause run test unit lint fmt bench conformance clean
+
+all: build
+
+## deps: install the Debian packages crust needs on the host (idempotent).
+deps:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+## pause: the built-in pause binary, static, in its own target dir so the flag never reaches crustd.
+pause:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile tiny -p crust-pause \
+		--target $(STATIC_TARGET) --target-dir target/static
+
+## build: release binaries (crustd, crust-monitor, crust-pause) in target/release.
+build: pause
+	$(CARGO) build --release --bins -p crust
+	install -m 0755 $(PAUSE_STATIC) target/release/crust-pause
+
+build-debug: pause
+	$(CARGO) build --bins -p crust
+	install -m 0755 $(PAUSE_STATIC) target/debug/crust-pause
+
+## run: set up the host, build, install the default CNI config if none, run crustd in the foreground.
+run: deps build
+	@if ! ls $(CNI_CONF_DIR)/*.conf $(CNI_CONF_DIR)/*.conflist $(CNI_CONF_DIR)/*.json >/dev/null 2>&1; then \
+		install -D -m 0644 deploy/10-crust.conflist $(CNI_CONF_DIR)/10-crust.conflist; \
+		echo "installed $(CNI_CONF_DIR)/10-crust.conflist"; \
+	fi
+	sysctl -qw net.ipv4.ip_forward=1
+	exec target/release/crustd
+
+## test: the whole suite (unit tests and integration tests against real runc, CNI and a registry).
+test: deps build-debug
+	sysctl -qw net.ipv4.ip_forward=1
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,348 @@
+//! CreateContainer and StartContainer: record first, then the rootfs overlay, the bundle's
+//! `config.json`, and the monitor (which runs `runtime create`); any failure undoes what was made.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cri_api::v1;
+
+use super::record::{ContainerRecord, MountRecord, ResourcesRecord, Step};
+use super::spec::{self, ImageDefaults, PodInfo, SpecInput};
+use super::{Inner, lock, rootfs, user};
+use crate::daemon::Daemon;
+use crate::error::ResultExt;
+use crate::sandbox::PodContext;
+use crate::{Error, Result};
+
+/// A validated CreateContainer request.
+#[derive(Debug, Clone)]
+pub struct NewContainer {
+    pub pod_id: String,
+    pub config: v1::ContainerConfig,
+    pub sandbox_config: Option<v1::PodSandboxConfig>,
+}
+
+/// The image as a container needs it.
+#[derive(Debug, Clone)]
+struct ImageView {
+    id: String,
+    image_ref: String,
+    defaults: ImageDefaults,
+    layers: Vec<PathBuf>,
+}
+
+/// Everything creation needs, gathered from the daemon before the slow part runs in its own task.
+struct Plan {
+    id: String,
+    req: NewContainer,
+    pod: PodContext,
+    pod_info: PodInfo,
+    image: ImageView,
+    target_pid: Option<u32>,
+}
+
+impl Daemon {
+    fn image_view(&self, reference: &str) -> Result<ImageView> {
+        let info = self.images.resolve(reference).ok_or_else(|| {
+            Error::NotFound(format!(
+                "config.image.image: image {reference:?} not found (pull it first)"
+            ))
+        })?;
+        Ok(ImageView {
+            image_ref: info
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| info.id.clone()),
+            id: info.id,
+            defaults: ImageDefaults::from_image(&info.config),
+            layers: info.layers,
+        })
+    }
+
+    /// CreateContainer: the container ends up CREATED; returns its ID.
+    pub async fn create_container(&self, req: NewContainer) -> Result<String> {
+        let pod = self.sandboxes.pod_context(&req.pod_id)?;
+        if !pod.ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let reference = req
+            .config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self.image_view(&reference)?;
+        let sc = req
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref());
+        let ns = sc.and_then(|s| s.namespace_options.as_ref());
+        let target_pid = match ns {
+            Some(o) if o.pid == v1::NamespaceMode::Target as i32 => {
+                let t = self.containers.get(&o.target_id).map_err(|_| {
+                    Error::NotFound(format!(
+                        "config.linux.security_context.namespace_options.target_id: container {:?} not found",
+                        o.target_id
+                    ))
+                })?;
+                (t.pid != 0 && !t.exited).then_some(t.pid)
+            }
+            _ => None,
+        };
+        let pod_info = pod_info(&pod, req.sandbox_config.as_ref());
+        let meta = req.config.metadata.clone().unwrap_or_default();
+        let key = (pod.id.clone(), meta.name.clone(), meta.attempt);
+        let id = crate::state::new_id();
+        {
+            let mut names = lock(&self.containers.inner.names);
+            if let Some(other) = names.get(&key) {
+                return Err(Error::AlreadyExists(format!(
+                    "container name {:?} (attempt {}) in pod {} is already in use by container {other}",
+                    meta.name, meta.attempt, pod.id
+                )));
+            }
+            names.insert(key.clone(), id.clone());
+        }
+        let pod_id = pod.id.clone();
+        let plan = Plan {
+            id: id.clone(),
+            req,
+            pod,
+            pod_info,
+            image,
+            target_pid,
+        };
+        let inner = Arc::clone(&self.containers.inner);
+        // In a task of its own: a caller that goes away must not leave a half-made container.
+        let r = tokio::spawn(async move {
+            let r = inner.create(&plan).await;
+            if r.is_err() {
+                lock(&inner.names).remove(&key);
+            }
+            r
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("create task failed: {e}")))?;
+        r.ctx(format!("CreateContainer {:?} in pod {pod_id}", meta.name))?;
+        Ok(id)
+    }
+
+    /// StartContainer: runs the user process of a CREATED container.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let inner = &self.containers.inner;
+        let id = inner.resolve_id(id)?;
+        let _g = inner.locks.lock(&id).await;
+        let mut rec = inner.get(&id)?;
+        if rec.exited || rec.started_at != 0 || rec.step != Step::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not in the created state (it is {:?})",
+                super::record::cri_state(&rec)
+            )));
+        }
+        let rt = inner.runtime(&rec)?;
+        if let Err(e) = rt.start(&id).await {
+            let _ = inner.refresh(rec);
+            return Err(e.context(format!("StartContainer {id}")));
+        }
+        rec.started_at = crate::state::now_nanos();
+        inner.put(rec)
+    }
+}
+
+fn pod_info(pod: &PodContext, sb: Option<&v1::PodSandboxConfig>) -> PodInfo {
+    let linux = sb.and_then(|s| s.linux.as_ref());
+    PodInfo {
+        id: pod.id.clone(),
+        name: pod.name.clone(),
+        namespace: pod.namespace.clone(),
+        uid: pod.uid.clone(),
+        hostname: sb.map(|s| s.hostname.clone()).unwrap_or_default(),
+        netns_path: pod.netns_path.clone(),
+        pause_pid: pod.pause_pid,
+        namespace_options: pod.namespace_options.clone(),
+        hostname_path: pod.hostname_path.clone(),
+        hosts_path: pod.hosts_path.clone(),
+        resolv_path: pod.resolv_path.clone(),
+        shm_path: pod.shm_path.clone(),
+        cgroup_parent: pod.cgroup_parent.clone(),
+        privileged: linux
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged),
+        sysctls: linux.map(|l| l.sysctls.clone()).unwrap_or_default(),
+    }
+}
+
+/// `log_directory` joined with `log_path` (an absolute `log_path` stands alone); `None` without a
+/// `log_path`.
+fn log_path(log_dir: &str, log_path: &str) -> Option<PathBuf> {
+    if log_path.is_empty() {
+        return None;
+    }
+    Some(Path::new(log_dir).join(log_path))
+}
+
+impl Inner {
+    async fn create(&self, p: &Plan) -> Result<()> {
+        let cfg = &p.req.config;
+        let meta = cfg.metadata.clone().unwrap_or_default();
+        let img = cfg.image.clone().unwrap_or_default();
+        let res = cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .unwrap_or_default();
+        let log = log_path(&p.pod.log_directory, &cfg.log_path);
+        let mut rec = ContainerRecord {
+            id: p.id.clone(),
+            pod_id: p.pod.id.clone(),
+            name: meta.name.clone(),
+            attempt: meta.attempt,
+            step: Step::Creating,
+            created_at: crate::state::now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exited: false,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            image: img.image.clone(),
+            image_annotations: img.annotations.clone(),
+            user_specified_image: img.user_specified_image.clone(),
+            image_id: p.image.id.clone(),
+            image_ref: p.image.image_ref.clone(),
+            labels: cfg.labels.clone(),
+            annotations: cfg.annotations.clone(),
+            mounts: cfg.mounts.iter().map(MountRecord::from_cri).collect(),
+            log_path: log.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
+            resources: ResourcesRecord::from_cri(&res),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            stop_signal: libc::SIGTERM,
+            runtime_handler: p.pod.runtime_handler.clone(),
+            cgroup: format!("{}/{}", p.pod.cgroup_parent.trim_matches('/'), p.id),
+            pid: 0,
+            tty: cfg.tty,
+            stdin: cfg.stdin,
+            stdin_once: cfg.stdin_once,
+            layers: p.image.layers.clone(),
+        };
+        let rt = self.runtime(&rec)?;
+        rec.save(&self.dirs)?;
+        match self.make(p, &mut rec, log).await {
+            Ok(()) => {
+                rec.step = Step::Created;
+                match self.put(rec.clone()) {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        lock(&self.records).remove(&rec.id);
+                        let _ = rt.delete(&rec.id, true).await;
+                        self.undo(&rec);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                // The monitor leaves nothing behind when `create` fails; the rest is ours to undo.
+                let _ = rt.delete(&rec.id, true).await;
+                self.undo(&rec);
+                Err(e)
+            }
+        }
+    }
+
+    /// Rootfs, bundle, log dir, monitor.
+    async fn make(&self, p: &Plan, rec: &mut ContainerRecord, log: Option<PathBuf>) -> Result<()> {
+        let cfg = &p.req.config;
+        let dir = self.dirs.container_state(&p.id);
+        std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
+        let paths = self.rootfs_paths(&p.id);
+        let layers = p.image.layers.clone();
+        let paths2 = paths.clone();
+        tokio::task::spawn_blocking(move || rootfs::mount(&paths2, &layers))
+            .await
+            .map_err(|e| Error::Internal(format!("mount task failed: {e}")))??;
+        let mut devices = Vec::new();
+        for (i, d) in cfg.devices.iter().enumerate() {
+            devices.extend(spec::host_devices(&format!("config.devices[{i}]"), d)?);
+        }
+        let privileged = cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged);
+        let passwd = user::read_image_file(&p.image.layers, "passwd");
+        let group = user::read_image_file(&p.image.layers, "group");
+        for (i, m) in cfg.mounts.iter().enumerate() {
+            // As containerd: a missing host path is created as a directory.
+            if !m.host_path.is_empty() && std::fs::symlink_metadata(&m.host_path).is_err() {
+                std::fs::create_dir_all(&m.host_path).map_err(|e| {
+                    Error::invalid(
+                        format!("config.mounts[{i}].host_path"),
+                        format!("create {}: {e}", m.host_path),
+                    )
+                })?;
+            }
+        }
+        let built = spec::build(&SpecInput {
+            id: &p.id,
+            config: cfg,
+            image: &p.image.defaults,
+            image_name: &rec.image,
+            pod: &p.pod_info,
+            rootfs: &paths.mountpoint,
+            passwd: passwd.as_deref(),
+            group: group.as_deref(),
+            devices,
+            host_devices: if privileged {
+                spec::all_host_devices()
+            } else {
+                Vec::new()
+            },
+            target_pid: p.target_pid,
+            host: &self.host,
+        })?;
+        rec.uid = built.user.uid;
+        rec.gid = built.user.gid;
+        rec.groups = built.user.additional_gids.clone();
+        rec.stop_signal = built.stop_signal;
+        let data =
+            serde_json::to_vec(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
+        crate::state::atomic_write(&dir.join("config.json"), &data).ctx("write config.json")?;
+        if let Some(l) = &log {
+            if let Some(parent) = l.parent() {
+                std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
+            }
+        }
+        let rt = self.runtime(rec)?;
+        let mon = crate::monitor::spawn(&crate::monitor::MonitorSpec {
+            id: p.id.clone(),
+            bundle: dir.clone(),
+            runtime_path: rt.path().to_path_buf(),
+            runtime_root: rt.root().to_path_buf(),
+            state_dir: dir,
+            log_path: log,
+            tty: cfg.tty,
+            stdin: cfg.stdin,
+            stdin_once: cfg.stdin_once,
+            monitor_path: self.monitor_binary.clone(),
+        })
+        .await?;
+        rec.pid = mon.container_pid;
+        Ok(())
+    }
+
+    /// Removes the rootfs, the state dir and the record (the runtime's container must be gone).
+    fn undo(&self, rec: &ContainerRecord) {
+        if let Err(e) = rootfs::remove(&self.rootfs_paths(&rec.id)) {
+            tracing::warn!(id = %rec.id, error = %e, "removing the rootfs failed");
+        }
+        let _ = crate::state::remove_dir_idempotent(&self.dirs.container_state(&rec.id));
+        let _ = ContainerRecord::delete(&self.dirs, &rec.id);
+    }
+}

@@ -1,0 +1,115 @@
+//! ExecSync (through the runtime, with the container's user, env, cwd and capabilities; output capped,
+//! timeout honoured), UpdateContainerResources and ReopenContainerLog.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cri_api::v1;
+use oci_spec::runtime::{Process, Spec};
+
+use super::record::{ResourcesRecord, cri_state};
+use super::{Inner, lock, resources};
+use crate::daemon::Daemon;
+use crate::{Error, Result};
+
+/// What ExecSync returns.
+#[derive(Debug, Clone, Default)]
+pub struct ExecResult {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+impl Inner {
+    /// The container's process spec (from its bundle), cached: exec probes run often.
+    fn process_template(&self, id: &str) -> Result<Arc<Process>> {
+        if let Some(p) = lock(&self.exec_procs).get(id) {
+            return Ok(Arc::clone(p));
+        }
+        let path = self.dirs.container_state(id).join("config.json");
+        let data = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let spec: Spec = serde_json::from_slice(&data)
+            .map_err(|e| Error::Internal(format!("parse {}: {e}", path.display())))?;
+        let p = Arc::new(
+            spec.process()
+                .clone()
+                .ok_or_else(|| Error::Internal(format!("{} has no process", path.display())))?,
+        );
+        lock(&self.exec_procs).insert(id.to_string(), Arc::clone(&p));
+        Ok(p)
+    }
+
+    fn running(&self, id: &str, what: &str) -> Result<super::ContainerRecord> {
+        let rec = self.get(id)?;
+        if cri_state(&rec) != v1::ContainerState::ContainerRunning {
+            return Err(Error::FailedPrecondition(format!(
+                "{what}: container {} is not running",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+}
+
+impl Daemon {
+    /// ExecSync: `timeout` 0 means none; on timeout the process is killed and DeadlineExceeded returned.
+    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: u64) -> Result<ExecResult> {
+        let inner = &self.containers.inner;
+        let rec = inner.running(id, "ExecSync")?;
+        let mut process = (*inner.process_template(&rec.id)?).clone();
+        process.set_args(Some(cmd));
+        process.set_terminal(Some(false));
+        process.set_console_size(None);
+        let rt = inner.runtime(&rec)?;
+        let out = rt
+            .exec_sync(
+                &rec.id,
+                &process,
+                Duration::from_secs(timeout),
+                inner.exec_max_output,
+            )
+            .await
+            .map_err(|e| e.context(format!("ExecSync in {}", rec.id)))?;
+        if out.timed_out {
+            return Err(Error::DeadlineExceeded(format!(
+                "ExecSync in {}: command timed out after {timeout}s and was killed",
+                rec.id
+            )));
+        }
+        Ok(ExecResult {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
+    /// UpdateContainerResources through the runtime; the status reports the new values.
+    pub async fn update_container_resources(&self, id: &str, r: &v1::LinuxContainerResources) -> Result<()> {
+        let inner = &self.containers.inner;
+        let id = inner.resolve_id(id)?;
+        let _g = inner.locks.lock(&id).await;
+        let mut rec = inner.get(&id)?;
+        if rec.exited {
+            return Err(Error::FailedPrecondition(format!(
+                "UpdateContainerResources: container {id} has exited"
+            )));
+        }
+        let oci = resources::to_oci(r, "linux")?;
+        inner
+            .runtime(&rec)?
+            .update(&id, &oci)
+            .await
+            .map_err(|e| e.context(format!("UpdateContainerResources {id}")))?;
+        rec.resources = rec.resources.merged(&ResourcesRecord::from_cri(r));
+        inner.put(rec)
+    }
+
+    /// ReopenContainerLog through the monitor.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let inner = &self.containers.inner;
+        let rec = inner.running(id, "ReopenContainerLog")?;
+        crate::monitor::reopen_log(&self.dirs.container_state(&rec.id))
+            .await
+            .map_err(|e| e.context(format!("ReopenContainerLog {}", rec.id)))
+    }
+}

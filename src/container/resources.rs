@@ -1,0 +1,137 @@
+//! CRI `LinuxContainerResources` → OCI `linux.resources` (CPU, memory, hugepages, unified), for the
+//! spec at create time and for `UpdateContainerResources`.
+
+use cri_api::v1;
+use oci_spec::runtime::LinuxResources;
+use serde_json::{Map, Value, json};
+
+use crate::{Error, Result};
+
+/// Whether the host's cgroup hierarchy is pure v2 (unified keys only apply there).
+pub fn cgroup_v2() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The OCI resources object for `r` (unset CRI values, i.e. zero, are left out). `field` prefixes
+/// errors (e.g. `config.linux.resources`).
+pub fn to_json(r: &v1::LinuxContainerResources, v2: bool, field: &str) -> Result<Value> {
+    let mut out = Map::new();
+    let mut cpu = Map::new();
+    if r.cpu_shares < 0 {
+        return Err(Error::invalid(
+            format!("{field}.cpu_shares"),
+            "must not be negative",
+        ));
+    }
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(r.cpu_quota));
+    }
+    if r.cpu_period < 0 {
+        return Err(Error::invalid(
+            format!("{field}.cpu_period"),
+            "must not be negative",
+        ));
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), json!(r.cpu_period));
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(r.cpuset_mems));
+    }
+    if !cpu.is_empty() {
+        out.insert("cpu".into(), Value::Object(cpu));
+    }
+    let mut mem = Map::new();
+    if r.memory_limit_in_bytes < 0 {
+        return Err(Error::invalid(
+            format!("{field}.memory_limit_in_bytes"),
+            "must not be negative",
+        ));
+    }
+    if r.memory_limit_in_bytes > 0 {
+        mem.insert("limit".into(), json!(r.memory_limit_in_bytes));
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        mem.insert("swap".into(), json!(r.memory_swap_limit_in_bytes));
+    }
+    if !mem.is_empty() {
+        out.insert("memory".into(), Value::Object(mem));
+    }
+    if !r.hugepage_limits.is_empty() {
+        let mut hp = Vec::new();
+        for (i, h) in r.hugepage_limits.iter().enumerate() {
+            if h.page_size.is_empty() {
+                return Err(Error::invalid(
+                    format!("{field}.hugepage_limits[{i}].page_size"),
+                    "must not be empty",
+                ));
+            }
+            hp.push(json!({"pageSize": h.page_size, "limit": h.limit}));
+        }
+        out.insert("hugepageLimits".into(), Value::Array(hp));
+    }
+    if !r.unified.is_empty() {
+        if v2 {
+            out.insert("unified".into(), json!(r.unified));
+        } else {
+            tracing::warn!("ignoring unified cgroup settings: the host uses cgroup v1");
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// The typed OCI resources for `r` (for `OciRuntime::update`).
+pub fn to_oci(r: &v1::LinuxContainerResources, field: &str) -> Result<LinuxResources> {
+    serde_json::from_value(to_json(r, cgroup_v2(), field)?)
+        .map_err(|e| Error::invalid(field, format!("not valid OCI resources: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_values_are_unset() {
+        let v = to_json(&v1::LinuxContainerResources::default(), false, "r").unwrap();
+        assert_eq!(v, json!({}));
+    }
+
+    #[test]
+    fn full_resources() {
+        let r = v1::LinuxContainerResources {
+            cpu_period: 100000,
+            cpu_quota: 50000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 16 << 20,
+            cpuset_cpus: "0".into(),
+            cpuset_mems: "0".into(),
+            hugepage_limits: vec![v1::HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 4 << 20,
+            }],
+            unified: [("memory.high".to_string(), "1000000".to_string())].into(),
+            ..Default::default()
+        };
+        let v = to_json(&r, true, "r").unwrap();
+        assert_eq!(v["cpu"]["shares"], 512);
+        assert_eq!(v["cpu"]["quota"], 50000);
+        assert_eq!(v["memory"]["limit"], 16 << 20);
+        assert_eq!(v["hugepageLimits"][0]["pageSize"], "2MB");
+        assert_eq!(v["unified"]["memory.high"], "1000000");
+        let typed: LinuxResources = serde_json::from_value(v).unwrap();
+        assert_eq!(typed.memory().unwrap().limit(), Some(16 << 20));
+        assert!(to_json(&r, false, "r").unwrap().get("unified").is_none());
+        let bad = v1::LinuxContainerResources {
+            memory_limit_in_bytes: -1,
+            ..Default::default()
+        };
+        let e = to_json(&bad, false, "config.linux.resources").unwrap_err();
+        assert!(e.to_string().contains("memory_limit_in_bytes"), "{e}");
+    }
+}

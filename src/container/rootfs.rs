@@ -1,0 +1,276 @@
+//! A container's root filesystem: an overlay of the image layers (topmost first) with the writable
+//! layer (`upper`, `work`) under `<root>/containers/<id>/`, mounted at `<state>/containers/<id>/rootfs`;
+//! and the writable layer's usage for stats.
+//!
+//! `mount(2)` takes at most one page of options. When the `lowerdir=` list does not fit, the layers are
+//! added one by one through the new mount API (`fsopen` + `fsconfig("lowerdir+")`, Linux 6.8+).
+
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::error::ResultExt;
+use crate::{Error, Result};
+
+/// Largest option string handed to `mount(2)` (one page, with room for the NUL).
+const MAX_MOUNT_DATA: usize = 4000;
+
+/// Paths of one container's rootfs.
+#[derive(Debug, Clone)]
+pub struct RootfsPaths {
+    /// `<root>/containers/<id>`: holds `upper` and `work`.
+    pub layer_dir: PathBuf,
+    /// The mount point.
+    pub mountpoint: PathBuf,
+}
+
+impl RootfsPaths {
+    /// The writable layer.
+    pub fn upper(&self) -> PathBuf {
+        self.layer_dir.join("upper")
+    }
+    /// overlayfs's work dir.
+    pub fn work(&self) -> PathBuf {
+        self.layer_dir.join("work")
+    }
+}
+
+/// Creates the writable layer and mounts the overlay. `layers` are lowest first. On failure the
+/// directories made here are removed again.
+pub fn mount(paths: &RootfsPaths, layers: &[PathBuf]) -> Result<()> {
+    let what = format!("mount rootfs at {}", paths.mountpoint.display());
+    let mut lowers: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+    if lowers.is_empty() {
+        // An image without layers: an empty lower dir.
+        let empty = paths.layer_dir.join("empty");
+        std::fs::create_dir_all(&empty).ctx(format!("{what}: create {}", empty.display()))?;
+        lowers.push(empty);
+    }
+    for d in [paths.upper(), paths.work(), paths.mountpoint.clone()] {
+        std::fs::create_dir_all(&d).ctx(format!("{what}: create {}", d.display()))?;
+    }
+    for l in &lowers {
+        let s = l.to_string_lossy();
+        if s.contains(':') || s.contains(',') {
+            return Err(Error::Internal(format!(
+                "{what}: layer path {s:?} contains ':' or ','"
+            )));
+        }
+    }
+    let lowerdir = lowers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        paths.upper().display(),
+        paths.work().display()
+    );
+    let r = if data.len() <= MAX_MOUNT_DATA {
+        nix::mount::mount(
+            Some("overlay"),
+            &paths.mountpoint,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| Error::io(format!("{what}: mount overlay"), e.into()))
+    } else {
+        mount_fsconfig(paths, &lowers).ctx(&what)
+    };
+    if let Err(e) = r {
+        let _ = crate::state::remove_dir_idempotent(&paths.layer_dir);
+        let _ = std::fs::remove_dir(&paths.mountpoint);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn cstr(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Internal(format!("{s:?} contains NUL")))
+}
+
+fn fsconfig_string(fd: &OwnedFd, key: &str, value: &str) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    let (k, v) = (cstr(key)?, cstr(value)?);
+    // SAFETY: fd is an fs context; key and value are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fd.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            k.as_ptr(),
+            v.as_ptr(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(Error::io(
+            format!("fsconfig {key}={value}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+fn mount_fsconfig(paths: &RootfsPaths, lowers: &[PathBuf]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let name = cstr("overlay")?;
+    // SAFETY: plain syscalls on NUL-terminated strings and fds we own.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1u32) };
+    if fs < 0 {
+        return Err(Error::io("fsopen overlay", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fsopen returned a new fd that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
+    for l in lowers {
+        fsconfig_string(&fs, "lowerdir+", &l.to_string_lossy())?;
+    }
+    fsconfig_string(&fs, "upperdir", &paths.upper().to_string_lossy())?;
+    fsconfig_string(&fs, "workdir", &paths.work().to_string_lossy())?;
+    // SAFETY: as above; null key and value are what FSCONFIG_CMD_CREATE takes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(Error::io(
+            "fsconfig create overlay",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: as above.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0u32) };
+    if m < 0 {
+        return Err(Error::io("fsmount overlay", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fsmount returned a new fd that nothing else owns.
+    let m = unsafe { OwnedFd::from_raw_fd(m as i32) };
+    let empty = cstr("")?;
+    let target = cstr(&paths.mountpoint.to_string_lossy())?;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            m.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::io("move_mount overlay", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Unmounts the rootfs (lazily, so a process still inside cannot block removal); not mounted or gone
+/// is fine.
+pub fn unmount(mountpoint: &Path) -> Result<()> {
+    loop {
+        match nix::mount::umount2(mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => continue, // stacked mounts: until none is left
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(e) => {
+                return Err(Error::io(format!("unmount {}", mountpoint.display()), e.into()));
+            }
+        }
+    }
+}
+
+/// Removes the writable layer and the mount point (after [`unmount`]).
+pub fn remove(paths: &RootfsPaths) -> Result<()> {
+    unmount(&paths.mountpoint)?;
+    crate::state::remove_dir_idempotent(&paths.layer_dir).ctx("remove writable layer")?;
+    match std::fs::remove_dir(&paths.mountpoint) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("remove {}", paths.mountpoint.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Bytes and inodes used by a directory tree (the writable layer), without following symlinks or
+/// crossing into other filesystems.
+pub fn usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return (0, 0);
+    };
+    let dev = root.dev();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != dev {
+                continue;
+            }
+            inodes += 1;
+            bytes += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_counts_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("a")).unwrap();
+        std::fs::write(d.path().join("a/f"), vec![1u8; 10000]).unwrap();
+        let (bytes, inodes) = usage(d.path());
+        assert_eq!(inodes, 2);
+        assert!(bytes >= 10000, "{bytes}");
+    }
+
+    #[test]
+    fn overlay_mounts_long_layer_lists_and_unmounts() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let mut layers = Vec::new();
+        for i in 0..60 {
+            let l = d.path().join(format!("layers/{i:0>100}"));
+            std::fs::create_dir_all(&l).unwrap();
+            std::fs::write(l.join(format!("f{i}")), format!("{i}")).unwrap();
+            std::fs::write(l.join("top"), format!("{i}")).unwrap();
+            layers.push(l);
+        }
+        let paths = RootfsPaths {
+            layer_dir: d.path().join("ctr"),
+            mountpoint: d.path().join("rootfs"),
+        };
+        mount(&paths, &layers).unwrap();
+        let top = std::fs::read_to_string(paths.mountpoint.join("top"));
+        let f0 = std::fs::read_to_string(paths.mountpoint.join("f0"));
+        std::fs::write(paths.mountpoint.join("new"), "x").unwrap();
+        let upper_has_new = paths.upper().join("new").exists();
+        remove(&paths).unwrap();
+        assert_eq!(top.unwrap(), "59", "the last layer is the topmost");
+        assert_eq!(f0.unwrap(), "0");
+        assert!(upper_has_new);
+        assert!(!paths.mountpoint.exists() && !paths.layer_dir.exists());
+        remove(&paths).unwrap();
+    }
+}

@@ -1,0 +1,760 @@
+//! The OCI runtime spec of a container, built (as a pure function of its inputs) from the CRI
+//! `ContainerConfig`, the pod's `PodSandboxConfig` and context, and the image config: process (command,
+//! env, cwd, user), mounts and pod files, devices, security, resources, namespaces, annotations.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cri_api::v1;
+use cri_api::v1::{MountPropagation, NamespaceMode, SupplementalGroupsPolicy};
+use oci_spec::runtime::Spec;
+use serde_json::{Value, json};
+
+use super::resources;
+use super::security::{self, DEFAULT_MASKED, DEFAULT_READONLY};
+use super::user::{self, ResolvedUser, UserRequest};
+use crate::{Error, Result};
+
+/// The parts of the image config the spec uses.
+#[derive(Debug, Clone, Default)]
+pub struct ImageDefaults {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub stop_signal: String,
+}
+
+impl ImageDefaults {
+    /// From an image configuration.
+    pub fn from_image(c: &oci_spec::image::ImageConfiguration) -> Self {
+        let Some(c) = c.config() else {
+            return Self::default();
+        };
+        ImageDefaults {
+            entrypoint: c.entrypoint().clone().unwrap_or_default(),
+            cmd: c.cmd().clone().unwrap_or_default(),
+            env: c.env().clone().unwrap_or_default(),
+            working_dir: c.working_dir().clone().unwrap_or_default(),
+            user: c.user().clone().unwrap_or_default(),
+            stop_signal: c.stop_signal().clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What the spec needs from the pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodInfo {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub hostname: String,
+    /// None: host network.
+    pub netns_path: Option<PathBuf>,
+    pub pause_pid: Option<u32>,
+    pub namespace_options: v1::NamespaceOption,
+    pub hostname_path: PathBuf,
+    pub hosts_path: PathBuf,
+    pub resolv_path: PathBuf,
+    /// None: host IPC (bind the host's `/dev/shm`).
+    pub shm_path: Option<PathBuf>,
+    pub cgroup_parent: String,
+    pub privileged: bool,
+    pub sysctls: HashMap<String, String>,
+}
+
+/// A host device to expose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    pub container_path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub permissions: String,
+}
+
+/// Host facts and configuration the spec depends on.
+#[derive(Debug, Clone, Default)]
+pub struct HostInfo {
+    pub apparmor: bool,
+    pub cgroup_v2: bool,
+    /// Capabilities crustd holds ("all" for privileged containers).
+    pub all_caps: Vec<String>,
+    /// `runtime.masked_paths` / `runtime.readonly_paths` overrides (empty: built-in defaults).
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+}
+
+/// Everything the builder reads.
+pub struct SpecInput<'a> {
+    pub id: &'a str,
+    pub config: &'a v1::ContainerConfig,
+    pub image: &'a ImageDefaults,
+    pub image_name: &'a str,
+    pub pod: &'a PodInfo,
+    pub rootfs: &'a Path,
+    pub passwd: Option<&'a str>,
+    pub group: Option<&'a str>,
+    /// The CRI devices, resolved on the host.
+    pub devices: Vec<HostDevice>,
+    /// Every host device (used only when privileged).
+    pub host_devices: Vec<HostDevice>,
+    /// PID of the target container of a TARGET pid namespace.
+    pub target_pid: Option<u32>,
+    pub host: &'a HostInfo,
+}
+
+/// The spec plus what the status reports about it.
+#[derive(Debug)]
+pub struct Built {
+    pub spec: Spec,
+    pub user: ResolvedUser,
+    pub stop_signal: i32,
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Command as kubelet expects: `command` replaces the entrypoint (and drops the image Cmd), `args`
+/// replace the image Cmd.
+pub fn command(cfg: &v1::ContainerConfig, img: &ImageDefaults) -> Result<Vec<String>> {
+    let mut out = if cfg.command.is_empty() {
+        img.entrypoint.clone()
+    } else {
+        cfg.command.clone()
+    };
+    if !cfg.args.is_empty() {
+        out.extend(cfg.args.iter().cloned());
+    } else if cfg.command.is_empty() {
+        out.extend(img.cmd.iter().cloned());
+    }
+    if out.is_empty() {
+        return Err(Error::invalid(
+            "config.command",
+            "no command given and the image has no Entrypoint or Cmd",
+        ));
+    }
+    Ok(out)
+}
+
+fn set_env(env: &mut Vec<String>, kv: String) {
+    let key = kv.split('=').next().unwrap_or("").to_string();
+    match env.iter_mut().find(|e| e.split('=').next() == Some(key.as_str())) {
+        Some(e) => *e = kv,
+        None => env.push(kv),
+    }
+}
+
+/// Environment: `HOSTNAME`, then the image's, then the CRI envs (later ones replace by key); a default
+/// `PATH` when none is set.
+pub fn env(cfg: &v1::ContainerConfig, img: &ImageDefaults, hostname: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if !hostname.is_empty() {
+        out.push(format!("HOSTNAME={hostname}"));
+    }
+    for e in &img.env {
+        set_env(&mut out, e.clone());
+    }
+    for kv in &cfg.envs {
+        set_env(
+            &mut out,
+            format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)),
+        );
+    }
+    if !out.iter().any(|e| e.starts_with("PATH=")) {
+        out.insert(0, DEFAULT_PATH.to_string());
+    }
+    out
+}
+
+fn bind(dst: &str, src: &Path, opts: &[&str]) -> Value {
+    json!({"destination": dst, "type": "bind", "source": src, "options": opts})
+}
+
+/// Mounts: the defaults (proc, dev, sysfs, cgroup, …), pod files, then the CRI mounts ordered parents
+/// first; a CRI mount replaces a default at the same destination.
+fn mounts(
+    inp: &SpecInput,
+    privileged: bool,
+    readonly_rootfs: bool,
+) -> Result<(Vec<Value>, Option<&'static str>)> {
+    let cfg = inp.config;
+    let ro_sys = if privileged { "rw" } else { "ro" };
+    let defaults = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro_sys]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", ro_sys]}),
+    ];
+    let cri_dsts: Vec<String> = cfg.mounts.iter().map(|m| clean(&m.container_path)).collect();
+    let has = |d: &str| cri_dsts.iter().any(|x| x == d);
+    let mut out: Vec<Value> = defaults
+        .into_iter()
+        .filter(|m| {
+            let d = m["destination"].as_str().unwrap_or("");
+            !has(d) && !(has("/dev") && d.starts_with("/dev/"))
+        })
+        .collect();
+    let ro = if readonly_rootfs { "ro" } else { "rw" };
+    let p = inp.pod;
+    for (dst, src) in [
+        ("/etc/hostname", &p.hostname_path),
+        ("/etc/hosts", &p.hosts_path),
+        ("/etc/resolv.conf", &p.resolv_path),
+    ] {
+        if !has(dst) && !src.as_os_str().is_empty() {
+            out.push(bind(dst, src, &["rbind", "rprivate", ro]));
+        }
+    }
+    if !has("/dev/shm") {
+        let host_ipc = p.namespace_options.ipc == NamespaceMode::Node as i32;
+        let shm = match &p.shm_path {
+            Some(s) if !host_ipc => s.clone(),
+            _ => PathBuf::from("/dev/shm"),
+        };
+        out.push(bind(
+            "/dev/shm",
+            &shm,
+            &["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"],
+        ));
+    }
+    let mut cri: Vec<(usize, &v1::Mount)> = cfg.mounts.iter().enumerate().collect();
+    cri.sort_by_key(|(_, m)| Path::new(&clean(&m.container_path)).components().count());
+    let mut rootfs_propagation = None;
+    for (i, m) in cri {
+        let f = format!("config.mounts[{i}]");
+        if !m.container_path.starts_with('/') {
+            return Err(Error::invalid(
+                format!("{f}.container_path"),
+                format!("{:?} is not absolute", m.container_path),
+            ));
+        }
+        if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
+            return Err(Error::Unimplemented(format!(
+                "{f}.image: image volumes are not supported"
+            )));
+        }
+        if m.host_path.is_empty() {
+            return Err(Error::invalid(format!("{f}.host_path"), "must not be empty"));
+        }
+        let prop = match MountPropagation::try_from(m.propagation) {
+            Ok(MountPropagation::PropagationPrivate) => "rprivate",
+            Ok(MountPropagation::PropagationHostToContainer) => {
+                rootfs_propagation.get_or_insert("rslave");
+                "rslave"
+            }
+            Ok(MountPropagation::PropagationBidirectional) => {
+                rootfs_propagation = Some("rshared");
+                "rshared"
+            }
+            Err(_) => {
+                return Err(Error::invalid(
+                    format!("{f}.propagation"),
+                    format!("unknown value {}", m.propagation),
+                ));
+            }
+        };
+        let mut opts = vec!["rbind", prop];
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(Error::invalid(
+                    format!("{f}.recursive_read_only"),
+                    "requires readonly",
+                ));
+            }
+            if prop != "rprivate" {
+                return Err(Error::invalid(
+                    format!("{f}.recursive_read_only"),
+                    "requires private propagation",
+                ));
+            }
+            opts.extend(["ro", "rro"]);
+        } else {
+            opts.push(if m.readonly { "ro" } else { "rw" });
+        }
+        out.push(bind(&clean(&m.container_path), Path::new(&m.host_path), &opts));
+    }
+    Ok((out, rootfs_propagation))
+}
+
+fn clean(p: &str) -> String {
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Namespaces: the pod's netns (by path; none for host network), IPC and UTS of the pause, PID per mode.
+fn namespaces(inp: &SpecInput) -> Result<Vec<Value>> {
+    let p = inp.pod;
+    let pod_ns = &p.namespace_options;
+    let ctr_ns = inp
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_else(|| pod_ns.clone());
+    let pause_ns = |kind: &str| p.pause_pid.map(|pid| format!("/proc/{pid}/ns/{kind}"));
+    let ns = |t: &str, path: Option<String>| match path {
+        Some(path) => json!({"type": t, "path": path}),
+        None => json!({"type": t}),
+    };
+    let mut out = vec![ns("mount", None)];
+    if let Some(n) = &p.netns_path {
+        out.push(json!({"type": "network", "path": n}));
+    }
+    let host_ipc = pod_ns.ipc == NamespaceMode::Node as i32;
+    if !host_ipc {
+        out.push(ns("ipc", pause_ns("ipc")));
+    }
+    let host_net = p.netns_path.is_none();
+    if !host_net {
+        out.push(ns("uts", pause_ns("uts")));
+    }
+    match NamespaceMode::try_from(ctr_ns.pid) {
+        Ok(NamespaceMode::Pod) => out.push(ns("pid", pause_ns("pid"))),
+        Ok(NamespaceMode::Container) => out.push(ns("pid", None)),
+        Ok(NamespaceMode::Node) => {}
+        Ok(NamespaceMode::Target) => {
+            let pid = inp.target_pid.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "config.linux.security_context.namespace_options.target_id: container {:?} is not running",
+                    ctr_ns.target_id
+                ))
+            })?;
+            out.push(ns("pid", Some(format!("/proc/{pid}/ns/pid"))));
+        }
+        Err(_) => {
+            return Err(Error::invalid(
+                "config.linux.security_context.namespace_options.pid",
+                format!("unknown mode {}", ctr_ns.pid),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn is_net_sysctl(k: &str) -> bool {
+    k.starts_with("net.")
+}
+
+fn is_ipc_sysctl(k: &str) -> bool {
+    matches!(
+        k,
+        "kernel.sem"
+            | "kernel.shmall"
+            | "kernel.shmmax"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+            | "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+    ) || k.starts_with("fs.mqueue.")
+}
+
+/// Builds the spec.
+pub fn build(inp: &SpecInput) -> Result<Built> {
+    let cfg = inp.config;
+    let sc = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let privileged = sc.privileged;
+    if privileged && !inp.pod.privileged {
+        return Err(Error::invalid(
+            "config.linux.security_context.privileged",
+            "a privileged container needs a privileged pod sandbox",
+        ));
+    }
+    let args = command(cfg, inp.image)?;
+    let env = env(cfg, inp.image, &inp.pod.hostname);
+    let cwd = if !cfg.working_dir.is_empty() {
+        cfg.working_dir.clone()
+    } else if !inp.image.working_dir.is_empty() {
+        inp.image.working_dir.clone()
+    } else {
+        "/".to_string()
+    };
+    if !cwd.starts_with('/') {
+        return Err(Error::invalid(
+            "config.working_dir",
+            format!("{cwd:?} is not absolute"),
+        ));
+    }
+    let user = user::resolve(
+        &UserRequest {
+            run_as_user: sc.run_as_user.map(|v| v.value),
+            run_as_username: sc.run_as_username.clone(),
+            run_as_group: sc.run_as_group.map(|v| v.value),
+            supplemental_groups: sc.supplemental_groups.clone(),
+            strict: sc.supplemental_groups_policy == SupplementalGroupsPolicy::Strict as i32,
+            image_user: inp.image.user.clone(),
+        },
+        inp.passwd,
+        inp.group,
+    )?;
+    let stop_signal = if cfg.stop_signal != v1::Signal::RuntimeDefault as i32 {
+        let name = v1::Signal::try_from(cfg.stop_signal)
+            .map(|s| s.as_str_name())
+            .map_err(|_| {
+                Error::invalid(
+                    "config.stop_signal",
+                    format!("unknown signal {}", cfg.stop_signal),
+                )
+            })?;
+        security::parse_signal(name)
+            .ok_or_else(|| Error::invalid("config.stop_signal", format!("unsupported signal {name}")))?
+    } else if !inp.image.stop_signal.is_empty() {
+        security::parse_signal(&inp.image.stop_signal).ok_or_else(|| {
+            Error::invalid(
+                "image config StopSignal",
+                format!("unknown signal {:?}", inp.image.stop_signal),
+            )
+        })?
+    } else {
+        libc::SIGTERM
+    };
+
+    // Security.
+    let caps_cfg = sc.capabilities.clone().unwrap_or_default();
+    let caps = security::capabilities(
+        privileged,
+        &caps_cfg.add_capabilities,
+        &caps_cfg.drop_capabilities,
+        &inp.host.all_caps,
+    )?;
+    let mut ambient = Vec::new();
+    for c in &caps_cfg.add_ambient_capabilities {
+        ambient.push(security::normalize_cap(
+            "config.linux.security_context.capabilities.add_ambient_capabilities",
+            c,
+        )?);
+    }
+    let mut process = json!({
+        "terminal": cfg.tty,
+        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": ambient},
+        "noNewPrivileges": sc.no_new_privs,
+    });
+    let resources_cfg = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.clone())
+        .unwrap_or_default();
+    if resources_cfg.oom_score_adj != 0 || crate::sys::own_oom_score_adj() != 0 {
+        process["oomScoreAdj"] = json!(crate::sys::clamp_oom_score_adj(resources_cfg.oom_score_adj));
+    }
+    let seccomp = if privileged { None } else { seccomp(&sc, &caps)? };
+    if inp.host.apparmor && !privileged {
+        if let Some(p) = apparmor(&sc)? {
+            process["apparmorProfile"] = json!(p);
+        }
+    }
+
+    let (mounts, rootfs_propagation) = mounts(inp, privileged, sc.readonly_rootfs)?;
+    let mut linux = json!({
+        "namespaces": namespaces(inp)?,
+        "cgroupsPath": format!("/{}/{}", inp.pod.cgroup_parent.trim_matches('/'), inp.id),
+        "resources": resources::to_json(&resources_cfg, inp.host.cgroup_v2, "config.linux.resources")?,
+    });
+    let pick = |cri: &[String], cfgd: &[String], dflt: &[&str]| -> Vec<String> {
+        if !cri.is_empty() {
+            cri.to_vec()
+        } else if !cfgd.is_empty() {
+            cfgd.to_vec()
+        } else {
+            dflt.iter().map(|s| s.to_string()).collect()
+        }
+    };
+    if !privileged {
+        linux["maskedPaths"] = json!(pick(&sc.masked_paths, &inp.host.masked_paths, DEFAULT_MASKED));
+        linux["readonlyPaths"] = json!(pick(
+            &sc.readonly_paths,
+            &inp.host.readonly_paths,
+            DEFAULT_READONLY
+        ));
+    }
+    if let Some(s) = seccomp {
+        linux["seccomp"] = s;
+    }
+    if let Some(p) = rootfs_propagation {
+        linux["rootfsPropagation"] = json!(p);
+    }
+    let host_net = inp.pod.netns_path.is_none();
+    let host_ipc = inp.pod.namespace_options.ipc == NamespaceMode::Node as i32;
+    let sysctls: HashMap<&String, &String> = inp
+        .pod
+        .sysctls
+        .iter()
+        .filter(|(k, _)| !(host_net && is_net_sysctl(k)) && !(host_ipc && is_ipc_sysctl(k)))
+        .collect();
+    if !sysctls.is_empty() {
+        linux["sysctl"] = json!(sysctls);
+    }
+    let devs: &[HostDevice] = if privileged {
+        &inp.host_devices
+    } else {
+        &inp.devices
+    };
+    let mut cgroup_devs = vec![json!({"allow": false, "access": "rwm"})];
+    if privileged {
+        cgroup_devs.push(json!({"allow": true, "access": "rwm"}));
+    }
+    let mut devices = Vec::new();
+    for d in devs
+        .iter()
+        .chain(if privileged { inp.devices.iter() } else { [].iter() })
+    {
+        devices.push(json!({
+            "path": d.container_path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+            "fileMode": d.mode, "uid": d.uid, "gid": d.gid,
+        }));
+        if !privileged {
+            cgroup_devs.push(json!({
+                "allow": true, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+                "access": if d.permissions.is_empty() { "rwm" } else { d.permissions.as_str() },
+            }));
+        }
+    }
+    if !devices.is_empty() {
+        linux["devices"] = json!(devices);
+    }
+    linux["resources"]["devices"] = json!(cgroup_devs);
+
+    let mut annotations: HashMap<String, String> = cfg.annotations.clone().into_iter().collect();
+    let meta = cfg.metadata.clone().unwrap_or_default();
+    for (k, v) in [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.container-name", meta.name.as_str()),
+        ("io.kubernetes.cri.sandbox-id", inp.pod.id.as_str()),
+        ("io.kubernetes.cri.sandbox-name", inp.pod.name.as_str()),
+        ("io.kubernetes.cri.sandbox-namespace", inp.pod.namespace.as_str()),
+        ("io.kubernetes.cri.sandbox-uid", inp.pod.uid.as_str()),
+        ("io.kubernetes.cri.image-name", inp.image_name),
+    ] {
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    let spec = json!({
+        "ociVersion": "1.0.2-dev",
+        "root": {"path": inp.rootfs, "readonly": sc.readonly_rootfs},
+        "process": process,
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": linux,
+    });
+    let spec: Spec = serde_json::from_value(spec)
+        .map_err(|e| Error::Internal(format!("built an invalid OCI spec: {e}")))?;
+    Ok(Built {
+        spec,
+        user,
+        stop_signal,
+    })
+}
+
+fn seccomp(sc: &v1::LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>> {
+    use v1::security_profile::ProfileType;
+    #[allow(deprecated)]
+    let legacy = sc.seccomp_profile_path.as_str();
+    let (kind, localhost) = match &sc.seccomp {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).ok(),
+            p.localhost_ref.clone(),
+        ),
+        None => match legacy {
+            "" | "unconfined" => (Some(ProfileType::Unconfined), String::new()),
+            "runtime/default" | "docker/default" => (Some(ProfileType::RuntimeDefault), String::new()),
+            l => (
+                Some(ProfileType::Localhost),
+                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
+            ),
+        },
+    };
+    let field = "config.linux.security_context.seccomp";
+    match kind {
+        Some(ProfileType::Unconfined) => Ok(None),
+        Some(ProfileType::RuntimeDefault) => Ok(Some(security::default_seccomp(caps))),
+        Some(ProfileType::Localhost) => {
+            let path = localhost.strip_prefix("localhost/").unwrap_or(&localhost);
+            if !path.starts_with('/') {
+                return Err(Error::invalid(
+                    format!("{field}.localhost_ref"),
+                    format!("{path:?} is not an absolute path"),
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("read {path}: {e}")))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("{path}: {e}")))?;
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).map_err(|e| {
+                Error::invalid(
+                    format!("{field}.localhost_ref"),
+                    format!("{path} is not a seccomp profile: {e}"),
+                )
+            })?;
+            Ok(Some(v))
+        }
+        None => Err(Error::invalid(
+            format!("{field}.profile_type"),
+            "unknown profile type",
+        )),
+    }
+}
+
+fn apparmor(sc: &v1::LinuxContainerSecurityContext) -> Result<Option<String>> {
+    use v1::security_profile::ProfileType;
+    #[allow(deprecated)]
+    let legacy = sc.apparmor_profile.as_str();
+    let (kind, name) = match &sc.apparmor {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).ok(),
+            p.localhost_ref.clone(),
+        ),
+        None => match legacy {
+            "" | "runtime/default" => (Some(ProfileType::RuntimeDefault), String::new()),
+            "unconfined" => (Some(ProfileType::Unconfined), String::new()),
+            l => (
+                Some(ProfileType::Localhost),
+                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
+            ),
+        },
+    };
+    match kind {
+        Some(ProfileType::Unconfined) => Ok(None),
+        // The host's loaded default profile, when there is one (crust ships none of its own).
+        Some(ProfileType::RuntimeDefault) => {
+            Ok(std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
+                .ok()
+                .filter(|p| p.lines().any(|l| l.starts_with("crust-default ")))
+                .map(|_| "crust-default".to_string()))
+        }
+        Some(ProfileType::Localhost) => {
+            let n = name.strip_prefix("localhost/").unwrap_or(&name);
+            if n.is_empty() {
+                return Err(Error::invalid(
+                    "config.linux.security_context.apparmor.localhost_ref",
+                    "must name a profile",
+                ));
+            }
+            Ok(Some(n.to_string()))
+        }
+        None => Err(Error::invalid(
+            "config.linux.security_context.apparmor.profile_type",
+            "unknown profile type",
+        )),
+    }
+}
+
+/// Resolves a CRI device's host path (a device node, or a directory of them) on the host.
+pub fn host_devices(field: &str, d: &v1::Device) -> Result<Vec<HostDevice>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let meta = std::fs::metadata(&d.host_path)
+        .map_err(|e| Error::invalid(format!("{field}.host_path"), format!("{}: {e}", d.host_path)))?;
+    let perms = if d.permissions.is_empty() {
+        "rwm".to_string()
+    } else {
+        d.permissions.clone()
+    };
+    if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(Error::invalid(
+            format!("{field}.permissions"),
+            format!("{perms:?} is not a subset of \"rwm\""),
+        ));
+    }
+    let mk = |cpath: String, m: &std::fs::Metadata| -> Option<HostDevice> {
+        let ft = m.file_type();
+        let kind = if ft.is_char_device() {
+            'c'
+        } else if ft.is_block_device() {
+            'b'
+        } else {
+            return None;
+        };
+        let rdev = m.rdev();
+        Some(HostDevice {
+            container_path: cpath,
+            kind,
+            major: libc::major(rdev) as i64,
+            minor: libc::minor(rdev) as i64,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            permissions: perms.clone(),
+        })
+    };
+    if meta.is_dir() {
+        let rd =
+            std::fs::read_dir(&d.host_path).map_err(|e| Error::io(format!("read {}", d.host_path), e))?;
+        for e in rd.flatten() {
+            if let Ok(m) = e.metadata() {
+                let cpath = Path::new(&d.container_path).join(e.file_name());
+                out.extend(mk(cpath.to_string_lossy().into_owned(), &m));
+            }
+        }
+    } else {
+        let dst = if d.container_path.is_empty() {
+            d.host_path.clone()
+        } else {
+            d.container_path.clone()
+        };
+        out.extend(mk(dst, &meta));
+        if out.is_empty() {
+            return Err(Error::invalid(
+                format!("{field}.host_path"),
+                format!("{} is not a device", d.host_path),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Every device node under the host's `/dev` (for privileged containers), skipping pty and shm dirs.
+pub fn all_host_devices() -> Vec<HostDevice> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                let skip = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+                if !e.file_name().to_str().is_some_and(|n| skip.contains(&n)) {
+                    stack.push(p);
+                }
+                continue;
+            }
+            if ft.is_symlink() || p == Path::new("/dev/console") {
+                continue;
+            }
+            let dev = v1::Device {
+                container_path: p.to_string_lossy().into_owned(),
+                host_path: p.to_string_lossy().into_owned(),
+                permissions: "rwm".into(),
+            };
+            if let Ok(d) = host_devices("privileged", &dev) {
+                out.extend(d);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! ContainerStatus and ListContainers, from the records in memory (refreshed from exit files).
+
+use std::collections::HashMap;
+
+use cri_api::v1;
+
+use super::record::{ContainerRecord, cri_state};
+use super::{Containers, lock};
+use crate::Result;
+use crate::daemon::Daemon;
+
+/// ListContainers / ListContainerStats criteria; every set one must match.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// ID or ID prefix.
+    pub id: String,
+    pub state: Option<v1::ContainerState>,
+    pub pod_id: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl ListFilter {
+    fn matches(&self, r: &ContainerRecord) -> bool {
+        (self.id.is_empty() || r.id.starts_with(&self.id))
+            && (self.pod_id.is_empty() || r.pod_id.starts_with(&self.pod_id))
+            && self.state.is_none_or(|s| cri_state(r) == s)
+            && self.labels.iter().all(|(k, v)| r.labels.get(k) == Some(v))
+    }
+}
+
+fn image_spec(r: &ContainerRecord) -> v1::ImageSpec {
+    v1::ImageSpec {
+        image: r.image.clone(),
+        annotations: r.image_annotations.clone(),
+        user_specified_image: r.user_specified_image.clone(),
+        ..Default::default()
+    }
+}
+
+fn metadata(r: &ContainerRecord) -> v1::ContainerMetadata {
+    v1::ContainerMetadata {
+        name: r.name.clone(),
+        attempt: r.attempt,
+    }
+}
+
+/// The CRI `Signal` enum value of a signal number (0, RUNTIME_DEFAULT, when it has none).
+fn cri_signal(n: i32) -> i32 {
+    (1..=65)
+        .filter_map(|v| v1::Signal::try_from(v).ok())
+        .find(|s| super::security::parse_signal(s.as_str_name()) == Some(n))
+        .map(|s| s as i32)
+        .unwrap_or(0)
+}
+
+impl Containers {
+    /// Records matching `f`, refreshed from exit files; creations in progress are left out.
+    pub fn list(&self, f: &ListFilter) -> Vec<ContainerRecord> {
+        let all: Vec<ContainerRecord> = lock(&self.inner.records)
+            .values()
+            .filter(|r| r.step == super::Step::Created)
+            .filter(|r| {
+                // Pre-filter on the fields a refresh cannot change.
+                (f.id.is_empty() || r.id.starts_with(&f.id))
+                    && (f.pod_id.is_empty() || r.pod_id.starts_with(&f.pod_id))
+            })
+            .cloned()
+            .collect();
+        all.into_iter()
+            .map(|r| self.inner.refresh(r))
+            .filter(|r| f.matches(r))
+            .collect()
+    }
+}
+
+impl Daemon {
+    /// ListContainers.
+    pub fn list_containers(&self, f: &ListFilter) -> Vec<v1::Container> {
+        let mut out: Vec<v1::Container> = self
+            .containers
+            .list(f)
+            .iter()
+            .map(|r| v1::Container {
+                id: r.id.clone(),
+                pod_sandbox_id: r.pod_id.clone(),
+                metadata: Some(metadata(r)),
+                image: Some(image_spec(r)),
+                image_ref: r.image_ref.clone(),
+                state: cri_state(r) as i32,
+                created_at: r.created_at,
+                labels: r.labels.clone(),
+                annotations: r.annotations.clone(),
+                image_id: r.image_id.clone(),
+            })
+            .collect();
+        out.sort_by_key(|c| c.created_at);
+        out
+    }
+
+    /// ContainerStatus; `verbose` adds `info["info"]`, a JSON object with the pid and the spec.
+    pub fn container_status(
+        &self,
+        id: &str,
+        verbose: bool,
+    ) -> Result<(v1::ContainerStatus, HashMap<String, String>)> {
+        let r = self.containers.get(id)?;
+        let status = v1::ContainerStatus {
+            id: r.id.clone(),
+            metadata: Some(metadata(&r)),
+            state: cri_state(&r) as i32,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            exit_code: r.exit_code,
+            image: Some(image_spec(&r)),
+            image_ref: r.image_ref.clone(),
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+            labels: r.labels.clone(),
+            annotations: r.annotations.clone(),
+            mounts: r.mounts.iter().map(|m| m.to_cri()).collect(),
+            log_path: r.log_path.clone(),
+            resources: Some(v1::ContainerResources {
+                linux: Some(r.resources.to_cri()),
+                windows: None,
+            }),
+            image_id: r.image_id.clone(),
+            user: Some(v1::ContainerUser {
+                linux: Some(v1::LinuxContainerUser {
+                    uid: r.uid as i64,
+                    gid: r.gid as i64,
+                    supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
+                }),
+            }),
+            stop_signal: cri_signal(r.stop_signal),
+        };
+        let mut info = HashMap::new();
+        if verbose {
+            let dir = self.dirs.container_state(&r.id);
+            let spec: serde_json::Value = std::fs::read(dir.join("config.json"))
+                .ok()
+                .and_then(|d| serde_json::from_slice(&d).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let v = serde_json::json!({
+                "pid": r.pid,
+                "sandboxID": r.pod_id,
+                "runtimeHandler": r.runtime_handler,
+                "cgroup": r.cgroup,
+                "monitorPid": crate::monitor::monitor_pid(&dir),
+                "runtimeSpec": spec,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok((status, info))
+    }
+}

@@ -1,0 +1,125 @@
+//! StopContainer (the stop signal, SIGKILL once the grace period passes, then the exit file) and
+//! RemoveContainer (force-stop, runtime delete, unmount, remove dirs and record). Both are idempotent
+//! and succeed for unknown IDs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::record::{ContainerRecord, Step};
+use super::{Inner, rootfs};
+use crate::daemon::Daemon;
+use crate::{Error, Result};
+
+impl Daemon {
+    /// StopContainer with a grace period of `timeout` seconds (0: SIGKILL at once).
+    pub async fn stop_container(&self, id: &str, timeout: u64) -> Result<()> {
+        let inner = Arc::clone(&self.containers.inner);
+        let id = match inner.resolve_id(id) {
+            Ok(id) => id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        tokio::spawn(async move { inner.stop(&id, timeout).await })
+            .await
+            .map_err(|e| Error::Internal(format!("stop task failed: {e}")))?
+    }
+
+    /// RemoveContainer.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let inner = Arc::clone(&self.containers.inner);
+        let id = match inner.resolve_id(id) {
+            Ok(id) => id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        tokio::spawn(async move { inner.remove(&id).await })
+            .await
+            .map_err(|e| Error::Internal(format!("remove task failed: {e}")))?
+    }
+}
+
+/// Signals that may be sent to a container that is already gone.
+fn ignore_gone(r: Result<()>) -> Result<()> {
+    match r {
+        Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => Ok(()),
+        r => r,
+    }
+}
+
+impl Inner {
+    async fn stop(&self, id: &str, timeout: u64) -> Result<()> {
+        let _g = self.locks.lock(id).await;
+        let rec = match self.get(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.stop_locked(rec, timeout)
+            .await
+            .map_err(|e| e.context(format!("StopContainer {id}")))
+    }
+
+    /// Stops a container whose lock the caller holds.
+    async fn stop_locked(&self, mut rec: ContainerRecord, timeout: u64) -> Result<()> {
+        if rec.exited || rec.step != Step::Created {
+            return Ok(());
+        }
+        let id = rec.id.clone();
+        let dir = self.dirs.container_state(&id);
+        let rt = self.runtime(&rec)?;
+        if timeout > 0 && rec.started_at != 0 {
+            ignore_gone(rt.kill(&id, rec.stop_signal, false).await)?;
+            if let Some(st) = crate::monitor::wait_exit(&dir, Duration::from_secs(timeout)).await {
+                rec.set_exit(&st);
+                return self.put(rec);
+            }
+            tracing::info!(%id, timeout, "container ignored its stop signal; sending SIGKILL");
+        }
+        if crate::monitor::is_alive(&dir) {
+            ignore_gone(rt.kill(&id, libc::SIGKILL, true).await)?;
+        }
+        match crate::monitor::wait_exit(&dir, self.kill_timeout).await {
+            Some(st) => rec.set_exit(&st),
+            None if !crate::monitor::is_alive(&dir) => {
+                rec.set_unknown_exit("the container's monitor is gone and left no exit status");
+            }
+            None => {
+                return Err(Error::DeadlineExceeded(format!(
+                    "container {id} did not exit within {}s of SIGKILL",
+                    self.kill_timeout.as_secs()
+                )));
+            }
+        }
+        self.put(rec)
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let _g = self.locks.lock(id).await;
+        let rec = match self.get(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let ctx = format!("RemoveContainer {id}");
+        self.stop_locked(rec.clone(), 0)
+            .await
+            .map_err(|e| e.context(&ctx))?;
+        self.destroy(&rec).await.map_err(|e| e.context(&ctx))?;
+        self.forget(&rec);
+        Ok(())
+    }
+
+    /// Deletes the runtime's container, unmounts and removes the rootfs, the state dir and the record.
+    pub(super) async fn destroy(&self, rec: &ContainerRecord) -> Result<()> {
+        let rt = self.runtime(rec)?;
+        rt.delete(&rec.id, true).await?;
+        let paths = self.rootfs_paths(&rec.id);
+        tokio::task::spawn_blocking(move || rootfs::remove(&paths))
+            .await
+            .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
+        let dir = self.dirs.container_state(&rec.id);
+        crate::state::remove_dir_idempotent(&dir)
+            .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
+        ContainerRecord::delete(&self.dirs, &rec.id)
+    }
+}

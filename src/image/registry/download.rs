@@ -1,0 +1,86 @@
+//! Streaming a blob to a file: chunks go from the network to a blocking writer thread that hashes and
+//! writes them, so no blob is ever held whole in memory; size and digest are checked at the end.
+
+use std::io::Write;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::Session;
+use crate::{Error, Result};
+
+/// Downloads `digest` into the new file `path` (which must not exist) and verifies it. Returns its size.
+/// On error the (partial) file may be left for the caller to remove.
+pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Path) -> Result<u64> {
+    let what = format!("blob {digest}");
+    let mut resp = s.blob(digest).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    // Created here, not in the writer, so that a cancelled pull never leaves a file its guard missed.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        let mut w = std::io::BufWriter::with_capacity(256 << 10, f);
+        let mut h = Sha256::new();
+        let mut n = 0u64;
+        while let Some(b) = rx.blocking_recv() {
+            h.update(&b);
+            w.write_all(&b)?;
+            n += b.len() as u64;
+        }
+        w.flush()?;
+        Ok((n, format!("sha256:{}", hex::encode(h.finalize()))))
+    });
+    let mut received = 0u64;
+    let mut failure = None;
+    loop {
+        match s.chunk(&mut resp, &what).await {
+            Ok(Some(c)) => {
+                received += c.len() as u64;
+                if let Some(want) = size
+                    && received > want
+                {
+                    failure = Some(Error::FailedPrecondition(format!(
+                        "{what} from {}: more than the {want} bytes the manifest says",
+                        s.host()
+                    )));
+                    break;
+                }
+                if tx.send(c).await.is_err() {
+                    break; // the writer failed: its error is below
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Error::Internal(format!("blob writer: {e}")))?
+        .map_err(|e| Error::io(format!("write {}", path.display()), e));
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let (n, got) = written?;
+    if let Some(want) = size
+        && n != want
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "{what} from {}: got {n} bytes, the manifest says {want}",
+            s.host()
+        )));
+    }
+    if got != digest {
+        return Err(Error::FailedPrecondition(format!(
+            "{what} from {}: content has digest {got}, refused",
+            s.host()
+        )));
+    }
+    Ok(n)
+}

@@ -1,0 +1,182 @@
+//! The registry client: which endpoints serve a registry host (its mirrors in order, then the host
+//! itself unless `fallback_to_upstream = false`), one HTTP client per endpoint host with that host's TLS
+//! settings, and the standard proxy environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`).
+
+mod auth;
+mod download;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use auth::Credentials;
+pub use download::download_to;
+pub use session::{Manifest, Session};
+
+use crate::config::{Config, HostConfig};
+use crate::{Error, Result};
+
+/// One place an image can be pulled from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `scheme://host[:port][/prefix]`, without a trailing `/` or `/v2`.
+    pub base: String,
+    /// `host[:port]`: the key for auth and TLS settings, and the name used in errors.
+    pub host: String,
+    /// A mirror (not the registry itself).
+    pub mirror: bool,
+}
+
+/// The endpoints to try for a registry host, in order.
+pub fn endpoints(cfg: &Config, registry: &str) -> Vec<Endpoint> {
+    let mirror = cfg
+        .registry
+        .mirrors
+        .get(registry)
+        .or_else(|| cfg.registry.mirrors.get("*"));
+    let mut out = Vec::new();
+    if let Some(m) = mirror {
+        for ep in &m.endpoint {
+            let base = ep.trim_end_matches('/');
+            let base = base.strip_suffix("/v2").unwrap_or(base).to_string();
+            let host = base
+                .split_once("://")
+                .map(|(_, rest)| rest)
+                .unwrap_or(&base)
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            out.push(Endpoint {
+                base,
+                host,
+                mirror: true,
+            });
+        }
+    }
+    if mirror.is_none_or(|m| m.fallback_to_upstream) {
+        let host = if registry == super::reference::DEFAULT_REGISTRY {
+            "registry-1.docker.io".to_string()
+        } else {
+            registry.to_string()
+        };
+        let plain = cfg.registry.configs.get(registry).is_some_and(|h| h.insecure) || is_loopback(&host);
+        let scheme = if plain { "http" } else { "https" };
+        out.push(Endpoint {
+            base: format!("{scheme}://{host}"),
+            host,
+            mirror: false,
+        });
+    }
+    out
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port: plain HTTP unless configured.
+fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// HTTP clients, one per endpoint host (TLS settings differ per host), reused across pulls.
+pub struct Clients {
+    cfg: Config,
+    map: Mutex<HashMap<String, reqwest::Client>>,
+}
+
+impl Clients {
+    /// Clients for the configuration's hosts.
+    pub fn new(cfg: &Config) -> Self {
+        Clients {
+            cfg: cfg.clone(),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The per-host settings of `host` (auth, TLS).
+    pub fn host_config(&self, host: &str) -> Option<&HostConfig> {
+        self.cfg.registry.configs.get(host)
+    }
+
+    /// The client for an endpoint host.
+    pub fn get(&self, host: &str) -> Result<reqwest::Client> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(host) {
+            return Ok(c.clone());
+        }
+        let c = build_client(self.host_config(host))
+            .map_err(|e| e.context(format!("registry.configs.{host:?}")))?;
+        map.insert(host.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+fn build_client(h: Option<&HostConfig>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("crust/", env!("CARGO_PKG_VERSION")));
+    if let Some(h) = h {
+        let t = &h.tls;
+        if !t.ca_file.as_os_str().is_empty() {
+            let pem = std::fs::read(&t.ca_file).map_err(|e| Error::io(format!("read {}", t.ca_file.display()), e))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::invalid("tls.ca_file", format!("{}: {e}", t.ca_file.display())))?;
+            b = b.tls_certs_merge(certs);
+        }
+        if !t.cert_file.as_os_str().is_empty() {
+            let mut pem =
+                std::fs::read(&t.cert_file).map_err(|e| Error::io(format!("read {}", t.cert_file.display()), e))?;
+            let key = std::fs::read(&t.key_file).map_err(|e| Error::io(format!("read {}", t.key_file.display()), e))?;
+            pem.extend_from_slice(b"\n");
+            pem.extend_from_slice(&key);
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|e| Error::invalid("tls.cert_file", format!("{}: {e}", t.cert_file.display())))?;
+            b = b.identity(id);
+        }
+        if t.insecure_skip_verify {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+    }
+    b.build()
+        .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mirror;
+
+    #[test]
+    fn mirrors_then_upstream_unless_fallback_off() {
+        let mut cfg = Config::default();
+        cfg.registry.mirrors.insert(
+            "docker.io".into(),
+            Mirror {
+                endpoint: vec!["http://127.0.0.1:5000/".into(), "https://m.example/v2".into()],
+                fallback_to_upstream: true,
+            },
+        );
+        let e = endpoints(&cfg, "docker.io");
+        let bases: Vec<_> = e.iter().map(|e| e.base.as_str()).collect();
+        assert_eq!(
+            bases,
+            ["http://127.0.0.1:5000", "https://m.example", "https://registry-1.docker.io"]
+        );
+        assert_eq!(e[0].host, "127.0.0.1:5000");
+        assert!(e[0].mirror && !e[2].mirror);
+        cfg.registry.mirrors.get_mut("docker.io").unwrap().fallback_to_upstream = false;
+        assert_eq!(endpoints(&cfg, "docker.io").len(), 2);
+        let up = endpoints(&cfg, "quay.io");
+        assert_eq!(up[0].base, "https://quay.io");
+        assert_eq!(endpoints(&cfg, "127.0.0.1:7000")[0].base, "http://127.0.0.1:7000");
+        assert_eq!(endpoints(&cfg, "localhost")[0].base, "http://localhost");
+    }
+}

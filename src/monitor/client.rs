@@ -1,0 +1,330 @@
+//! crustd's side of the monitor: start one ([`spawn`]), and talk to it through the files and the
+//! control socket in the container's state dir.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::args::{self, SYNC_FD};
+use super::{
+    CONSOLE_SOCKET, CONTAINER_PID_FILE, CTL_SOCKET, EXIT_FILE, ExitStatus, MONITOR_PID_FILE, Monitor,
+    MonitorSpec, RUNTIME_LOG,
+};
+use crate::config::Config;
+use crate::error::ResultExt;
+use crate::{Error, Result};
+
+/// How long `runtime create` may take before `spawn` gives up.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Starts a monitor for `spec` and waits until it has created the container (state CREATED). On failure
+/// the error carries the runtime's own message, and nothing is left behind: no monitor process, no
+/// runtime state, no monitor files (the bundle and the state dir itself stay: they are the caller's).
+pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
+    let what = format!("start monitor for {}", spec.id);
+    if spec.id.is_empty() {
+        return Err(Error::invalid("container_id", "empty container ID"));
+    }
+    std::fs::create_dir_all(&spec.state_dir).ctx(format!("{what}: create {}", spec.state_dir.display()))?;
+    remove_monitor_files(&spec.state_dir, true);
+    let bin = if spec.monitor_path.as_os_str().is_empty() {
+        Config::helper_binary(Path::new(""), "crust-monitor")
+    } else {
+        spec.monitor_path.clone()
+    };
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::io(format!("{what}: pipe"), e.into()))?;
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.args(args::to_args(spec))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let wfd = w.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe fcntl/dup2.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if wfd == SYNC_FD {
+                libc::fcntl(wfd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(wfd, SYNC_FD)
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
+    drop(w);
+    // The first monitor process forks the real one and exits at once.
+    let _ = child.wait().await;
+    let report = tokio::time::timeout(CREATE_TIMEOUT, read_report(r)).await;
+    let report = match report {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            cleanup_after_failure(spec).await;
+            return Err(e.context(&what));
+        }
+        Err(_) => {
+            cleanup_after_failure(spec).await;
+            return Err(Error::DeadlineExceeded(format!(
+                "{what}: runtime create did not finish in {}s",
+                CREATE_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    parse_report(&report, spec, &what).await
+}
+
+async fn read_report(r: OwnedFd) -> Result<String> {
+    let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(r).ctx("monitor sync pipe")?;
+    let mut buf = Vec::new();
+    rx.read_to_end(&mut buf).await.ctx("read monitor report")?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+async fn parse_report(report: &str, spec: &MonitorSpec, what: &str) -> Result<Monitor> {
+    let report = report.trim_end();
+    if let Some(rest) = report.strip_prefix("ok ") {
+        let mut it = rest.split(' ').map(|s| s.parse::<u32>());
+        if let (Some(Ok(pid)), Some(Ok(container_pid))) = (it.next(), it.next()) {
+            return Ok(Monitor { pid, container_pid });
+        }
+    }
+    if let Some(rest) = report.strip_prefix("error ") {
+        let (pid, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        if let Ok(pid) = pid.parse::<i32>() {
+            reap_blocking(pid).await;
+        }
+        cleanup_after_failure(spec).await;
+        return Err(Error::Internal(format!("{what}: {text}")));
+    }
+    cleanup_after_failure(spec).await;
+    let shown = if report.is_empty() { "nothing" } else { report };
+    Err(Error::Internal(format!("{what}: the monitor exited without a report (said {shown:?})")))
+}
+
+/// After a failed or timed-out spawn: kill a monitor that is still there, make the runtime forget the
+/// container, and remove the monitor's files.
+async fn cleanup_after_failure(spec: &MonitorSpec) {
+    if let Some(pid) = live_monitor_pid(&spec.state_dir) {
+        // SAFETY: kill(2) of the monitor whose pid and start time we just checked.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        reap_blocking(pid as i32).await;
+    }
+    let _ = tokio::process::Command::new(&spec.runtime_path)
+        .arg("--root")
+        .arg(&spec.runtime_root)
+        .args(["delete", "--force", &spec.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await;
+    remove_monitor_files(&spec.state_dir, true);
+}
+
+/// Removes what a monitor leaves in `dir` (the exit file too when `exit_too`).
+fn remove_monitor_files(dir: &Path, exit_too: bool) {
+    for f in [CTL_SOCKET, MONITOR_PID_FILE, CONTAINER_PID_FILE, RUNTIME_LOG, CONSOLE_SOCKET] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    if exit_too {
+        let _ = std::fs::remove_file(dir.join(EXIT_FILE));
+    }
+}
+
+/// Reaps `pid` if it is our (zombie) child — a monitor is re-parented to crustd when crustd is a child
+/// subreaper. Waits up to a second for an exiting monitor; other pids give ECHILD at once.
+async fn reap_blocking(pid: i32) {
+    for _ in 0..100 {
+        if try_reap(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `waitpid(pid, WNOHANG)`: true when reaped or not our child.
+fn try_reap(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid on one specific pid, writing into a local.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    r != 0
+}
+
+/// `(state, start time)` of a process from `/proc/<pid>/stat`.
+pub(crate) fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    // Fields after the comm start at field 3 (state); starttime is field 22.
+    let start = f.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The monitor's pid from `monitor.pid`, whether or not it still runs.
+pub fn monitor_pid(state_dir: &Path) -> Option<u32> {
+    read_pid_file(state_dir).map(|(p, _)| p)
+}
+
+fn read_pid_file(state_dir: &Path) -> Option<(u32, u64)> {
+    let s = std::fs::read_to_string(state_dir.join(MONITOR_PID_FILE)).ok()?;
+    let mut it = s.split_ascii_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+/// The monitor's pid when that process still runs and is the same process (start time matches).
+fn live_monitor_pid(state_dir: &Path) -> Option<u32> {
+    let (pid, start) = read_pid_file(state_dir)?;
+    match proc_stat(pid) {
+        Some((state, s)) if s == start => {
+            if state == 'Z' || state == 'X' {
+                try_reap(pid as i32);
+                None
+            } else {
+                Some(pid)
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Whether the container's monitor still runs (pid file plus start-time check, so it survives crustd
+/// restarts and pid reuse). A monitor that exited and was left a zombie child of crustd is reaped here.
+pub fn is_alive(state_dir: &Path) -> bool {
+    live_monitor_pid(state_dir).is_some()
+}
+
+/// The exit file, once the container has exited and the monitor wrote it.
+pub fn read_exit(state_dir: &Path) -> Option<ExitStatus> {
+    let data = std::fs::read(state_dir.join(EXIT_FILE)).ok()?;
+    let st = serde_json::from_slice(&data).ok()?;
+    // The monitor exits right after writing the file; reap it if it is our child.
+    let _ = live_monitor_pid(state_dir);
+    Some(st)
+}
+
+/// Waits until the exit file appears (returns it), the monitor is gone without one (`None`), or
+/// `timeout` passes (`None`; tell the cases apart with [`is_alive`]). Polls a stat with a short backoff.
+pub async fn wait_exit(state_dir: &Path, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(st) = read_exit(state_dir) {
+            return Some(st);
+        }
+        if !is_alive(state_dir) {
+            return read_exit(state_dir);
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Asks the monitor to reopen the container's log file (ReopenContainerLog).
+pub async fn reopen_log(state_dir: &Path) -> Result<()> {
+    request(state_dir, "REOPEN\n").await
+}
+
+/// Sets the container's pty size.
+pub async fn resize(state_dir: &Path, width: u16, height: u16) -> Result<()> {
+    request(state_dir, &format!("RESIZE {width} {height}\n")).await
+}
+
+/// The control socket's path, short enough for `sockaddr_un` (via `/proc/self/fd/N` when the state dir
+/// is deep); the returned fd must live while the path is used.
+fn ctl_path(state_dir: &Path) -> Result<(PathBuf, Option<OwnedFd>)> {
+    let p = state_dir.join(CTL_SOCKET);
+    if p.as_os_str().len() < 100 {
+        return Ok((p, None));
+    }
+    let dir = nix::fcntl::open(
+        state_dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("open {}", state_dir.display()), e.into()))?;
+    let p = PathBuf::from(format!("/proc/self/fd/{}/{CTL_SOCKET}", dir.as_raw_fd()));
+    Ok((p, Some(dir)))
+}
+
+async fn request(state_dir: &Path, line: &str) -> Result<()> {
+    let what = format!("monitor request {}", line.trim_end());
+    let (path, _guard) = ctl_path(state_dir)?;
+    let talk = async {
+        let mut s = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) {
+                Error::FailedPrecondition(format!(
+                    "{what}: the container's monitor is not running ({})",
+                    state_dir.display()
+                ))
+            } else {
+                Error::io(format!("{what}: connect {}", path.display()), e)
+            }
+        })?;
+        s.write_all(line.as_bytes()).await.ctx(&what)?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.ctx(&what)?;
+        let answer = String::from_utf8_lossy(&answer);
+        let answer = answer.trim_end();
+        if answer == "OK" {
+            Ok(())
+        } else if let Some(e) = answer.strip_prefix("ERR ") {
+            Err(Error::FailedPrecondition(format!("{what}: {e}")))
+        } else {
+            Err(Error::Internal(format!("{what}: unexpected answer {answer:?}")))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), talk)
+        .await
+        .unwrap_or_else(|_| Err(Error::DeadlineExceeded(format!("{what}: no answer in 10s"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_of_self() {
+        let (state, start) = proc_stat(std::process::id()).unwrap();
+        assert!(matches!(state, 'R' | 'S'), "{state}");
+        assert!(start > 0);
+    }
+
+    #[test]
+    fn liveness_needs_matching_start_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(!is_alive(tmp.path()));
+        let me = std::process::id();
+        let (_, start) = proc_stat(me).unwrap();
+        std::fs::write(tmp.path().join(MONITOR_PID_FILE), format!("{me} {start}\n")).unwrap();
+        assert!(is_alive(tmp.path()));
+        assert_eq!(monitor_pid(tmp.path()), Some(me));
+        std::fs::write(tmp.path().join(MONITOR_PID_FILE), format!("{me} {}\n", start + 1)).unwrap();
+        assert!(!is_alive(tmp.path()), "a reused pid must not count as the monitor");
+    }
+
+    #[test]
+    fn exit_file_parses() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(read_exit(tmp.path()), None);
+        std::fs::write(
+            tmp.path().join(EXIT_FILE),
+            br#"{"exit_code":137,"signal":9,"oom_killed":true,"created_at_ns":5,"started_at_ns":null,"finished_at_ns":7}"#,
+        )
+        .unwrap();
+        let st = read_exit(tmp.path()).unwrap();
+        assert_eq!((st.exit_code, st.signal, st.oom_killed, st.finished_at_ns), (137, 9, true, 7));
+    }
+}

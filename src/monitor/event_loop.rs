@@ -1,0 +1,396 @@
+//! The monitor's steady state: one `poll` over fixed slots (SIGCHLD signalfd, the container's stdout and
+//! stderr or its pty, the control socket and its clients, the OOM eventfd), fixed buffers, no
+//! allocation. Ends when the container's init has exited: drains the output, writes the exit file
+//! atomically and exits.
+
+use std::ffi::CString;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixListener;
+
+use super::ctl::{self, MAX_LINE, Request};
+use super::log::{LineBuf, LogFile, Stream, now_ns};
+use super::sysutil::{self, field};
+use super::{CTL_SOCKET, EXIT_FILE};
+
+/// The container's stdio as the monitor holds it.
+#[derive(Default)]
+pub struct Io {
+    /// Read end of the container's stdout pipe.
+    pub stdout: Option<OwnedFd>,
+    /// Read end of the container's stderr pipe.
+    pub stderr: Option<OwnedFd>,
+    /// The pty master (tty mode: stdout and stderr both arrive here, logged as stdout).
+    pub tty: Option<OwnedFd>,
+    /// Write end of the container's stdin pipe, kept open for attach.
+    pub stdin_w: Option<OwnedFd>,
+}
+
+/// Everything the loop works on.
+pub struct State {
+    pub container_pid: i32,
+    pub created_at_ns: i64,
+    pub sigfd: OwnedFd,
+    pub ctl: UnixListener,
+    pub log: LogFile,
+    pub log_cpath: Option<CString>,
+    pub io: Io,
+    pub oom: Oom,
+}
+
+/// OOM-kill detection for the container's memory cgroup.
+pub struct Oom {
+    /// `memory.oom_control` (v1) or `memory.events` (v2): both have an `oom_kill <n>` line.
+    counter_path: Option<CString>,
+    /// v1: eventfd registered through `cgroup.event_control`; v2: inotify on `memory.events`.
+    notify: Option<OwnedFd>,
+    start: Option<u64>,
+    seen: bool,
+}
+
+impl Oom {
+    /// Finds the container's memory cgroup from `/proc/<pid>/cgroup` and arms the notification.
+    pub fn setup(pid: i32) -> Oom {
+        let mut oom = Oom {
+            counter_path: None,
+            notify: None,
+            start: None,
+            seen: false,
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            return oom;
+        };
+        let mut v1 = None;
+        let mut v2 = None;
+        for line in text.lines() {
+            let mut it = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if ctrls.split(',').any(|c| c == "memory") {
+                v1 = Some(path.to_string());
+            } else if ctrls.is_empty() {
+                v2 = Some(path.to_string());
+            }
+        }
+        if let Some(p) = v1 {
+            let dir = format!("/sys/fs/cgroup/memory{p}");
+            oom.counter_path = CString::new(format!("{dir}/memory.oom_control")).ok();
+            oom.notify = arm_v1(&dir);
+        } else if let Some(p) = v2 {
+            for base in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+                let f = format!("{base}{p}/memory.events");
+                if std::path::Path::new(&f).exists() {
+                    oom.notify = arm_inotify(&f);
+                    oom.counter_path = CString::new(f).ok();
+                    break;
+                }
+            }
+        }
+        oom.start = oom.count();
+        oom
+    }
+
+    fn count(&self) -> Option<u64> {
+        let p = self.counter_path.as_ref()?;
+        let mut buf = [0u8; 512];
+        let text = sysutil::read_small(p, &mut buf).ok()?;
+        field(text, b"oom_kill")
+    }
+
+    fn fd(&self) -> RawFd {
+        self.notify.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// The notification fired: consume it and check the counter.
+    fn on_event(&mut self) {
+        let mut buf = [0u8; 512];
+        if let Some(fd) = &self.notify {
+            let _ = sysutil::read(fd.as_raw_fd(), &mut buf);
+        }
+        match (self.start, self.count()) {
+            (Some(s), Some(n)) if n > s => self.seen = true,
+            // No counter on this kernel (or the cgroup is gone): trust a v1 event while it lives.
+            (None, _) => self.seen = true,
+            (_, None) => self.notify = None,
+            _ => {}
+        }
+    }
+
+    /// Whether a process of the cgroup was OOM-killed during the container's life.
+    fn killed(&mut self) -> bool {
+        if let (Some(s), Some(n)) = (self.start, self.count())
+            && n > s
+        {
+            self.seen = true;
+        }
+        self.seen
+    }
+}
+
+fn arm_v1(dir: &str) -> Option<OwnedFd> {
+    let ctl = CString::new(format!("{dir}/memory.oom_control")).ok()?;
+    let ofd = sysutil::open(&ctl, libc::O_RDONLY).ok()?;
+    // SAFETY: eventfd(2); the fd is owned below.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return None;
+    }
+    // SAFETY: fresh fd.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let line = format!("{} {}", efd.as_raw_fd(), ofd.as_raw_fd());
+    std::fs::write(format!("{dir}/cgroup.event_control"), line).ok()?;
+    Some(efd)
+}
+
+fn arm_inotify(path: &str) -> Option<OwnedFd> {
+    let c = CString::new(path).ok()?;
+    // SAFETY: inotify_init1; the fd is owned below.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: NUL-terminated path.
+    let w = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
+    (w >= 0).then_some(fd)
+}
+
+const MAX_CLIENTS: usize = 4;
+const SLOT_SIG: usize = 0;
+const SLOT_OUT: usize = 1;
+const SLOT_ERR: usize = 2;
+const SLOT_CTL: usize = 3;
+const SLOT_OOM: usize = 4;
+const SLOT_CLIENT: usize = 5;
+
+struct Client {
+    fd: Option<OwnedFd>,
+    buf: [u8; MAX_LINE],
+    len: usize,
+}
+
+fn raw(fd: &Option<OwnedFd>) -> RawFd {
+    fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+}
+
+/// Reads what is there (a bounded number of reads); returns true at EOF (or a pty's EIO).
+fn pump(fd: RawFd, lb: &mut LineBuf, log: &mut LogFile, max_reads: usize) -> bool {
+    for _ in 0..max_reads {
+        match sysutil::read(fd, lb.space()) {
+            Ok(0) => return true,
+            Ok(n) => lb.filled(n, log),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// Runs until the container has exited, then writes the exit file and exits the process.
+pub fn run(st: &mut State) -> ! {
+    let mut out = Box::new(LineBuf::new(Stream::Stdout));
+    let mut err = Box::new(LineBuf::new(Stream::Stderr));
+    let mut clients: [Client; MAX_CLIENTS] = std::array::from_fn(|_| Client {
+        fd: None,
+        buf: [0; MAX_LINE],
+        len: 0,
+    });
+    let mut exited: Option<(libc::c_int, i64)> = None;
+    while exited.is_none() {
+        let mut pfds = [libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: 0,
+        }; SLOT_CLIENT + MAX_CLIENTS];
+        pfds[SLOT_SIG].fd = st.sigfd.as_raw_fd();
+        pfds[SLOT_OUT].fd = if st.io.tty.is_some() { raw(&st.io.tty) } else { raw(&st.io.stdout) };
+        pfds[SLOT_ERR].fd = raw(&st.io.stderr);
+        pfds[SLOT_CTL].fd = st.ctl.as_raw_fd();
+        pfds[SLOT_OOM].fd = st.oom.fd();
+        for (i, c) in clients.iter().enumerate() {
+            pfds[SLOT_CLIENT + i].fd = raw(&c.fd);
+        }
+        // SAFETY: poll over a live array of pollfds.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            continue;
+        }
+        let ready = |i: usize| pfds[i].revents != 0;
+        if ready(SLOT_OUT) {
+            let fd = pfds[SLOT_OUT].fd;
+            if pump(fd, &mut out, &mut st.log, 8) {
+                out.flush(&mut st.log);
+                if st.io.tty.is_some() {
+                    st.io.tty = None;
+                } else {
+                    st.io.stdout = None;
+                }
+            }
+        }
+        if ready(SLOT_ERR) && pump(pfds[SLOT_ERR].fd, &mut err, &mut st.log, 8) {
+            err.flush(&mut st.log);
+            st.io.stderr = None;
+        }
+        if ready(SLOT_OOM) {
+            st.oom.on_event();
+        }
+        if ready(SLOT_CTL) {
+            accept_clients(st, &mut clients);
+        }
+        for i in 0..MAX_CLIENTS {
+            if ready(SLOT_CLIENT + i) {
+                serve_client(st, &mut clients[i]);
+            }
+        }
+        if ready(SLOT_SIG) {
+            let mut buf = [0u8; 128 * 8];
+            while matches!(sysutil::read(st.sigfd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+            loop {
+                let mut status = 0;
+                // SAFETY: reaping any exited child into a local.
+                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                if pid == st.container_pid {
+                    exited = Some((status, now_ns()));
+                }
+            }
+        }
+    }
+    // The init is gone: take what is left in the pipes (writers still alive in a shared PID namespace
+    // are not waited for), then record the exit.
+    if let Some(fd) = st.io.tty.as_ref().or(st.io.stdout.as_ref()) {
+        pump(fd.as_raw_fd(), &mut out, &mut st.log, 1024);
+    }
+    if let Some(fd) = &st.io.stderr {
+        pump(fd.as_raw_fd(), &mut err, &mut st.log, 1024);
+    }
+    out.flush(&mut st.log);
+    err.flush(&mut st.log);
+    let (status, finished) = exited.unwrap_or((0, now_ns()));
+    let (code, signal) = if libc::WIFSIGNALED(status) {
+        (128 + libc::WTERMSIG(status), libc::WTERMSIG(status))
+    } else {
+        (libc::WEXITSTATUS(status), 0)
+    };
+    let oom = st.oom.killed();
+    write_exit_file(code, signal, oom, st.created_at_ns, finished);
+    let _ = std::fs::remove_file(CTL_SOCKET);
+    // SAFETY: ending the process; nothing is buffered.
+    unsafe { libc::_exit(0) }
+}
+
+fn accept_clients(st: &mut State, clients: &mut [Client; MAX_CLIENTS]) {
+    loop {
+        // SAFETY: accept4 on our listening socket; the fd is owned below.
+        let fd = unsafe {
+            libc::accept4(
+                st.ctl.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: fresh fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        match clients.iter_mut().find(|c| c.fd.is_none()) {
+            Some(c) => {
+                c.fd = Some(fd);
+                c.len = 0;
+            }
+            None => {
+                let _ = sysutil::write_all(fd.as_raw_fd(), b"ERR busy\n");
+            }
+        }
+    }
+}
+
+fn serve_client(st: &mut State, c: &mut Client) {
+    let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else { return };
+    let n = match sysutil::read(fd, &mut c.buf[c.len..]) {
+        Ok(0) => {
+            c.fd = None;
+            return;
+        }
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
+        Err(_) => {
+            c.fd = None;
+            return;
+        }
+    };
+    c.len += n;
+    let Some(nl) = c.buf[..c.len].iter().position(|b| *b == b'\n') else {
+        if c.len == MAX_LINE {
+            let _ = sysutil::write_all(fd, b"ERR request too long\n");
+            c.fd = None;
+        }
+        return;
+    };
+    let answer: &[u8] = match ctl::parse_request(&c.buf[..nl]) {
+        Some(Request::Reopen) => match &st.log_cpath {
+            None => b"OK\n",
+            Some(p) => match LogFile::open(p) {
+                Ok(l) => {
+                    st.log = l;
+                    b"OK\n"
+                }
+                Err(_) => b"ERR cannot open the log file\n",
+            },
+        },
+        Some(Request::Resize { width, height }) => match &st.io.tty {
+            None => b"ERR the container has no tty\n",
+            Some(m) => {
+                let ws = libc::winsize {
+                    ws_row: height,
+                    ws_col: width,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ reads a winsize from a live local.
+                if unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) } == 0 {
+                    b"OK\n"
+                } else {
+                    b"ERR resize failed\n"
+                }
+            }
+        },
+        Some(Request::Attach) => b"ERR attach not supported yet\n",
+        None => b"ERR bad request\n",
+    };
+    let _ = sysutil::write_all(fd, answer);
+    c.fd = None;
+}
+
+/// The exit file (JSON of `ExitStatus`), written to a temporary file, synced and renamed (in the cwd,
+/// the state dir).
+fn write_exit_file(code: i32, signal: i32, oom: bool, created: i64, finished: i64) {
+    let mut buf = [0u8; 256];
+    let len = {
+        let mut cur = &mut buf[..];
+        let _ = write!(
+            cur,
+            "{{\"exit_code\":{code},\"signal\":{signal},\"oom_killed\":{oom},\"created_at_ns\":{created},\
+             \"started_at_ns\":null,\"finished_at_ns\":{finished}}}\n"
+        );
+        256 - cur.len()
+    };
+    let tmp = c".exit.tmp";
+    let Ok(fd) = sysutil::open(tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC) else {
+        return;
+    };
+    let _ = sysutil::write_all(fd.as_raw_fd(), &buf[..len]);
+    // SAFETY: fsync of our fd.
+    unsafe { libc::fsync(fd.as_raw_fd()) };
+    drop(fd);
+    let _ = EXIT_FILE;
+    // SAFETY: rename between two NUL-terminated relative paths.
+    unsafe { libc::rename(tmp.as_ptr(), c"exit".as_ptr()) };
+}

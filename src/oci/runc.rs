@@ -1,0 +1,331 @@
+//! `Runc`: the `OciRuntime` that shells out to a runc-compatible binary with `--root <runtime root>`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use oci_spec::runtime::{LinuxResources, Process};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{ExecOutput, OciRuntime, RuntimeState};
+use crate::{Error, Result};
+
+/// A runc-compatible runtime binary and its state dir.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    /// The binary, e.g. `/usr/bin/runc`.
+    pub path: PathBuf,
+    /// Its state dir, passed as `--root`.
+    pub root: PathBuf,
+}
+
+static EXEC_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Runc {
+    /// A runtime at `path` keeping its state under `root`.
+    pub fn new(path: PathBuf, root: PathBuf) -> Self {
+        Runc { path, root }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.path);
+        c.arg("--root").arg(&self.root);
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.kill_on_drop(true);
+        c
+    }
+
+    /// Runs `runc --root R <args>`, feeding `input` on stdin; returns stdout, or the error text mapped
+    /// to a kind.
+    async fn run(&self, what: &str, id: &str, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>> {
+        let mut c = self.command();
+        c.args(args);
+        if input.is_some() {
+            c.stdin(Stdio::piped());
+        }
+        let mut child = c
+            .spawn()
+            .map_err(|e| Error::io(format!("run {} {what} {id}", self.path.display()), e))?;
+        if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+            // A failed write shows up as runc's own error below.
+            let _ = stdin.write_all(&data).await;
+            drop(stdin);
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::io(format!("wait for {} {what} {id}", self.path.display()), e))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        Err(classify(what, id, &out.stderr, &out.stdout))
+    }
+}
+
+/// Maps runc's error text to an error kind.
+pub(crate) fn classify(what: &str, id: &str, stderr: &[u8], stdout: &[u8]) -> Error {
+    let mut text = runtime_error_text(stderr);
+    if text.is_empty() {
+        text = runtime_error_text(stdout);
+    }
+    let msg = format!("runtime {what} {id}: {text}");
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("does not exist") {
+        Error::NotFound(msg)
+    } else if lower.contains("not running")
+        || lower.contains("already finished")
+        || lower.contains("cannot ")
+        || lower.contains("not paused")
+        || lower.contains("is stopped")
+        || lower.contains("already paused")
+    {
+        Error::FailedPrecondition(msg)
+    } else {
+        Error::Internal(msg)
+    }
+}
+
+/// runc's error output, trimmed; json log lines (`{"level":"error","msg":..}`) are reduced to their
+/// messages.
+pub(crate) fn runtime_error_text(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    let mut msgs = Vec::new();
+    for line in s.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('{') {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
+                if matches!(level, "error" | "fatal")
+                    && let Some(m) = v.get("msg").and_then(|m| m.as_str())
+                {
+                    msgs.push(m.trim().to_string());
+                }
+                continue;
+            }
+        }
+        msgs.push(line.to_string());
+    }
+    msgs.dedup();
+    msgs.join("; ")
+}
+
+impl OciRuntime for Runc {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        async move { self.run("start", id, &["start", id], None).await.map(drop) }.boxed()
+    }
+
+    fn kill<'a>(&'a self, id: &'a str, signal: i32, all: bool) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let sig = signal.to_string();
+            let mut args = vec!["kill"];
+            if all {
+                args.push("--all");
+            }
+            args.push(id);
+            args.push(&sig);
+            self.run("kill", id, &args, None).await.map(drop)
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, id: &'a str, force: bool) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let args: &[&str] = if force { &["delete", "--force", id] } else { &["delete", id] };
+            match self.run("delete", id, args, None).await {
+                Err(Error::NotFound(_)) => Ok(()),
+                r => r.map(drop),
+            }
+        }
+        .boxed()
+    }
+
+    fn state<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<RuntimeState>> {
+        async move {
+            let out = self.run("state", id, &["state", id], None).await?;
+            let v: serde_json::Value = serde_json::from_slice(&out)
+                .map_err(|e| Error::Internal(format!("runtime state {id}: bad JSON from runtime: {e}")))?;
+            Ok(RuntimeState {
+                status: v.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_string(),
+                pid: v.get("pid").and_then(|p| p.as_u64()).unwrap_or(0) as u32,
+            })
+        }
+        .boxed()
+    }
+
+    fn update<'a>(&'a self, id: &'a str, resources: &'a LinuxResources) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let data = serde_json::to_vec(resources)
+                .map_err(|e| Error::Internal(format!("runtime update {id}: encode resources: {e}")))?;
+            self.run("update", id, &["update", "--resources", "-", id], Some(data))
+                .await
+                .map(drop)
+        }
+        .boxed()
+    }
+
+    fn pause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        async move { self.run("pause", id, &["pause", id], None).await.map(drop) }.boxed()
+    }
+
+    fn resume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        async move { self.run("resume", id, &["resume", id], None).await.map(drop) }.boxed()
+    }
+
+    fn exec_sync<'a>(
+        &'a self,
+        id: &'a str,
+        process: &'a Process,
+        timeout: Duration,
+        max_output: usize,
+    ) -> BoxFuture<'a, Result<ExecOutput>> {
+        async move { self.exec_sync_inner(id, process, timeout, max_output).await }.boxed()
+    }
+}
+
+/// Reads `r` to its end, keeping at most `max` bytes.
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, max: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return out,
+            Ok(n) => {
+                let room = max.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+}
+
+impl Runc {
+    async fn exec_sync_inner(
+        &self,
+        id: &str,
+        process: &Process,
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput> {
+        let json = serde_json::to_vec(process)
+            .map_err(|e| Error::Internal(format!("exec in {id}: encode process: {e}")))?;
+        let seq = EXEC_SEQ.fetch_add(1, Ordering::Relaxed);
+        let pid_file = self.root.join(format!(".exec-{}-{seq}.pid", std::process::id()));
+        let _ = std::fs::create_dir_all(&self.root);
+        // The process spec is read from stdin (`--process /dev/stdin`); after it the process sees EOF.
+        let mut c = self.command();
+        c.arg("exec")
+            .arg("--process")
+            .arg("/dev/stdin")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| Error::io(format!("exec in {id}: run {}", self.path.display()), e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&json).await;
+        }
+        let out_r = child.stdout.take().map(|s| tokio::spawn(read_capped(s, max_output)));
+        let err_r = child.stderr.take().map(|s| tokio::spawn(read_capped(s, max_output)));
+
+        let mut timed_out = false;
+        let status = if timeout.is_zero() {
+            child.wait().await
+        } else {
+            match tokio::time::timeout(timeout, child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    timed_out = true;
+                    if let Some(pid) = read_pid(&pid_file) {
+                        // SAFETY: kill(2) with a pid read from runc's pid file; no memory involved.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            }
+        };
+        let started = pid_file.exists();
+        let _ = std::fs::remove_file(&pid_file);
+        let status = status.map_err(|e| Error::io(format!("exec in {id}: wait for runtime"), e))?;
+        // Output readers end when every writer is gone; a background child that kept the pipe open
+        // must not hold the answer back for long.
+        let grace = Duration::from_millis(if timed_out { 50 } else { 500 });
+        let stdout = join_reader(out_r, grace).await;
+        let stderr = join_reader(err_r, grace).await;
+        if !started && !timed_out && !status.success() {
+            return Err(classify("exec", id, &stderr, &stdout));
+        }
+        let exit_code = if timed_out {
+            128 + libc::SIGKILL
+        } else {
+            status.code().unwrap_or(128 + libc::SIGKILL)
+        };
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+            timed_out,
+        })
+    }
+}
+
+async fn join_reader(h: Option<tokio::task::JoinHandle<Vec<u8>>>, grace: Duration) -> Vec<u8> {
+    let Some(h) = h else { return Vec::new() };
+    let abort = h.abort_handle();
+    match tokio::time::timeout(grace, h).await {
+        Ok(Ok(v)) => v,
+        _ => {
+            abort.abort();
+            Vec::new()
+        }
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|p| *p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_from_json_log_and_plain() {
+        let raw = br#"{"level":"error","msg":"container \"x\" does not exist","time":"t"}
+{"level":"warning","msg":"noise","time":"t"}
+"#;
+        assert_eq!(runtime_error_text(raw), "container \"x\" does not exist");
+        assert_eq!(runtime_error_text(b"  plain failure\n\n"), "plain failure");
+    }
+
+    #[test]
+    fn classify_kinds() {
+        assert!(matches!(
+            classify("state", "x", b"container does not exist", b""),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            classify("kill", "x", b"container not running", b""),
+            Error::FailedPrecondition(_)
+        ));
+        let e = classify("start", "x", b"exec: \"nope\": executable file not found in $PATH", b"");
+        assert!(matches!(e, Error::Internal(_)), "{e:?}");
+        assert!(e.to_string().contains("nope"));
+    }
+}

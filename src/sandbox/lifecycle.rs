@@ -1,0 +1,155 @@
+//! StopPodSandbox, RemovePodSandbox, the rollback of a failed RunPodSandbox, and start-up recovery.
+//! Every undo step is idempotent, so each works on a half-made pod, twice, or after a crash.
+
+use super::files;
+use super::record::{PodRecord, PodState};
+use super::{Inner, netns, network, pause};
+use crate::daemon::Daemon;
+use crate::error::ResultExt;
+use crate::{Error, Result};
+
+fn keep_first(first: &mut Option<Error>, r: Result<()>) {
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "pod teardown step failed");
+        first.get_or_insert(e);
+    }
+}
+
+impl Inner {
+    /// Stops what a stopped pod no longer holds: the pause, the shm mount, the network (CNI DEL with
+    /// the cached result), the netns. Each step is tried; the first failure is returned and the record
+    /// keeps what is left, so a retry finishes the job.
+    pub(super) async fn release(&self, rec: &mut PodRecord) -> Result<()> {
+        let mut first = None;
+        if rec.pause_started {
+            let r = match self.runtimes.get(&rec.runtime_handler) {
+                Ok(rt) => pause::stop(&rt, &self.pause_dir(&rec.id), &rec.id).await,
+                Err(e) => Err(e),
+            };
+            if r.is_ok() {
+                rec.pause_started = false;
+            }
+            keep_first(&mut first, r.ctx("stop the pause container"));
+        }
+        if let Some(shm) = rec.shm.clone() {
+            keep_first(&mut first, files::unmount_shm(&shm).ctx("unmount the pod /dev/shm"));
+        }
+        if let Some(net) = rec.network.clone() {
+            let r = network::del(&self.cni, rec, &net).await;
+            if r.is_ok() {
+                rec.network = None;
+                rec.ips.clear();
+            }
+            keep_first(&mut first, r);
+        }
+        if let Some(path) = rec.netns.clone() {
+            let r = netns::remove(&path);
+            if r.is_ok() {
+                rec.netns = None;
+            }
+            keep_first(&mut first, r);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Removes everything of a pod: `release`, the pod files, the cgroup, then the record and name.
+    pub(super) async fn destroy(&self, rec: &mut PodRecord) -> Result<()> {
+        let mut first = None;
+        keep_first(&mut first, self.release(rec).await);
+        if let Some(shm) = rec.shm.clone() {
+            // Unmounted by release (or never mounted); removing the files dir below needs it gone.
+            if files::unmount_shm(&shm).is_ok() {
+                rec.shm = None;
+            }
+        }
+        let dir = PodRecord::files_dir(&self.dirs, &rec.id);
+        if first.is_none() {
+            keep_first(
+                &mut first,
+                crate::state::remove_dir_idempotent(&dir).ctx(format!("remove {}", dir.display())),
+            );
+        }
+        if let Some(cg) = rec.cgroup.clone() {
+            let r = crate::cgroups::remove(&cg).ctx("remove the pod cgroup");
+            if r.is_ok() {
+                rec.cgroup = None;
+            }
+            keep_first(&mut first, r);
+        }
+        match first {
+            None => self.forget(rec),
+            Some(e) => {
+                // Keep the record (now naming only what is left) for a retry.
+                let _ = self.save(rec);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// StopPodSandbox: the pod's containers (forcibly), then the pause, the network and the netns.
+    /// Idempotent; an unknown ID succeeds.
+    pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
+        let inner = &self.sandboxes.inner;
+        let id = match inner.resolve(id) {
+            Ok(id) => id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _guard = inner.locks.lock(&id).await;
+        let Ok(mut rec) = inner.get(&id) else { return Ok(()) };
+        self.stop_pod_containers(&id).await.ctx("StopPodSandbox: stop the pod's containers")?;
+        let r = inner.release(&mut rec).await;
+        if rec.state != PodState::Creating {
+            rec.state = PodState::Stopped;
+        }
+        inner.save(&rec)?;
+        r.ctx(format!("StopPodSandbox {id}"))
+    }
+
+    /// RemovePodSandbox: the pod's containers, then everything the pod holds, and the record.
+    /// Idempotent; works on a half-made pod.
+    pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
+        let inner = &self.sandboxes.inner;
+        let id = match inner.resolve(id) {
+            Ok(id) => id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _guard = inner.locks.lock(&id).await;
+        let Ok(mut rec) = inner.get(&id) else { return Ok(()) };
+        self.stop_pod_containers(&id).await.ctx("RemovePodSandbox: stop the pod's containers")?;
+        self.remove_pod_containers(&id).await.ctx("RemovePodSandbox: remove the pod's containers")?;
+        inner.destroy(&mut rec).await.ctx(format!("RemovePodSandbox {id}"))
+    }
+}
+
+/// Start-up recovery: roll back half-made pods; stop ready pods whose netns or pause is gone.
+pub(super) async fn recover(inner: &Inner) {
+    for mut rec in inner.snapshot() {
+        let _guard = inner.locks.lock(&rec.id).await;
+        match rec.state {
+            PodState::Creating => {
+                tracing::info!(pod = %rec.id, step = %rec.step, "rolling back a pod left half-made");
+                if let Err(e) = inner.destroy(&mut rec).await {
+                    tracing::warn!(pod = %rec.id, error = %e, "rollback of a half-made pod failed");
+                }
+            }
+            PodState::Ready => {
+                let netns_ok = rec.netns.as_ref().is_none_or(|p| netns::is_pinned(p));
+                if netns_ok && !pause::exited(&inner.pause_dir(&rec.id)) {
+                    continue;
+                }
+                tracing::info!(pod = %rec.id, "pod lost its netns or pause; stopping it");
+                let r = inner.release(&mut rec).await;
+                rec.state = PodState::Stopped;
+                let _ = inner.save(&rec);
+                if let Err(e) = r {
+                    tracing::warn!(pod = %rec.id, error = %e, "stopping a pod at recovery failed");
+                }
+            }
+            PodState::Stopped => {}
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The pod record (`<root>/pods/<id>.json`): what the pod is (metadata, config crust needs later) and
+//! what it holds (cgroup, netns, CNI result, files, pause). Each resource's field is set and written
+//! *before* the resource is made, so a crash leaves a record that says what to undo.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use cri_api::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ResultExt;
+use crate::state::Dirs;
+use crate::Result;
+
+/// Where a pod is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodState {
+    /// RunPodSandbox is under way (or crashed mid-way: roll back).
+    Creating,
+    /// Fully made; ready while the pause lives.
+    Ready,
+    /// StopPodSandbox ran: pause stopped, network torn down.
+    Stopped,
+}
+
+/// The namespace choices of the pod (CRI `NamespaceOption`, without user namespaces).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub network: i32,
+    pub pid: i32,
+    pub ipc: i32,
+    #[serde(default)]
+    pub target_id: String,
+}
+
+impl Namespaces {
+    /// From the request (missing → all POD).
+    pub fn from_cri(o: Option<&v1::NamespaceOption>) -> Self {
+        o.map(|o| Namespaces {
+            network: o.network,
+            pid: o.pid,
+            ipc: o.ipc,
+            target_id: o.target_id.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// As the CRI message.
+    pub fn to_cri(&self) -> v1::NamespaceOption {
+        v1::NamespaceOption {
+            network: self.network,
+            pid: self.pid,
+            ipc: self.ipc,
+            target_id: self.target_id.clone(),
+            userns_options: None,
+        }
+    }
+
+    /// The pod uses the host's network namespace.
+    pub fn host_network(&self) -> bool {
+        self.network == v1::NamespaceMode::Node as i32
+    }
+
+    /// The pod uses the host's IPC namespace.
+    pub fn host_ipc(&self) -> bool {
+        self.ipc == v1::NamespaceMode::Node as i32
+    }
+
+    /// The pod uses the host's PID namespace.
+    pub fn host_pid(&self) -> bool {
+        self.pid == v1::NamespaceMode::Node as i32
+    }
+}
+
+/// The CNI side of a pod: the network used, as it was at ADD (so DEL uses the same), and the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    /// The network's name.
+    pub name: String,
+    /// The whole conflist the ADD ran.
+    pub config: serde_json::Value,
+    /// The ADD result (`prevResult` for DEL); `None` until ADD succeeded.
+    pub result: Option<serde_json::Value>,
+    /// Port mappings passed as the `portMappings` capability (needed again at DEL).
+    #[serde(default)]
+    pub port_mappings: Vec<crust_cni::PortMapping>,
+    /// The `ipRanges` capability, when a pod CIDR was set.
+    #[serde(default)]
+    pub ip_ranges: Vec<Vec<crust_cni::IpRange>>,
+}
+
+/// One pod, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+    pub state: PodState,
+    /// The last creation step reached (for messages and recovery).
+    pub step: String,
+    pub created_at: i64,
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+    pub hostname: String,
+    pub log_directory: String,
+    pub runtime_handler: String,
+    pub namespaces: Namespaces,
+    /// The pod cgroup (relative, no leading '/'); set before it is created.
+    pub cgroup: Option<String>,
+    /// The pinned netns; set before it is made. `None`: host network.
+    pub netns: Option<PathBuf>,
+    /// The CNI network; set before ADD.
+    pub network: Option<NetworkRecord>,
+    /// Pod IPs, primary first.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// The pod's /dev/shm tmpfs; set before it is mounted. `None`: host IPC.
+    pub shm: Option<PathBuf>,
+    /// The pause has been asked for (its monitor may exist).
+    #[serde(default)]
+    pub pause_started: bool,
+    /// The pause's pid once running.
+    #[serde(default)]
+    pub pause_pid: u32,
+}
+
+impl PodRecord {
+    /// The key of the name reservation.
+    pub fn name_key(&self) -> NameKey {
+        NameKey {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            uid: self.uid.clone(),
+            attempt: self.attempt,
+        }
+    }
+
+    /// The record file.
+    pub fn path(dirs: &Dirs, id: &str) -> PathBuf {
+        dirs.pod_records().join(format!("{id}.json"))
+    }
+
+    /// Writes the record atomically.
+    pub fn save(&self, dirs: &Dirs) -> Result<()> {
+        let p = Self::path(dirs, &self.id);
+        crate::state::write_json(&p, self).ctx(format!("write pod record {}", p.display()))
+    }
+
+    /// Removes the record (idempotent).
+    pub fn delete(dirs: &Dirs, id: &str) -> Result<()> {
+        let p = Self::path(dirs, id);
+        crate::state::remove_file_idempotent(&p).ctx(format!("remove pod record {}", p.display()))
+    }
+
+    /// Loads every record.
+    pub fn load_all(dirs: &Dirs) -> Vec<PodRecord> {
+        crate::state::read_all_json(&dirs.pod_records())
+    }
+
+    /// The pause container's state dir (monitor files) and bundle.
+    pub fn pause_dir(dirs: &Dirs, id: &str) -> PathBuf {
+        dirs.pod_state(id).join("pause")
+    }
+
+    /// The pod's files dir (`<state>/pods/<id>`).
+    pub fn files_dir(dirs: &Dirs, id: &str) -> PathBuf {
+        dirs.pod_state(id)
+    }
+}
+
+/// What makes two RunPodSandbox requests the same pod.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+}
+
+impl std::fmt::Display for NameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+    }
+}
+

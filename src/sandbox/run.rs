@@ -1,0 +1,363 @@
+//! RunPodSandbox: request validation, the name reservation, then the steps — pod cgroup, netns, CNI
+//! ADD, pod files and shm, pause — with the record written first (naming everything that will be made,
+//! so a crash at any point can be undone) and a rollback of every step on failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cri_api::v1;
+
+use super::files::{self, PodFiles};
+use super::names::{self, Reservation};
+use super::record::{NameKey, Namespaces, NetworkRecord, PodRecord, PodState};
+use super::{Inner, netns, network, pause};
+use crate::daemon::Daemon;
+use crate::error::ResultExt;
+use crate::server::validate;
+use crate::{Error, Result};
+
+/// A validated RunPodSandbox request.
+#[derive(Debug, Clone)]
+pub struct NewPod {
+    pub key: NameKey,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<v1::DnsConfig>,
+    pub port_mappings: Vec<crust_cni::PortMapping>,
+    pub labels: HashMap<String, String>,
+    pub annotations: HashMap<String, String>,
+    pub namespaces: Namespaces,
+    pub sysctls: HashMap<String, String>,
+    /// The request's cgroup parent (normalised), if any.
+    pub cgroup_parent: Option<String>,
+    pub runtime_handler: String,
+}
+
+const NS_FIELD: &str = "config.linux.security_context.namespace_options";
+
+/// Validates a RunPodSandbox request; every refusal names the field.
+pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
+    let cfg = validate::present("config", &req.config)?;
+    let md = validate::present("config.metadata", &cfg.metadata)?;
+    pod_name("config.metadata.name", &md.name)?;
+    validate::dns_label("config.metadata.namespace", &md.namespace)?;
+    validate::required("config.metadata.uid", &md.uid)?;
+    if md.uid.len() > 128 || md.uid.contains(['/', '\n', '\0']) {
+        return Err(Error::invalid("config.metadata.uid", format!("{:?} is not a valid uid", md.uid)));
+    }
+    if !cfg.hostname.is_empty() {
+        hostname("config.hostname", &cfg.hostname)?;
+    }
+    if !cfg.log_directory.is_empty() && !cfg.log_directory.starts_with('/') {
+        return Err(Error::invalid("config.log_directory", "must be an absolute path"));
+    }
+    if let Some(d) = &cfg.dns_config {
+        files::validate_dns(d)?;
+    }
+    let port_mappings = network::port_mappings(&cfg.port_mappings)?;
+    let linux = cfg.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let namespaces = Namespaces::from_cri(sc.namespace_options.as_ref());
+    check_mode(&format!("{NS_FIELD}.network"), namespaces.network, &[0, 2])?;
+    check_mode(&format!("{NS_FIELD}.ipc"), namespaces.ipc, &[0, 2])?;
+    check_mode(&format!("{NS_FIELD}.pid"), namespaces.pid, &[0, 1, 2])?;
+    if let Some(u) = sc.namespace_options.as_ref().and_then(|o| o.userns_options.as_ref())
+        && u.mode != v1::NamespaceMode::Node as i32
+        && (!u.uids.is_empty() || !u.gids.is_empty())
+    {
+        return Err(Error::invalid(
+            format!("{NS_FIELD}.userns_options"),
+            "user namespaces are not supported by crust",
+        ));
+    }
+    let sysctls = sysctls(&linux.sysctls, &namespaces)?;
+    let cgroup_parent = if linux.cgroup_parent.is_empty() {
+        None
+    } else {
+        Some(
+            crate::cgroups::normalize(&linux.cgroup_parent)
+                .map_err(|e| Error::invalid("config.linux.cgroup_parent", e.to_string()))?,
+        )
+    };
+    Ok(NewPod {
+        key: NameKey {
+            name: md.name.clone(),
+            namespace: md.namespace.clone(),
+            uid: md.uid.clone(),
+            attempt: md.attempt,
+        },
+        hostname: cfg.hostname.clone(),
+        log_directory: cfg.log_directory.clone(),
+        dns: cfg.dns_config.clone(),
+        port_mappings,
+        labels: cfg.labels.clone(),
+        annotations: cfg.annotations.clone(),
+        namespaces,
+        sysctls,
+        cgroup_parent,
+        runtime_handler: req.runtime_handler,
+    })
+}
+
+/// A pod name: at most a DNS label's 63 characters of [a-z0-9.-], alphanumeric at both ends.
+fn pod_name(field: &str, v: &str) -> Result<()> {
+    validate::required(field, v)?;
+    if v.len() > 63 {
+        return Err(Error::invalid(field, format!("{v:?} is longer than 63 characters")));
+    }
+    let ok = v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err(Error::invalid(field, format!("{v:?} is not a DNS name (a-z, 0-9, '-' and '.')")));
+    }
+    Ok(())
+}
+
+fn hostname(field: &str, v: &str) -> Result<()> {
+    let ok = v.len() <= 64
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && !v.starts_with(['-', '.']);
+    if ok { Ok(()) } else { Err(Error::invalid(field, format!("{v:?} is not a valid hostname"))) }
+}
+
+fn check_mode(field: &str, mode: i32, allowed: &[i32]) -> Result<()> {
+    if allowed.contains(&mode) {
+        return Ok(());
+    }
+    let name = v1::NamespaceMode::try_from(mode).map(|m| m.as_str_name()).unwrap_or("unknown");
+    Err(Error::invalid(field, format!("namespace mode {name} ({mode}) is not allowed for a pod")))
+}
+
+/// Namespaced sysctls only (`net.*` needs the pod's own netns; IPC ones its own IPC namespace).
+fn sysctls(req: &HashMap<String, String>, ns: &Namespaces) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for (k, v) in req {
+        let key = k.replace('/', ".");
+        let field = format!("config.linux.sysctls[{k}]");
+        let ipc = key.starts_with("kernel.shm")
+            || key.starts_with("kernel.msg")
+            || key == "kernel.sem"
+            || key.starts_with("fs.mqueue.");
+        let net = key.starts_with("net.");
+        if !ipc && !net {
+            return Err(Error::invalid(field, "not a namespaced sysctl"));
+        }
+        if net && ns.host_network() {
+            return Err(Error::invalid(field, "cannot set a net.* sysctl for a pod on the host network"));
+        }
+        if ipc && ns.host_ipc() {
+            return Err(Error::invalid(field, "cannot set an IPC sysctl for a pod in the host IPC namespace"));
+        }
+        if v.contains(['\n', '\0']) {
+            return Err(Error::invalid(field, "value holds a newline"));
+        }
+        out.insert(key, v.clone());
+    }
+    Ok(out)
+}
+
+impl Daemon {
+    /// RunPodSandbox: makes the pod (or waits for an in-flight identical request) and returns its ID.
+    pub async fn run_pod_sandbox(&self, p: NewPod) -> Result<String> {
+        let inner = self.sandboxes.inner.clone();
+        // An unknown handler is refused before anything is reserved.
+        inner.runtimes.get(&p.runtime_handler)?;
+        match inner.names.reserve(&p.key)? {
+            Reservation::Wait(rx) => names::wait(rx).await,
+            Reservation::Mine(ticket) => {
+                let pod_cidr = self.pod_cidr.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                // In a task of its own: a caller that goes away does not stop the creation half-way.
+                let task = tokio::spawn(async move {
+                    let r = inner.create(p, pod_cidr).await;
+                    ticket.complete(&r);
+                    r
+                });
+                task.await
+                    .map_err(|e| Error::Internal(format!("RunPodSandbox task failed: {e}")))?
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn create(self: Arc<Self>, p: NewPod, pod_cidr: String) -> Result<String> {
+        let id = crate::state::new_id();
+        let _guard = self.locks.lock(&id).await;
+        let ns = p.namespaces.clone();
+        let network = if ns.host_network() {
+            None
+        } else {
+            let net = network::default_network(&self.cni_conf_dir).ctx("RunPodSandbox: network")?;
+            Some(NetworkRecord {
+                name: net.name.clone(),
+                config: net.raw.clone(),
+                result: None,
+                port_mappings: p.port_mappings.clone(),
+                ip_ranges: network::ip_ranges(&pod_cidr),
+            })
+        };
+        let parent = p.cgroup_parent.clone().unwrap_or_else(|| self.cgroup_parent.clone());
+        let files_dir = PodRecord::files_dir(&self.dirs, &id);
+        // Everything that will be made is named in the record before any of it is made; undoing a thing
+        // not made yet is a no-op, so one write covers every step.
+        let mut rec = PodRecord {
+            id: id.clone(),
+            name: p.key.name.clone(),
+            namespace: p.key.namespace.clone(),
+            uid: p.key.uid.clone(),
+            attempt: p.key.attempt,
+            state: PodState::Creating,
+            step: "record".into(),
+            created_at: crate::state::now_nanos(),
+            labels: p.labels.clone(),
+            annotations: p.annotations.clone(),
+            hostname: p.hostname.clone(),
+            log_directory: p.log_directory.clone(),
+            runtime_handler: p.runtime_handler.clone(),
+            namespaces: ns.clone(),
+            cgroup: Some(format!("{}/{}", parent.trim_end_matches('/'), id)),
+            netns: (!ns.host_network()).then(|| self.netns_path(&id)),
+            network,
+            ips: Vec::new(),
+            shm: (!ns.host_ipc()).then(|| PodFiles::in_dir(&files_dir).shm),
+            pause_started: true,
+            pause_pid: 0,
+        };
+        if let Err(e) = self.save(&rec) {
+            self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            let _ = PodRecord::delete(&self.dirs, &id);
+            return Err(e.context("RunPodSandbox: write the pod record"));
+        }
+        match self.create_steps(&mut rec, &p).await {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                let step = rec.step.clone();
+                tracing::warn!(pod = %id, step = %step, error = %e, "RunPodSandbox failed; rolling back");
+                if let Err(u) = self.destroy(&mut rec).await {
+                    tracing::error!(pod = %id, error = %u, "rollback of a failed RunPodSandbox was incomplete");
+                }
+                Err(e.context(format!("RunPodSandbox {} ({step})", p.key)))
+            }
+        }
+    }
+
+    async fn create_steps(&self, rec: &mut PodRecord, p: &NewPod) -> Result<()> {
+        let runtime = self.runtimes.get(&rec.runtime_handler)?;
+        rec.step = "create the pod cgroup".into();
+        if let Some(cg) = &rec.cgroup {
+            crate::cgroups::create(cg)?;
+        }
+        if let Some(path) = rec.netns.clone() {
+            rec.step = "create the network namespace".into();
+            netns::create(&path).await?;
+        }
+        if let Some(net) = rec.network.clone() {
+            rec.step = format!("CNI ADD of network {:?}", net.name);
+            let result = network::add(&self.cni, rec, &net).await?;
+            rec.ips = network::pod_ips(&result);
+            if let Some(n) = rec.network.as_mut() {
+                n.result = Some(result.raw.clone());
+            }
+            // Keep the result on disk at once: DEL gets it as prevResult even after a crash.
+            self.save(rec)?;
+        }
+        rec.step = "write the pod files".into();
+        let pod_files = PodFiles::in_dir(&PodRecord::files_dir(&self.dirs, &rec.id));
+        files::write(&pod_files, &rec.hostname, p.dns.as_ref(), rec.namespaces.host_network())?;
+        if let Some(shm) = &rec.shm {
+            rec.step = "mount the pod /dev/shm".into();
+            files::mount_shm(shm)?;
+        }
+        rec.step = "start the pause container".into();
+        self.pause_prepared
+            .get_or_try_init(|| async {
+                crate::oci::pause::prepare_rootfs(&self.pause_rootfs, &self.pause_binary)
+            })
+            .await?;
+        let params = pause::PauseParams {
+            rec,
+            rootfs: &self.pause_rootfs,
+            sysctls: &p.sysctls,
+        };
+        let pid = pause::start(&runtime, self.monitor_binary.clone(), &self.pause_dir(&rec.id), &params).await?;
+        rec.pause_pid = pid;
+        rec.state = PodState::Ready;
+        rec.step = "ready".into();
+        self.save(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req() -> v1::RunPodSandboxRequest {
+        v1::RunPodSandboxRequest {
+            config: Some(v1::PodSandboxConfig {
+                metadata: Some(v1::PodSandboxMetadata {
+                    name: "web-0".into(),
+                    uid: "uid-1".into(),
+                    namespace: "default".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: String::new(),
+        }
+    }
+
+    fn field_of(r: Result<NewPod>) -> String {
+        match r.unwrap_err() {
+            Error::InvalidArgument { field, .. } => field,
+            e => panic!("not InvalidArgument: {e}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        validate_run(req()).unwrap();
+        let mut r = req();
+        r.config = None;
+        assert_eq!(field_of(validate_run(r)), "config");
+        for (f, set) in [
+            ("config.metadata.name", Box::new(|m: &mut v1::PodSandboxMetadata| m.name = "a".repeat(64)) as Box<dyn Fn(&mut _)>),
+            ("config.metadata.name", Box::new(|m: &mut v1::PodSandboxMetadata| m.name.clear())),
+            ("config.metadata.namespace", Box::new(|m: &mut v1::PodSandboxMetadata| m.namespace.clear())),
+            ("config.metadata.uid", Box::new(|m: &mut v1::PodSandboxMetadata| m.uid.clear())),
+        ] {
+            let mut r = req();
+            set(r.config.as_mut().unwrap().metadata.as_mut().unwrap());
+            assert_eq!(field_of(validate_run(r)), f);
+        }
+        let mut r = req();
+        let linux = v1::LinuxPodSandboxConfig {
+            sysctls: [("kernel.hostname".to_string(), "x".to_string())].into(),
+            ..Default::default()
+        };
+        r.config.as_mut().unwrap().linux = Some(linux);
+        assert_eq!(field_of(validate_run(r)), "config.linux.sysctls[kernel.hostname]");
+        let mut r = req();
+        r.config.as_mut().unwrap().linux = Some(v1::LinuxPodSandboxConfig {
+            sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(v1::NamespaceOption { network: 2, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(field_of(validate_run(r)), "config.linux.sysctls[net.ipv4.ip_forward]");
+        let mut r = req();
+        r.config.as_mut().unwrap().linux = Some(v1::LinuxPodSandboxConfig {
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(v1::NamespaceOption { network: 3, ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(field_of(validate_run(r)), format!("{NS_FIELD}.network"));
+        let mut r = req();
+        r.config.as_mut().unwrap().hostname = "bad host".into();
+        assert_eq!(field_of(validate_run(r)), "config.hostname");
+    }
+}

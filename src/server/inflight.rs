@@ -1,0 +1,74 @@
+//! Counts requests in flight, so that shutdown can wait for them (and only them: kubelet keeps idle
+//! connections open forever, so waiting for connections to close would never end).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The shared counter.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+struct Token(Arc<AtomicUsize>);
+
+impl Drop for Token {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl InFlight {
+    /// Requests now in flight.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no request is in flight, or `limit` passes. Returns the number still running.
+    pub async fn drain(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.count()
+    }
+}
+
+impl<S> tower::Layer<S> for InFlight {
+    type Service = Counted<S>;
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted { inner, counter: self.0.clone() }
+    }
+}
+
+/// A service whose calls are counted while their futures live.
+#[derive(Clone)]
+pub struct Counted<S> {
+    inner: S,
+    counter: Arc<AtomicUsize>,
+}
+
+impl<S, R> tower::Service<R> for Counted<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        self.counter.fetch_add(1, Ordering::SeqCst);
+        let token = Token(self.counter.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let r = fut.await;
+            drop(token);
+            r
+        })
+    }
+}
