@@ -58,3 +58,10 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## bench: crust (and containerd when installed) side by side, with the floor; table + JSON.
+bench: build
+	$(MAKE) deps PACKAGES="$(PACKAGES) containerd"
+	sysctl -qw net.ipv4.ip_forward=1
+	$(CARGO) build --release -p crust-conformance --bin crust-bench
+	CRUST_BIN_DIR=$(CURDIR)/target/release target/release/crust-bench --json conformance/results/bench-$$(date -u +%Y%m%d-%H%M).json $(BENCH_ARGS)

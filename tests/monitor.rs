@@ -56,7 +56,7 @@ impl Ctr {
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
         std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for a in ["sh", "head", "tr", "sleep", "dd", "stty", "cat", "echo", "true"] {
+        for a in ["sh", "head", "tr", "sleep", "dd", "stty", "cat", "echo", "true", "ps"] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
         }
         let out = std::process::Command::new(RUNC).args(["spec", "--bundle"]).arg(&bundle).output().unwrap();
@@ -75,7 +75,7 @@ impl Ctr {
         }
         std::fs::write(&cfg_path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         let state = if o.deep_state {
-            tmp.path().join("a-rather-long-directory-name-to-push-socket-paths-past-108-bytes").join(&id)
+            tmp.path().join("a-rather-long-directory-name-to-push-socket-paths-past-108-bytes").join("and-then-some-more-of-it").join(&id)
         } else {
             tmp.path().join("state").join(&id)
         };
@@ -329,10 +329,12 @@ async fn monitor_outlives_its_spawner() {
         .unwrap();
     let mut line = String::new();
     let mut r = std::io::BufReader::new(fake.stdout.take().unwrap());
-    while r.read_line(&mut line).unwrap() > 0 && !line.starts_with("spawned ") {
+    // libtest prints "test fake_crustd ... " before the test's own output on the same line.
+    while r.read_line(&mut line).unwrap() > 0 && !line.contains("spawned ") {
         line.clear();
     }
-    let mut it = line.split_whitespace().skip(1).map(|p| p.parse::<u32>().unwrap());
+    let report = line.split("spawned ").nth(1).expect("the fake crustd's report");
+    let mut it = report.split_whitespace().map(|p| p.parse::<u32>().unwrap());
     let (mpid, cpid) = (it.next().unwrap(), it.next().unwrap());
     assert_eq!(monitor::monitor_pid(&c.state), Some(mpid));
     // The monitor is not in the spawner's session or process group.
@@ -350,6 +352,83 @@ async fn monitor_outlives_its_spawner() {
     let exit = monitor::wait_exit(&c.state, Duration::from_secs(30)).await.expect("exit file");
     assert_eq!(exit.exit_code, 7);
     assert!(log_lines(&c.log()).iter().any(|l| l.2 == "survived"));
+}
+
+fn process(args: &[&str]) -> oci_spec::runtime::Process {
+    let mut p = oci_spec::runtime::Process::default();
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p
+}
+
+#[tokio::test]
+async fn runc_exec_update_pause_kill() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let c = Ctr::new(Opts {
+        args: &["sh", "-c", "while true; do sleep 0.1; done"],
+        ..Default::default()
+    });
+    monitor::spawn(&c.spec(false)).await.unwrap();
+    c.runc.start(&c.id).await.unwrap();
+    assert_eq!(c.runc.state(&c.id).await.unwrap().status, "running");
+
+    let out = c
+        .runc
+        .exec_sync(&c.id, &process(&["sh", "-c", "echo out; echo err >&2; exit 5"]), Duration::ZERO, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code, out.timed_out),
+        (&b"out\n"[..], &b"err\n"[..], 5, false)
+    );
+    let big = c
+        .runc
+        .exec_sync(&c.id, &process(&["head", "-c", "100000", "/dev/zero"]), Duration::from_secs(30), 1000)
+        .await
+        .unwrap();
+    assert_eq!((big.stdout.len(), big.exit_code), (1000, 0));
+    let slow = c
+        .runc
+        .exec_sync(&c.id, &process(&["sleep", "31"]), Duration::from_millis(300), 1000)
+        .await
+        .unwrap();
+    assert!(slow.timed_out);
+    assert_eq!(slow.exit_code, 137);
+    let ps = c.runc.exec_sync(&c.id, &process(&["ps"]), Duration::ZERO, 1 << 20).await.unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(!ps.contains("sleep 31"), "the timed-out process still runs:\n{ps}");
+    let bad = c.runc.exec_sync(&c.id, &process(&["/no/such/binary"]), Duration::ZERO, 1000).await;
+    match bad {
+        Ok(o) => assert_ne!(o.exit_code, 0, "{o:?}"),
+        Err(e) => assert!(e.to_string().contains("no/such/binary"), "{e}"),
+    }
+
+    let res = oci_spec::runtime::LinuxResourcesBuilder::default()
+        .memory(oci_spec::runtime::LinuxMemoryBuilder::default().limit(48i64 << 20).build().unwrap())
+        .build()
+        .unwrap();
+    c.runc.update(&c.id, &res).await.unwrap();
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{}/memory.limit_in_bytes", c.id)).unwrap();
+    assert_eq!(limit.trim(), (48u64 << 20).to_string());
+
+    c.runc.pause(&c.id).await.unwrap();
+    assert_eq!(c.runc.state(&c.id).await.unwrap().status, "paused");
+    c.runc.resume(&c.id).await.unwrap();
+    assert_eq!(c.runc.state(&c.id).await.unwrap().status, "running");
+
+    c.runc.kill(&c.id, libc::SIGKILL, false).await.unwrap();
+    let exit = monitor::wait_exit(&c.state, Duration::from_secs(30)).await.expect("exit file");
+    assert_eq!((exit.exit_code, exit.signal), (137, 9));
+    wait_until("runc to see the container stopped", || {
+        futures::executor::block_on(c.runc.state(&c.id)).is_ok_and(|s| s.status == "stopped")
+    });
+    assert!(matches!(c.runc.kill(&c.id, libc::SIGTERM, false).await, Err(crust::Error::FailedPrecondition(_))));
+    c.runc.delete(&c.id, false).await.unwrap();
+    c.runc.delete(&c.id, true).await.unwrap();
+    assert!(matches!(c.runc.state(&c.id).await, Err(crust::Error::NotFound(_))));
+    assert!(matches!(c.runc.start(&c.id).await, Err(crust::Error::NotFound(_))));
 }
 
 /// RSS and PSS of 20 monitors with running containers (`cargo test --test monitor -- --ignored

@@ -27,8 +27,8 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// Parses a `.conflist` document, or a single-plugin `.conf` document (which has a `type`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CniError> {
-        let v: Value = serde_json::from_slice(bytes)
-            .map_err(|e| CniError::Config(format!("not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(bytes).map_err(|e| CniError::Config(format!("not valid JSON: {e}")))?;
         Self::from_value(v)
     }
 
@@ -184,8 +184,11 @@ mod tests {
             r#"{"cniVersion":"9.9.9","name":"x","type":"bridge"}"#,
         )
         .unwrap();
-        std::fs::write(d.path().join("07-notype.conflist"), r#"{"cniVersion":"1.0.0","name":"x","plugins":[{}]}"#)
-            .unwrap();
+        std::fs::write(
+            d.path().join("07-notype.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"x","plugins":[{}]}"#,
+        )
+        .unwrap();
         std::fs::write(d.path().join("README"), "ignored").unwrap();
         let l = load_dir(d.path());
         let names: Vec<_> = l.networks.iter().map(|n| n.name.as_str()).collect();

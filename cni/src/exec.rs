@@ -76,7 +76,10 @@ pub async fn run(
     let mut child = cmd.spawn().map_err(|e| io_err("run", e))?;
     let work = async {
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&input).await.map_err(|e| io_err("write config to", e))?;
+            stdin
+                .write_all(&input)
+                .await
+                .map_err(|e| io_err("write config to", e))?;
         }
         child.wait_with_output().await.map_err(|e| io_err("wait for", e))
     };
@@ -89,16 +92,23 @@ pub async fn run(
         })??;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(plugin_error(plugin, &stdout, &String::from_utf8_lossy(&out.stderr), out.status));
+        return Err(plugin_error(
+            plugin,
+            &stdout,
+            &String::from_utf8_lossy(&out.stderr),
+            out.status,
+        ));
     }
     if stdout.trim().is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(&stdout).map(Some).map_err(|e| CniError::Plugin {
-        plugin: plugin.to_string(),
-        code: None,
-        msg: format!("printed a result that is not JSON ({e}): {}", stdout.trim()),
-    })
+    serde_json::from_str(&stdout)
+        .map(Some)
+        .map_err(|e| CniError::Plugin {
+            plugin: plugin.to_string(),
+            code: None,
+            msg: format!("printed a result that is not JSON ({e}): {}", stdout.trim()),
+        })
 }
 
 /// The plugin's error: its `{"code", "msg", "details"}` JSON when it printed one, else stderr.

@@ -98,13 +98,7 @@ pub struct RuntimeConf {
 
 impl RuntimeConf {
     /// The usual Kubernetes runtime configuration: `eth0`, the `K8S_POD_*` args and `IgnoreUnknown=1`.
-    pub fn for_pod(
-        container_id: &str,
-        netns: PathBuf,
-        namespace: &str,
-        name: &str,
-        uid: &str,
-    ) -> Self {
+    pub fn for_pod(container_id: &str, netns: PathBuf, namespace: &str, name: &str, uid: &str) -> Self {
         RuntimeConf {
             container_id: container_id.to_string(),
             netns,
@@ -123,8 +117,10 @@ impl RuntimeConf {
     /// Sets the `portMappings` capability (skipped when empty).
     pub fn with_port_mappings(mut self, ports: &[PortMapping]) -> Self {
         if !ports.is_empty() {
-            self.capabilities
-                .insert("portMappings".into(), serde_json::to_value(ports).unwrap_or_default());
+            self.capabilities.insert(
+                "portMappings".into(),
+                serde_json::to_value(ports).unwrap_or_default(),
+            );
         }
         self
     }
@@ -139,8 +135,10 @@ impl RuntimeConf {
     /// Sets the `ipRanges` capability (a list of range sets).
     pub fn with_ip_ranges(mut self, ranges: &[Vec<IpRange>]) -> Self {
         if !ranges.is_empty() {
-            self.capabilities
-                .insert("ipRanges".into(), serde_json::to_value(ranges).unwrap_or_default());
+            self.capabilities.insert(
+                "ipRanges".into(),
+                serde_json::to_value(ranges).unwrap_or_default(),
+            );
         }
         self
     }
@@ -232,7 +230,11 @@ impl Cni {
     pub async fn add(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         let mut prev: Option<Value> = None;
         for plugin in &net.plugins {
-            let ty = plugin.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+            let ty = plugin
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let out = self.invoke(Command::Add, net, plugin, prev.as_ref(), rt).await?;
             match out {
                 Some(v) => {
@@ -279,12 +281,7 @@ impl Cni {
 
     /// CHECK: runs the plugins in order with the cached ADD result (0.4.0 and later; skipped for
     /// older versions or when the list says `disableCheck`).
-    pub async fn check(
-        &self,
-        net: &NetworkConfig,
-        rt: &RuntimeConf,
-        cached: &Value,
-    ) -> Result<(), CniError> {
+    pub async fn check(&self, net: &NetworkConfig, rt: &RuntimeConf, cached: &Value) -> Result<(), CniError> {
         if net.disable_check || !version_at_least(&net.cni_version, "0.4.0") {
             return Ok(());
         }

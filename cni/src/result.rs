@@ -101,7 +101,8 @@ impl CniResult {
                     gateway,
                     interface: None,
                 });
-                r.routes.extend(parse_routes(ip.get("routes")).map_err(|m| bad(format!("{key}.routes: {m}")))?);
+                r.routes
+                    .extend(parse_routes(ip.get("routes")).map_err(|m| bad(format!("{key}.routes: {m}")))?);
             }
             return Ok(r);
         }
@@ -137,12 +138,18 @@ impl CniResult {
             Some(i) => self.interfaces.get(i).is_none_or(|x| !x.sandbox.is_empty()),
             None => true,
         };
-        self.ips.iter().filter(|ip| in_sandbox(ip)).map(|ip| ip.address).collect()
+        self.ips
+            .iter()
+            .filter(|ip| in_sandbox(ip))
+            .map(|ip| ip.address)
+            .collect()
     }
 }
 
 fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
-    let (a, p) = s.split_once('/').ok_or_else(|| format!("{s:?} is not CIDR notation"))?;
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not CIDR notation"))?;
     let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address"))?;
     let prefix: u8 = p.parse().map_err(|_| format!("{p:?} is not a prefix length"))?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -155,7 +162,10 @@ fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 fn opt_ip(v: Option<&Value>) -> Result<Option<IpAddr>, String> {
     match v.and_then(Value::as_str) {
         None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| format!("{s:?} is not an IP address")),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{s:?} is not an IP address")),
     }
 }
 
@@ -198,7 +208,10 @@ mod tests {
         assert_eq!(r.ips.len(), 2);
         assert_eq!(r.ips[0].prefix_len, 24);
         assert_eq!(r.ips[0].gateway, Some("10.1.0.1".parse().unwrap()));
-        assert_eq!(r.container_ips(), vec!["10.1.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
+        assert_eq!(
+            r.container_ips(),
+            vec!["10.1.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+        );
         assert_eq!(r.routes[0].dst, "0.0.0.0/0");
         assert_eq!(r.interfaces[1].sandbox, "/run/netns/x");
         assert_eq!(r.dns.nameservers, ["10.1.0.1"]);
@@ -223,7 +236,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_addresses() {
-        let e = CniResult::parse(json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1"}]})).unwrap_err();
+        let e =
+            CniResult::parse(json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1"}]})).unwrap_err();
         assert!(e.to_string().contains("ips[0].address"), "{e}");
     }
 }

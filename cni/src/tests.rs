@@ -59,7 +59,8 @@ fn rt(ns: &TestNetns) -> RuntimeConf {
 async fn loopback_plugin_brings_up_lo() {
     let ns = TestNetns::new();
     let cni = Cni::new(vec![REAL_BIN.into()], Duration::from_secs(20));
-    let net = NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})).unwrap();
+    let net =
+        NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"})).unwrap();
     let r = cni.add(&net, &rt(&ns)).await.unwrap();
     assert_eq!(r.cni_version, "1.0.0");
     assert!(r.interfaces.iter().any(|i| i.name == "lo"), "{:?}", r.raw);
@@ -83,8 +84,10 @@ async fn bridge_host_local_add_check_del_in_all_versions() {
         if version == "0.3.1" {
             plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
         }
-        let net = NetworkConfig::from_value(json!({"cniVersion": version, "name": "crust-cni-test", "plugins": plugins}))
-            .unwrap();
+        let net = NetworkConfig::from_value(
+            json!({"cniVersion": version, "name": "crust-cni-test", "plugins": plugins}),
+        )
+        .unwrap();
         let cni = Cni::new(vec![REAL_BIN.into()], Duration::from_secs(20));
         let rt = rt(&ns).with_port_mappings(&[PortMapping {
             host_port: 40000 + i as u16,
@@ -92,7 +95,10 @@ async fn bridge_host_local_add_check_del_in_all_versions() {
             protocol: "tcp".into(),
             host_ip: "127.0.0.1".into(),
         }]);
-        let r = cni.add(&net, &rt).await.unwrap_or_else(|e| panic!("{version}: {e}"));
+        let r = cni
+            .add(&net, &rt)
+            .await
+            .unwrap_or_else(|e| panic!("{version}: {e}"));
         let ips = r.container_ips();
         assert_eq!(ips.len(), 1, "{version}: {:?}", r.raw);
         assert!(ips[0].to_string().starts_with(&format!("10.251.{i}.")), "{ips:?}");
@@ -112,7 +118,9 @@ struct BridgeGuard(String);
 
 impl Drop for BridgeGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
     }
 }
 
@@ -126,7 +134,8 @@ async fn plugin_error_message_and_missing_plugin() {
         r#"echo '{"cniVersion":"1.0.0","code":11,"msg":"no more addresses","details":"range 10.0.0.0/30 full"}'; exit 1"#,
     );
     let cni = Cni::new(vec![bin.path().into()], Duration::from_secs(20));
-    let net = NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "f", "type": "failer"})).unwrap();
+    let net =
+        NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "f", "type": "failer"})).unwrap();
     match cni.add(&net, &rt(&ns)).await.unwrap_err() {
         CniError::Plugin { plugin, code, msg } => {
             assert_eq!(plugin, "failer");
@@ -135,7 +144,8 @@ async fn plugin_error_message_and_missing_plugin() {
         }
         e => panic!("unexpected {e}"),
     }
-    let net = NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "m", "type": "nosuchplugin"})).unwrap();
+    let net = NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "m", "type": "nosuchplugin"}))
+        .unwrap();
     let e = cni.add(&net, &rt(&ns)).await.unwrap_err();
     assert!(matches!(e, CniError::PluginNotFound { .. }), "{e}");
     assert!(e.to_string().contains("nosuchplugin"), "{e}");
@@ -163,10 +173,23 @@ echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.9.0.2/24"}}]}}'"#,
     ]}))
     .unwrap();
     let rt = rt(&ns)
-        .with_port_mappings(&[PortMapping { host_port: 8080, container_port: 80, protocol: "tcp".into(), host_ip: String::new() }])
-        .with_bandwidth(&Bandwidth { ingress_rate: 1, ingress_burst: 1, egress_rate: 1, egress_burst: 1 });
+        .with_port_mappings(&[PortMapping {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "tcp".into(),
+            host_ip: String::new(),
+        }])
+        .with_bandwidth(&Bandwidth {
+            ingress_rate: 1,
+            ingress_burst: 1,
+            egress_rate: 1,
+            egress_burst: 1,
+        });
     let r = cni.add(&net, &rt).await.unwrap();
-    assert_eq!(r.container_ips(), vec!["10.9.0.2".parse::<std::net::IpAddr>().unwrap()]);
+    assert_eq!(
+        r.container_ips(),
+        vec!["10.9.0.2".parse::<std::net::IpAddr>().unwrap()]
+    );
     cni.del(&net, &rt, Some(&r.raw)).await.unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<_> = text.lines().collect();
@@ -182,7 +205,10 @@ echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.9.0.2/24"}}]}}'"#,
     );
     assert_eq!(fields[5], bin.path().to_str().unwrap());
     let first: serde_json::Value = serde_json::from_str(fields[6]).unwrap();
-    assert!(first.get("prevResult").is_none() && first.get("runtimeConfig").is_none(), "{first}");
+    assert!(
+        first.get("prevResult").is_none() && first.get("runtimeConfig").is_none(),
+        "{first}"
+    );
     assert_eq!(first["name"], "rec");
     let second: serde_json::Value = serde_json::from_str(lines[1].splitn(7, '|').nth(6).unwrap()).unwrap();
     assert_eq!(second["prevResult"]["ips"][0]["address"], "10.9.0.2/24");
@@ -200,7 +226,11 @@ async fn a_hung_plugin_is_killed_at_the_timeout() {
     let ns = TestNetns::new();
     let bin = tempfile::tempdir().unwrap();
     let pidfile = bin.path().join("pid");
-    script(bin.path(), "hang", &format!("echo $$ > {}; exec sleep 600", pidfile.display()));
+    script(
+        bin.path(),
+        "hang",
+        &format!("echo $$ > {}; exec sleep 600", pidfile.display()),
+    );
     let cni = Cni::new(vec![bin.path().into()], Duration::from_millis(300));
     let net = NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "h", "type": "hang"})).unwrap();
     let e = cni.add(&net, &rt(&ns)).await.unwrap_err();

@@ -5,11 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bench;
 pub mod crustd;
 pub mod http;
 pub mod images;
 pub mod net;
 pub mod registry;
+pub mod standins;
 
 pub use crustd::{Crustd, CrustdOptions};
 pub use images::{LayerBuilder, TestImages};

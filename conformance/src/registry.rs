@@ -13,14 +13,25 @@ use crate::http;
 pub struct Registry {
     port: u16,
     dir: tempfile::TempDir,
-    child: Child,
+    /// `None` for a registry started by someone else (`Registry::external`): never stopped here.
+    child: Option<Child>,
     auth: Option<(String, String)>,
+    /// `host:port` of an external registry.
+    external: Option<String>,
 }
 
 impl Registry {
     /// Starts an open registry.
     pub fn start() -> Registry {
         Self::launch(None)
+    }
+
+    /// An already-running open registry at `host` (`127.0.0.1:5000`), e.g. the one the critest runner
+    /// uses. Nothing is started, and nothing is stopped on drop; `storage()` and `log()` tell nothing.
+    pub fn external(host: &str) -> Registry {
+        let dir = tempfile::Builder::new().prefix("crust-registry-ext-").tempdir().expect("tempdir");
+        let port = host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(80);
+        Registry { port, dir, child: None, auth: None, external: Some(host.to_string()) }
     }
 
     /// Starts a registry that requires Basic auth with `user`/`password`.
@@ -65,7 +76,7 @@ impl Registry {
                 http::request(&format!("127.0.0.1:{port}"), "GET", "/v2/", &[], b"").ok().map(|_| true)
             });
             if up == Some(true) {
-                return Registry { port, dir, child, auth };
+                return Registry { port, dir, child: Some(child), auth, external: None };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -76,6 +87,9 @@ impl Registry {
 
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
+        if let Some(h) = &self.external {
+            return h.clone();
+        }
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -123,8 +137,10 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

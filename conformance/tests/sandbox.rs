@@ -7,152 +7,14 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cri_api::v1::*;
 use harness::{Crustd, CrustdOptions};
 
-fn meta(name: &str) -> PodSandboxMetadata {
-    PodSandboxMetadata {
-        name: name.into(),
-        uid: format!("uid-{name}"),
-        namespace: "crust-test".into(),
-        attempt: 0,
-    }
-}
-
-fn pod(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(meta(name)),
-        hostname: name.into(),
-        labels: [("app".to_string(), name.to_string())].into(),
-        annotations: [("note".to_string(), "kept".to_string())].into(),
-        ..Default::default()
-    }
-}
-
-fn with_ns(mut c: PodSandboxConfig, ns: NamespaceOption) -> PodSandboxConfig {
-    c.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(ns),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    c
-}
-
-async fn run(c: &Crustd, config: PodSandboxConfig) -> Result<String, tonic::Status> {
-    c.runtime()
-        .await
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() })
-        .await
-        .map(|r| r.into_inner().pod_sandbox_id)
-}
-
-async fn status(c: &Crustd, id: &str, verbose: bool) -> PodSandboxStatusResponse {
-    c.runtime()
-        .await
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.into(), verbose })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn stop(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
-    c.runtime().await.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.map(drop)
-}
-
-async fn remove(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
-    c.runtime().await.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.map(drop)
-}
-
-async fn list(c: &Crustd, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
-    c.runtime().await.list_pod_sandbox(ListPodSandboxRequest { filter }).await.unwrap().into_inner().items
-}
-
-fn netns_path(c: &Crustd, id: &str) -> PathBuf {
-    c.state.join("netns").join(id)
-}
-
-/// Runs `f` on a fresh thread that joined the network namespace pinned at `ns`.
-fn in_netns<T: Send + 'static>(ns: &Path, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = std::fs::File::open(ns).unwrap_or_else(|e| panic!("open {}: {e}", ns.display()));
-    std::thread::spawn(move || {
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
-}
-
-/// The pause's pid from the verbose status.
-async fn pause_pid(c: &Crustd, id: &str) -> u32 {
-    let info = status(c, id, true).await.info;
-    let v: serde_json::Value = serde_json::from_str(info.get("info").expect("info key")).unwrap();
-    v["pid"].as_u64().expect("pid") as u32
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-/// IP leases host-local holds for the test network.
-fn leases(c: &Crustd) -> Vec<String> {
-    let net = c.network.as_ref().unwrap();
-    let dir = net.ipam_dir.join(&net.name);
-    std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().map(String::from))
-                .filter(|n| n.parse::<IpAddr>().is_ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Cgroups below this crustd's cgroup parent, in any hierarchy.
-fn pod_cgroups(c: &Crustd) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        if let Ok(rd) = std::fs::read_dir(h.path().join(&c.cgroup_parent)) {
-            out.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-    }
-    out
-}
-
-/// Processes (other than crustd) whose command line mentions this crustd's state dir: monitors, pauses.
-fn processes_of(c: &Crustd) -> Vec<String> {
-    let me = std::process::id();
-    let state = c.state.to_string_lossy().to_string();
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        if pid == me || Some(pid) == c.pid() || !alive(pid) {
-            continue;
-        }
-        let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ");
-        if cmd.contains(&state) {
-            out.push(format!("{pid}: {cmd}"));
-        }
-    }
-    out
-}
-
-/// Asserts the pod left nothing: no netns pin, lease, cgroup, pod files or process.
-fn assert_clean(c: &Crustd, id: &str) {
-    assert!(!netns_path(c, id).exists(), "netns pin left at {}", netns_path(c, id).display());
-    assert_eq!(leases(c), Vec::<String>::new(), "IP leases left");
-    assert_eq!(pod_cgroups(c), Vec::<PathBuf>::new(), "cgroups left");
-    assert!(!c.state.join("pods").join(id).exists(), "pod files left");
-    assert_eq!(processes_of(c), Vec::<String>::new(), "processes left");
-}
-
-async fn start_crustd() -> Crustd {
-    Crustd::start(CrustdOptions { cni: true, ..Default::default() }).await
-}
+#[path = "sandbox/support.rs"]
+mod support;
+use support::*;
 
 #[tokio::test]
 async fn pods_get_ips_in_the_subnet_and_reach_each_other_over_tcp() {
@@ -165,9 +27,20 @@ async fn pods_get_ips_in_the_subnet_and_reach_each_other_over_tcp() {
     assert_eq!(sa.annotations.get("note").map(String::as_str), Some("kept"));
     assert!(sa.created_at > 0);
     let ip_a: IpAddr = sa.network.unwrap().ip.parse().unwrap();
-    let ip_b: IpAddr = status(&c, &b, false).await.status.unwrap().network.unwrap().ip.parse().unwrap();
+    let ip_b: IpAddr = status(&c, &b, false)
+        .await
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip
+        .parse()
+        .unwrap();
     let prefix = format!("10.234.{}.", c.network.as_ref().unwrap().index);
-    assert!(ip_a.to_string().starts_with(&prefix) && ip_b.to_string().starts_with(&prefix), "{ip_a} {ip_b}");
+    assert!(
+        ip_a.to_string().starts_with(&prefix) && ip_b.to_string().starts_with(&prefix),
+        "{ip_a} {ip_b}"
+    );
     assert_ne!(ip_a, ip_b);
     assert_eq!(leases(&c).len(), 2);
 
@@ -212,7 +85,9 @@ async fn host_port_on_loopback_reaches_the_pod() {
         host_ip: "127.0.0.1".into(),
     }];
     let id = run(&c, cfg).await.unwrap();
-    let listener = in_netns(&netns_path(&c, &id), || TcpListener::bind("0.0.0.0:8081").unwrap());
+    let listener = in_netns(&netns_path(&c, &id), || {
+        TcpListener::bind("0.0.0.0:8081").unwrap()
+    });
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.write_all(b"hello from the pod").unwrap();
@@ -225,23 +100,50 @@ async fn host_port_on_loopback_reaches_the_pod() {
     assert_eq!(got, "hello from the pod");
     stop(&c, &id).await.unwrap();
     // After stop the mapping is gone: portmap's DEL removed its chain.
-    let nat = std::process::Command::new("iptables").args(["-t", "nat", "-S"]).output().unwrap();
+    let nat = std::process::Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
     let nat = String::from_utf8_lossy(&nat.stdout);
-    assert!(!nat.contains(&format!("--dport {host_port} ")), "DNAT rule left:\n{nat}");
+    assert!(
+        !nat.contains(&format!("--dport {host_port} ")),
+        "DNAT rule left:\n{nat}"
+    );
     remove(&c, &id).await.unwrap();
 }
 
 #[tokio::test]
 async fn host_network_pod_has_the_host_interfaces() {
     let c = start_crustd().await;
-    let id = run(&c, with_ns(pod("hostnet"), NamespaceOption { network: NamespaceMode::Node as i32, ..Default::default() }))
-        .await
-        .unwrap();
-    assert!(!netns_path(&c, &id).exists(), "a host-network pod has no netns pin");
+    let id = run(
+        &c,
+        with_ns(
+            pod("hostnet"),
+            NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !netns_path(&c, &id).exists(),
+        "a host-network pod has no netns pin"
+    );
     let st = status(&c, &id, false).await.status.unwrap();
     assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
-    assert_eq!(st.linux.unwrap().namespaces.unwrap().options.unwrap().network, NamespaceMode::Node as i32);
+    assert_eq!(
+        st.linux.unwrap().namespaces.unwrap().options.unwrap().network,
+        NamespaceMode::Node as i32
+    );
     let pid = pause_pid(&c, &id).await;
+    // The hostname file is the host's hostname.
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(c.state.join("pods").join(&id).join("hostname")).unwrap(),
+        host_name
+    );
     assert_eq!(
         std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
         std::fs::read_link("/proc/self/ns/net").unwrap()
@@ -277,7 +179,10 @@ async fn dns_config_lands_in_resolv_conf_and_hostname_file() {
     let dir = c.state.join("pods").join(&id);
     let resolv = std::fs::read_to_string(dir.join("resolv.conf")).unwrap();
     assert!(resolv.contains("nameserver 10.96.0.10\n"), "{resolv}");
-    assert!(resolv.contains("search crust-test.svc.cluster.local cluster.local\n"), "{resolv}");
+    assert!(
+        resolv.contains("search crust-test.svc.cluster.local cluster.local\n"),
+        "{resolv}"
+    );
     assert!(resolv.contains("options ndots:5 timeout:2\n"), "{resolv}");
     assert_eq!(std::fs::read_to_string(dir.join("hostname")).unwrap(), "dns\n");
     // The pod's /dev/shm is a tmpfs of its own.
@@ -302,10 +207,15 @@ async fn failed_cni_add_leaves_nothing_behind() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&failer, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let orig: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(c.cni_conf_dir.join("10-crust-test.conflist")).unwrap()).unwrap();
+    let orig: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(c.cni_conf_dir.join("10-crust-test.conflist")).unwrap(),
+    )
+    .unwrap();
     let mut failing = orig.clone();
-    failing["plugins"].as_array_mut().unwrap().push(serde_json::json!({"type": "crust-test-failer"}));
+    failing["plugins"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "crust-test-failer"}));
     std::fs::write(c.cni_conf_dir.join("05-failing.conflist"), failing.to_string()).unwrap();
     // crustd looks plugins up in its configured bin dirs: restart it with the test's dir added.
     let mut c = c;
@@ -319,12 +229,26 @@ async fn failed_cni_add_leaves_nothing_behind() {
 
     let err = run(&c, pod("doomed")).await.unwrap_err();
     let msg = err.message();
-    assert!(msg.contains("crust test failure: on purpose"), "plugin message not surfaced: {msg}");
+    assert!(
+        msg.contains("crust test failure: on purpose"),
+        "plugin message not surfaced: {msg}"
+    );
     assert!(msg.contains("CNI ADD"), "step not named: {msg}");
     assert!(list(&c, None).await.is_empty(), "a record was left");
-    assert_eq!(std::fs::read_dir(c.state.join("netns")).unwrap().count(), 0, "netns pin left");
-    assert!(std::fs::read_dir(c.root.join("pods")).unwrap().next().is_none(), "pod record left");
-    assert_eq!(std::fs::read_dir(c.state.join("pods")).unwrap().count(), 0, "pod files left");
+    assert_eq!(
+        std::fs::read_dir(c.state.join("netns")).unwrap().count(),
+        0,
+        "netns pin left"
+    );
+    assert!(
+        std::fs::read_dir(c.root.join("pods")).unwrap().next().is_none(),
+        "pod record left"
+    );
+    assert_eq!(
+        std::fs::read_dir(c.state.join("pods")).unwrap().count(),
+        0,
+        "pod files left"
+    );
     assert_clean(&c, "none");
     // The name is free again: the same pod can be made once the network works.
     std::fs::remove_file(c.cni_conf_dir.join("05-failing.conflist")).unwrap();
@@ -343,16 +267,52 @@ async fn stop_and_remove_are_idempotent_and_names_are_unique() {
     assert_eq!(e.code(), tonic::Code::AlreadyExists);
     assert!(e.message().contains(&id), "{}", e.message());
     // Filters: ID prefix, state, labels.
-    assert_eq!(list(&c, Some(PodSandboxFilter { id: id[..12].into(), ..Default::default() })).await.len(), 1);
-    let ready = Some(PodSandboxStateValue { state: PodSandboxState::SandboxReady as i32 });
-    assert_eq!(list(&c, Some(PodSandboxFilter { state: ready, ..Default::default() })).await.len(), 1);
+    assert_eq!(
+        list(
+            &c,
+            Some(PodSandboxFilter {
+                id: id[..12].into(),
+                ..Default::default()
+            })
+        )
+        .await
+        .len(),
+        1
+    );
+    let ready = Some(PodSandboxStateValue {
+        state: PodSandboxState::SandboxReady as i32,
+    });
+    assert_eq!(
+        list(
+            &c,
+            Some(PodSandboxFilter {
+                state: ready,
+                ..Default::default()
+            })
+        )
+        .await
+        .len(),
+        1
+    );
     let sel: HashMap<String, String> = [("app".to_string(), "other".to_string())].into();
-    assert!(list(&c, Some(PodSandboxFilter { label_selector: sel, ..Default::default() })).await.is_empty());
+    assert!(
+        list(
+            &c,
+            Some(PodSandboxFilter {
+                label_selector: sel,
+                ..Default::default()
+            })
+        )
+        .await
+        .is_empty()
+    );
     // Stats: the pause is one process in the pod cgroup.
     let stats = c
         .runtime()
         .await
-        .pod_sandbox_stats(PodSandboxStatsRequest { pod_sandbox_id: id.clone() })
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -362,6 +322,17 @@ async fn stop_and_remove_are_idempotent_and_names_are_unique() {
     assert_eq!(linux.process.unwrap().process_count.unwrap().value, 1);
     assert!(linux.memory.unwrap().usage_bytes.unwrap().value > 0);
     assert!(linux.network.unwrap().interfaces.iter().any(|i| i.name == "eth0"));
+
+    let all = c
+        .runtime()
+        .await
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].attributes.as_ref().unwrap().id, id);
 
     let pid = pause_pid(&c, &id).await;
     assert!(alive(pid));
@@ -376,7 +347,10 @@ async fn stop_and_remove_are_idempotent_and_names_are_unique() {
     let e = c
         .runtime()
         .await
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false })
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
@@ -401,7 +375,11 @@ async fn invalid_requests_name_the_field() {
     m.metadata.as_mut().unwrap().namespace = String::new();
     let e = run(&c, m).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
-    assert!(e.message().contains("config.metadata.namespace"), "{}", e.message());
+    assert!(
+        e.message().contains("config.metadata.namespace"),
+        "{}",
+        e.message()
+    );
     let mut m = pod("x");
     m.metadata.as_mut().unwrap().name = "n".repeat(64);
     let e = run(&c, m).await.unwrap_err();
@@ -409,7 +387,10 @@ async fn invalid_requests_name_the_field() {
     let e = c
         .runtime()
         .await
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod("x")), runtime_handler: "nope".into() })
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("x")),
+            runtime_handler: "nope".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
@@ -430,11 +411,183 @@ async fn pod_survives_crustd_sigkill_and_cleans_up_after_restart() {
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].id, id);
     assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);
-    assert_eq!(status(&c, &id, false).await.status.unwrap().network.unwrap().ip, ip);
+    assert_eq!(
+        status(&c, &id, false).await.status.unwrap().network.unwrap().ip,
+        ip
+    );
     assert_eq!(leases(&c), vec![ip]);
     stop(&c, &id).await.unwrap();
     assert!(!alive(pid));
-    assert!(leases(&c).is_empty(), "CNI DEL after restart did not release the lease");
+    assert!(
+        leases(&c).is_empty(),
+        "CNI DEL after restart did not release the lease"
+    );
+    remove(&c, &id).await.unwrap();
+    assert_clean(&c, &id);
+}
+
+#[tokio::test]
+async fn pause_is_unprivileged_in_the_pod_cgroup_holding_the_pod_namespaces() {
+    let c = start_crustd().await;
+    let mut cfg = pod("infra");
+    cfg.linux = Some(LinuxPodSandboxConfig {
+        sysctls: [
+            ("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string()),
+            ("kernel.msgmax".to_string(), "16384".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    });
+    let id = run(&c, cfg).await.unwrap();
+    let pid = pause_pid(&c, &id).await;
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65535"),
+        "{uid_line}"
+    );
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mem = cgroups.lines().find(|l| l.contains(":memory:")).unwrap();
+    assert!(
+        mem.ends_with(&format!(":/{}/{id}/pause", c.cgroup_parent)),
+        "{mem}"
+    );
+    // Own IPC, UTS and PID namespaces; the pinned netns.
+    for ns in ["ipc", "uts", "pid"] {
+        assert_ne!(
+            std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap(),
+            std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap(),
+            "{ns} namespace shared with the host"
+        );
+    }
+    let pinned = std::fs::metadata(netns_path(&c, &id)).unwrap();
+    let pause_net = std::fs::metadata(format!("/proc/{pid}/ns/net")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        pinned.ino(),
+        pause_net.ino(),
+        "the pause is not in the pinned netns"
+    );
+    // Sysctls applied in the pod's namespaces, not on the host.
+    assert_eq!(sysctl_in(pid, "net", "net.ipv4.ip_unprivileged_port_start"), "0");
+    assert_eq!(sysctl_in(pid, "ipc", "kernel.msgmax"), "16384");
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/msgmax").unwrap().trim(),
+        "16384"
+    );
+    // Verbose status carries the runtime spec.
+    let info = status(&c, &id, true).await.info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    assert_eq!(v["runtimeSpec"]["process"]["args"][0], "/pause");
+    assert_eq!(v["runtimeSpec"]["hostname"], "infra");
+    stop(&c, &id).await.unwrap();
+    remove(&c, &id).await.unwrap();
+    assert_clean(&c, &id);
+}
+
+#[tokio::test]
+async fn failed_pause_start_rolls_back_the_network_too() {
+    let c = Crustd::start(CrustdOptions {
+        cni: true,
+        extra_toml: "[runtime]\npause_path = \"/nonexistent/crust-pause\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let e = run(&c, pod("nopause")).await.unwrap_err();
+    assert!(e.message().contains("pause"), "{}", e.message());
+    assert!(
+        e.message().contains("/nonexistent/crust-pause"),
+        "{}",
+        e.message()
+    );
+    assert!(list(&c, None).await.is_empty());
+    assert_eq!(
+        std::fs::read_dir(c.state.join("netns")).unwrap().count(),
+        0,
+        "netns pin left"
+    );
+    assert_clean(&c, "none");
+}
+
+#[tokio::test]
+async fn a_pod_left_half_made_by_a_crash_is_rolled_back_at_start_up() {
+    let mut c = start_crustd().await;
+    let id = run(&c, pod("halfmade")).await.unwrap();
+    let pid = pause_pid(&c, &id).await;
+    c.kill9();
+    // Make the record say creation never finished, as after a crash mid-way.
+    let path = c.root.join("pods").join(format!("{id}.json"));
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    rec["state"] = "creating".into();
+    std::fs::write(&path, rec.to_string()).unwrap();
+    c.restart().await;
+    assert!(
+        list(&c, None).await.is_empty(),
+        "the half-made pod is still listed"
+    );
+    assert!(!path.exists(), "record left");
+    assert!(!alive(pid), "pause left running");
+    assert_clean(&c, &id);
+}
+
+#[tokio::test]
+async fn a_pod_whose_pause_died_while_crustd_was_down_is_not_ready_and_its_lease_is_freed() {
+    let mut c = start_crustd().await;
+    let id = run(&c, pod("orphan")).await.unwrap();
+    let pid = pause_pid(&c, &id).await;
+    c.kill9();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(harness::wait_for(Duration::from_secs(10), || (!alive(pid)).then_some(())).is_some());
+    c.restart().await;
+    let pods = list(&c, None).await;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, PodSandboxState::SandboxNotready as i32);
+    assert!(leases(&c).is_empty(), "recovery did not run CNI DEL");
+    assert!(!netns_path(&c, &id).exists());
+    stop(&c, &id).await.unwrap();
+    remove(&c, &id).await.unwrap();
+    assert_clean(&c, &id);
+}
+
+#[tokio::test]
+async fn a_pod_whose_pause_dies_turns_not_ready() {
+    let c = start_crustd().await;
+    let id = run(&c, pod("fragile")).await.unwrap();
+    let pid = pause_pid(&c, &id).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut state = PodSandboxState::SandboxReady as i32;
+    for _ in 0..200 {
+        state = status(&c, &id, false).await.status.unwrap().state;
+        if state == PodSandboxState::SandboxNotready as i32 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, PodSandboxState::SandboxNotready as i32);
+    let notready = Some(PodSandboxStateValue {
+        state: PodSandboxState::SandboxNotready as i32,
+    });
+    assert_eq!(
+        list(
+            &c,
+            Some(PodSandboxFilter {
+                state: notready,
+                ..Default::default()
+            })
+        )
+        .await
+        .len(),
+        1
+    );
+    stop(&c, &id).await.unwrap();
     remove(&c, &id).await.unwrap();
     assert_clean(&c, &id);
 }

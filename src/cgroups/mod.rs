@@ -43,7 +43,10 @@ pub fn normalize(rel: &str) -> Result<String> {
         return Err(Error::invalid("cgroup_parent", format!("{rel:?} contains '..'")));
     }
     if parts.is_empty() {
-        return Err(Error::invalid("cgroup_parent", "must name a cgroup below the root"));
+        return Err(Error::invalid(
+            "cgroup_parent",
+            "must name a cgroup below the root",
+        ));
     }
     Ok(parts.join("/"))
 }
@@ -146,8 +149,13 @@ mod tests {
         create(&rel).unwrap();
         assert!(exists(&rel));
         if !is_v2() {
-            let cpus = std::fs::read_to_string(Path::new(CGROUP_ROOT).join("cpuset").join(&rel).join("cpuset.cpus"))
-                .unwrap();
+            let cpus = std::fs::read_to_string(
+                Path::new(CGROUP_ROOT)
+                    .join("cpuset")
+                    .join(&rel)
+                    .join("cpuset.cpus"),
+            )
+            .unwrap();
             assert!(!cpus.trim().is_empty());
         }
         let s = stats(&rel).unwrap();

@@ -314,10 +314,8 @@ impl Inner {
         let data =
             serde_json::to_vec(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
         crate::state::atomic_write(&dir.join("config.json"), &data).ctx("write config.json")?;
-        if let Some(l) = &log {
-            if let Some(parent) = l.parent() {
-                std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
-            }
+        if let Some(parent) = log.as_ref().and_then(|l| l.parent()) {
+            std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
         }
         let rt = self.runtime(rec)?;
         let mon = crate::monitor::spawn(&crate::monitor::MonitorSpec {

@@ -9,6 +9,7 @@
 
 mod create;
 mod exec;
+mod mounts;
 pub mod record;
 pub mod resources;
 pub mod rootfs;
@@ -205,13 +206,12 @@ impl Inner {
             if let Some(st) = crate::monitor::read_exit(&dir) {
                 rec.set_exit(&st);
             } else if crate::monitor::is_alive(&dir) {
-                if rec.started_at == 0 {
-                    // Crashed between `runtime start` and the record update: ask the runtime.
-                    if let Ok(rt) = self.runtime(&rec) {
-                        if rt.state(&rec.id).await.is_ok_and(|s| s.status == "running") {
-                            rec.started_at = crate::state::now_nanos();
-                        }
-                    }
+                // Crashed between `runtime start` and the record update: ask the runtime.
+                if rec.started_at == 0
+                    && let Ok(rt) = self.runtime(&rec)
+                    && rt.state(&rec.id).await.is_ok_and(|s| s.status == "running")
+                {
+                    rec.started_at = crate::state::now_nanos();
                 }
             } else {
                 rec.set_unknown_exit("the container's monitor is gone and left no exit status");

@@ -6,6 +6,7 @@
 //! API, BPF, perf, …), which fail with `EPERM`. A group of them is let through when the container holds
 //! the capability that guards it (e.g. the mount API with `CAP_SYS_ADMIN`), as Docker's profile does.
 
+use cri_api::v1;
 use serde_json::{Value, json};
 
 use crate::{Error, Result};
@@ -297,6 +298,99 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 /// Whether the host runs AppArmor.
 pub fn apparmor_enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+}
+
+pub fn seccomp_profile(sc: &v1::LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>> {
+    use v1::security_profile::ProfileType;
+    #[allow(deprecated)]
+    let legacy = sc.seccomp_profile_path.as_str();
+    let (kind, localhost) = match &sc.seccomp {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).ok(),
+            p.localhost_ref.clone(),
+        ),
+        None => match legacy {
+            "" | "unconfined" => (Some(ProfileType::Unconfined), String::new()),
+            "runtime/default" | "docker/default" => (Some(ProfileType::RuntimeDefault), String::new()),
+            l => (
+                Some(ProfileType::Localhost),
+                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
+            ),
+        },
+    };
+    let field = "config.linux.security_context.seccomp";
+    match kind {
+        Some(ProfileType::Unconfined) => Ok(None),
+        Some(ProfileType::RuntimeDefault) => Ok(Some(default_seccomp(caps))),
+        Some(ProfileType::Localhost) => {
+            let path = localhost.strip_prefix("localhost/").unwrap_or(&localhost);
+            if !path.starts_with('/') {
+                return Err(Error::invalid(
+                    format!("{field}.localhost_ref"),
+                    format!("{path:?} is not an absolute path"),
+                ));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("read {path}: {e}")))?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("{path}: {e}")))?;
+            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).map_err(|e| {
+                Error::invalid(
+                    format!("{field}.localhost_ref"),
+                    format!("{path} is not a seccomp profile: {e}"),
+                )
+            })?;
+            Ok(Some(v))
+        }
+        None => Err(Error::invalid(
+            format!("{field}.profile_type"),
+            "unknown profile type",
+        )),
+    }
+}
+
+pub fn apparmor_profile(sc: &v1::LinuxContainerSecurityContext) -> Result<Option<String>> {
+    use v1::security_profile::ProfileType;
+    #[allow(deprecated)]
+    let legacy = sc.apparmor_profile.as_str();
+    let (kind, name) = match &sc.apparmor {
+        Some(p) => (
+            ProfileType::try_from(p.profile_type).ok(),
+            p.localhost_ref.clone(),
+        ),
+        None => match legacy {
+            "" | "runtime/default" => (Some(ProfileType::RuntimeDefault), String::new()),
+            "unconfined" => (Some(ProfileType::Unconfined), String::new()),
+            l => (
+                Some(ProfileType::Localhost),
+                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
+            ),
+        },
+    };
+    match kind {
+        Some(ProfileType::Unconfined) => Ok(None),
+        // The host's loaded default profile, when there is one (crust ships none of its own).
+        Some(ProfileType::RuntimeDefault) => {
+            Ok(std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
+                .ok()
+                .filter(|p| p.lines().any(|l| l.starts_with("crust-default ")))
+                .map(|_| "crust-default".to_string()))
+        }
+        Some(ProfileType::Localhost) => {
+            let n = name.strip_prefix("localhost/").unwrap_or(&name);
+            if n.is_empty() {
+                return Err(Error::invalid(
+                    "config.linux.security_context.apparmor.localhost_ref",
+                    "must name a profile",
+                ));
+            }
+            Ok(Some(n.to_string()))
+        }
+        None => Err(Error::invalid(
+            "config.linux.security_context.apparmor.profile_type",
+            "unknown profile type",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cri_api::v1;
-use cri_api::v1::{MountPropagation, NamespaceMode, SupplementalGroupsPolicy};
+use cri_api::v1::{NamespaceMode, SupplementalGroupsPolicy};
 use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
+pub use super::mounts::{HostDevice, all_host_devices, host_devices};
 use super::resources;
 use super::security::{self, DEFAULT_MASKED, DEFAULT_READONLY};
 use super::user::{self, ResolvedUser, UserRequest};
@@ -63,20 +64,6 @@ pub struct PodInfo {
     pub cgroup_parent: String,
     pub privileged: bool,
     pub sysctls: HashMap<String, String>,
-}
-
-/// A host device to expose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostDevice {
-    pub container_path: String,
-    /// `c` or `b`.
-    pub kind: char,
-    pub major: i64,
-    pub minor: i64,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub permissions: String,
 }
 
 /// Host facts and configuration the spec depends on.
@@ -170,132 +157,6 @@ pub fn env(cfg: &v1::ContainerConfig, img: &ImageDefaults, hostname: &str) -> Ve
         out.insert(0, DEFAULT_PATH.to_string());
     }
     out
-}
-
-fn bind(dst: &str, src: &Path, opts: &[&str]) -> Value {
-    json!({"destination": dst, "type": "bind", "source": src, "options": opts})
-}
-
-/// Mounts: the defaults (proc, dev, sysfs, cgroup, …), pod files, then the CRI mounts ordered parents
-/// first; a CRI mount replaces a default at the same destination.
-fn mounts(
-    inp: &SpecInput,
-    privileged: bool,
-    readonly_rootfs: bool,
-) -> Result<(Vec<Value>, Option<&'static str>)> {
-    let cfg = inp.config;
-    let ro_sys = if privileged { "rw" } else { "ro" };
-    let defaults = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro_sys]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", ro_sys]}),
-    ];
-    let cri_dsts: Vec<String> = cfg.mounts.iter().map(|m| clean(&m.container_path)).collect();
-    let has = |d: &str| cri_dsts.iter().any(|x| x == d);
-    let mut out: Vec<Value> = defaults
-        .into_iter()
-        .filter(|m| {
-            let d = m["destination"].as_str().unwrap_or("");
-            !has(d) && !(has("/dev") && d.starts_with("/dev/"))
-        })
-        .collect();
-    let ro = if readonly_rootfs { "ro" } else { "rw" };
-    let p = inp.pod;
-    for (dst, src) in [
-        ("/etc/hostname", &p.hostname_path),
-        ("/etc/hosts", &p.hosts_path),
-        ("/etc/resolv.conf", &p.resolv_path),
-    ] {
-        if !has(dst) && !src.as_os_str().is_empty() {
-            out.push(bind(dst, src, &["rbind", "rprivate", ro]));
-        }
-    }
-    if !has("/dev/shm") {
-        let host_ipc = p.namespace_options.ipc == NamespaceMode::Node as i32;
-        let shm = match &p.shm_path {
-            Some(s) if !host_ipc => s.clone(),
-            _ => PathBuf::from("/dev/shm"),
-        };
-        out.push(bind(
-            "/dev/shm",
-            &shm,
-            &["rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"],
-        ));
-    }
-    let mut cri: Vec<(usize, &v1::Mount)> = cfg.mounts.iter().enumerate().collect();
-    cri.sort_by_key(|(_, m)| Path::new(&clean(&m.container_path)).components().count());
-    let mut rootfs_propagation = None;
-    for (i, m) in cri {
-        let f = format!("config.mounts[{i}]");
-        if !m.container_path.starts_with('/') {
-            return Err(Error::invalid(
-                format!("{f}.container_path"),
-                format!("{:?} is not absolute", m.container_path),
-            ));
-        }
-        if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
-            return Err(Error::Unimplemented(format!(
-                "{f}.image: image volumes are not supported"
-            )));
-        }
-        if m.host_path.is_empty() {
-            return Err(Error::invalid(format!("{f}.host_path"), "must not be empty"));
-        }
-        let prop = match MountPropagation::try_from(m.propagation) {
-            Ok(MountPropagation::PropagationPrivate) => "rprivate",
-            Ok(MountPropagation::PropagationHostToContainer) => {
-                rootfs_propagation.get_or_insert("rslave");
-                "rslave"
-            }
-            Ok(MountPropagation::PropagationBidirectional) => {
-                rootfs_propagation = Some("rshared");
-                "rshared"
-            }
-            Err(_) => {
-                return Err(Error::invalid(
-                    format!("{f}.propagation"),
-                    format!("unknown value {}", m.propagation),
-                ));
-            }
-        };
-        let mut opts = vec!["rbind", prop];
-        if m.recursive_read_only {
-            if !m.readonly {
-                return Err(Error::invalid(
-                    format!("{f}.recursive_read_only"),
-                    "requires readonly",
-                ));
-            }
-            if prop != "rprivate" {
-                return Err(Error::invalid(
-                    format!("{f}.recursive_read_only"),
-                    "requires private propagation",
-                ));
-            }
-            opts.extend(["ro", "rro"]);
-        } else {
-            opts.push(if m.readonly { "ro" } else { "rw" });
-        }
-        out.push(bind(&clean(&m.container_path), Path::new(&m.host_path), &opts));
-    }
-    Ok((out, rootfs_propagation))
-}
-
-fn clean(p: &str) -> String {
-    let mut parts = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// Namespaces: the pod's netns (by path; none for host network), IPC and UTS of the pause, PID per mode.
@@ -463,14 +324,19 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     if resources_cfg.oom_score_adj != 0 || crate::sys::own_oom_score_adj() != 0 {
         process["oomScoreAdj"] = json!(crate::sys::clamp_oom_score_adj(resources_cfg.oom_score_adj));
     }
-    let seccomp = if privileged { None } else { seccomp(&sc, &caps)? };
-    if inp.host.apparmor && !privileged {
-        if let Some(p) = apparmor(&sc)? {
-            process["apparmorProfile"] = json!(p);
-        }
+    let seccomp = if privileged {
+        None
+    } else {
+        security::seccomp_profile(&sc, &caps)?
+    };
+    if inp.host.apparmor
+        && !privileged
+        && let Some(p) = security::apparmor_profile(&sc)?
+    {
+        process["apparmorProfile"] = json!(p);
     }
 
-    let (mounts, rootfs_propagation) = mounts(inp, privileged, sc.readonly_rootfs)?;
+    let (mounts, rootfs_propagation) = super::mounts::mounts(inp, privileged, sc.readonly_rootfs)?;
     let mut linux = json!({
         "namespaces": namespaces(inp)?,
         "cgroupsPath": format!("/{}/{}", inp.pod.cgroup_parent.trim_matches('/'), inp.id),
@@ -505,7 +371,7 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
         .pod
         .sysctls
         .iter()
-        .filter(|(k, _)| !(host_net && is_net_sysctl(k)) && !(host_ipc && is_ipc_sysctl(k)))
+        .filter(|(k, _)| !(host_net && is_net_sysctl(k) || host_ipc && is_ipc_sysctl(k)))
         .collect();
     if !sysctls.is_empty() {
         linux["sysctl"] = json!(sysctls);
@@ -568,193 +434,4 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
         user,
         stop_signal,
     })
-}
-
-fn seccomp(sc: &v1::LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>> {
-    use v1::security_profile::ProfileType;
-    #[allow(deprecated)]
-    let legacy = sc.seccomp_profile_path.as_str();
-    let (kind, localhost) = match &sc.seccomp {
-        Some(p) => (
-            ProfileType::try_from(p.profile_type).ok(),
-            p.localhost_ref.clone(),
-        ),
-        None => match legacy {
-            "" | "unconfined" => (Some(ProfileType::Unconfined), String::new()),
-            "runtime/default" | "docker/default" => (Some(ProfileType::RuntimeDefault), String::new()),
-            l => (
-                Some(ProfileType::Localhost),
-                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
-            ),
-        },
-    };
-    let field = "config.linux.security_context.seccomp";
-    match kind {
-        Some(ProfileType::Unconfined) => Ok(None),
-        Some(ProfileType::RuntimeDefault) => Ok(Some(security::default_seccomp(caps))),
-        Some(ProfileType::Localhost) => {
-            let path = localhost.strip_prefix("localhost/").unwrap_or(&localhost);
-            if !path.starts_with('/') {
-                return Err(Error::invalid(
-                    format!("{field}.localhost_ref"),
-                    format!("{path:?} is not an absolute path"),
-                ));
-            }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("read {path}: {e}")))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("{path}: {e}")))?;
-            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).map_err(|e| {
-                Error::invalid(
-                    format!("{field}.localhost_ref"),
-                    format!("{path} is not a seccomp profile: {e}"),
-                )
-            })?;
-            Ok(Some(v))
-        }
-        None => Err(Error::invalid(
-            format!("{field}.profile_type"),
-            "unknown profile type",
-        )),
-    }
-}
-
-fn apparmor(sc: &v1::LinuxContainerSecurityContext) -> Result<Option<String>> {
-    use v1::security_profile::ProfileType;
-    #[allow(deprecated)]
-    let legacy = sc.apparmor_profile.as_str();
-    let (kind, name) = match &sc.apparmor {
-        Some(p) => (
-            ProfileType::try_from(p.profile_type).ok(),
-            p.localhost_ref.clone(),
-        ),
-        None => match legacy {
-            "" | "runtime/default" => (Some(ProfileType::RuntimeDefault), String::new()),
-            "unconfined" => (Some(ProfileType::Unconfined), String::new()),
-            l => (
-                Some(ProfileType::Localhost),
-                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
-            ),
-        },
-    };
-    match kind {
-        Some(ProfileType::Unconfined) => Ok(None),
-        // The host's loaded default profile, when there is one (crust ships none of its own).
-        Some(ProfileType::RuntimeDefault) => {
-            Ok(std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
-                .ok()
-                .filter(|p| p.lines().any(|l| l.starts_with("crust-default ")))
-                .map(|_| "crust-default".to_string()))
-        }
-        Some(ProfileType::Localhost) => {
-            let n = name.strip_prefix("localhost/").unwrap_or(&name);
-            if n.is_empty() {
-                return Err(Error::invalid(
-                    "config.linux.security_context.apparmor.localhost_ref",
-                    "must name a profile",
-                ));
-            }
-            Ok(Some(n.to_string()))
-        }
-        None => Err(Error::invalid(
-            "config.linux.security_context.apparmor.profile_type",
-            "unknown profile type",
-        )),
-    }
-}
-
-/// Resolves a CRI device's host path (a device node, or a directory of them) on the host.
-pub fn host_devices(field: &str, d: &v1::Device) -> Result<Vec<HostDevice>> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let mut out = Vec::new();
-    let meta = std::fs::metadata(&d.host_path)
-        .map_err(|e| Error::invalid(format!("{field}.host_path"), format!("{}: {e}", d.host_path)))?;
-    let perms = if d.permissions.is_empty() {
-        "rwm".to_string()
-    } else {
-        d.permissions.clone()
-    };
-    if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-        return Err(Error::invalid(
-            format!("{field}.permissions"),
-            format!("{perms:?} is not a subset of \"rwm\""),
-        ));
-    }
-    let mk = |cpath: String, m: &std::fs::Metadata| -> Option<HostDevice> {
-        let ft = m.file_type();
-        let kind = if ft.is_char_device() {
-            'c'
-        } else if ft.is_block_device() {
-            'b'
-        } else {
-            return None;
-        };
-        let rdev = m.rdev();
-        Some(HostDevice {
-            container_path: cpath,
-            kind,
-            major: libc::major(rdev) as i64,
-            minor: libc::minor(rdev) as i64,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            permissions: perms.clone(),
-        })
-    };
-    if meta.is_dir() {
-        let rd =
-            std::fs::read_dir(&d.host_path).map_err(|e| Error::io(format!("read {}", d.host_path), e))?;
-        for e in rd.flatten() {
-            if let Ok(m) = e.metadata() {
-                let cpath = Path::new(&d.container_path).join(e.file_name());
-                out.extend(mk(cpath.to_string_lossy().into_owned(), &m));
-            }
-        }
-    } else {
-        let dst = if d.container_path.is_empty() {
-            d.host_path.clone()
-        } else {
-            d.container_path.clone()
-        };
-        out.extend(mk(dst, &meta));
-        if out.is_empty() {
-            return Err(Error::invalid(
-                format!("{field}.host_path"),
-                format!("{} is not a device", d.host_path),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// Every device node under the host's `/dev` (for privileged containers), skipping pty and shm dirs.
-pub fn all_host_devices() -> Vec<HostDevice> {
-    let mut out = Vec::new();
-    let mut stack = vec![PathBuf::from("/dev")];
-    while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                let skip = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
-                if !e.file_name().to_str().is_some_and(|n| skip.contains(&n)) {
-                    stack.push(p);
-                }
-                continue;
-            }
-            if ft.is_symlink() || p == Path::new("/dev/console") {
-                continue;
-            }
-            let dev = v1::Device {
-                container_path: p.to_string_lossy().into_owned(),
-                host_path: p.to_string_lossy().into_owned(),
-                permissions: "rwm".into(),
-            };
-            if let Ok(d) = host_devices("privileged", &dev) {
-                out.extend(d);
-            }
-        }
-    }
-    out
 }

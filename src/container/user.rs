@@ -182,11 +182,11 @@ pub fn resolve(req: &UserRequest, passwd: Option<&str>, group: Option<&str>) -> 
         gid = to_id(&format!("{sc}.run_as_group"), g)?;
     }
     let mut additional = vec![gid];
-    if !req.strict {
-        if let Some(e) = &entry {
-            for g in groups.iter().filter(|g| g.members.iter().any(|m| *m == e.name)) {
-                additional.push(g.gid);
-            }
+    if !req.strict
+        && let Some(e) = &entry
+    {
+        for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
+            additional.push(g.gid);
         }
     }
     for g in &req.supplemental_groups {

@@ -10,6 +10,7 @@ mod pull;
 pub mod reference;
 pub mod registry;
 pub mod store;
+mod stream;
 pub mod unpack;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use oci_spec::image::ImageConfiguration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 pub use index::ImageRecord;
 pub use reference::Reference;
@@ -69,11 +70,9 @@ struct Inner {
     cfg: Config,
     clients: registry::Clients,
     state: Mutex<State>,
-    inflight: Mutex<HashMap<String, watch::Receiver<Option<std::result::Result<String, (u8, String)>>>>>,
+    inflight: Mutex<HashMap<String, watch::Receiver<Option<pull::Shared>>>>,
     blob_locks: Locks,
     layer_locks: Locks,
-    /// Layers unpacked at once (CPU-bound: decompression, hashing).
-    unpacks: Semaphore,
 }
 
 impl Inner {
@@ -186,7 +185,6 @@ impl ImageStore {
             inflight: Mutex::new(HashMap::new()),
             blob_locks: Locks::default(),
             layer_locks: Locks::default(),
-            unpacks: Semaphore::new(2),
         });
         inner.gc().await;
         let store = ImageStore { inner };

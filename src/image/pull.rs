@@ -16,14 +16,15 @@ use super::manifest::{self, Descriptor, ImageManifest};
 use super::reference::{Reference, is_digest};
 use super::registry::{self, Credentials, Manifest, Session};
 use super::store::{commit, remove_any};
-use super::{Inner, unpack};
+use super::{Inner, stream};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
 /// Largest image config accepted.
 const MAX_CONFIG: u64 = 16 << 20;
 
-type Shared = std::result::Result<String, (u8, String)>;
+/// A pull's result as every waiter gets it (the error as kind and message).
+pub(super) type Shared = std::result::Result<String, (u8, String)>;
 
 /// Pulls `r` (sharing the run with a concurrent pull of the same reference) and returns the image ID.
 pub async fn pull(inner: &Arc<Inner>, r: Reference, creds: Option<Credentials>) -> Result<String> {
@@ -276,7 +277,7 @@ async fn fetch(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>, ac
         .iter()
         .zip(diff_ids.iter().zip(&chains))
         .map(|(l, (d, c))| ensure_layer(inner, &session, l, d, c, &downloads));
-    let usages = futures::future::try_join_all(jobs).await?;
+    futures::future::try_join_all(jobs).await?;
 
     let id = im.config.digest.clone();
     let rec = ImageRecord {
@@ -306,9 +307,6 @@ async fn fetch(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>, ac
     {
         let mut st = inner.lock();
         st.index.add(rec);
-        for (c, u) in chains.iter().zip(usages) {
-            st.index.layers.insert(hex_of(c).to_string(), u);
-        }
         st.configs.insert(id.clone(), config);
         inner.save(&st)?;
     }
@@ -341,7 +339,8 @@ async fn ensure_blob(inner: &Inner, s: &Session, d: &Descriptor) -> Result<PathB
     Ok(path)
 }
 
-/// The unpacked layer, made unless present.
+/// The unpacked layer, fetched and unpacked (streamed, see `stream`) unless present. Its disk usage
+/// goes into the index (saved with the image record).
 async fn ensure_layer(
     inner: &Inner,
     s: &Session,
@@ -349,48 +348,33 @@ async fn ensure_layer(
     diff_id: &str,
     chain_id: &str,
     downloads: &Semaphore,
-) -> Result<Usage> {
+) -> Result<()> {
     let dir = inner.layout.layer(chain_id);
-    let known = || inner.lock().index.layers.get(hex_of(chain_id)).copied().unwrap_or_default();
     if dir.exists() {
-        return Ok(known());
+        return Ok(());
     }
     let _g = inner.layer_locks.lock(chain_id).await;
     if dir.exists() {
-        return Ok(known());
+        return Ok(());
     }
-    let blob = {
-        let _permit = downloads
-            .acquire()
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        ensure_blob(inner, s, d).await.ctx(format!("layer {}", d.digest))?
-    };
-    let _u = inner
-        .unpacks
+    let _permit = downloads
         .acquire()
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let tmp = inner.layout.temp("layer");
-    let diff = diff_id.to_string();
-    let what = d.digest.clone();
-    tokio::task::spawn_blocking(move || -> Result<Usage> {
-        std::fs::create_dir(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let res = unpack::unpack_file(&blob, &tmp, Some(&diff)).and_then(|u| {
-            commit(&tmp, &dir)?;
-            Ok(Usage {
-                bytes: u.bytes,
-                inodes: u.inodes,
-            })
-        });
-        if res.is_err() {
-            remove_any(&tmp);
-        }
-        res
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("unpack task: {e}")))?
-    .ctx(format!("layer {what}"))
+    let mut tmp = TempPath(Some(inner.layout.temp("layer")));
+    let tpath = tmp.0.clone().unwrap_or_default();
+    std::fs::create_dir(&tpath).map_err(|e| Error::io(format!("create {}", tpath.display()), e))?;
+    let u = stream::fetch_and_unpack(s, d, diff_id, &tpath)
+        .await
+        .ctx(format!("layer {}", d.digest))?;
+    commit(&tpath, &dir)?;
+    tmp.0 = None;
+    let usage = Usage {
+        bytes: u.bytes,
+        inodes: u.inodes,
+    };
+    inner.lock().index.layers.insert(hex_of(chain_id).to_string(), usage);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -186,7 +186,7 @@ impl Unpacker {
             let parent = self.parent(&parent_rel, &shown)?;
             if hidden == b".wh..opq" {
                 set_xattr_at(&parent, OsStr::new("."), b"trusted.overlay.opaque", b"y")
-                    .map_err(|err| Error::io(format!("mark {shown:?} opaque"), err.into()))?;
+                    .map_err(|err| Error::io(format!("mark {shown:?} opaque"), err))?;
             } else if hidden.starts_with(b".wh.") || hidden.is_empty() {
                 // Other AUFS metadata (.wh..wh.plnk, ...): not part of the filesystem.
             } else {
@@ -453,7 +453,7 @@ impl Unpacker {
     fn finish_dirs(&mut self) {
         self.parent_cache = None;
         let mut dirs = std::mem::take(&mut self.dirs);
-        dirs.sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
         for (rel, mtime) in dirs {
             let t = TimeSpec::new(mtime, 0);
             let r = if rel.as_os_str().is_empty() {

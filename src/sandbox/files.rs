@@ -149,10 +149,16 @@ mod tests {
             resolv_conf(&dns),
             "search ns.svc.cluster.local cluster.local\nnameserver 10.96.0.10\nnameserver fd00::a\noptions ndots:5 edns0\n"
         );
-        let bad = v1::DnsConfig { servers: vec!["dns.example".into()], ..Default::default() };
+        let bad = v1::DnsConfig {
+            servers: vec!["dns.example".into()],
+            ..Default::default()
+        };
         let e = validate_dns(&bad).unwrap_err();
         assert!(e.to_string().starts_with("config.dns_config.servers[0]"), "{e}");
-        let bad = v1::DnsConfig { options: vec!["a\nnameserver 1.2.3.4".into()], ..Default::default() };
+        let bad = v1::DnsConfig {
+            options: vec!["a\nnameserver 1.2.3.4".into()],
+            ..Default::default()
+        };
         assert!(validate_dns(&bad).is_err());
     }
 

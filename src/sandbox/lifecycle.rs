@@ -21,21 +21,36 @@ impl Inner {
     /// keeps what is left, so a retry finishes the job.
     pub(super) async fn release(&self, rec: &mut PodRecord) -> Result<()> {
         let mut first = None;
-        if rec.pause_started {
-            let r = match self.runtimes.get(&rec.runtime_handler) {
-                Ok(rt) => pause::stop(&rt, &self.pause_dir(&rec.id), &rec.id).await,
+        // The pause stop and CNI DEL are independent: run them side by side.
+        let snapshot = rec.clone();
+        let stop_pause = async {
+            if !snapshot.pause_started {
+                return None;
+            }
+            let r = match self.runtimes.get(&snapshot.runtime_handler) {
+                Ok(rt) => pause::stop(&rt, &self.pause_dir(&snapshot.id), &snapshot.id).await,
                 Err(e) => Err(e),
             };
+            Some(r.ctx("stop the pause container"))
+        };
+        let del = async {
+            let net = snapshot.network.as_ref()?;
+            Some(network::del(&self.cni, &snapshot, net).await)
+        };
+        let (stopped, deleted) = tokio::join!(stop_pause, del);
+        if let Some(r) = stopped {
             if r.is_ok() {
                 rec.pause_started = false;
             }
-            keep_first(&mut first, r.ctx("stop the pause container"));
+            keep_first(&mut first, r);
         }
         if let Some(shm) = rec.shm.clone() {
-            keep_first(&mut first, files::unmount_shm(&shm).ctx("unmount the pod /dev/shm"));
+            keep_first(
+                &mut first,
+                files::unmount_shm(&shm).ctx("unmount the pod /dev/shm"),
+            );
         }
-        if let Some(net) = rec.network.clone() {
-            let r = network::del(&self.cni, rec, &net).await;
+        if let Some(r) = deleted {
             if r.is_ok() {
                 rec.network = None;
                 rec.ips.clear();
@@ -98,8 +113,12 @@ impl Daemon {
             Err(e) => return Err(e),
         };
         let _guard = inner.locks.lock(&id).await;
-        let Ok(mut rec) = inner.get(&id) else { return Ok(()) };
-        self.stop_pod_containers(&id).await.ctx("StopPodSandbox: stop the pod's containers")?;
+        let Ok(mut rec) = inner.get(&id) else {
+            return Ok(());
+        };
+        self.stop_pod_containers(&id)
+            .await
+            .ctx("StopPodSandbox: stop the pod's containers")?;
         let r = inner.release(&mut rec).await;
         if rec.state != PodState::Creating {
             rec.state = PodState::Stopped;
@@ -118,10 +137,19 @@ impl Daemon {
             Err(e) => return Err(e),
         };
         let _guard = inner.locks.lock(&id).await;
-        let Ok(mut rec) = inner.get(&id) else { return Ok(()) };
-        self.stop_pod_containers(&id).await.ctx("RemovePodSandbox: stop the pod's containers")?;
-        self.remove_pod_containers(&id).await.ctx("RemovePodSandbox: remove the pod's containers")?;
-        inner.destroy(&mut rec).await.ctx(format!("RemovePodSandbox {id}"))
+        let Ok(mut rec) = inner.get(&id) else {
+            return Ok(());
+        };
+        self.stop_pod_containers(&id)
+            .await
+            .ctx("RemovePodSandbox: stop the pod's containers")?;
+        self.remove_pod_containers(&id)
+            .await
+            .ctx("RemovePodSandbox: remove the pod's containers")?;
+        inner
+            .destroy(&mut rec)
+            .await
+            .ctx(format!("RemovePodSandbox {id}"))
     }
 }
 

@@ -194,7 +194,10 @@ impl Inner {
     /// Forgets a pod: record file, memory, name.
     fn forget(&self, rec: &PodRecord) -> Result<()> {
         PodRecord::delete(&self.dirs, &rec.id)?;
-        self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(&rec.id);
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.id);
         self.names.release(&rec.name_key(), &rec.id);
         Ok(())
     }

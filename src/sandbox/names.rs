@@ -172,18 +172,30 @@ mod tests {
     use super::*;
 
     fn key() -> NameKey {
-        NameKey { name: "p".into(), namespace: "ns".into(), uid: "u".into(), attempt: 0 }
+        NameKey {
+            name: "p".into(),
+            namespace: "ns".into(),
+            uid: "u".into(),
+            attempt: 0,
+        }
     }
 
     #[tokio::test]
     async fn retry_waits_for_in_flight_then_name_is_taken() {
         let names = Names::default();
-        let Reservation::Mine(t) = names.reserve(&key()).unwrap() else { panic!("not mine") };
-        let Reservation::Wait(rx) = names.reserve(&key()).unwrap() else { panic!("no wait") };
+        let Reservation::Mine(t) = names.reserve(&key()).unwrap() else {
+            panic!("not mine")
+        };
+        let Reservation::Wait(rx) = names.reserve(&key()).unwrap() else {
+            panic!("no wait")
+        };
         t.complete(&Ok("abc".into()));
         assert_eq!(wait(rx).await.unwrap(), "abc");
         let e = names.reserve(&key()).err().unwrap();
-        assert!(matches!(e, Error::AlreadyExists(_)) && e.to_string().contains("abc"), "{e}");
+        assert!(
+            matches!(e, Error::AlreadyExists(_)) && e.to_string().contains("abc"),
+            "{e}"
+        );
         names.release(&key(), "abc");
         assert!(matches!(names.reserve(&key()).unwrap(), Reservation::Mine(_)));
     }
@@ -191,8 +203,12 @@ mod tests {
     #[tokio::test]
     async fn failure_frees_the_name_and_reaches_waiters() {
         let names = Names::default();
-        let Reservation::Mine(t) = names.reserve(&key()).unwrap() else { panic!() };
-        let Reservation::Wait(rx) = names.reserve(&key()).unwrap() else { panic!() };
+        let Reservation::Mine(t) = names.reserve(&key()).unwrap() else {
+            panic!()
+        };
+        let Reservation::Wait(rx) = names.reserve(&key()).unwrap() else {
+            panic!()
+        };
         t.complete(&Err(Error::invalid("runtime_handler", "unknown")));
         let e = wait(rx).await.unwrap_err();
         assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
@@ -202,8 +218,12 @@ mod tests {
     #[tokio::test]
     async fn abandoned_ticket_frees_the_name() {
         let names = Names::default();
-        let Reservation::Mine(t) = names.reserve(&key()).unwrap() else { panic!() };
-        let Reservation::Wait(rx) = names.reserve(&key()).unwrap() else { panic!() };
+        let Reservation::Mine(t) = names.reserve(&key()).unwrap() else {
+            panic!()
+        };
+        let Reservation::Wait(rx) = names.reserve(&key()).unwrap() else {
+            panic!()
+        };
         drop(t);
         assert!(wait(rx).await.is_err());
         assert!(matches!(names.reserve(&key()).unwrap(), Reservation::Mine(_)));

@@ -92,7 +92,7 @@ fn lo_ioctl(set_up: bool) -> std::io::Result<libc::c_short> {
 
 /// Whether `path` is a pinned namespace (a mounted nsfs file).
 pub fn is_pinned(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Unpins and removes the file; idempotent.

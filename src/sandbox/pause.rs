@@ -108,7 +108,8 @@ pub async fn start(
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let spec = spec(params)?;
     let cfg = dir.join("config.json");
-    let data = serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(format!("encode pause spec: {e}")))?;
+    let data =
+        serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(format!("encode pause spec: {e}")))?;
     crate::state::atomic_write(&cfg, &data).ctx(format!("write {}", cfg.display()))?;
     let m = monitor::spawn(&monitor::MonitorSpec {
         id: id.clone(),

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use cri_api::v1;
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
 use crate::error::ResultExt;
 use crate::state::Dirs;
-use crate::Result;
 
 /// Where a pod is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +88,9 @@ pub struct NetworkRecord {
     /// The `ipRanges` capability, when a pod CIDR was set.
     #[serde(default)]
     pub ip_ranges: Vec<Vec<crust_cni::IpRange>>,
+    /// The `bandwidth` capability, from the pod's bandwidth annotations.
+    #[serde(default)]
+    pub bandwidth: Option<crust_cni::Bandwidth>,
 }
 
 /// One pod, as stored.
@@ -184,7 +187,10 @@ pub struct NameKey {
 
 impl std::fmt::Display for NameKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}_{}_{}_{}", self.name, self.namespace, self.uid, self.attempt)
+        write!(
+            f,
+            "{}_{}_{}_{}",
+            self.name, self.namespace, self.uid, self.attempt
+        )
     }
 }
-

@@ -24,6 +24,7 @@ pub struct NewPod {
     pub log_directory: String,
     pub dns: Option<v1::DnsConfig>,
     pub port_mappings: Vec<crust_cni::PortMapping>,
+    pub bandwidth: Option<crust_cni::Bandwidth>,
     pub labels: HashMap<String, String>,
     pub annotations: HashMap<String, String>,
     pub namespaces: Namespaces,
@@ -43,7 +44,10 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
     validate::dns_label("config.metadata.namespace", &md.namespace)?;
     validate::required("config.metadata.uid", &md.uid)?;
     if md.uid.len() > 128 || md.uid.contains(['/', '\n', '\0']) {
-        return Err(Error::invalid("config.metadata.uid", format!("{:?} is not a valid uid", md.uid)));
+        return Err(Error::invalid(
+            "config.metadata.uid",
+            format!("{:?} is not a valid uid", md.uid),
+        ));
     }
     if !cfg.hostname.is_empty() {
         hostname("config.hostname", &cfg.hostname)?;
@@ -55,13 +59,17 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
         files::validate_dns(d)?;
     }
     let port_mappings = network::port_mappings(&cfg.port_mappings)?;
+    let bandwidth = network::bandwidth(&cfg.annotations)?;
     let linux = cfg.linux.clone().unwrap_or_default();
     let sc = linux.security_context.clone().unwrap_or_default();
     let namespaces = Namespaces::from_cri(sc.namespace_options.as_ref());
     check_mode(&format!("{NS_FIELD}.network"), namespaces.network, &[0, 2])?;
     check_mode(&format!("{NS_FIELD}.ipc"), namespaces.ipc, &[0, 2])?;
     check_mode(&format!("{NS_FIELD}.pid"), namespaces.pid, &[0, 1, 2])?;
-    if let Some(u) = sc.namespace_options.as_ref().and_then(|o| o.userns_options.as_ref())
+    if let Some(u) = sc
+        .namespace_options
+        .as_ref()
+        .and_then(|o| o.userns_options.as_ref())
         && u.mode != v1::NamespaceMode::Node as i32
         && (!u.uids.is_empty() || !u.gids.is_empty())
     {
@@ -90,6 +98,7 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
         log_directory: cfg.log_directory.clone(),
         dns: cfg.dns_config.clone(),
         port_mappings,
+        bandwidth,
         labels: cfg.labels.clone(),
         annotations: cfg.annotations.clone(),
         namespaces,
@@ -103,30 +112,48 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
 fn pod_name(field: &str, v: &str) -> Result<()> {
     validate::required(field, v)?;
     if v.len() > 63 {
-        return Err(Error::invalid(field, format!("{v:?} is longer than 63 characters")));
+        return Err(Error::invalid(
+            field,
+            format!("{v:?} is longer than 63 characters"),
+        ));
     }
-    let ok = v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())
         && v.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !ok {
-        return Err(Error::invalid(field, format!("{v:?} is not a DNS name (a-z, 0-9, '-' and '.')")));
+        return Err(Error::invalid(
+            field,
+            format!("{v:?} is not a DNS name (a-z, 0-9, '-' and '.')"),
+        ));
     }
     Ok(())
 }
 
 fn hostname(field: &str, v: &str) -> Result<()> {
     let ok = v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         && !v.starts_with(['-', '.']);
-    if ok { Ok(()) } else { Err(Error::invalid(field, format!("{v:?} is not a valid hostname"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, format!("{v:?} is not a valid hostname")))
+    }
 }
 
 fn check_mode(field: &str, mode: i32, allowed: &[i32]) -> Result<()> {
     if allowed.contains(&mode) {
         return Ok(());
     }
-    let name = v1::NamespaceMode::try_from(mode).map(|m| m.as_str_name()).unwrap_or("unknown");
-    Err(Error::invalid(field, format!("namespace mode {name} ({mode}) is not allowed for a pod")))
+    let name = v1::NamespaceMode::try_from(mode)
+        .map(|m| m.as_str_name())
+        .unwrap_or("unknown");
+    Err(Error::invalid(
+        field,
+        format!("namespace mode {name} ({mode}) is not allowed for a pod"),
+    ))
 }
 
 /// Namespaced sysctls only (`net.*` needs the pod's own netns; IPC ones its own IPC namespace).
@@ -144,10 +171,16 @@ fn sysctls(req: &HashMap<String, String>, ns: &Namespaces) -> Result<HashMap<Str
             return Err(Error::invalid(field, "not a namespaced sysctl"));
         }
         if net && ns.host_network() {
-            return Err(Error::invalid(field, "cannot set a net.* sysctl for a pod on the host network"));
+            return Err(Error::invalid(
+                field,
+                "cannot set a net.* sysctl for a pod on the host network",
+            ));
         }
         if ipc && ns.host_ipc() {
-            return Err(Error::invalid(field, "cannot set an IPC sysctl for a pod in the host IPC namespace"));
+            return Err(Error::invalid(
+                field,
+                "cannot set an IPC sysctl for a pod in the host IPC namespace",
+            ));
         }
         if v.contains(['\n', '\0']) {
             return Err(Error::invalid(field, "value holds a newline"));
@@ -195,9 +228,13 @@ impl Inner {
                 result: None,
                 port_mappings: p.port_mappings.clone(),
                 ip_ranges: network::ip_ranges(&pod_cidr),
+                bandwidth: p.bandwidth.clone(),
             })
         };
-        let parent = p.cgroup_parent.clone().unwrap_or_else(|| self.cgroup_parent.clone());
+        let parent = p
+            .cgroup_parent
+            .clone()
+            .unwrap_or_else(|| self.cgroup_parent.clone());
         let files_dir = PodRecord::files_dir(&self.dirs, &id);
         // Everything that will be made is named in the record before any of it is made; undoing a thing
         // not made yet is a no-op, so one write covers every step.
@@ -212,7 +249,7 @@ impl Inner {
             created_at: crate::state::now_nanos(),
             labels: p.labels.clone(),
             annotations: p.annotations.clone(),
-            hostname: p.hostname.clone(),
+            hostname: effective_hostname(&p),
             log_directory: p.log_directory.clone(),
             runtime_handler: p.runtime_handler.clone(),
             namespaces: ns.clone(),
@@ -237,13 +274,22 @@ impl Inner {
                 if let Err(u) = self.destroy(&mut rec).await {
                     tracing::error!(pod = %id, error = %u, "rollback of a failed RunPodSandbox was incomplete");
                 }
-                Err(e.context(format!("RunPodSandbox {} ({step})", p.key)))
+                // Name the step unless the error already does.
+                if e.to_string().contains(&step) {
+                    Err(e.context(format!("RunPodSandbox {}", p.key)))
+                } else {
+                    Err(e.context(format!("RunPodSandbox {}: {step}", p.key)))
+                }
             }
         }
     }
 
     async fn create_steps(&self, rec: &mut PodRecord, p: &NewPod) -> Result<()> {
         let runtime = self.runtimes.get(&rec.runtime_handler)?;
+        let t0 = std::time::Instant::now();
+        let timing = |step: &str| {
+            tracing::debug!(pod = %p.key, step, ms = t0.elapsed().as_secs_f64() * 1e3, "RunPodSandbox step done");
+        };
         rec.step = "create the pod cgroup".into();
         if let Some(cg) = &rec.cgroup {
             crate::cgroups::create(cg)?;
@@ -252,40 +298,129 @@ impl Inner {
             rec.step = "create the network namespace".into();
             netns::create(&path).await?;
         }
-        if let Some(net) = rec.network.clone() {
-            rec.step = format!("CNI ADD of network {:?}", net.name);
-            let result = network::add(&self.cni, rec, &net).await?;
-            rec.ips = network::pod_ips(&result);
-            if let Some(n) = rec.network.as_mut() {
-                n.result = Some(result.raw.clone());
+        timing(&rec.step);
+        // The pause only needs the netns to exist, not its interfaces: CNI ADD and the pause start run
+        // side by side (unless a sysctl names an interface CNI has yet to make).
+        let snapshot = rec.clone();
+        let add = async {
+            match snapshot.network.as_ref() {
+                Some(net) => {
+                    let r = network::add(&self.cni, &snapshot, net).await;
+                    timing("CNI ADD");
+                    r.map(Some)
+                }
+                None => Ok(None),
             }
-            // Keep the result on disk at once: DEL gets it as prevResult even after a crash.
-            self.save(rec)?;
+        };
+        let start_pause = self.start_pause(&snapshot, p, &runtime);
+        let (added, started) = if needs_interfaces(&p.sysctls) {
+            let added = add.await;
+            let started = if added.is_ok() { start_pause.await } else { Ok(0) };
+            (added, started)
+        } else {
+            tokio::join!(add, start_pause)
+        };
+        timing("pause started");
+        let mut failed = None;
+        match added {
+            Ok(Some(result)) => {
+                rec.ips = network::pod_ips(&result);
+                if let Some(n) = rec.network.as_mut() {
+                    n.result = Some(result.raw);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                rec.step = format!(
+                    "CNI ADD of network {:?}",
+                    rec.network.as_ref().map(|n| n.name.as_str()).unwrap_or("")
+                );
+                failed = Some(e);
+            }
         }
-        rec.step = "write the pod files".into();
+        match started {
+            Ok(pid) => rec.pause_pid = pid,
+            Err(e) if failed.is_none() => {
+                rec.step = "start the pause container".into();
+                failed = Some(e);
+            }
+            Err(e) => tracing::warn!(pod = %rec.id, error = %e, "pause start failed too"),
+        }
+        if let Some(e) = failed {
+            // Keep what was made (the CNI result, for DEL's prevResult) on disk before the rollback.
+            let _ = self.save(rec);
+            return Err(e);
+        }
+        rec.state = PodState::Ready;
+        rec.step = "ready".into();
+        self.save(rec)
+    }
+
+    /// Pod files, the shm mount, then the pause; returns the pause's pid.
+    async fn start_pause(
+        &self,
+        rec: &PodRecord,
+        p: &NewPod,
+        runtime: &Arc<dyn crate::oci::OciRuntime>,
+    ) -> Result<u32> {
         let pod_files = PodFiles::in_dir(&PodRecord::files_dir(&self.dirs, &rec.id));
-        files::write(&pod_files, &rec.hostname, p.dns.as_ref(), rec.namespaces.host_network())?;
+        files::write(
+            &pod_files,
+            &rec.hostname,
+            p.dns.as_ref(),
+            rec.namespaces.host_network(),
+        )
+        .ctx("write the pod files")?;
         if let Some(shm) = &rec.shm {
-            rec.step = "mount the pod /dev/shm".into();
-            files::mount_shm(shm)?;
+            files::mount_shm(shm).ctx("mount the pod /dev/shm")?;
         }
-        rec.step = "start the pause container".into();
         self.pause_prepared
             .get_or_try_init(|| async {
                 crate::oci::pause::prepare_rootfs(&self.pause_rootfs, &self.pause_binary)
             })
-            .await?;
+            .await
+            .ctx("prepare the pause root")?;
         let params = pause::PauseParams {
             rec,
             rootfs: &self.pause_rootfs,
             sysctls: &p.sysctls,
         };
-        let pid = pause::start(&runtime, self.monitor_binary.clone(), &self.pause_dir(&rec.id), &params).await?;
-        rec.pause_pid = pid;
-        rec.state = PodState::Ready;
-        rec.step = "ready".into();
-        self.save(rec)
+        pause::start(
+            runtime,
+            self.monitor_binary.clone(),
+            &self.pause_dir(&rec.id),
+            &params,
+        )
+        .await
+        .ctx("start the pause container")
     }
+}
+
+/// The pod's hostname: the host's with the host network, else the requested one or the pod name.
+fn effective_hostname(p: &NewPod) -> String {
+    if p.namespaces.host_network() {
+        return nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+    }
+    if p.hostname.is_empty() {
+        p.key.name.chars().take(63).collect()
+    } else {
+        p.hostname.clone()
+    }
+}
+
+/// Whether a sysctl names a network interface other than `all`, `default` or `lo` (such as
+/// `net.ipv4.conf.eth0.forwarding`): then CNI must make the interface before the pause applies it.
+fn needs_interfaces(sysctls: &HashMap<String, String>) -> bool {
+    sysctls.keys().any(|k| {
+        let parts: Vec<&str> = k.split('.').collect();
+        parts.len() > 4
+            && parts[0] == "net"
+            && matches!(parts[2], "conf" | "neigh")
+            && !matches!(parts[3], "all" | "default" | "lo")
+    })
 }
 
 #[cfg(test)]
@@ -321,10 +456,22 @@ mod tests {
         r.config = None;
         assert_eq!(field_of(validate_run(r)), "config");
         for (f, set) in [
-            ("config.metadata.name", Box::new(|m: &mut v1::PodSandboxMetadata| m.name = "a".repeat(64)) as Box<dyn Fn(&mut _)>),
-            ("config.metadata.name", Box::new(|m: &mut v1::PodSandboxMetadata| m.name.clear())),
-            ("config.metadata.namespace", Box::new(|m: &mut v1::PodSandboxMetadata| m.namespace.clear())),
-            ("config.metadata.uid", Box::new(|m: &mut v1::PodSandboxMetadata| m.uid.clear())),
+            (
+                "config.metadata.name",
+                Box::new(|m: &mut v1::PodSandboxMetadata| m.name = "a".repeat(64)) as Box<dyn Fn(&mut _)>,
+            ),
+            (
+                "config.metadata.name",
+                Box::new(|m: &mut v1::PodSandboxMetadata| m.name.clear()),
+            ),
+            (
+                "config.metadata.namespace",
+                Box::new(|m: &mut v1::PodSandboxMetadata| m.namespace.clear()),
+            ),
+            (
+                "config.metadata.uid",
+                Box::new(|m: &mut v1::PodSandboxMetadata| m.uid.clear()),
+            ),
         ] {
             let mut r = req();
             set(r.config.as_mut().unwrap().metadata.as_mut().unwrap());
@@ -341,16 +488,25 @@ mod tests {
         r.config.as_mut().unwrap().linux = Some(v1::LinuxPodSandboxConfig {
             sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
             security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: Some(v1::NamespaceOption { network: 2, ..Default::default() }),
+                namespace_options: Some(v1::NamespaceOption {
+                    network: 2,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
         });
-        assert_eq!(field_of(validate_run(r)), "config.linux.sysctls[net.ipv4.ip_forward]");
+        assert_eq!(
+            field_of(validate_run(r)),
+            "config.linux.sysctls[net.ipv4.ip_forward]"
+        );
         let mut r = req();
         r.config.as_mut().unwrap().linux = Some(v1::LinuxPodSandboxConfig {
             security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: Some(v1::NamespaceOption { network: 3, ..Default::default() }),
+                namespace_options: Some(v1::NamespaceOption {
+                    network: 3,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -359,5 +515,14 @@ mod tests {
         let mut r = req();
         r.config.as_mut().unwrap().hostname = "bad host".into();
         assert_eq!(field_of(validate_run(r)), "config.hostname");
+    }
+
+    #[test]
+    fn interface_sysctls_wait_for_cni() {
+        let m = |k: &str| [(k.to_string(), "1".to_string())].into();
+        assert!(needs_interfaces(&m("net.ipv4.conf.eth0.forwarding")));
+        assert!(!needs_interfaces(&m("net.ipv4.conf.all.forwarding")));
+        assert!(!needs_interfaces(&m("net.ipv4.ip_unprivileged_port_start")));
+        assert!(!needs_interfaces(&m("kernel.msgmax")));
     }
 }

@@ -18,7 +18,10 @@ pub fn parse_net_dev(text: &str) -> Vec<(String, u64, u64, u64, u64)> {
         .skip(2)
         .filter_map(|l| {
             let (name, rest) = l.split_once(':')?;
-            let f: Vec<u64> = rest.split_ascii_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<u64> = rest
+                .split_ascii_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             if f.len() < 11 {
                 return None;
             }
@@ -30,11 +33,16 @@ pub fn parse_net_dev(text: &str) -> Vec<(String, u64, u64, u64, u64)> {
 impl Inner {
     fn stats_of(&self, rec: &PodRecord) -> v1::PodSandboxStats {
         let now = crate::state::now_nanos();
-        let cg = rec.cgroup.as_deref().and_then(|c| crate::cgroups::stats(c).ok()).unwrap_or_default();
+        let cg = rec
+            .cgroup
+            .as_deref()
+            .and_then(|c| crate::cgroups::stats(c).ok())
+            .unwrap_or_default();
         let network = if rec.namespaces.host_network() || rec.pause_pid == 0 || !self.is_ready(rec) {
             None
         } else {
-            let text = std::fs::read_to_string(format!("/proc/{}/net/dev", rec.pause_pid)).unwrap_or_default();
+            let text =
+                std::fs::read_to_string(format!("/proc/{}/net/dev", rec.pause_pid)).unwrap_or_default();
             let ifs: Vec<v1::NetworkInterfaceUsage> = parse_net_dev(&text)
                 .into_iter()
                 .filter(|(n, ..)| n != "lo")
@@ -102,7 +110,11 @@ impl Sandboxes {
     }
 
     /// ListPodSandboxStats: ready pods matching the filter.
-    pub fn list_stats(&self, id: &str, labels: &std::collections::HashMap<String, String>) -> Vec<v1::PodSandboxStats> {
+    pub fn list_stats(
+        &self,
+        id: &str,
+        labels: &std::collections::HashMap<String, String>,
+    ) -> Vec<v1::PodSandboxStats> {
         self.inner
             .snapshot()
             .iter()

@@ -123,10 +123,23 @@ mod tests {
 
     #[test]
     fn label_selector() {
-        let labels: HashMap<_, _> = [("app".to_string(), "web".to_string()), ("tier".into(), "fe".into())].into();
+        let labels: HashMap<_, _> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".into(), "fe".into()),
+        ]
+        .into();
         assert!(labels_match(&HashMap::new(), &labels));
-        assert!(labels_match(&[("app".to_string(), "web".to_string())].into(), &labels));
-        assert!(!labels_match(&[("app".to_string(), "db".to_string())].into(), &labels));
-        assert!(!labels_match(&[("x".to_string(), "web".to_string())].into(), &labels));
+        assert!(labels_match(
+            &[("app".to_string(), "web".to_string())].into(),
+            &labels
+        ));
+        assert!(!labels_match(
+            &[("app".to_string(), "db".to_string())].into(),
+            &labels
+        ));
+        assert!(!labels_match(
+            &[("x".to_string(), "web".to_string())].into(),
+            &labels
+        ));
     }
 }

@@ -8,10 +8,7 @@ use crate::server::validate;
 use crate::{Error, Result};
 
 /// `RunPodSandbox`.
-pub async fn run_pod_sandbox(
-    d: &Daemon,
-    req: v1::RunPodSandboxRequest,
-) -> Result<v1::RunPodSandboxResponse> {
+pub async fn run_pod_sandbox(d: &Daemon, req: v1::RunPodSandboxRequest) -> Result<v1::RunPodSandboxResponse> {
     let pod = validate_run(req)?;
     let pod_sandbox_id = d.run_pod_sandbox(pod).await?;
     Ok(v1::RunPodSandboxResponse { pod_sandbox_id })
@@ -61,7 +58,10 @@ pub async fn list_pod_sandbox(
     let state = match f.state {
         None => None,
         Some(s) => Some(v1::PodSandboxState::try_from(s.state).map_err(|_| {
-            Error::invalid("filter.state.state", format!("unknown pod sandbox state {}", s.state))
+            Error::invalid(
+                "filter.state.state",
+                format!("unknown pod sandbox state {}", s.state),
+            )
         })?),
     };
     let items = d.sandboxes.list(&ListFilter {

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Path) -> Result<u64> {
     let what = format!("blob {digest}");
     let mut resp = s.blob(digest).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     // Created here, not in the writer, so that a cancelled pull never leaves a file its guard missed.
     let f = std::fs::OpenOptions::new()
         .write(true)

@@ -292,3 +292,7 @@ fn media_type_of(header: &str, body: &[u8]) -> String {
         super::super::manifest::OCI_MANIFEST.to_string()
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

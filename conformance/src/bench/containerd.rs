@@ -1,0 +1,130 @@
+//! containerd (Debian's, with its CRI plugin) for side-by-side figures: a config of the bench's own
+//! (temporary root, state and socket, the same registry mirrors, a CNI network of its own, runc through
+//! the runc v2 shim), started and stopped by PID; the shims it leaves are ended by PID too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::net::TestNetwork;
+use crate::registry::Registry;
+
+/// The image containerd uses as the pod's pause (crust's own static pause, pushed to the local registry).
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.9";
+
+/// A running containerd.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Child,
+    _network: TestNetwork,
+}
+
+/// Whether containerd and its runc shim are installed.
+pub fn installed() -> bool {
+    Path::new("/usr/bin/containerd").exists() && Path::new("/usr/bin/containerd-shim-runc-v2").exists()
+}
+
+impl Containerd {
+    /// Writes a config and starts containerd; returns once its socket answers.
+    pub async fn start(reg: &Registry) -> Result<Containerd> {
+        let dir = tempfile::Builder::new().prefix("crust-bench-containerd-").tempdir()?;
+        let cni = dir.path().join("cni");
+        let network = TestNetwork::reserve(&cni, dir.path());
+        let socket = dir.path().join("containerd.sock");
+        let mut mirrors = String::new();
+        let mut hosts: Vec<String> = crate::crustd::MIRRORED_HOSTS.iter().map(|h| h.to_string()).collect();
+        hosts.push(reg.host());
+        for h in hosts {
+            mirrors.push_str(&format!(
+                "[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{h}\"]\n  endpoint = [\"{}\"]\n",
+                reg.url()
+            ));
+        }
+        let cfg = format!(
+            r#"version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "/usr/sbin/runc"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{cni}"
+{mirrors}"#,
+            root = dir.path().join("root").display(),
+            state = dir.path().join("state").display(),
+            socket = socket.display(),
+            cni = cni.display(),
+        );
+        let cfg_path = dir.path().join("config.toml");
+        std::fs::write(&cfg_path, cfg)?;
+        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+        let child = Command::new("/usr/bin/containerd")
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .spawn()
+            .context("spawn containerd")?;
+        let c = Containerd { dir, socket, child, _network: network };
+        for _ in 0..300 {
+            if let Ok(ch) = crate::crustd::channel(&c.socket).await {
+                let mut rt = cri_api::v1::runtime_service_client::RuntimeServiceClient::new(ch);
+                if rt.version(cri_api::v1::VersionRequest::default()).await.is_ok() {
+                    return Ok(c);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("containerd did not answer on {}; its log is in {}", c.socket.display(), c.dir.path().join("containerd.log").display())
+    }
+
+    /// The daemon's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Shims outlive containerd by design; these are the ones this run started.
+        let needle = self.socket.display().to_string();
+        for p in super::memory::find("containerd-shim", &needle) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        let dirs = [self.dir.path()];
+        crate::crustd::kill_processes_using(&dirs);
+        crate::crustd::unmount_under(&dirs);
+    }
+}

@@ -1,0 +1,455 @@
+//! The critest image stand-ins (`harness::standins`, pushed by `crust-test-images`): every reference critest
+//! pulls resolves in a real registry (indexes offering this host's platform), the images are what critest
+//! needs (users, tags, distinct or shared IDs), and the programs in them behave as critest expects when
+//! run from their unpacked root: the nginx and httpd stand-ins serve HTTP, nnp honours setuid and
+//! no_new_privs, ipcs lists a segment.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use harness::Registry;
+use harness::images::media;
+use harness::standins::{self, Kind, StandIn};
+use serde_json::Value;
+
+const ACCEPT: &str = "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json, \
+                      application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json";
+
+fn get_json(reg: &Registry, path: &str) -> (Value, String) {
+    let r = reg.request("GET", path, &[("Accept", ACCEPT)], b"");
+    assert_eq!(r.status, 200, "GET {path}: {r:?}");
+    let ct = r.header("Content-Type").unwrap_or_default().to_string();
+    (serde_json::from_slice(&r.body).expect("json"), ct)
+}
+
+/// The host platform's manifest of a stand-in (through its index when it has one).
+fn host_manifest(reg: &Registry, s: &StandIn) -> Value {
+    let (doc, ct) = get_json(reg, &format!("/v2/{}/manifests/{}", s.repo, s.tag));
+    assert_eq!(ct, s.media_type, "{}:{}", s.repo, s.tag);
+    if s.kind == Kind::DockerManifest {
+        return doc;
+    }
+    let entries = doc["manifests"].as_array().expect("manifests");
+    let arch = standins::host_arch();
+    let host: Vec<&Value> = entries
+        .iter()
+        .filter(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+        .collect();
+    assert_eq!(
+        host.len(),
+        1,
+        "{}:{} has one linux/{arch} entry: {doc}",
+        s.repo,
+        s.tag
+    );
+    assert!(
+        entries.len() >= 2,
+        "{}:{} offers another platform too",
+        s.repo,
+        s.tag
+    );
+    let digest = host[0]["digest"].as_str().unwrap();
+    get_json(reg, &format!("/v2/{}/manifests/{digest}", s.repo)).0
+}
+
+fn config(reg: &Registry, s: &StandIn) -> Value {
+    let m = host_manifest(reg, s);
+    let d = m["config"]["digest"].as_str().unwrap();
+    assert_eq!(d, s.id);
+    get_json(reg, &format!("/v2/{}/blobs/{d}", s.repo)).0
+}
+
+fn find<'a>(all: &'a [StandIn], upstream: &str) -> &'a StandIn {
+    all.iter()
+        .find(|s| s.upstream.iter().any(|u| u == upstream))
+        .unwrap_or_else(|| panic!("no stand-in for {upstream}"))
+}
+
+/// Unpacks the host platform's layers of `s`, lowest first, into `dir` (modes and owners kept).
+fn unpack(reg: &Registry, s: &StandIn, dir: &Path) {
+    let m = host_manifest(reg, s);
+    for l in m["layers"].as_array().unwrap() {
+        let d = l["digest"].as_str().unwrap();
+        let blob = reg.request("GET", &format!("/v2/{}/blobs/{d}", s.repo), &[], b"");
+        assert_eq!(blob.status, 200);
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&blob.body[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut a = tar::Archive::new(&tar[..]);
+        a.set_preserve_permissions(true);
+        a.set_preserve_ownerships(true);
+        a.set_overwrite(true);
+        a.unpack(dir).unwrap();
+    }
+}
+
+#[test]
+fn every_reference_critest_pulls_resolves() {
+    let reg = Registry::start();
+    let all = standins::push_all(&reg, harness::pause_binary().as_deref());
+    let mut upstream: Vec<&str> = all
+        .iter()
+        .flat_map(|s| s.upstream.iter().map(|u| u.as_str()))
+        .collect();
+    upstream.sort();
+    let before = upstream.len();
+    upstream.dedup();
+    assert_eq!(before, upstream.len(), "each upstream reference is served once");
+
+    // Every reference in cri-tools' pkg/validate and pkg/framework (linux/amd64), except the pull by the
+    // upstream digest (standins::NOT_SERVABLE).
+    let arch = standins::host_arch();
+    let mut expected = vec![
+        "registry.k8s.io/e2e-test-images/busybox:1.29-2".to_string(),
+        "registry.k8s.io/e2e-test-images/nginx:1.14-2".into(),
+        "registry.k8s.io/e2e-test-images/httpd:2.4.39-4".into(),
+        "registry.k8s.io/pause:3.9".into(),
+        "k8s.gcr.io/pause:3.9".into(),
+        format!("gcr.io/k8s-staging-cri-tools/hostnet-nginx-{arch}:latest"),
+    ];
+    if arch == "amd64" {
+        expected.push("registry.k8s.io/e2e-test-images/nonewprivs:1.3".into());
+    }
+    for n in [
+        "test-image-user-uid:latest",
+        "test-image-user-username:latest",
+        "test-image-user-uid-group:latest",
+        "test-image-user-username-group:latest",
+        "test-image-predefined-group:latest",
+        "test-image-latest:latest",
+        "test-image-tag:test",
+        "test-image-tag:all",
+        "test-image-digest:latest",
+        "test-image-1:latest",
+        "test-image-2:latest",
+        "test-image-3:latest",
+        "test-image-tags:1",
+        "test-image-tags:2",
+        "test-image-tags:3",
+    ] {
+        expected.push(format!("gcr.io/k8s-staging-cri-tools/{n}"));
+    }
+    for e in &expected {
+        assert!(upstream.contains(&e.as_str()), "no stand-in for {e}");
+    }
+
+    for s in &all {
+        // The local path is the upstream one without its registry host.
+        for u in &s.upstream {
+            assert_eq!(u.split_once('/').unwrap().1, format!("{}:{}", s.repo, s.tag));
+        }
+        let r = reg.request(
+            "GET",
+            &format!("/v2/{}/manifests/{}", s.repo, s.tag),
+            &[("Accept", ACCEPT)],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}:{}", s.repo, s.tag);
+        assert_eq!(harness::images::digest(&r.body), s.digest);
+        let m = host_manifest(&reg, s);
+        for l in m["layers"].as_array().unwrap() {
+            let head = reg.request(
+                "HEAD",
+                &format!("/v2/{}/blobs/{}", s.repo, l["digest"].as_str().unwrap()),
+                &[],
+                b"",
+            );
+            assert_eq!(head.status, 200);
+        }
+        let cfg = config(&reg, s);
+        assert_eq!(cfg["architecture"], arch);
+        assert_eq!(cfg["os"], "linux");
+        match s.kind {
+            Kind::DockerList => assert_eq!(s.media_type, media::DOCKER_LIST),
+            Kind::OciIndex => assert_eq!(s.media_type, media::OCI_INDEX),
+            Kind::DockerManifest => assert_eq!(s.media_type, media::DOCKER_MANIFEST),
+        }
+    }
+
+    // The users ImageStatus reports.
+    for (name, user) in [
+        ("test-image-user-uid", "1002"),
+        ("test-image-user-username", "www-data"),
+        ("test-image-user-uid-group", "1003:1004"),
+        ("test-image-user-username-group", "www-data:1004"),
+        ("test-image-predefined-group", "1000"),
+    ] {
+        let s = find(&all, &format!("gcr.io/k8s-staging-cri-tools/{name}:latest"));
+        assert_eq!(config(&reg, s)["config"]["User"], user, "{name}");
+    }
+
+    // One image under test-image-tags:1/2/3 and under both pause names; three different test-image-N.
+    let tags: Vec<&StandIn> = (1..=3)
+        .map(|i| find(&all, &format!("gcr.io/k8s-staging-cri-tools/test-image-tags:{i}")))
+        .collect();
+    assert!(
+        tags.iter()
+            .all(|s| s.id == tags[0].id && s.digest == tags[0].digest)
+    );
+    let pause = find(&all, "registry.k8s.io/pause:3.9");
+    assert!(pause.upstream.contains(&"k8s.gcr.io/pause:3.9".to_string()));
+    let mut ids: Vec<&str> = (1..=3)
+        .map(|i| {
+            find(
+                &all,
+                &format!("gcr.io/k8s-staging-cri-tools/test-image-{i}:latest"),
+            )
+            .id
+            .as_str()
+        })
+        .chain([
+            tags[0].id.as_str(),
+            find(&all, "gcr.io/k8s-staging-cri-tools/test-image-tag:test")
+                .id
+                .as_str(),
+        ])
+        .chain([find(&all, "gcr.io/k8s-staging-cri-tools/test-image-tag:all")
+            .id
+            .as_str()])
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "the test images are distinct");
+
+    // The digest critest pulls by cannot be served: the registry says so (and the runner says why).
+    let (r, _) = standins::NOT_SERVABLE[0];
+    let (repo, digest) = r.split_once('/').unwrap().1.split_once('@').unwrap();
+    let miss = reg.request(
+        "GET",
+        &format!("/v2/{repo}/manifests/{digest}"),
+        &[("Accept", ACCEPT)],
+        b"",
+    );
+    assert_eq!(miss.status, 404);
+}
+
+/// A temporary root for an unpacked image (not under a nosuid mount: nnp is setuid).
+fn rootfs() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("crust-standin-")
+        .tempdir_in(harness::target_dir())
+        .unwrap()
+}
+
+fn wait_file(p: &Path) -> String {
+    harness::wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(p).ok().filter(|s| !s.trim().is_empty())
+    })
+    .unwrap_or_else(|| panic!("{} never written", p.display()))
+}
+
+/// `wget` from the host's busybox inside the network namespace of `pid`.
+fn http_get_in_netns(pid: u32, port: u16) -> Option<String> {
+    // (Debian's busybox wget crashes on -T; `timeout` bounds it instead.)
+    let out = Command::new("timeout")
+        .args(["10", "nsenter"])
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args([
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://127.0.0.1:{port}/"),
+        ])
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts `cmd` of the unpacked image `root` in new network and mount namespaces (loopback up), in this
+/// PID namespace, as the same process all along (unshare and chroot exec).
+fn start_in_netns(root: &Path, cmd: &[&str]) -> Running {
+    // A container has /dev (ash needs /dev/null for `&`): bind the host's in a mount namespace of its own.
+    let mut script = String::from("ip link set lo up && mount --bind /dev \"$0/dev\" && exec chroot \"$0\"");
+    for (i, _) in cmd.iter().enumerate() {
+        script.push_str(&format!(" \"${}\"", i + 1));
+    }
+    Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .arg(root)
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(Running)
+        .unwrap()
+}
+
+/// A started stand-in; SIGKILLed with its children (by PID) if the test ends while it runs.
+struct Running(std::process::Child);
+
+fn children_of(pid: u32) -> Vec<i32> {
+    let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    list.split_whitespace().filter_map(|c| c.parse().ok()).collect()
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            for c in children_of(self.0.id()) {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(c), nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn terminate(run: &mut Running, sig: nix::sys::signal::Signal) -> std::process::ExitStatus {
+    let children = children_of(run.0.id());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.0.id() as i32), sig).unwrap();
+    let st = harness::wait_for(Duration::from_secs(10), || run.0.try_wait().unwrap())
+        .unwrap_or_else(|| panic!("the stand-in ignored {sig}"));
+    for c in children {
+        // Its server must go with it (a zombie waiting for PID 1's reaping counts as gone).
+        let gone = harness::wait_for(Duration::from_secs(5), || {
+            let stat = std::fs::read_to_string(format!("/proc/{c}/stat")).unwrap_or_default();
+            (stat.is_empty()
+                || stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')))
+            .then_some(())
+        });
+        if gone.is_none() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c), nix::sys::signal::Signal::SIGKILL);
+            panic!("server process {c} outlived the stand-in");
+        }
+    }
+    st
+}
+
+#[test]
+fn the_stand_in_programs_behave_as_critest_expects() {
+    let reg = Registry::start();
+    let all = standins::push_all(&reg, None);
+
+    // nginx: a process named nginx (its PID in /var/run/nginx.pid, "master process" in its command
+    // line) serving HTTP on :80, stopping on SIGTERM.
+    let nginx = find(&all, "registry.k8s.io/e2e-test-images/nginx:1.14-2");
+    let root = rootfs();
+    unpack(&reg, nginx, root.path());
+    let cfg = config(&reg, nginx);
+    let cmd: Vec<String> = serde_json::from_value(cfg["config"]["Cmd"].clone()).unwrap();
+    let mut child = start_in_netns(root.path(), &cmd.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let pid = child.0.id();
+    assert_eq!(
+        wait_file(&root.path().join("var/run/nginx.pid")).trim(),
+        pid.to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim(),
+        "nginx"
+    );
+    let cmdline =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap()).into_owned();
+    assert!(cmdline.contains("master process"), "{cmdline:?}");
+    let page = harness::wait_for(Duration::from_secs(10), || http_get_in_netns(pid, 80))
+        .expect("nginx stand-in serves :80");
+    assert!(page.contains("nginx"), "{page}");
+    assert!(terminate(&mut child, nix::sys::signal::Signal::SIGTERM).success());
+
+    // httpd: "httpd" on stdout, HTTP on :80, stops on its image's stop signal (SIGWINCH).
+    let httpd = find(&all, "registry.k8s.io/e2e-test-images/httpd:2.4.39-4");
+    let root = rootfs();
+    unpack(&reg, httpd, root.path());
+    let cfg = config(&reg, httpd);
+    assert_eq!(cfg["config"]["StopSignal"], "SIGWINCH");
+    assert_eq!(cfg["config"]["Cmd"][0], "httpd-foreground");
+    let mut child = start_in_netns(root.path(), &["/usr/local/bin/httpd-foreground"]);
+    let pid = child.0.id();
+    let page = harness::wait_for(Duration::from_secs(10), || http_get_in_netns(pid, 80))
+        .expect("httpd stand-in serves :80");
+    assert!(page.contains("It works!"), "{page}");
+    assert!(terminate(&mut child, nix::sys::signal::Signal::SIGWINCH).success());
+    let mut out = String::new();
+    child.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(out.contains("httpd"), "{out:?}");
+
+    // nnp: setuid root takes effect for UID 1000, unless no_new_privs is set.
+    if let Some(nnp) = all.iter().find(|s| s.repo == "e2e-test-images/nonewprivs") {
+        let root = rootfs();
+        unpack(&reg, nnp, root.path());
+        let run = |nnp_flag: bool| {
+            let mut c = Command::new("setpriv");
+            if nnp_flag {
+                c.arg("--no-new-privs");
+            }
+            let out = c
+                .arg("chroot")
+                .arg("--userspec=1000:1000")
+                .arg(root.path())
+                .arg("/usr/local/bin/nnp")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(run(false), "Effective uid: 0\n");
+        assert_eq!(run(true), "Effective uid: 1000\n");
+    }
+
+    // ipcs: lists a segment made in its IPC namespace.
+    let busybox = find(&all, "registry.k8s.io/e2e-test-images/busybox:1.29-2");
+    let root = rootfs();
+    unpack(&reg, busybox, root.path());
+    let script = "mount --bind /proc \"$0/proc\" && id=$(ipcmk -M 4096 | sed 's/[^0-9]//g') && echo \"id=$id\" && chroot \"$0\" ipcs -m";
+    let out = Command::new("unshare")
+        .args([
+            "--ipc",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id="))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!id.is_empty(), "{text}");
+    assert!(
+        text.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(id.as_str())),
+        "{text}"
+    );
+    // The user the RunAsUsername spec asks for.
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    assert!(
+        passwd.lines().any(|l| l.starts_with("nobody:x:65534:")),
+        "{passwd}"
+    );
+}
