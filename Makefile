@@ -56,6 +56,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+## conformance: critest (from PATH; skipped with a message when absent) against crustd, images from a
+## local registry ($CRUST_TEST_REGISTRY) of stand-ins. Arguments for critest: CRITEST_ARGS=...
+conformance:
+	conformance/critest.sh
+
 clean:
 	$(CARGO) clean
 

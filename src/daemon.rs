@@ -21,6 +21,8 @@ pub struct Daemon {
     pub containers: container::Containers,
     /// Pod CIDR from UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
+    /// The exec/attach/port-forward server's tokens and URL.
+    pub streaming: crate::streaming::Streaming,
 }
 
 impl Daemon {
@@ -30,6 +32,7 @@ impl Daemon {
         let images = image::ImageStore::open(&config, &dirs).await?;
         let sandboxes = sandbox::Sandboxes::open(&config, &dirs).await?;
         let containers = container::Containers::open(&config, &dirs).await?;
+        let streaming = crate::streaming::Streaming::new(&config);
         let d = Arc::new(Daemon {
             config,
             dirs,
@@ -37,8 +40,10 @@ impl Daemon {
             sandboxes,
             containers,
             pod_cidr: Mutex::new(String::new()),
+            streaming,
         });
         d.recover().await;
+        crate::streaming::start(&d).await?;
         Ok(d)
     }
 

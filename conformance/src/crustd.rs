@@ -337,8 +337,14 @@ pub fn remove_cgroups(rel: &str) -> Vec<String> {
     for e in rd.flatten() {
         let top = e.path().join(rel);
         if top.is_dir() {
+            // The parent itself is crustd's to keep (shared by all pods); only cgroups below it are leftovers.
+            let children = std::fs::read_dir(&top)
+                .map(|rd| rd.flatten().filter(|c| c.file_type().is_ok_and(|t| t.is_dir())).count())
+                .unwrap_or(0);
             remove_cgroup_tree(&top);
-            removed.push(format!("cgroup {}", top.display()));
+            if children > 0 {
+                removed.push(format!("cgroup {} ({children} below it)", top.display()));
+            }
         }
     }
     removed

@@ -12,6 +12,7 @@ pub mod images;
 pub mod net;
 pub mod registry;
 pub mod standins;
+pub mod streamclient;
 
 pub use crustd::{Crustd, CrustdOptions};
 pub use images::{LayerBuilder, TestImages};

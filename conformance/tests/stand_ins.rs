@@ -453,3 +453,97 @@ fn the_stand_in_programs_behave_as_critest_expects() {
         "{passwd}"
     );
 }
+
+/// crustd, with mirrors for the upstream registries (k8s.gcr.io too) and fallback off, pulls every
+/// stand-in by its upstream reference and reports what critest's image specs check.
+#[tokio::test]
+async fn crustd_pulls_every_stand_in_through_its_mirrors() {
+    use cri_api::v1::{ImageSpec, ImageStatusRequest, PullImageRequest};
+    let reg = Registry::start();
+    let all = standins::push_all(&reg, harness::pause_binary().as_deref());
+    let extra = format!(
+        "[registry.mirrors.\"k8s.gcr.io\"]\nendpoint = [{:?}]\nfallback_to_upstream = false\n",
+        reg.url()
+    );
+    let crustd = harness::Crustd::start(harness::CrustdOptions {
+        registry: Some(&reg),
+        extra_toml: extra,
+        ..Default::default()
+    })
+    .await;
+    let mut images = crustd.images().await;
+    let spec = |r: &str| {
+        Some(ImageSpec {
+            image: r.to_string(),
+            ..Default::default()
+        })
+    };
+    let mut ids = std::collections::HashMap::new();
+    for s in &all {
+        for u in &s.upstream {
+            let pulled = images
+                .pull_image(PullImageRequest {
+                    image: spec(u),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("pull {u}: {e}"))
+                .into_inner();
+            assert_eq!(
+                pulled.image_ref, s.id,
+                "{u}: the image ID is the host platform's config digest"
+            );
+            let st = images
+                .image_status(ImageStatusRequest {
+                    image: spec(u),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .image
+                .unwrap_or_else(|| panic!("{u} has no status after its pull"));
+            assert!(st.repo_tags.contains(u), "{u}: {:?}", st.repo_tags);
+            ids.insert(u.clone(), st);
+        }
+    }
+    // What critest's "image status get image fields should not have Uid|Username empty" spec wants.
+    let cri = "gcr.io/k8s-staging-cri-tools";
+    for (name, uid, username) in [
+        ("test-image-user-uid", Some(1002), ""),
+        ("test-image-user-username", None, "www-data"),
+        ("test-image-user-uid-group", Some(1003), ""),
+        ("test-image-user-username-group", None, "www-data"),
+    ] {
+        let st = &ids[&format!("{cri}/{name}:latest")];
+        assert_eq!(
+            st.uid.as_ref().map(|v| v.value).unwrap_or(0),
+            uid.unwrap_or(0),
+            "{name}"
+        );
+        assert_eq!(st.username, username, "{name}");
+    }
+    assert_eq!(
+        ids["registry.k8s.io/pause:3.9"].id,
+        ids["k8s.gcr.io/pause:3.9"].id
+    );
+    // Three tags of one image: one image with the three tags (status asked after all three pulls).
+    let tags = images
+        .image_status(ImageStatusRequest {
+            image: spec(&format!("{cri}/test-image-tags:1")),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    let mut repo_tags = tags.repo_tags.clone();
+    repo_tags.sort();
+    assert_eq!(
+        repo_tags,
+        (1..=3)
+            .map(|i| format!("{cri}/test-image-tags:{i}"))
+            .collect::<Vec<_>>()
+    );
+}

@@ -98,16 +98,38 @@ impl Daemon {
         let meta = req.config.metadata.clone().unwrap_or_default();
         let key = (pod.id.clone(), meta.name.clone(), meta.attempt);
         let id = crate::state::new_id();
-        {
+        enum Slot {
+            Ours(tokio::sync::watch::Sender<Option<Shared>>),
+            Inflight(tokio::sync::watch::Receiver<Option<Shared>>),
+            Taken(String),
+        }
+        let slot = {
             let mut names = lock(&self.containers.inner.names);
-            if let Some(other) = names.get(&key) {
+            let mut inflight = lock(&self.containers.inner.inflight);
+            match names.get(&key) {
+                Some(other) => match inflight.get(&key) {
+                    Some(rx) => Slot::Inflight(rx.clone()),
+                    None => Slot::Taken(other.clone()),
+                },
+                None => {
+                    names.insert(key.clone(), id.clone());
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    inflight.insert(key.clone(), rx);
+                    Slot::Ours(tx)
+                }
+            }
+        };
+        let tx = match slot {
+            Slot::Ours(tx) => tx,
+            // A retry of a create still in progress: its result is this one's.
+            Slot::Inflight(rx) => return wait_inflight(rx).await,
+            Slot::Taken(other) => {
                 return Err(Error::AlreadyExists(format!(
                     "container name {:?} (attempt {}) in pod {} is already in use by container {other}",
                     meta.name, meta.attempt, pod.id
                 )));
             }
-            names.insert(key.clone(), id.clone());
-        }
+        };
         let pod_id = pod.id.clone();
         let plan = Plan {
             id: id.clone(),
@@ -120,16 +142,25 @@ impl Daemon {
         let inner = Arc::clone(&self.containers.inner);
         // In a task of its own: a caller that goes away must not leave a half-made container.
         let r = tokio::spawn(async move {
-            let r = inner.create(&plan).await;
+            let r = inner
+                .create(&plan)
+                .await
+                .map(|()| plan.id.clone())
+                .map_err(|e| e.context(format!("CreateContainer {:?} in pod {pod_id}", meta.name)));
             if r.is_err() {
                 lock(&inner.names).remove(&key);
             }
-            r
+            lock(&inner.inflight).remove(&key);
+            let shared = Arc::new(r);
+            let _ = tx.send(Some(Arc::clone(&shared)));
+            shared
         })
         .await
         .map_err(|e| Error::Internal(format!("create task failed: {e}")))?;
-        r.ctx(format!("CreateContainer {:?} in pod {pod_id}", meta.name))?;
-        Ok(id)
+        match &*r {
+            Ok(_) => Ok(id),
+            Err(e) => Err(share_err(e)),
+        }
     }
 
     /// StartContainer: runs the user process of a CREATED container.
@@ -151,6 +182,38 @@ impl Daemon {
         }
         rec.started_at = crate::state::now_nanos();
         inner.put(rec)
+    }
+}
+
+/// The result of a create in progress, shared with retries.
+pub(super) type Shared = Arc<Result<String>>;
+
+async fn wait_inflight(mut rx: tokio::sync::watch::Receiver<Option<Shared>>) -> Result<String> {
+    let r = rx
+        .wait_for(|v| v.is_some())
+        .await
+        .map_err(|_| Error::Internal("the create this retry waited for went away".into()))?
+        .clone();
+    match r.as_deref() {
+        Some(Ok(id)) => Ok(id.clone()),
+        Some(Err(e)) => Err(share_err(e)),
+        None => Err(Error::Internal("no create result".into())),
+    }
+}
+
+/// A copy of a shared error, same kind and message.
+fn share_err(e: &Error) -> Error {
+    match e {
+        Error::InvalidArgument { field, msg } => Error::invalid(field.clone(), msg.clone()),
+        Error::NotFound(m) => Error::NotFound(m.clone()),
+        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+        Error::Unavailable(m) => Error::Unavailable(m.clone()),
+        Error::DeadlineExceeded(m) => Error::DeadlineExceeded(m.clone()),
+        Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
+        Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
+        Error::Unimplemented(m) => Error::Unimplemented(m.clone()),
+        Error::Io { .. } | Error::Internal(_) => Error::Internal(e.to_string()),
     }
 }
 
@@ -178,12 +241,32 @@ fn pod_info(pod: &PodContext, sb: Option<&v1::PodSandboxConfig>) -> PodInfo {
 }
 
 /// `log_directory` joined with `log_path` (an absolute `log_path` stands alone); `None` without a
-/// `log_path`.
+/// `log_path`, or when the result is not absolute (no log directory: nowhere sensible to write).
 fn log_path(log_dir: &str, log_path: &str) -> Option<PathBuf> {
     if log_path.is_empty() {
         return None;
     }
-    Some(Path::new(log_dir).join(log_path))
+    let p = Path::new(log_dir).join(log_path);
+    if !p.is_absolute() {
+        tracing::warn!(
+            log_path,
+            "the pod has no log_directory; the container's output is discarded"
+        );
+        return None;
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+#[test]
+fn log_paths() {
+    assert_eq!(
+        log_path("/var/log/pods/x", "c/0.log"),
+        Some(PathBuf::from("/var/log/pods/x/c/0.log"))
+    );
+    assert_eq!(log_path("", "c/0.log"), None);
+    assert_eq!(log_path("/var/log", ""), None);
+    assert_eq!(log_path("", "/tmp/c.log"), Some(PathBuf::from("/tmp/c.log")));
 }
 
 impl Inner {

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     host: spec::HostInfo,
     records: Mutex<HashMap<String, ContainerRecord>>,
     names: Mutex<HashMap<NameKey, String>>,
+    /// Creates in progress, by name: a retry waits for the result.
+    inflight: Mutex<HashMap<NameKey, tokio::sync::watch::Receiver<Option<create::Shared>>>>,
     locks: Locks,
     /// Last CPU sample per container (timestamp ns, cumulative CPU ns) for nanocores.
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
@@ -95,6 +97,7 @@ impl Containers {
                 host,
                 records: Mutex::new(records),
                 names: Mutex::new(names),
+                inflight: Mutex::new(HashMap::new()),
                 locks: Locks::default(),
                 cpu_samples: Mutex::new(HashMap::new()),
                 exec_procs: Mutex::new(HashMap::new()),
@@ -151,7 +154,7 @@ impl Inner {
         }
         if let Some(st) = crate::monitor::read_exit(&self.dirs.container_state(&rec.id)) {
             rec.set_exit(&st);
-            if let Err(e) = self.put(rec.clone()) {
+            if let Err(e) = self.put_existing(rec.clone()) {
                 tracing::warn!(id = %rec.id, error = %e, "saving the exit of a container failed");
             }
         }
@@ -162,6 +165,18 @@ impl Inner {
     fn put(&self, rec: ContainerRecord) -> Result<()> {
         rec.save(&self.dirs)?;
         let mut recs = lock(&self.records);
+        recs.insert(rec.id.clone(), rec);
+        Ok(())
+    }
+
+    /// Like `put`, for callers without the container's lock: a container removed meanwhile stays
+    /// removed (the check and the write happen under the records lock).
+    fn put_existing(&self, rec: ContainerRecord) -> Result<()> {
+        let mut recs = lock(&self.records);
+        if !recs.contains_key(&rec.id) {
+            return Ok(());
+        }
+        rec.save(&self.dirs)?;
         recs.insert(rec.id.clone(), rec);
         Ok(())
     }
@@ -177,12 +192,18 @@ impl Inner {
         }
     }
 
-    /// Drops a removed container from memory.
-    fn forget(&self, rec: &ContainerRecord) {
+    /// Deletes the record file and drops the container from memory (under the records lock, so an
+    /// unlocked refresh cannot write the record back).
+    fn forget(&self, rec: &ContainerRecord) -> Result<()> {
+        {
+            let mut recs = lock(&self.records);
+            ContainerRecord::delete(&self.dirs, &rec.id)?;
+            recs.remove(&rec.id);
+        }
         lock(&self.names).remove(&(rec.pod_id.clone(), rec.name.clone(), rec.attempt));
-        lock(&self.records).remove(&rec.id);
         lock(&self.cpu_samples).remove(&rec.id);
         lock(&self.exec_procs).remove(&rec.id);
+        Ok(())
     }
 
     /// Start-up recovery (see the module doc).
@@ -192,8 +213,8 @@ impl Inner {
             let dir = self.dirs.container_state(&rec.id);
             if rec.step == Step::Creating {
                 tracing::info!(id = %rec.id, "rolling back a half-created container");
-                match self.destroy(&rec).await {
-                    Ok(()) => self.forget(&rec),
+                match self.destroy(&rec).await.and_then(|()| self.forget(&rec)) {
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::warn!(id = %rec.id, error = %e, "rollback of a half-created container failed")
                     }

@@ -269,3 +269,63 @@ impl ContainerRecord {
         self.message = why.to_string();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::ExitStatus;
+
+    fn rec() -> ContainerRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "abc", "pod_id": "p", "name": "c", "attempt": 0, "step": "created", "created_at": 1,
+            "image": "busybox", "image_id": "sha256:x", "image_ref": "sha256:x", "uid": 0, "gid": 0,
+            "stop_signal": 15, "cgroup": "crust/p/abc",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn exit_reasons_and_states() {
+        let mut r = rec();
+        assert_eq!(cri_state(&r), v1::ContainerState::ContainerCreated);
+        r.started_at = 2;
+        assert_eq!(cri_state(&r), v1::ContainerState::ContainerRunning);
+        let st = |code, signal, oom| ExitStatus {
+            exit_code: code,
+            signal,
+            oom_killed: oom,
+            finished_at_ns: 3,
+            ..Default::default()
+        };
+        r.set_exit(&st(0, 0, false));
+        assert_eq!(
+            (cri_state(&r), r.reason.as_str(), r.finished_at),
+            (v1::ContainerState::ContainerExited, "Completed", 3)
+        );
+        r.set_exit(&st(3, 0, false));
+        assert_eq!(
+            (r.reason.as_str(), r.message.as_str()),
+            ("Error", "exited with code 3")
+        );
+        r.set_exit(&st(137, 9, true));
+        assert_eq!((r.exit_code, r.reason.as_str()), (137, "OOMKilled"));
+        r.set_unknown_exit("gone");
+        assert_eq!((r.exit_code, r.reason.as_str()), (255, "Unknown"));
+    }
+
+    #[test]
+    fn resources_update_keeps_unset_values() {
+        let old = ResourcesRecord {
+            memory_limit_in_bytes: 100,
+            cpu_shares: 2,
+            ..Default::default()
+        };
+        let new = ResourcesRecord {
+            cpu_shares: 512,
+            ..Default::default()
+        };
+        let m = old.merged(&new);
+        assert_eq!((m.memory_limit_in_bytes, m.cpu_shares), (100, 512));
+        assert_eq!(ResourcesRecord::from_cri(&m.to_cri()), m);
+    }
+}

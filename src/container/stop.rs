@@ -105,11 +105,11 @@ impl Inner {
             .await
             .map_err(|e| e.context(&ctx))?;
         self.destroy(&rec).await.map_err(|e| e.context(&ctx))?;
-        self.forget(&rec);
-        Ok(())
+        self.forget(&rec).map_err(|e| e.context(&ctx))
     }
 
-    /// Deletes the runtime's container, unmounts and removes the rootfs, the state dir and the record.
+    /// Deletes the runtime's container, unmounts and removes the rootfs and the state dir (the record
+    /// goes with `forget`).
     pub(super) async fn destroy(&self, rec: &ContainerRecord) -> Result<()> {
         let rt = self.runtime(rec)?;
         rt.delete(&rec.id, true).await?;
@@ -119,7 +119,6 @@ impl Inner {
             .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
         let dir = self.dirs.container_state(&rec.id);
         crate::state::remove_dir_idempotent(&dir)
-            .map_err(|e| Error::io(format!("remove {}", dir.display()), e))?;
-        ContainerRecord::delete(&self.dirs, &rec.id)
+            .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
     }
 }

@@ -83,7 +83,10 @@ impl Index {
             return None;
         }
         let hexpart = s.strip_prefix("sha256:").unwrap_or(s);
-        let is_hex = !hexpart.is_empty() && hexpart.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let is_hex = !hexpart.is_empty()
+            && hexpart
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if is_hex && hexpart.len() == 64 {
             let id = format!("sha256:{hexpart}");
             if let Some(i) = self.images.iter().position(|r| r.id == id) {
@@ -104,7 +107,11 @@ impl Index {
         }
         if is_hex && hexpart.len() >= 3 {
             let p = format!("sha256:{hexpart}");
-            let mut hits = self.images.iter().enumerate().filter(|(_, r)| r.id.starts_with(&p));
+            let mut hits = self
+                .images
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.id.starts_with(&p));
             if let (Some((i, _)), None) = (hits.next(), hits.next()) {
                 return Some(Match::Image(i));
             }
@@ -195,7 +202,11 @@ mod tests {
     fn lookups_by_id_prefix_tag_and_digest() {
         let dg = format!("sha256:{}", "c".repeat(64));
         let mut ix = Index::default();
-        ix.add(rec('a', &["docker.io/library/busybox:latest"], &[&format!("docker.io/library/busybox@{dg}")]));
+        ix.add(rec(
+            'a',
+            &["docker.io/library/busybox:latest"],
+            &[&format!("docker.io/library/busybox@{dg}")],
+        ));
         ix.add(rec('b', &["127.0.0.1:5000/x/y:1"], &[]));
         let a = ix.images[0].id.clone();
         assert_eq!(ix.get(&a).unwrap().id, a);
@@ -203,7 +214,10 @@ mod tests {
         assert_eq!(ix.get("aaaa").unwrap().id, a);
         assert_eq!(ix.get("busybox").unwrap().id, a);
         assert_eq!(ix.get(&format!("busybox@{dg}")).unwrap().id, a);
-        assert_eq!(ix.get("127.0.0.1:5000/x/y:1").unwrap().repo_tags[0], "127.0.0.1:5000/x/y:1");
+        assert_eq!(
+            ix.get("127.0.0.1:5000/x/y:1").unwrap().repo_tags[0],
+            "127.0.0.1:5000/x/y:1"
+        );
         assert!(ix.get("busybox:2").is_none());
         assert!(ix.get("zz").is_none());
     }
@@ -213,13 +227,21 @@ mod tests {
         let mut ix = Index::default();
         ix.add(rec('a', &["docker.io/r/a:1", "docker.io/r/a:2"], &[]));
         ix.add(rec('b', &["docker.io/r/a:2"], &[]));
-        assert_eq!(ix.images[0].repo_tags, vec!["docker.io/r/a:1"], "the tag moved to the new image");
+        assert_eq!(
+            ix.images[0].repo_tags,
+            vec!["docker.io/r/a:1"],
+            "the tag moved to the new image"
+        );
         let a = ix.images[0].id.clone();
         assert_eq!(ix.remove("r/a:1"), Some(a), "its last tag: the image goes");
         assert_eq!(ix.images.len(), 1);
         ix.add(rec('b', &["docker.io/r/a:3"], &[]));
         assert_eq!(ix.images[0].repo_tags.len(), 2);
-        assert_eq!(ix.remove("docker.io/r/a:3"), None, "one of two tags: only the tag goes");
+        assert_eq!(
+            ix.remove("docker.io/r/a:3"),
+            None,
+            "one of two tags: only the tag goes"
+        );
         assert_eq!(ix.images[0].repo_tags, vec!["docker.io/r/a:2"]);
         assert!(ix.remove("nothing").is_none());
     }

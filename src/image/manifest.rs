@@ -131,7 +131,10 @@ pub fn select<'a>(index: &'a Index, want: &Platform) -> Result<&'a Descriptor> {
             Some(v) => format!("{}/{}/{v}", want.os, want.architecture),
             None => format!("{}/{}", want.os, want.architecture),
         };
-        Error::NotFound(format!("no image for platform {w} (the index has: {})", have.join(", ")))
+        Error::NotFound(format!(
+            "no image for platform {w} (the index has: {})",
+            have.join(", ")
+        ))
     })
 }
 
@@ -176,7 +179,10 @@ mod tests {
         assert_eq!(select(&i, &wanted("linux/arm/v7")).unwrap().digest, "d4");
         assert_eq!(select(&i, &wanted("windows/amd64")).unwrap().digest, "d2");
         let e = select(&i, &wanted("linux/s390x")).unwrap_err();
-        assert!(e.to_string().contains("linux/s390x") && e.to_string().contains("linux/amd64"), "{e}");
+        assert!(
+            e.to_string().contains("linux/s390x") && e.to_string().contains("linux/amd64"),
+            "{e}"
+        );
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(wanted(""), wanted("linux/amd64"));
         }

@@ -92,15 +92,24 @@ impl Inner {
             let mut st = self.lock();
             let (blobs, layers) = st.index.referenced();
             for p in store::read_dir(&self.layout.blobs()) {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 if !blobs.contains(&name) && !st.active.contains_key(&format!("b:{name}")) {
                     self.layout.discard(&p);
                 }
             }
             let mut changed = false;
             for p in store::read_dir(&self.layout.layers()) {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if name.starts_with('.') || layers.contains(&name) || st.active.contains_key(&format!("l:{name}")) {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if name.starts_with('.')
+                    || layers.contains(&name)
+                    || st.active.contains_key(&format!("l:{name}"))
+                {
                     continue;
                 }
                 if in_use.contains(&name) {
@@ -112,7 +121,8 @@ impl Inner {
             }
             let known: Vec<String> = st.index.layers.keys().cloned().collect();
             for k in known {
-                if !layers.contains(&k) && !st.active.contains_key(&format!("l:{k}")) && !in_use.contains(&k) {
+                if !layers.contains(&k) && !st.active.contains_key(&format!("l:{k}")) && !in_use.contains(&k)
+                {
                     st.index.layers.remove(&k);
                     changed = true;
                 }
@@ -144,13 +154,17 @@ fn pattern_matches(p: &str, r: &ImageRecord) -> bool {
     }
     if let Some(prefix) = p.strip_suffix('*') {
         let norm = Reference::parse(prefix).map(|x| x.name()).unwrap_or_default();
-        return names.clone().any(|n| n.starts_with(prefix) || (!norm.is_empty() && n.starts_with(&norm)));
+        return names
+            .clone()
+            .any(|n| n.starts_with(prefix) || (!norm.is_empty() && n.starts_with(&norm)));
     }
     match Reference::parse(p) {
         Ok(x) => {
             let tagged = x.tagged();
             let digested = x.digest.as_ref().map(|d| x.with_digest(d));
-            names.clone().any(|n| Some(n) == tagged.as_ref() || Some(n) == digested.as_ref())
+            names
+                .clone()
+                .any(|n| Some(n) == tagged.as_ref() || Some(n) == digested.as_ref())
         }
         Err(_) => r.id == p || hex_of(&r.id) == p,
     }
@@ -161,12 +175,14 @@ impl ImageStore {
     pub async fn open(cfg: &Config, dirs: &Dirs) -> Result<Self> {
         let layout = Layout { dir: dirs.images() };
         layout.prepare()?;
-        let index = Index::load(&layout.index()).map_err(|e| Error::io(format!("read {}", layout.index().display()), e))?;
+        let index = Index::load(&layout.index())
+            .map_err(|e| Error::io(format!("read {}", layout.index().display()), e))?;
         let mut configs = HashMap::new();
         for r in &index.images {
-            match std::fs::read(layout.blob(&r.id)).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<ImageConfiguration>(&b).map_err(|e| e.to_string())
-            }) {
+            match std::fs::read(layout.blob(&r.id))
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<ImageConfiguration>(&b).map_err(|e| e.to_string()))
+            {
                 Ok(c) => {
                     configs.insert(r.id.clone(), c);
                 }
@@ -226,7 +242,11 @@ impl ImageStore {
             repo_digests: r.repo_digests.clone(),
             size: r.size,
             config,
-            layers: r.layers.iter().map(|l| self.inner.layout.layer(&l.chain_id)).collect(),
+            layers: r
+                .layers
+                .iter()
+                .map(|l| self.inner.layout.layer(&l.chain_id))
+                .collect(),
         })
     }
 
@@ -334,7 +354,10 @@ mod tests {
     fn pinned_patterns() {
         let r = ImageRecord {
             id: format!("sha256:{}", "a".repeat(64)),
-            repo_tags: vec!["registry.k8s.io/pause:3.9".into(), "docker.io/library/busybox:latest".into()],
+            repo_tags: vec![
+                "registry.k8s.io/pause:3.9".into(),
+                "docker.io/library/busybox:latest".into(),
+            ],
             repo_digests: vec![],
             size: 0,
             user: String::new(),

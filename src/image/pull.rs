@@ -28,7 +28,10 @@ pub(super) type Shared = std::result::Result<String, (u8, String)>;
 
 /// Pulls `r` (sharing the run with a concurrent pull of the same reference) and returns the image ID.
 pub async fn pull(inner: &Arc<Inner>, r: Reference, creds: Option<Credentials>) -> Result<String> {
-    let key = format!("{r}\n{}", creds.as_ref().map(|c| c.username.as_str()).unwrap_or(""));
+    let key = format!(
+        "{r}\n{}",
+        creds.as_ref().map(|c| c.username.as_str()).unwrap_or("")
+    );
     let mut rx = {
         let mut map = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&key) {
@@ -156,7 +159,12 @@ async fn run(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>) -> R
 }
 
 /// The manifest at the first endpoint that has it.
-async fn resolve(inner: &Inner, r: &Reference, creds: Option<Credentials>, stall: Duration) -> Result<(Session, Manifest)> {
+async fn resolve(
+    inner: &Inner,
+    r: &Reference,
+    creds: Option<Credentials>,
+    stall: Duration,
+) -> Result<(Session, Manifest)> {
     let mut errors: Vec<Error> = Vec::new();
     for ep in registry::endpoints(&inner.cfg, &r.registry) {
         let client = inner.clients.get(&ep.host)?;
@@ -198,8 +206,17 @@ fn combine(mut errors: Vec<Error>) -> Error {
         Error::Unavailable(_) => 5,
         _ => 6,
     };
-    let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-    let best = errors.iter().min_by_key(|e| rank(e)).map(share).map(|(k, _)| k).unwrap_or(9);
+    let msg = errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let best = errors
+        .iter()
+        .min_by_key(|e| rank(e))
+        .map(share)
+        .map(|(k, _)| k)
+        .unwrap_or(9);
     unshare((best, msg))
 }
 
@@ -227,7 +244,12 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-async fn fetch(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>, active: &mut Active<'_>) -> Result<String> {
+async fn fetch(
+    inner: &Arc<Inner>,
+    r: &Reference,
+    creds: Option<Credentials>,
+    active: &mut Active<'_>,
+) -> Result<String> {
     let stall = Duration::from_secs(inner.cfg.image.stall_timeout_seconds.max(1));
     let (session, top) = resolve(inner, r, creds, stall).await?;
     let mut m = top.clone();
@@ -249,21 +271,33 @@ async fn fetch(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>, ac
         check_digest(l, "a layer")?;
     }
     if im.config.size > MAX_CONFIG {
-        return Err(Error::FailedPrecondition(format!("the image config is {} bytes, too large", im.config.size)));
+        return Err(Error::FailedPrecondition(format!(
+            "the image config is {} bytes, too large",
+            im.config.size
+        )));
     }
     active.add(format!("b:{}", hex_of(&im.config.digest)));
-    let cfg_path = ensure_blob(inner, &session, &im.config).await.ctx("image config")?;
+    let cfg_path = ensure_blob(inner, &session, &im.config)
+        .await
+        .ctx("image config")?;
     let raw = tokio::fs::read(&cfg_path)
         .await
         .map_err(|e| Error::io(format!("read {}", cfg_path.display()), e))?;
-    let config: ImageConfiguration = serde_json::from_slice(&raw)
-        .map_err(|e| Error::FailedPrecondition(format!("the image config {} is not valid: {e}", im.config.digest)))?;
+    let config: ImageConfiguration = serde_json::from_slice(&raw).map_err(|e| {
+        Error::FailedPrecondition(format!("the image config {} is not valid: {e}", im.config.digest))
+    })?;
     let diff_ids = config.rootfs().diff_ids().clone();
-    if diff_ids.len() != im.layers.len() || diff_ids.iter().any(|d| !d.starts_with("sha256:")) {
+    if diff_ids.len() != im.layers.len() {
         return Err(Error::FailedPrecondition(format!(
             "the image config lists {} diff IDs for {} layers",
             diff_ids.len(),
             im.layers.len()
+        )));
+    }
+    // Chain IDs (the first is a diff ID itself) name directories: only well-formed digests.
+    if let Some(bad) = diff_ids.iter().find(|d| !is_digest(d)) {
+        return Err(Error::FailedPrecondition(format!(
+            "the image config has a malformed diff ID {bad:?}"
         )));
     }
     let chains = chain_ids(&diff_ids);
@@ -285,7 +319,11 @@ async fn fetch(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>, ac
         repo_tags: r.tagged().into_iter().collect(),
         repo_digests: vec![r.with_digest(&top.digest)],
         size: im.config.size + im.layers.iter().map(|l| l.size).sum::<u64>(),
-        user: config.config().as_ref().and_then(|c| c.user().clone()).unwrap_or_default(),
+        user: config
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .unwrap_or_default(),
         layers: im
             .layers
             .iter()
@@ -373,7 +411,11 @@ async fn ensure_layer(
         bytes: u.bytes,
         inodes: u.inodes,
     };
-    inner.lock().index.layers.insert(hex_of(chain_id).to_string(), usage);
+    inner
+        .lock()
+        .index
+        .layers
+        .insert(hex_of(chain_id).to_string(), usage);
     Ok(())
 }
 

@@ -24,7 +24,12 @@ pub struct Reference {
 impl Reference {
     /// Parses and normalises `s`. The error names `field` (the request field the string came from).
     pub fn parse(s: &str) -> Result<Reference> {
-        let bad = |msg: &str| Err(Error::invalid("image", format!("{s:?} is not a valid image reference: {msg}")));
+        let bad = |msg: &str| {
+            Err(Error::invalid(
+                "image",
+                format!("{s:?} is not a valid image reference: {msg}"),
+            ))
+        };
         if s.is_empty() {
             return bad("empty");
         }
@@ -52,7 +57,10 @@ impl Reference {
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.starts_with('[') =>
             {
                 (first.to_string(), path.to_string())
             }
@@ -73,7 +81,9 @@ impl Reference {
             repository
         };
         if repository.is_empty() || !repository.split('/').all(is_path_component) {
-            return bad("the repository must be lowercase path components of [a-z0-9] separated by '.', '_', '__' or '-'");
+            return bad(
+                "the repository must be lowercase path components of [a-z0-9] separated by '.', '_', '__' or '-'",
+            );
         }
         if registry.is_empty() {
             return bad("empty registry host");
@@ -108,10 +118,7 @@ impl Reference {
 
     /// What to ask the registry for: the digest when given, else the tag.
     pub fn reference(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or("latest")
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or("latest")
     }
 }
 
@@ -130,8 +137,11 @@ impl fmt::Display for Reference {
 
 /// `sha256:` and 64 lowercase hex digits.
 pub fn is_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 fn is_tag(t: &str) -> bool {
@@ -139,7 +149,8 @@ fn is_tag(t: &str) -> bool {
         && t.len() <= 128
         && !t.starts_with('.')
         && !t.starts_with('-')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 fn is_path_component(c: &str) -> bool {
@@ -186,7 +197,10 @@ mod tests {
         assert_eq!(norm("library/busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("me/app:v1"), "docker.io/me/app:v1");
         assert_eq!(norm("docker.io/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(norm("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/library/busybox"),
+            "docker.io/library/busybox:latest"
+        );
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl Layout {
             }
         }
         for e in read_dir(&self.layers()) {
-            if e.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp-")) {
+            if e.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+            {
                 remove_any(&e);
             }
         }
@@ -108,6 +110,11 @@ pub fn layers_in_use(layers_dir: &Path) -> Vec<String> {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
+    layers_in(&info, layers_dir)
+}
+
+/// The layer IDs under `layers_dir` that overlay mounts in `mountinfo` text use.
+fn layers_in(info: &str, layers_dir: &Path) -> Vec<String> {
     let prefix = format!("{}/", layers_dir.display());
     let mut out = Vec::new();
     for line in info.lines().filter(|l| l.contains(" - overlay ")) {
@@ -142,7 +149,8 @@ pub fn commit(from: &Path, to: &Path) -> Result<bool> {
         remove_any(from);
         return Ok(false);
     }
-    std::fs::rename(from, to).map_err(|e| Error::io(format!("rename {} to {}", from.display(), to.display()), e))?;
+    std::fs::rename(from, to)
+        .map_err(|e| Error::io(format!("rename {} to {}", from.display(), to.display()), e))?;
     Ok(true)
 }
 
@@ -153,7 +161,9 @@ mod tests {
     #[test]
     fn prepare_removes_leftovers_only() {
         let t = tempfile::tempdir().unwrap();
-        let l = Layout { dir: t.path().to_path_buf() };
+        let l = Layout {
+            dir: t.path().to_path_buf(),
+        };
         l.prepare().unwrap();
         std::fs::write(l.ingest().join("blob-1"), b"partial").unwrap();
         std::fs::create_dir_all(l.temp("layer").join("x")).unwrap();
@@ -167,5 +177,17 @@ mod tests {
         assert_eq!(read_dir(&l.layers()).len(), 0);
         l.empty_trash();
         assert_eq!(read_dir(&l.trash()).len(), 0);
+    }
+
+    #[test]
+    fn layers_used_by_overlay_mounts() {
+        let a = "a".repeat(64);
+        let b = "b".repeat(64);
+        let info = format!(
+            "36 25 0:32 / /run/x/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/images/layers/{a}:/s/images/layers/{b},upperdir=/u,workdir=/w\n\
+             37 25 0:33 / /mnt rw - ext4 /dev/sda1 rw,data=/s/images/layers/{}\n",
+            "c".repeat(64)
+        );
+        assert_eq!(layers_in(&info, Path::new("/s/images/layers")), vec![a, b]);
     }
 }

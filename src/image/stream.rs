@@ -75,7 +75,12 @@ pub async fn fetch_and_unpack(s: &Session, d: &Descriptor, diff_id: &str, dest: 
             }
         };
         let r = input.into_inner();
-        (res, drained, r.n, format!("sha256:{}", hex::encode(r.hasher.finalize())))
+        (
+            res,
+            drained,
+            r.n,
+            format!("sha256:{}", hex::encode(r.hasher.finalize())),
+        )
     });
     let mut received = 0u64;
     let mut failure = None;

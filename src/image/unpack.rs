@@ -48,10 +48,7 @@ pub fn unpack_file(blob: &Path, dest: &Path, expected_diff_id: Option<&str>) -> 
 
 /// Unpacks a (possibly compressed) layer stream into the empty directory `dest`.
 pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&str>) -> Result<Unpacked> {
-    let magic = input
-        .fill_buf()
-        .map_err(|e| Error::io("read layer", e))?
-        .to_vec();
+    let magic = input.fill_buf().map_err(|e| Error::io("read layer", e))?.to_vec();
     let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(input))
     } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
@@ -78,6 +75,7 @@ pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&s
         dirs: Vec::new(),
         parent_cache: None,
         out: Unpacked::default(),
+        buf: vec![0; 256 << 10],
     };
     {
         let mut archive = tar::Archive::new(&mut hashed);
@@ -90,7 +88,8 @@ pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&s
         }
     }
     // Hash the rest (tar padding) so that the digest covers the whole stream.
-    std::io::copy(&mut hashed, &mut std::io::sink()).map_err(|e| refused(format!("corrupt layer stream: {e}")))?;
+    std::io::copy(&mut hashed, &mut std::io::sink())
+        .map_err(|e| refused(format!("corrupt layer stream: {e}")))?;
     u.finish_dirs();
     u.out.diff_id = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
     if let Some(want) = expected_diff_id
@@ -125,6 +124,24 @@ struct Unpacker {
     /// The last parent directory opened.
     parent_cache: Option<(PathBuf, OwnedFd)>,
     out: Unpacked,
+    /// Copy buffer for file contents (large: fewer syscalls).
+    buf: Vec<u8>,
+}
+
+/// `io::copy` with our own (large) buffer.
+fn copy_big(r: &mut impl Read, w: &mut File, buf: &mut [u8]) -> std::io::Result<u64> {
+    use std::io::Write;
+    let mut n = 0u64;
+    loop {
+        let k = match r.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..k])?;
+        n += k as u64;
+    }
 }
 
 /// Owner, mode, mtime and xattrs of one entry.
@@ -144,10 +161,16 @@ pub fn clean_path(p: &Path) -> Result<PathBuf> {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
             Component::RootDir | Component::Prefix(_) => {
-                return Err(refused(format!("entry {:?} has an absolute path", p.display().to_string())));
+                return Err(refused(format!(
+                    "entry {:?} has an absolute path",
+                    p.display().to_string()
+                )));
             }
             Component::ParentDir => {
-                return Err(refused(format!("entry {:?} contains \"..\"", p.display().to_string())));
+                return Err(refused(format!(
+                    "entry {:?} contains \"..\"",
+                    p.display().to_string()
+                )));
             }
         }
     }
@@ -155,7 +178,10 @@ pub fn clean_path(p: &Path) -> Result<PathBuf> {
 }
 
 fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        | ResolveFlag::RESOLVE_NO_XDEV
 }
 
 fn dir_how() -> OpenHow {
@@ -167,7 +193,10 @@ fn dir_how() -> OpenHow {
 
 impl Unpacker {
     fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<()> {
-        let raw = e.path().map_err(|err| refused(format!("bad entry path: {err}")))?.into_owned();
+        let raw = e
+            .path()
+            .map_err(|err| refused(format!("bad entry path: {err}")))?
+            .into_owned();
         let rel = clean_path(&raw)?;
         let shown = raw.display().to_string();
         let kind = e.header().entry_type();
@@ -222,7 +251,8 @@ impl Unpacker {
                 )
                 .map_err(|err| Error::io(format!("create {shown:?}"), err.into()))?;
                 let mut f = File::from(fd);
-                let n = std::io::copy(&mut e, &mut f).map_err(|err| refused(format!("reading {shown:?}: {err}")))?;
+                let n = copy_big(&mut e, &mut f, &mut self.buf)
+                    .map_err(|err| refused(format!("writing {shown:?}: {err}")))?;
                 self.out.bytes += n;
                 self.out.inodes += 1;
                 nix::unistd::fchown(&f, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
@@ -235,7 +265,8 @@ impl Unpacker {
                     }
                 }
                 let t = TimeSpec::new(meta.mtime, 0);
-                nix::sys::stat::futimens(&f, &t, &t).map_err(|err| Error::io(format!("set mtime of {shown:?}"), err.into()))?;
+                nix::sys::stat::futimens(&f, &t, &t)
+                    .map_err(|err| Error::io(format!("set mtime of {shown:?}"), err.into()))?;
             }
             T::Symlink => {
                 let target = e
@@ -266,13 +297,18 @@ impl Unpacker {
                     return Ok(());
                 }
                 self.remove_existing(&parent, &rel, false)?;
-                nix::unistd::linkat(&tparent, tname.as_os_str(), &parent, name, AtFlags::empty()).map_err(|err| {
-                    if err == Errno::ENOENT {
-                        refused(format!("hard link {shown:?} points at {:?}, which the layer does not have", target.display().to_string()))
-                    } else {
-                        Error::io(format!("hard link {shown:?}"), err.into())
-                    }
-                })?;
+                nix::unistd::linkat(&tparent, tname.as_os_str(), &parent, name, AtFlags::empty()).map_err(
+                    |err| {
+                        if err == Errno::ENOENT {
+                            refused(format!(
+                                "hard link {shown:?} points at {:?}, which the layer does not have",
+                                target.display().to_string()
+                            ))
+                        } else {
+                            Error::io(format!("hard link {shown:?}"), err.into())
+                        }
+                    },
+                )?;
             }
             T::Char | T::Block | T::Fifo => {
                 let (kind_flag, dev) = match kind {
@@ -280,7 +316,11 @@ impl Unpacker {
                     _ => {
                         let major = e.header().device_major().ok().flatten().unwrap_or(0);
                         let minor = e.header().device_minor().ok().flatten().unwrap_or(0);
-                        let f = if kind == T::Char { SFlag::S_IFCHR } else { SFlag::S_IFBLK };
+                        let f = if kind == T::Char {
+                            SFlag::S_IFCHR
+                        } else {
+                            SFlag::S_IFBLK
+                        };
                         (f, nix::sys::stat::makedev(major.into(), minor.into()))
                     }
                 };
@@ -316,7 +356,11 @@ impl Unpacker {
             for ext in exts.flatten() {
                 let key = ext.key_bytes();
                 let val = ext.value_bytes();
-                let num = || std::str::from_utf8(val).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+                let num = || {
+                    std::str::from_utf8(val)
+                        .ok()
+                        .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
+                };
                 match key {
                     b"uid" => m.uid = num().unwrap_or(m.uid as i64) as u32,
                     b"gid" => m.gid = num().unwrap_or(m.gid as i64) as u32,
@@ -348,8 +392,13 @@ impl Unpacker {
         .map_err(|e| Error::io(format!("chown {:?}", shown()), e.into()))?;
         if chmod {
             // The entry is ours and not a symlink (we just made it).
-            nix::sys::stat::fchmodat(parent, name, Mode::from_bits_truncate(m.mode), FchmodatFlags::FollowSymlink)
-                .map_err(|e| Error::io(format!("chmod {:?}", shown()), e.into()))?;
+            nix::sys::stat::fchmodat(
+                parent,
+                name,
+                Mode::from_bits_truncate(m.mode),
+                FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| Error::io(format!("chmod {:?}", shown()), e.into()))?;
         }
         for (k, v) in &m.xattrs {
             if let Err(e) = set_xattr_at(parent, name, k, v) {
@@ -372,8 +421,14 @@ impl Unpacker {
                 "entry {shown:?} goes through a symlink ({:?})",
                 rel.display().to_string()
             )),
-            Errno::ENOTDIR => refused(format!("entry {shown:?}: {:?} is not a directory", rel.display().to_string())),
-            Errno::ENOENT => refused(format!("entry {shown:?}: {:?} does not exist", rel.display().to_string())),
+            Errno::ENOTDIR => refused(format!(
+                "entry {shown:?}: {:?} is not a directory",
+                rel.display().to_string()
+            )),
+            Errno::ENOENT => refused(format!(
+                "entry {shown:?}: {:?} does not exist",
+                rel.display().to_string()
+            )),
             e => Error::io(format!("open {:?}", rel.display().to_string()), e.into()),
         })
     }
@@ -395,8 +450,9 @@ impl Unpacker {
             let next = match nix::fcntl::openat2(&cur, c, dir_how()) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    nix::sys::stat::mkdirat(&cur, c, Mode::from_bits_truncate(0o755))
-                        .map_err(|e| Error::io(format!("mkdir {:?}", sofar.display().to_string()), e.into()))?;
+                    nix::sys::stat::mkdirat(&cur, c, Mode::from_bits_truncate(0o755)).map_err(|e| {
+                        Error::io(format!("mkdir {:?}", sofar.display().to_string()), e.into())
+                    })?;
                     self.out.inodes += 1;
                     nix::fcntl::openat2(&cur, c, dir_how())
                         .map_err(|e| Error::io(format!("open {:?}", sofar.display().to_string()), e.into()))?
@@ -413,7 +469,12 @@ impl Unpacker {
                         sofar.display().to_string()
                     )));
                 }
-                Err(e) => return Err(Error::io(format!("open {:?}", sofar.display().to_string()), e.into())),
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("open {:?}", sofar.display().to_string()),
+                        e.into(),
+                    ));
+                }
             };
             cur = next;
         }
@@ -431,7 +492,12 @@ impl Unpacker {
         let st = match nix::sys::stat::fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Ok(false),
-            Err(e) => return Err(Error::io(format!("stat {:?}", rel.display().to_string()), e.into())),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("stat {:?}", rel.display().to_string()),
+                    e.into(),
+                ));
+            }
         };
         let is_dir = (st.st_mode & libc::S_IFMT) == libc::S_IFDIR;
         if is_dir && want_dir {
@@ -483,7 +549,11 @@ fn fset_xattr(f: &File, name: &[u8], value: &[u8]) -> std::io::Result<()> {
             0,
         )
     };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Sets an xattr on `parent/name` without following a final symlink (`lsetxattr` through
@@ -495,7 +565,11 @@ fn set_xattr_at(parent: &impl AsFd, name: &OsStr, key: &[u8], value: &[u8]) -> s
     let key = std::ffi::CString::new(key).map_err(std::io::Error::other)?;
     // SAFETY: NUL-terminated path and name, value pointer and length from a slice.
     let r = unsafe { libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

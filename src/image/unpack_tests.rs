@@ -45,7 +45,11 @@ fn dirs() -> Dirs {
     let outside = t.path().join("outside");
     std::fs::create_dir(&layer).unwrap();
     std::fs::create_dir(&outside).unwrap();
-    Dirs { layer, outside, _t: t }
+    Dirs {
+        layer,
+        outside,
+        _t: t,
+    }
 }
 
 fn run(data: &[u8], d: &Dirs) -> Result<Unpacked> {
@@ -91,7 +95,10 @@ fn keeps_types_modes_owners_mtimes() {
     assert_eq!((m.uid(), m.gid()), (1000, 2000));
     assert_eq!(m.mtime(), 1_500_000_000);
     assert_eq!(std::fs::read(l.join("bin/tool")).unwrap(), b"hello");
-    assert_eq!(std::fs::read_link(l.join("bin/sh")).unwrap(), Path::new("/bin/tool"));
+    assert_eq!(
+        std::fs::read_link(l.join("bin/sh")).unwrap(),
+        Path::new("/bin/tool")
+    );
     assert_eq!(std::fs::metadata(l.join("bin/hard")).unwrap().ino(), m.ino());
     assert_eq!(std::fs::read(l.join("deep/er/file")).unwrap(), b"x");
     assert!(std::fs::metadata(l.join("fifo")).unwrap().file_type().is_fifo());
@@ -124,7 +131,14 @@ fn whiteouts_become_overlay_whiteouts() {
     let mut buf = [0u8; 8];
     let p = std::ffi::CString::new(d.layer.join("var").as_os_str().as_bytes()).unwrap();
     // SAFETY: valid C strings and buffer.
-    let n = unsafe { libc::getxattr(p.as_ptr(), c"trusted.overlay.opaque".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::getxattr(
+            p.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     assert_eq!(n, 1, "opaque xattr set");
     assert_eq!(buf[0], b'y');
     assert!(d.layer.join("var/new").exists());
@@ -171,7 +185,10 @@ fn dotdot_paths_are_refused() {
         });
         let d = dirs();
         let e = run(&data, &d).unwrap_err();
-        assert!(e.to_string().contains("layer refused") && e.to_string().contains(".."), "{name}: {e}");
+        assert!(
+            e.to_string().contains("layer refused") && e.to_string().contains(".."),
+            "{name}: {e}"
+        );
         outside_is_empty(&d);
     }
 }
@@ -251,7 +268,12 @@ fn later_entries_replace_earlier_ones() {
     let d = dirs();
     run(&data, &d).unwrap();
     assert_eq!(std::fs::read(d.layer.join("x")).unwrap(), b"new");
-    assert!(std::fs::symlink_metadata(d.layer.join("d")).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(d.layer.join("d"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]

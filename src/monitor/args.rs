@@ -23,7 +23,11 @@ pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
     if let Some(l) = &spec.log_path {
         kv("--log-path", l.as_os_str());
     }
-    for (on, flag) in [(spec.tty, "--tty"), (spec.stdin, "--stdin"), (spec.stdin_once, "--stdin-once")] {
+    for (on, flag) in [
+        (spec.tty, "--tty"),
+        (spec.stdin, "--stdin"),
+        (spec.stdin_once, "--stdin-once"),
+    ] {
         if on {
             a.push(flag.into());
         }

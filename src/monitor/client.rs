@@ -27,6 +27,21 @@ pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
     if spec.id.is_empty() {
         return Err(Error::invalid("container_id", "empty container ID"));
     }
+    // Never disturb a container that exists already: the clean-up after a failed create would
+    // delete it.
+    if is_alive(&spec.state_dir) {
+        return Err(Error::AlreadyExists(format!(
+            "{what}: a monitor already runs in {}",
+            spec.state_dir.display()
+        )));
+    }
+    if spec.runtime_root.join(&spec.id).exists() {
+        return Err(Error::AlreadyExists(format!(
+            "{what}: the runtime already has a container {} (under {})",
+            spec.id,
+            spec.runtime_root.display()
+        )));
+    }
     std::fs::create_dir_all(&spec.state_dir).ctx(format!("{what}: create {}", spec.state_dir.display()))?;
     remove_monitor_files(&spec.state_dir, true);
     let bin = if spec.monitor_path.as_os_str().is_empty() {
@@ -56,7 +71,9 @@ pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
     drop(w);
     // The first monitor process forks the real one and exits at once.
     let _ = child.wait().await;
@@ -90,6 +107,7 @@ async fn parse_report(report: &str, spec: &MonitorSpec, what: &str) -> Result<Mo
     if let Some(rest) = report.strip_prefix("ok ") {
         let mut it = rest.split(' ').map(|s| s.parse::<u32>());
         if let (Some(Ok(pid)), Some(Ok(container_pid))) = (it.next(), it.next()) {
+            reap_on_exit(pid);
             return Ok(Monitor { pid, container_pid });
         }
     }
@@ -103,7 +121,9 @@ async fn parse_report(report: &str, spec: &MonitorSpec, what: &str) -> Result<Mo
     }
     cleanup_after_failure(spec).await;
     let shown = if report.is_empty() { "nothing" } else { report };
-    Err(Error::Internal(format!("{what}: the monitor exited without a report (said {shown:?})")))
+    Err(Error::Internal(format!(
+        "{what}: the monitor exited without a report (said {shown:?})"
+    )))
 }
 
 /// After a failed or timed-out spawn: kill a monitor that is still there, make the runtime forget the
@@ -128,7 +148,13 @@ async fn cleanup_after_failure(spec: &MonitorSpec) {
 
 /// Removes what a monitor leaves in `dir` (the exit file too when `exit_too`).
 fn remove_monitor_files(dir: &Path, exit_too: bool) {
-    for f in [CTL_SOCKET, MONITOR_PID_FILE, CONTAINER_PID_FILE, RUNTIME_LOG, CONSOLE_SOCKET] {
+    for f in [
+        CTL_SOCKET,
+        MONITOR_PID_FILE,
+        CONTAINER_PID_FILE,
+        RUNTIME_LOG,
+        CONSOLE_SOCKET,
+    ] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     if exit_too {
@@ -145,6 +171,17 @@ async fn reap_blocking(pid: i32) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// When crustd is a child subreaper the detached monitor ends up as crustd's child: reap it as soon as
+/// it exits (a pidfd becomes readable then), so no zombie monitors pile up. Other callers (not a
+/// subreaper) get ECHILD, harmlessly.
+fn reap_on_exit(pid: u32) {
+    let Some(afd) = pidfd(pid) else { return };
+    tokio::spawn(async move {
+        let _ = afd.readable().await;
+        try_reap(pid as i32);
+    });
 }
 
 /// `waitpid(pid, WNOHANG)`: true when reaped or not our child.
@@ -209,8 +246,22 @@ pub fn read_exit(state_dir: &Path) -> Option<ExitStatus> {
 }
 
 /// Waits until the exit file appears (returns it), the monitor is gone without one (`None`), or
-/// `timeout` passes (`None`; tell the cases apart with [`is_alive`]). Polls a stat with a short backoff.
+/// `timeout` passes (`None`; tell the cases apart with [`is_alive`]). Sleeps on a pidfd of the monitor
+/// (which writes the exit file, then exits), so it wakes as soon as the container is gone; falls back
+/// to short polls where pidfds are not available.
 pub async fn wait_exit(state_dir: &Path, timeout: Duration) -> Option<ExitStatus> {
+    if let Some(st) = read_exit(state_dir) {
+        return Some(st);
+    }
+    let pid = live_monitor_pid(state_dir)?;
+    if let Some(afd) = pidfd(pid) {
+        // Opened after the start-time check: make sure the pid still names the same monitor.
+        if live_monitor_pid(state_dir) != Some(pid) {
+            return read_exit(state_dir);
+        }
+        let _ = tokio::time::timeout(timeout, afd.readable()).await;
+        return read_exit(state_dir);
+    }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
@@ -227,6 +278,21 @@ pub async fn wait_exit(state_dir: &Path, timeout: Duration) -> Option<ExitStatus
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// A pidfd for `pid` registered with tokio (readable once the process has exited).
+fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    tokio::runtime::Handle::try_current().ok()?;
+    // SAFETY: pidfd_open(2) returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the OwnedFd moves into the AsyncFd and stays open, unchanged, for its whole life.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
 }
 
 /// Asks the monitor to reopen the container's log file (ReopenContainerLog).
@@ -312,7 +378,10 @@ mod tests {
         assert!(is_alive(tmp.path()));
         assert_eq!(monitor_pid(tmp.path()), Some(me));
         std::fs::write(tmp.path().join(MONITOR_PID_FILE), format!("{me} {}\n", start + 1)).unwrap();
-        assert!(!is_alive(tmp.path()), "a reused pid must not count as the monitor");
+        assert!(
+            !is_alive(tmp.path()),
+            "a reused pid must not count as the monitor"
+        );
     }
 
     #[test]
@@ -325,6 +394,9 @@ mod tests {
         )
         .unwrap();
         let st = read_exit(tmp.path()).unwrap();
-        assert_eq!((st.exit_code, st.signal, st.oom_killed, st.finished_at_ns), (137, 9, true, 7));
+        assert_eq!(
+            (st.exit_code, st.signal, st.oom_killed, st.finished_at_ns),
+            (137, 9, true, 7)
+        );
     }
 }

@@ -75,7 +75,10 @@ mod tests {
         assert_eq!(parse_request(b"REOPEN\n"), Some(Request::Reopen));
         assert_eq!(
             parse_request(b"RESIZE 80 24\n"),
-            Some(Request::Resize { width: 80, height: 24 })
+            Some(Request::Resize {
+                width: 80,
+                height: 24
+            })
         );
         assert_eq!(parse_request(b"ATTACH"), Some(Request::Attach));
         assert_eq!(parse_request(b"RESIZE 80\n"), None);

@@ -206,7 +206,11 @@ pub fn run(st: &mut State) -> ! {
             revents: 0,
         }; SLOT_CLIENT + MAX_CLIENTS];
         pfds[SLOT_SIG].fd = st.sigfd.as_raw_fd();
-        pfds[SLOT_OUT].fd = if st.io.tty.is_some() { raw(&st.io.tty) } else { raw(&st.io.stdout) };
+        pfds[SLOT_OUT].fd = if st.io.tty.is_some() {
+            raw(&st.io.tty)
+        } else {
+            raw(&st.io.stdout)
+        };
         pfds[SLOT_ERR].fd = raw(&st.io.stderr);
         pfds[SLOT_CTL].fd = st.ctl.as_raw_fd();
         pfds[SLOT_OOM].fd = st.oom.fd();
@@ -240,9 +244,9 @@ pub fn run(st: &mut State) -> ! {
         if ready(SLOT_CTL) {
             accept_clients(st, &mut clients);
         }
-        for i in 0..MAX_CLIENTS {
+        for (i, c) in clients.iter_mut().enumerate() {
             if ready(SLOT_CLIENT + i) {
-                serve_client(st, &mut clients[i]);
+                serve_client(st, c);
             }
         }
         if ready(SLOT_SIG) {
@@ -313,14 +317,23 @@ fn accept_clients(st: &mut State, clients: &mut [Client; MAX_CLIENTS]) {
 }
 
 fn serve_client(st: &mut State, c: &mut Client) {
-    let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else { return };
+    let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
+        return;
+    };
     let n = match sysutil::read(fd, &mut c.buf[c.len..]) {
         Ok(0) => {
             c.fd = None;
             return;
         }
         Ok(n) => n,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => return,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            return;
+        }
         Err(_) => {
             c.fd = None;
             return;
@@ -375,10 +388,10 @@ fn write_exit_file(code: i32, signal: i32, oom: bool, created: i64, finished: i6
     let mut buf = [0u8; 256];
     let len = {
         let mut cur = &mut buf[..];
-        let _ = write!(
+        let _ = writeln!(
             cur,
             "{{\"exit_code\":{code},\"signal\":{signal},\"oom_killed\":{oom},\"created_at_ns\":{created},\
-             \"started_at_ns\":null,\"finished_at_ns\":{finished}}}\n"
+             \"started_at_ns\":null,\"finished_at_ns\":{finished}}}"
         );
         256 - cur.len()
     };

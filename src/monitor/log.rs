@@ -156,7 +156,10 @@ pub const TIMESTAMP_LEN: usize = 30;
 
 /// The wall clock in ns since the epoch.
 pub fn now_ns() -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -211,11 +214,18 @@ mod tests {
 
     #[test]
     fn timestamps_match_chrono() {
-        for ns in [0i64, 1_700_000_000_123_456_789, 951_782_400_000_000_001, 4_102_444_799_999_999_999] {
+        for ns in [
+            0i64,
+            1_700_000_000_123_456_789,
+            951_782_400_000_000_001,
+            4_102_444_799_999_999_999,
+        ] {
             let mut b = [0u8; TIMESTAMP_LEN];
             format_timestamp(ns, &mut b);
             let s = std::str::from_utf8(&b).unwrap();
-            let want = chrono::DateTime::from_timestamp_nanos(ns).format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string();
+            let want = chrono::DateTime::from_timestamp_nanos(ns)
+                .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+                .to_string();
             assert_eq!(s, want);
         }
     }
@@ -228,7 +238,11 @@ mod tests {
                 let mut it = l.splitn(4, ' ');
                 let ts = it.next().unwrap();
                 assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
-                (it.next().unwrap().into(), it.next().unwrap().into(), it.next().unwrap_or("").into())
+                (
+                    it.next().unwrap().into(),
+                    it.next().unwrap().into(),
+                    it.next().unwrap_or("").into(),
+                )
             })
             .collect()
     }
@@ -241,7 +255,7 @@ mod tests {
         let mut log = LogFile::open(&c).unwrap();
         let mut out = LineBuf::new(Stream::Stdout);
         let mut err = LineBuf::new(Stream::Stderr);
-        let mut feed = |lb: &mut LineBuf, data: &[u8], log: &mut LogFile| {
+        let feed = |lb: &mut LineBuf, data: &[u8], log: &mut LogFile| {
             let mut data = data;
             while !data.is_empty() {
                 let space = lb.space();

@@ -24,6 +24,9 @@ pub fn main() -> ! {
             exit(2)
         }
     };
+    // The runtime must not inherit the sync fd (crustd waits for its EOF).
+    // SAFETY: fcntl on our own fd.
+    unsafe { libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     // Drop every fd crustd may have leaked to us except stdio and the sync fd.
     // SAFETY: close_range(2) on fds this process does not use.
     unsafe { libc::syscall(libc::SYS_close_range, SYNC_FD as u32 + 1, u32::MAX, 0u32) };
@@ -32,7 +35,10 @@ pub fn main() -> ! {
     // SAFETY: no threads exist yet; the child only continues single-threaded.
     match unsafe { libc::fork() } {
         -1 => {
-            report(&format!("error 0 crust-monitor: fork: {}\n", std::io::Error::last_os_error()));
+            report(&format!(
+                "error 0 crust-monitor: fork: {}\n",
+                std::io::Error::last_os_error()
+            ));
             exit(1)
         }
         0 => {}
@@ -42,6 +48,14 @@ pub fn main() -> ! {
     // SAFETY: setsid has no memory effects.
     unsafe { libc::setsid() };
     let me = std::process::id();
+    if spec.runtime_root.join(&spec.id).exists() {
+        // Not ours: no clean-up, which would delete the existing container.
+        report(&format!(
+            "error {me} the runtime already has a container {}\n",
+            spec.id
+        ));
+        exit(1)
+    }
     match setup_and_create(&spec) {
         Ok(mut state) => {
             report(&format!("ok {me} {}\n", state.container_pid));
@@ -70,7 +84,13 @@ fn report(msg: &str) {
 /// After a failed create: make the runtime forget the container, remove our files.
 fn cleanup(spec: &MonitorSpec) {
     let _ = run_runtime(spec, &["delete", "--force", &spec.id]);
-    for f in [CTL_SOCKET, CONSOLE_SOCKET, CONTAINER_PID_FILE, RUNTIME_LOG, MONITOR_PID_FILE] {
+    for f in [
+        CTL_SOCKET,
+        CONSOLE_SOCKET,
+        CONTAINER_PID_FILE,
+        RUNTIME_LOG,
+        MONITOR_PID_FILE,
+    ] {
         let _ = std::fs::remove_file(spec.state_dir.join(f));
     }
 }
@@ -120,15 +140,18 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
-        cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())).map_err(|x| e("sigprocmask", x))?;
+        cvt(libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()))
+            .map_err(|x| e("sigprocmask", x))?;
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC)).map_err(|x| e("signalfd", x))?;
+        let fd = cvt(libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC))
+            .map_err(|x| e("signalfd", x))?;
         OwnedFd::from_raw_fd(fd)
     };
 
     let _ = std::fs::remove_file(CTL_SOCKET);
-    let ctl = UnixListener::bind(CTL_SOCKET).map_err(|x| e(format!("bind {}", sd.join(CTL_SOCKET).display()), x))?;
+    let ctl = UnixListener::bind(CTL_SOCKET)
+        .map_err(|x| e(format!("bind {}", sd.join(CTL_SOCKET).display()), x))?;
     ctl.set_nonblocking(true).map_err(|x| e("ctl.sock", x))?;
 
     let log_cpath = match &spec.log_path {
@@ -192,7 +215,11 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         rest.push(OsStr::new("--console-socket"));
         rest.push(console_path.as_os_str());
     }
-    rest.extend([OsStr::new("--pid-file"), pid_file.as_os_str(), OsStr::new(&spec.id)]);
+    rest.extend([
+        OsStr::new("--pid-file"),
+        pid_file.as_os_str(),
+        OsStr::new(&spec.id),
+    ]);
     for a in rest {
         argv.push(cstr(a)?);
     }

@@ -6,7 +6,11 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// `-1` → the last OS error.
 pub fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r) }
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// A pipe, both ends close-on-exec; the read end non-blocking when `nonblock_read`.
@@ -42,7 +46,11 @@ pub fn open(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: reads into a live, writable slice.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// Writes all of `data` (best effort: stops at the first error).

@@ -110,11 +110,18 @@ impl Runtimes {
     /// The runtime for a RuntimeClass handler ("" is the default handler). Unknown: InvalidArgument
     /// naming `runtime_handler`.
     pub fn get(&self, handler: &str) -> Result<Arc<dyn OciRuntime>> {
-        let name = if handler.is_empty() { self.default_handler.as_str() } else { handler };
+        let name = if handler.is_empty() {
+            self.default_handler.as_str()
+        } else {
+            handler
+        };
         self.handlers.get(name).cloned().ok_or_else(|| {
             Error::invalid(
                 "runtime_handler",
-                format!("unknown runtime handler {handler:?} (configured: {})", self.names().join(", ")),
+                format!(
+                    "unknown runtime handler {handler:?} (configured: {})",
+                    self.names().join(", ")
+                ),
             )
         })
     }

@@ -46,8 +46,11 @@ pub fn prepare_rootfs(dir: &Path, pause_binary: &Path) -> Result<()> {
     let same = std::fs::metadata(&target).is_ok_and(|m| m.len() == meta.len());
     if !same {
         let tmp = dir.join(format!(".pause.tmp{}", std::process::id()));
-        std::fs::copy(pause_binary, &tmp)
-            .ctx(format!("copy {} to {}", pause_binary.display(), tmp.display()))?;
+        std::fs::copy(pause_binary, &tmp).ctx(format!(
+            "copy {} to {}",
+            pause_binary.display(),
+            tmp.display()
+        ))?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
             .ctx(format!("chmod {}", tmp.display()))?;
         if let Err(e) = std::fs::rename(&tmp, &target) {

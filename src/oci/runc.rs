@@ -34,7 +34,9 @@ impl Runc {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
         c.arg("--root").arg(&self.root);
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         c.kill_on_drop(true);
         c
     }
@@ -99,16 +101,16 @@ pub(crate) fn runtime_error_text(raw: &[u8]) -> String {
         if line.is_empty() {
             continue;
         }
-        if line.starts_with('{') {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
-                if matches!(level, "error" | "fatal")
-                    && let Some(m) = v.get("msg").and_then(|m| m.as_str())
-                {
-                    msgs.push(m.trim().to_string());
-                }
-                continue;
+        if line.starts_with('{')
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+        {
+            let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("");
+            if matches!(level, "error" | "fatal")
+                && let Some(m) = v.get("msg").and_then(|m| m.as_str())
+            {
+                msgs.push(m.trim().to_string());
             }
+            continue;
         }
         msgs.push(line.to_string());
     }
@@ -145,7 +147,11 @@ impl OciRuntime for Runc {
 
     fn delete<'a>(&'a self, id: &'a str, force: bool) -> BoxFuture<'a, Result<()>> {
         async move {
-            let args: &[&str] = if force { &["delete", "--force", id] } else { &["delete", id] };
+            let args: &[&str] = if force {
+                &["delete", "--force", id]
+            } else {
+                &["delete", id]
+            };
             match self.run("delete", id, args, None).await {
                 Err(Error::NotFound(_)) => Ok(()),
                 r => r.map(drop),
@@ -160,7 +166,11 @@ impl OciRuntime for Runc {
             let v: serde_json::Value = serde_json::from_slice(&out)
                 .map_err(|e| Error::Internal(format!("runtime state {id}: bad JSON from runtime: {e}")))?;
             Ok(RuntimeState {
-                status: v.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_string(),
+                status: v
+                    .get("status")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or("unknown")
+                    .to_string(),
                 pid: v.get("pid").and_then(|p| p.as_u64()).unwrap_or(0) as u32,
             })
         }
@@ -240,8 +250,14 @@ impl Runc {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(&json).await;
         }
-        let out_r = child.stdout.take().map(|s| tokio::spawn(read_capped(s, max_output)));
-        let err_r = child.stderr.take().map(|s| tokio::spawn(read_capped(s, max_output)));
+        let out_r = child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(read_capped(s, max_output)));
+        let err_r = child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(read_capped(s, max_output)));
 
         let mut timed_out = false;
         let status = if timeout.is_zero() {
@@ -298,7 +314,12 @@ async fn join_reader(h: Option<tokio::task::JoinHandle<Vec<u8>>>, grace: Duratio
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok().filter(|p| *p > 0)
+    std::fs::read_to_string(path)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
 }
 
 #[cfg(test)]
@@ -324,7 +345,12 @@ mod tests {
             classify("kill", "x", b"container not running", b""),
             Error::FailedPrecondition(_)
         ));
-        let e = classify("start", "x", b"exec: \"nope\": executable file not found in $PATH", b"");
+        let e = classify(
+            "start",
+            "x",
+            b"exec: \"nope\": executable file not found in $PATH",
+            b"",
+        );
         assert!(matches!(e, Error::Internal(_)), "{e:?}");
         assert!(e.to_string().contains("nope"));
     }

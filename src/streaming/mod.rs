@@ -1,1 +1,142 @@
 //! The streaming server for Exec, Attach and PortForward (SPDY/3.1 and WebSocket).
+//!
+//! The RPCs (`server::streaming`) validate, then [`Streaming::url`] stores the request under a
+//! single-use token (`tokens`) and returns `http://<addr>:<port>/<kind>/<token>`. The client upgrades a
+//! connection on that URL (`server`): SPDY/3.1 (`spdy`) or WebSocket (`websocket`); the handlers
+//! (`exec`, `attach`, `portforward`) see the connection through `channel`, whatever carries it.
+//! `remotecommand` negotiates the exec/attach protocol version and gathers the SPDY streams.
+//! TLS is not served yet: a configured certificate makes start-up fail with a clear error.
+
+mod attach;
+pub mod channel;
+mod exec;
+mod portforward;
+pub mod remotecommand;
+mod server;
+mod sha1;
+pub mod spdy;
+pub mod tokens;
+pub mod websocket;
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cri_api::v1;
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::{Error, Result};
+
+pub use tokens::Pending;
+
+/// The streaming server's shared state: the tokens and, once listening, the base URL.
+#[derive(Debug)]
+pub struct Streaming {
+    tokens: tokens::Tokens,
+    base: OnceLock<String>,
+}
+
+impl Streaming {
+    /// Not yet listening; see [`start`].
+    pub fn new(cfg: &Config) -> Self {
+        Streaming {
+            tokens: tokens::Tokens::new(Duration::from_secs(cfg.stream.token_timeout_seconds.max(1))),
+            base: OnceLock::new(),
+        }
+    }
+
+    /// A single-use URL for `p`.
+    pub fn url(&self, p: Pending) -> Result<String> {
+        let base = self
+            .base
+            .get()
+            .ok_or_else(|| Error::Unavailable("the streaming server is not running".into()))?;
+        let kind = p.kind();
+        let token = self.tokens.insert(p);
+        Ok(format!("{base}/{kind}/{token}"))
+    }
+
+    /// The base URL (`http://host:port`), once listening.
+    pub fn base_url(&self) -> Option<&str> {
+        self.base.get().map(String::as_str)
+    }
+}
+
+/// Binds the streaming server on `stream.address`:`stream.port` and serves it in a task.
+pub async fn start(d: &Arc<Daemon>) -> Result<()> {
+    let cfg = &d.config.stream;
+    if !cfg.tls_cert_file.as_os_str().is_empty() {
+        return Err(Error::Unimplemented(
+            "stream.tls_cert_file: TLS on the streaming server is not supported yet".into(),
+        ));
+    }
+    let ip: std::net::IpAddr = cfg
+        .address
+        .parse()
+        .map_err(|_| Error::invalid("stream.address", format!("not an IP address: {:?}", cfg.address)))?;
+    let listener = tokio::net::TcpListener::bind((ip, cfg.port))
+        .await
+        .map_err(|e| Error::io(format!("streaming server: listen on {}:{}", cfg.address, cfg.port), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("streaming server: local address", e))?;
+    let base = format!("http://{addr}");
+    tracing::info!(url = %base, "streaming server listening");
+    let _ = d.streaming.base.set(base);
+    tokio::spawn(server::serve(listener, Arc::downgrade(d)));
+    Ok(())
+}
+
+/// What an exec needs from the container's records.
+pub(crate) struct ExecPrep {
+    pub id: String,
+    pub state_dir: PathBuf,
+    pub runtime_path: PathBuf,
+    pub runtime_root: PathBuf,
+    pub process_json: Vec<u8>,
+}
+
+impl Daemon {
+    /// The record of a running container, else NotFound / FailedPrecondition naming `container_id`.
+    pub(crate) fn running_container(&self, id: &str) -> Result<crate::container::ContainerRecord> {
+        let rec = self
+            .containers
+            .get(id)
+            .map_err(|e| e.context(format!("container_id {id:?}")))?;
+        if crate::container::record::cri_state(&rec) != v1::ContainerState::ContainerRunning {
+            return Err(Error::FailedPrecondition(format!(
+                "container_id {:?}: container is not running",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+
+    /// The runtime and process spec for running `cmd` in container `id`.
+    pub(crate) fn exec_prepare(&self, id: &str, cmd: &[String], tty: bool) -> Result<ExecPrep> {
+        let rec = self.running_container(id)?;
+        let rt = crate::oci::Runtimes::from_config(&self.config, &self.dirs)?.get(&rec.runtime_handler)?;
+        let state_dir = self.dirs.container_state(&rec.id);
+        let path = state_dir.join("config.json");
+        let data = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let spec: oci_spec::runtime::Spec = serde_json::from_slice(&data)
+            .map_err(|e| Error::Internal(format!("parse {}: {e}", path.display())))?;
+        let mut process = spec
+            .process()
+            .clone()
+            .ok_or_else(|| Error::Internal(format!("{} has no process", path.display())))?;
+        process.set_args(Some(cmd.to_vec()));
+        process.set_terminal(Some(tty));
+        process.set_console_size(None);
+        let process_json =
+            serde_json::to_vec(&process).map_err(|e| Error::Internal(format!("encode process: {e}")))?;
+        Ok(ExecPrep {
+            id: rec.id,
+            state_dir,
+            runtime_path: rt.path().to_path_buf(),
+            runtime_root: rt.root().to_path_buf(),
+            process_json,
+        })
+    }
+}

@@ -56,6 +56,8 @@ state = "{state}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # This host lacks CAP_SYS_RESOURCE: the pause (-998) must not ask for less than containerd's own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"

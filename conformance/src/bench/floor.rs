@@ -22,6 +22,24 @@ fn run(cmd: &mut Command) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// `runc create`: the container inherits runc's stdio, so no pipe may be handed to it (reading it to
+/// the end would wait for the container); errors go to a file.
+fn runc_create(runc_root: &Path, bundle: &Path, id: &str, errors: &Path) -> Result<()> {
+    let err = std::fs::File::create(errors)?;
+    let st = Command::new(RUNC)
+        .arg("--root")
+        .arg(runc_root)
+        .args(["create", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .status()?;
+    ensure!(st.success(), "runc create {id}: {}", std::fs::read_to_string(errors).unwrap_or_default());
+    Ok(())
+}
+
 fn cni(cmd: &str, conf: &[u8], id: &str, netns: &Path) -> Result<()> {
     let mut child = Command::new("/usr/lib/cni/bridge")
         .env("CNI_COMMAND", cmd)
@@ -84,17 +102,19 @@ pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>>
             let name = format!("crustfloor{}-{i}", net.index);
             let netns = PathBuf::from("/var/run/netns").join(&name);
             let (pod, ctr) = (format!("{name}-pod"), format!("{name}-ctr"));
+            // A namespace of that name left by an interrupted run would fail `ip netns add`.
+            let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
             let t0 = Instant::now();
             run(Command::new("ip").args(["netns", "add", &name]))?;
             cni("ADD", &conf, &pod, &netns)?;
             bundle(&work.path().join(&pod), &pause_root, &["/pause"], &netns)?;
-            run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["create", "--bundle"]).arg(work.path().join(&pod)).arg(&pod))?;
+            runc_create(&runc_root, &work.path().join(&pod), &pod, &work.path().join("runc-errors"))?;
             run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["start", &pod]))?;
             rows.entry("RunPodSandbox").or_default().push(t0.elapsed());
 
             let t1 = Instant::now();
             bundle(&work.path().join(&ctr), &bb_root, &["sleep", "3600"], &netns)?;
-            run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["create", "--bundle"]).arg(work.path().join(&ctr)).arg(&ctr))?;
+            runc_create(&runc_root, &work.path().join(&ctr), &ctr, &work.path().join("runc-errors"))?;
             run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["start", &ctr]))?;
             rows.entry("CreateContainer + StartContainer").or_default().push(t1.elapsed());
 

@@ -23,7 +23,13 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// From the fields of a CRI `AuthConfig` (`auth` is base64 of `user:password`).
-    pub fn from_parts(username: &str, password: &str, auth: &str, identity: &str, registry: &str) -> Credentials {
+    pub fn from_parts(
+        username: &str,
+        password: &str,
+        auth: &str,
+        identity: &str,
+        registry: &str,
+    ) -> Credentials {
         let mut c = Credentials {
             username: username.to_string(),
             password: password.to_string(),
@@ -139,7 +145,10 @@ mod tests {
 
     #[test]
     fn challenges() {
-        assert_eq!(parse_challenge("Basic realm=\"Registry Realm\""), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge("Basic realm=\"Registry Realm\""),
+            Some(Challenge::Basic)
+        );
         let c = parse_challenge(
             "Bearer realm=\"https://auth.example/token\",service=\"registry.example\",scope=\"repository:a/b:pull,push\"",
         );

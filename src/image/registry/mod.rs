@@ -79,10 +79,7 @@ fn is_loopback(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
     };
-    name == "localhost"
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// HTTP clients, one per endpoint host (TLS settings differ per host), reused across pulls.
@@ -126,15 +123,17 @@ fn build_client(h: Option<&HostConfig>) -> Result<reqwest::Client> {
     if let Some(h) = h {
         let t = &h.tls;
         if !t.ca_file.as_os_str().is_empty() {
-            let pem = std::fs::read(&t.ca_file).map_err(|e| Error::io(format!("read {}", t.ca_file.display()), e))?;
+            let pem = std::fs::read(&t.ca_file)
+                .map_err(|e| Error::io(format!("read {}", t.ca_file.display()), e))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::invalid("tls.ca_file", format!("{}: {e}", t.ca_file.display())))?;
             b = b.tls_certs_merge(certs);
         }
         if !t.cert_file.as_os_str().is_empty() {
-            let mut pem =
-                std::fs::read(&t.cert_file).map_err(|e| Error::io(format!("read {}", t.cert_file.display()), e))?;
-            let key = std::fs::read(&t.key_file).map_err(|e| Error::io(format!("read {}", t.key_file.display()), e))?;
+            let mut pem = std::fs::read(&t.cert_file)
+                .map_err(|e| Error::io(format!("read {}", t.cert_file.display()), e))?;
+            let key = std::fs::read(&t.key_file)
+                .map_err(|e| Error::io(format!("read {}", t.key_file.display()), e))?;
             pem.extend_from_slice(b"\n");
             pem.extend_from_slice(&key);
             let id = reqwest::Identity::from_pem(&pem)
@@ -168,11 +167,19 @@ mod tests {
         let bases: Vec<_> = e.iter().map(|e| e.base.as_str()).collect();
         assert_eq!(
             bases,
-            ["http://127.0.0.1:5000", "https://m.example", "https://registry-1.docker.io"]
+            [
+                "http://127.0.0.1:5000",
+                "https://m.example",
+                "https://registry-1.docker.io"
+            ]
         );
         assert_eq!(e[0].host, "127.0.0.1:5000");
         assert!(e[0].mirror && !e[2].mirror);
-        cfg.registry.mirrors.get_mut("docker.io").unwrap().fallback_to_upstream = false;
+        cfg.registry
+            .mirrors
+            .get_mut("docker.io")
+            .unwrap()
+            .fallback_to_upstream = false;
         assert_eq!(endpoints(&cfg, "docker.io").len(), 2);
         let up = endpoints(&cfg, "quay.io");
         assert_eq!(up[0].base, "https://quay.io");

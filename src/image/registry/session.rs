@@ -58,7 +58,13 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Session {
     /// A session; `creds` may be empty (anonymous).
-    pub fn new(client: reqwest::Client, endpoint: Endpoint, repo: &str, creds: Credentials, stall: Duration) -> Self {
+    pub fn new(
+        client: reqwest::Client,
+        endpoint: Endpoint,
+        repo: &str,
+        creds: Credentials,
+        stall: Duration,
+    ) -> Self {
         Session {
             client,
             endpoint,
@@ -75,10 +81,13 @@ impl Session {
     }
 
     fn net_err(&self, e: reqwest::Error) -> Error {
+        let text = chain(&e);
         if e.is_timeout() {
-            Error::DeadlineExceeded(format!("{}: timed out: {}", self.host(), chain(&e)))
+            Error::DeadlineExceeded(format!("{}: timed out: {text}", self.host()))
+        } else if text.contains("certificate") || text.contains("TLS") || text.contains("tls") {
+            Error::Unavailable(format!("TLS with {} failed: {text}", self.host()))
         } else {
-            Error::Unavailable(format!("{} is unreachable: {}", self.host(), chain(&e)))
+            Error::Unavailable(format!("{} is unreachable: {text}", self.host()))
         }
     }
 
@@ -142,13 +151,20 @@ impl Session {
                 }
                 Ok(self.creds.basic())
             }
-            Some(Challenge::Bearer { realm, service, scope }) => {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repo));
                 let mut url = reqwest::Url::parse(&realm).map_err(|e| {
-                    Error::Unauthenticated(format!("authentication failed at {host}: bad token realm {realm:?}: {e}"))
+                    Error::Unauthenticated(format!(
+                        "authentication failed at {host}: bad token realm {realm:?}: {e}"
+                    ))
                 })?;
                 let resp = if !self.creds.identity_token.is_empty() {
-                    let mut form = reqwest::Url::parse("http://form.invalid/").map_err(|e| Error::Internal(e.to_string()))?;
+                    let mut form = reqwest::Url::parse("http://form.invalid/")
+                        .map_err(|e| Error::Internal(e.to_string()))?;
                     {
                         let mut q = form.query_pairs_mut();
                         q.append_pair("grant_type", "refresh_token");
@@ -189,14 +205,18 @@ impl Session {
                 }
                 let body = resp.bytes().await.map_err(|e| self.net_err(e))?;
                 let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                    Error::Unauthenticated(format!("authentication failed at {host}: bad token response: {e}"))
+                    Error::Unauthenticated(format!(
+                        "authentication failed at {host}: bad token response: {e}"
+                    ))
                 })?;
                 let token = v
                     .get("token")
                     .or_else(|| v.get("access_token"))
                     .and_then(|t| t.as_str())
                     .ok_or_else(|| {
-                        Error::Unauthenticated(format!("authentication failed at {host}: the token response has no token"))
+                        Error::Unauthenticated(format!(
+                            "authentication failed at {host}: the token response has no token"
+                        ))
                     })?;
                 Ok(format!("Bearer {token}"))
             }
@@ -207,7 +227,9 @@ impl Session {
         let at = &self.endpoint.base;
         match status {
             StatusCode::NOT_FOUND => Error::NotFound(format!("{what} not found at {at}")),
-            StatusCode::FORBIDDEN => Error::PermissionDenied(format!("{at} denied access to {what} (HTTP 403)")),
+            StatusCode::FORBIDDEN => {
+                Error::PermissionDenied(format!("{at} denied access to {what} (HTTP 403)"))
+            }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                 Error::Unavailable(format!("{} answered HTTP {s} for {what}", self.host()))
             }
@@ -242,7 +264,10 @@ impl Session {
                 .map_err(|e| self.net_err(e))?;
             let Some(c) = chunk else { break };
             if body.len() + c.len() > MAX_MANIFEST {
-                return Err(Error::FailedPrecondition(format!("{what} at {} is larger than 4 MiB", self.host())));
+                return Err(Error::FailedPrecondition(format!(
+                    "{what} at {} is larger than 4 MiB",
+                    self.host()
+                )));
             }
             body.extend_from_slice(&c);
         }
@@ -254,7 +279,11 @@ impl Session {
             )));
         }
         let media_type = media_type_of(&ctype, &body);
-        Ok(Manifest { media_type, digest, body })
+        Ok(Manifest {
+            media_type,
+            digest,
+            body,
+        })
     }
 
     /// Starts fetching a blob; returns the successful response to stream from.

@@ -38,22 +38,32 @@ async fn server(tokens: Arc<AtomicUsize>) -> String {
                     .unwrap_or_default();
                 let (status, headers, body): (&str, String, Vec<u8>) = if line.starts_with("GET /token?") {
                     tokens.fetch_add(1, Ordering::SeqCst);
-                    let scope_ok = line.contains("scope=repository%3Aa%2Fb%3Apull") && line.contains("service=reg");
+                    let scope_ok =
+                        line.contains("scope=repository%3Aa%2Fb%3Apull") && line.contains("service=reg");
                     if auth == "Basic YWxpY2U6cHc=" && scope_ok {
                         ("200 OK", String::new(), br#"{"token":"tok"}"#.to_vec())
                     } else {
                         ("401 Unauthorized", String::new(), b"{}".to_vec())
                     }
                 } else if auth == "Bearer tok" {
-                    ("200 OK", "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n".into(), BODY.to_vec())
+                    (
+                        "200 OK",
+                        "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n".into(),
+                        BODY.to_vec(),
+                    )
                 } else {
                     (
                         "401 Unauthorized",
-                        format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:a/b:pull\"\r\n"),
+                        format!(
+                            "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"reg\",scope=\"repository:a/b:pull\"\r\n"
+                        ),
                         b"{}".to_vec(),
                     )
                 };
-                let head = format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 let _ = s.write_all(head.as_bytes()).await;
                 let _ = s.write_all(&body).await;
             });
@@ -92,7 +102,11 @@ async fn bearer_challenge_gets_a_token_with_basic_credentials() {
     // A registry token from the request is used as is.
     let direct = session(&addr, Credentials::from_parts("", "", "", "", "tok"));
     direct.manifest("1").await.unwrap();
-    assert_eq!(tokens.load(Ordering::SeqCst), 2, "only the bad attempt asked for another token");
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        2,
+        "only the bad attempt asked for another token"
+    );
 }
 
 #[tokio::test]

@@ -23,14 +23,22 @@ fn install(sig: c_int, handler: extern "C" fn(c_int)) -> bool {
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = handler as usize;
-        sa.sa_flags = libc::SA_RESTART | if sig == libc::SIGCHLD { libc::SA_NOCLDSTOP } else { 0 };
+        sa.sa_flags = libc::SA_RESTART
+            | if sig == libc::SIGCHLD {
+                libc::SA_NOCLDSTOP
+            } else {
+                0
+            };
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0
     }
 }
 
 fn main() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "-v" || a == "--version") {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "-v" || a == "--version")
+    {
         println!("crust-pause {}", env!("CARGO_PKG_VERSION"));
         return;
     }

@@ -1,0 +1,354 @@
+#!/usr/bin/env bash
+# conformance/critest.sh (`make conformance`): runs cri-tools' critest (from PATH) against a crustd of its
+# own, with every image critest pulls served by stand-ins from a local registry, and nothing leaving the
+# machine:
+#   - a registry at $CRUST_TEST_REGISTRY (default http://127.0.0.1:5000); one is started (temporary
+#     storage) only if nothing answers there, and stopped after;
+#   - crust-test-images builds the stand-ins (busybox-static, crust's own small programs) and pushes them
+#     under the upstream paths;
+#   - crustd runs on a temporary root, state and socket, with a CNI network of its own (bridge + host-local
+#     + portmap, ipMasq off), registry mirrors for registry.k8s.io, k8s.gcr.io, gcr.io, docker.io, quay.io,
+#     public.ecr.aws (and any other host) pointing at the local registry with the upstream fallback off, and
+#     HTTP(S)_PROXY aimed at a closed loopback port;
+#   - critest writes its JUnit report and log to the results dir ($CRUST_CONFORMANCE_RESULTS, default
+#     conformance/results/<UTC date>); the summary line is `critest: N passed, M failed, K skipped`.
+# Then crustd is stopped and everything it left is swept (runc containers, processes, mounts, cgroups, the
+# bridge, NAT rules of the subnet).
+#
+# Exit status: 0 when critest is not on PATH (nothing to do) or when it ran and no spec failed; 1 when it
+# ran and specs failed (or it failed without a report); 2 when the run could not be set up.
+# Extra arguments (and $CRITEST_ARGS) go to critest, e.g. `--ginkgo.focus=Image` or `--parallel=2`.
+# CRUST_CONFORMANCE_NO_BUILD=1 uses the binaries already built (target/release, else target/debug).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+if ! command -v critest >/dev/null 2>&1; then
+    echo "critest is not on PATH: skipping the CRI validation run (install cri-tools' critest to run it)."
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "critest.sh: crustd runs containers: run as root" >&2
+    exit 2
+fi
+
+REGISTRY=${CRUST_TEST_REGISTRY:-http://127.0.0.1:5000}
+REGISTRY=${REGISTRY%/}
+RESULTS=${CRUST_CONFORMANCE_RESULTS:-$REPO/conformance/results/$(date -u +%Y-%m-%dT%H%M%SZ)}
+LOG_LEVEL=${CRUST_LOG_LEVEL:-info}
+# A port nothing listens on: any request that would go through a proxy fails at once.
+CLOSED_PROXY=http://127.0.0.1:9
+
+say() { echo "critest.sh: $*"; }
+fail() { echo "critest.sh: $*" >&2; exit 2; }
+
+case $REGISTRY in
+    http://*) REG_HOST=${REGISTRY#http://} ;;
+    *) fail "CRUST_TEST_REGISTRY must be a plain http:// URL of a local registry, got $REGISTRY" ;;
+esac
+REG_ADDR=${REG_HOST%:*}
+REG_PORT=${REG_HOST##*:}
+[ "$REG_PORT" != "$REG_HOST" ] || REG_PORT=80
+
+# ---- binaries ----------------------------------------------------------------------------------------
+if [ "${CRUST_CONFORMANCE_NO_BUILD:-0}" != 1 ]; then
+    say "building crust (make build) and crust-test-images"
+    make --no-print-directory build
+    cargo build -q -p crust-conformance --bin crust-test-images
+fi
+BIN=""
+for d in target/release target/debug; do
+    if [ -x "$d/crustd" ] && [ -x "$d/crust-monitor" ]; then BIN=$REPO/$d; break; fi
+done
+[ -n "$BIN" ] || fail "crustd is not built: run \`make build\`"
+IMAGES=""
+for d in target/debug target/release; do
+    if [ -x "$d/crust-test-images" ]; then IMAGES=$REPO/$d/crust-test-images; break; fi
+done
+[ -n "$IMAGES" ] || fail "crust-test-images is not built: cargo build -p crust-conformance --bin crust-test-images"
+PAUSE=$REPO/target/static/x86_64-unknown-linux-gnu/tiny/crust-pause
+[ -x "$PAUSE" ] || PAUSE=""
+
+# ---- state of the run, and its clean-up --------------------------------------------------------------
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+WORK=$(mktemp -d /tmp/crust-critest.XXXXXX)
+STATE=$(mktemp -d /run/crc.XXXXXX) # short: the socket path must stay under 108 bytes
+SOCK=$STATE/crust.sock
+CGROUP_PARENT=crust-critest-$$
+CRUSTD_PID=""
+REG_PID=""
+BRIDGE=""
+SUBNET_PREFIX=""
+FORWARD_WAS=""
+
+sweep_processes() {
+    # SIGKILLs processes whose command line, root or cwd is under the run's dirs (monitors, pause and
+    # container processes of this crustd), by PID.
+    local p cmd root cwd killed=0
+    for p in /proc/[0-9]*; do
+        p=${p#/proc/}
+        if [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] || [ "$p" = "${REG_PID:-x}" ]; then continue; fi
+        cmd=$({ tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null) || continue
+        root=$(readlink "/proc/$p/root" 2>/dev/null) || root=""
+        cwd=$(readlink "/proc/$p/cwd" 2>/dev/null) || cwd=""
+        case "$cmd $root/ $cwd/" in
+            *"$STATE"/* | *"$WORK"/*)
+                kill -KILL "$p" 2>/dev/null && { say "swept process $p ($cmd)"; killed=1; } ;;
+        esac
+    done
+    if [ $killed = 1 ]; then sleep 0.5; fi
+}
+
+sweep_mounts() {
+    local m
+    awk '{ print $5 }' /proc/self/mountinfo | sed 's/\\040/ /g' | awk -v s="$STATE" -v w="$WORK" \
+        'index($0, s "/") == 1 || $0 == s || index($0, w "/") == 1 { print length($0) "\t" $0 }' |
+        sort -rn | cut -f2- | while IFS= read -r m; do
+            umount -l "$m" 2>/dev/null && say "swept mount $m"
+        done
+}
+
+sweep_cgroups() {
+    local top d
+    for top in /sys/fs/cgroup/*/"$CGROUP_PARENT" /sys/fs/cgroup/"$CGROUP_PARENT"; do
+        [ -d "$top" ] || continue
+        for _ in 1 2 3 4 5; do
+            find "$top" -depth -type d -exec rmdir {} + 2>/dev/null || true
+            [ -d "$top" ] || break
+            sleep 0.2
+        done
+        if [ -d "$top" ]; then say "could not remove cgroup $top"; else say "swept cgroup $top"; fi
+    done
+}
+
+cleanup() {
+    local rc=$? i id
+    trap - EXIT HUP INT TERM
+    trap '' PIPE
+    set +e
+    if [ -n "$CRUSTD_PID" ] && kill -0 "$CRUSTD_PID" 2>/dev/null; then
+        kill -TERM "$CRUSTD_PID"
+        for i in $(seq 1 200); do kill -0 "$CRUSTD_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$CRUSTD_PID" 2>/dev/null
+        wait "$CRUSTD_PID" 2>/dev/null
+    fi
+    # What crustd left behind (it should remove everything critest made; critest removes its own pods).
+    local runc_root=$STATE/runtime/runc
+    if [ -d "$runc_root" ]; then
+        for id in $(runc --root "$runc_root" list -q 2>/dev/null); do
+            runc --root "$runc_root" delete --force "$id" >/dev/null 2>&1 && say "swept runc container $id"
+        done
+    fi
+    sweep_processes
+    sweep_mounts
+    sweep_cgroups
+    if [ -n "$BRIDGE" ] && [ -e "/sys/class/net/$BRIDGE" ]; then
+        ip link del "$BRIDGE" && say "removed bridge $BRIDGE"
+    fi
+    if [ -n "$SUBNET_PREFIX" ]; then
+        # portmap's DNAT rules of pods that were not torn down.
+        iptables -w -t nat -S 2>/dev/null | grep -F -- "$SUBNET_PREFIX" | grep '^-A ' | sed 's/^-A /-D /' |
+            while IFS= read -r rule; do
+                eval "iptables -w -t nat $rule" && say "removed NAT rule: $rule"
+            done
+    fi
+    if [ -n "$REG_PID" ]; then
+        kill -TERM "$REG_PID" 2>/dev/null
+        wait "$REG_PID" 2>/dev/null
+    fi
+    if [ "$FORWARD_WAS" = 0 ]; then sysctl -qw net.ipv4.ip_forward=0; fi
+    rm -rf "$WORK"
+    rmdir "$STATE" 2>/dev/null || rm -rf --one-file-system "$STATE"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 141' PIPE # e.g. `make conformance | head`: still clean up
+
+# ---- the registry ------------------------------------------------------------------------------------
+answers() { timeout 2 bash -c "exec 3<>/dev/tcp/$REG_ADDR/$REG_PORT" 2>/dev/null; }
+if answers; then
+    say "using the registry at $REGISTRY"
+else
+    case $REG_ADDR in
+        127.0.0.1 | localhost) ;;
+        *) fail "no registry answers at $REGISTRY (one is started only on 127.0.0.1)" ;;
+    esac
+    command -v docker-registry >/dev/null || fail "docker-registry is not installed (make deps)"
+    mkdir -p "$WORK/registry"
+    cat >"$WORK/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: info
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REG_PORT
+  secret: crust-critest
+EOF
+    env -u HTTP_PROXY -u HTTPS_PROXY -u http_proxy -u https_proxy \
+        docker-registry serve "$WORK/registry/config.yml" >"$RESULTS/registry.log" 2>&1 &
+    REG_PID=$!
+    for _ in $(seq 1 150); do
+        answers && break
+        kill -0 "$REG_PID" 2>/dev/null || fail "docker-registry exited: see $RESULTS/registry.log"
+        sleep 0.1
+    done
+    answers || fail "docker-registry did not answer at $REGISTRY"
+    say "started a registry at $REGISTRY (PID $REG_PID, temporary storage)"
+fi
+
+# ---- the stand-in images -----------------------------------------------------------------------------
+"$IMAGES" --registry "$REGISTRY" ${PAUSE:+--pause "$PAUSE"} >"$RESULTS/images.txt" ||
+    fail "pushing the stand-in images failed: see $RESULTS/images.txt"
+say "pushed the stand-in images (list in $RESULTS/images.txt)"
+
+# ---- crustd's network and configuration --------------------------------------------------------------
+N=""
+for i in $(seq 1 250); do
+    if [ ! -e "/sys/class/net/crcbr$i" ] && ! ip -4 route show | grep -qF "10.235.$i."; then N=$i; break; fi
+done
+[ -n "$N" ] || fail "no free subnet in 10.235.1-250.0/24"
+BRIDGE=crcbr$N
+SUBNET_PREFIX=10.235.$N.
+FORWARD_WAS=$(cat /proc/sys/net/ipv4/ip_forward)
+sysctl -qw net.ipv4.ip_forward=1 # pods on the bridge reach the host and each other
+
+mkdir -p "$WORK/cni" "$WORK/root"
+cat >"$WORK/cni/10-crust-critest.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "crust-critest-$N",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$WORK/ipam",
+        "ranges": [[{ "subnet": "10.235.$N.0/24", "gateway": "10.235.$N.1" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+EOF
+
+CONFIG=$WORK/crust.toml
+{
+    echo "root = \"$WORK/root\""
+    echo "state = \"$STATE\""
+    echo "log_level = \"$LOG_LEVEL\""
+    echo
+    echo "[api]"
+    echo "socket = \"$SOCK\""
+    echo
+    echo "[runtime]"
+    echo "cgroup_parent = \"$CGROUP_PARENT\""
+    if [ -n "$PAUSE" ]; then echo "pause_path = \"$PAUSE\""; fi
+    echo
+    echo "[cni]"
+    echo "conf_dir = \"$WORK/cni\""
+    for h in registry.k8s.io k8s.gcr.io gcr.io docker.io quay.io public.ecr.aws '*'; do
+        echo
+        echo "[registry.mirrors.\"$h\"]"
+        echo "endpoint = [\"$REGISTRY\"]"
+        echo "fallback_to_upstream = false"
+    done
+} >"$CONFIG"
+cp "$CONFIG" "$RESULTS/crust.toml"
+"$BIN/crustd" --config "$CONFIG" config >/dev/null || fail "crustd rejects the generated config $CONFIG"
+
+# ---- crustd ------------------------------------------------------------------------------------------
+HTTP_PROXY=$CLOSED_PROXY HTTPS_PROXY=$CLOSED_PROXY http_proxy=$CLOSED_PROXY https_proxy=$CLOSED_PROXY \
+    NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost NO_COLOR=1 \
+    "$BIN/crustd" --config "$CONFIG" >"$RESULTS/crustd.log" 2>&1 </dev/null &
+CRUSTD_PID=$!
+for _ in $(seq 1 300); do
+    [ -S "$SOCK" ] && break
+    kill -0 "$CRUSTD_PID" 2>/dev/null || fail "crustd exited during start-up: see $RESULTS/crustd.log"
+    sleep 0.1
+done
+[ -S "$SOCK" ] || fail "crustd did not create $SOCK within 30 s: see $RESULTS/crustd.log"
+say "crustd (PID $CRUSTD_PID, $BIN) serves $SOCK; running critest"
+
+# ---- critest -----------------------------------------------------------------------------------------
+JUNIT=$RESULTS/junit.xml
+set +e
+# critest itself talks to pods and to crustd's streaming server directly: no proxy for it.
+# shellcheck disable=SC2086 # CRITEST_ARGS is a list of arguments
+env -u HTTP_PROXY -u HTTPS_PROXY -u http_proxy -u https_proxy -u ALL_PROXY -u all_proxy \
+    critest --runtime-endpoint "unix://$SOCK" --image-endpoint "unix://$SOCK" \
+    --report-dir "$RESULTS" --ginkgo.junit-report="$JUNIT" --ginkgo.no-color \
+    ${CRITEST_ARGS:-} "$@" 2>&1 | tee "$RESULTS/critest.log"
+CRITEST_RC=${PIPESTATUS[0]}
+set -e
+
+# ---- the summary -------------------------------------------------------------------------------------
+if [ ! -s "$JUNIT" ]; then
+    echo "critest: no JUnit report at $JUNIT (critest exit status $CRITEST_RC); see $RESULTS/critest.log"
+    exit 1
+fi
+# One <testcase ...> per line (ginkgo's report); its status attribute, or its <failure>/<skipped>
+# children, say how it went. Suite nodes ([BeforeSuite] …) count only when they fail.
+set +e
+awk '
+    function unescape(s) {
+        gsub(/&quot;/, "\"", s); gsub(/&#34;/, "\"", s); gsub(/&apos;/, "\047", s); gsub(/&#39;/, "\047", s)
+        gsub(/&lt;/, "<", s); gsub(/&gt;/, ">", s); gsub(/&amp;/, "\\&", s); return s
+    }
+    function finish() {
+        if (name == "") return
+        if (status == "") status = child
+        if (status == "") status = "passed"
+        suite = (name ~ /^\[(Synchronized)?(Before|After)Suite\]/ || name ~ /^\[Report(Before|After)Suite\]/)
+        if (status == "passed") { if (!suite) passed++ }
+        else if (status == "skipped" || status == "pending") { if (!suite) skipped++ }
+        else { failed++; failures[failed] = name " (" status ")" }
+        name = ""; status = ""; child = ""
+    }
+    /<testcase[ >]/ {
+        finish()
+        name = $0; sub(/.*<testcase[^>]* name="/, "", name); sub(/".*/, "", name); name = unescape(name)
+        status = ""
+        if (match($0, /<testcase[^>]* status="[a-z]+"/)) { s = substr($0, RSTART, RLENGTH); sub(/.*status="/, "", s); sub(/"$/, "", s); status = s }
+        child = ""
+        if ($0 ~ /\/>[ \t]*$/) finish()
+        next
+    }
+    /<failure[ >]/ || /<error[ >]/ { child = "failed" }
+    /<skipped[ >\/]/ { if (child == "") child = "skipped" }
+    /<\/testcase>/ { finish() }
+    END {
+        finish()
+        printf "critest: %d passed, %d failed, %d skipped\n", passed, failed, skipped
+        if (failed > 0) {
+            print "failed specs:"
+            for (i = 1; i <= failed; i++) print "  - " failures[i]
+        }
+        exit (failed > 0)
+    }
+' "$JUNIT" | tee "$RESULTS/summary.txt"
+SUMMARY_RC=${PIPESTATUS[0]}
+set -e
+echo "results: $RESULTS (junit.xml, critest.log, crustd.log, images.txt, crust.toml)"
+if [ "$SUMMARY_RC" != 0 ]; then
+    echo "critest.sh: exit status 1 because specs failed"
+    exit 1
+fi
+if [ "$CRITEST_RC" != 0 ]; then
+    echo "critest.sh: exit status 1: critest exited with $CRITEST_RC although its report shows no failure"
+    exit 1
+fi
+exit 0

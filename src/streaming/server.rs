@@ -1,0 +1,204 @@
+//! The HTTP side of the streaming server (hyper, HTTP/1.1): `/<exec|attach|portforward>/<token>`, the
+//! protocol negotiation, the upgrade to SPDY/3.1 or WebSocket, and the hand-off to the handlers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::remotecommand::{self, SPDY_PROTOCOLS, Wanted};
+use super::tokens::Pending;
+use super::{attach, exec, portforward, spdy, websocket};
+use crate::daemon::Daemon;
+
+const PORTFORWARD_SPDY: &[(&str, u8)] = &[("portforward.k8s.io", 1)];
+
+/// Accepts connections until the daemon is gone.
+pub async fn serve(listener: tokio::net::TcpListener, d: Weak<Daemon>) {
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "streaming server: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if d.strong_count() == 0 {
+            return;
+        }
+        let d = d.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let d = d.clone();
+                async move { Ok::<_, Infallible>(handle(req, d, peer)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, error = %e, "streaming connection ended");
+            }
+        });
+    }
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text.into())));
+    *r.status_mut() = status;
+    r
+}
+
+fn header_values(req: &Request<Incoming>, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
+}
+
+fn handle(mut req: Request<Incoming>, d: Weak<Daemon>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (Some(kind), Some(token)) = (parts.next(), parts.next()) else {
+        return plain(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let Some(d) = d.upgrade() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    };
+    let Some(pending) = d.streaming.tokens.take(kind, token) else {
+        tracing::info!(peer = %peer, kind, "streaming request with an unknown, used or expired token");
+        return plain(StatusCode::NOT_FOUND, "unknown, used or expired streaming token\n");
+    };
+    let upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let what = format!("{kind} from {peer}");
+    if upgrade == "spdy/3.1" {
+        let ours = if matches!(pending, Pending::PortForward(_)) { PORTFORWARD_SPDY } else { SPDY_PROTOCOLS };
+        let chosen = match remotecommand::negotiate(&header_values(&req, "x-stream-protocol-version"), ours) {
+            Ok(c) => c,
+            Err(e) => return plain(StatusCode::FORBIDDEN, format!("{e}\n")),
+        };
+        let version = chosen.map(|c| c.1).unwrap_or(1);
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(up) => {
+                    let conn = spdy::serve(TokioIo::new(up), what.clone());
+                    run_spdy(d, pending, conn, version, what).await;
+                }
+                Err(e) => tracing::warn!(conn = %what, error = %e, "upgrade failed"),
+            }
+        });
+        let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+        let h = r.headers_mut();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        if let Some((name, _)) = chosen {
+            h.insert("X-Stream-Protocol-Version", HeaderValue::from_static(name));
+        }
+        return r;
+    }
+    if upgrade == "websocket" {
+        let Some(accept) = req
+            .headers()
+            .get("sec-websocket-key")
+            .and_then(|v| v.to_str().ok())
+            .map(websocket::accept_key)
+        else {
+            return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        };
+        let ours = if matches!(pending, Pending::PortForward(_)) {
+            websocket::PORTFORWARD_PROTOCOLS
+        } else {
+            websocket::CHANNEL_PROTOCOLS
+        };
+        let chosen = match remotecommand::negotiate(&header_values(&req, "sec-websocket-protocol"), ours) {
+            Ok(Some(c)) => c,
+            Ok(None) => ours[ours.len() - 1],
+            Err(e) => return plain(StatusCode::FORBIDDEN, format!("{e}\n")),
+        };
+        let ports: Vec<u16> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("port=").or_else(|| kv.strip_prefix("ports=")))
+            .flat_map(|v| v.split(','))
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(up) => websocket::run(d, pending, TokioIo::new(up), chosen.1, ports, what).await,
+                Err(e) => tracing::warn!(conn = %what, error = %e, "upgrade failed"),
+            }
+        });
+        let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
+        let h = r.headers_mut();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(v) = HeaderValue::from_str(&accept) {
+            h.insert("Sec-WebSocket-Accept", v);
+        }
+        h.insert("Sec-WebSocket-Protocol", HeaderValue::from_static(chosen.0));
+        return r;
+    }
+    plain(
+        StatusCode::BAD_REQUEST,
+        "this URL needs a connection upgrade to SPDY/3.1 or websocket\n",
+    )
+}
+
+/// What a remotecommand request asks for.
+pub(super) fn wanted(p: &Pending) -> Wanted {
+    match p {
+        Pending::Exec(r) => Wanted {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            tty: r.tty,
+        },
+        Pending::Attach(r) => Wanted {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            tty: r.tty,
+        },
+        Pending::PortForward(_) => Wanted::default(),
+    }
+}
+
+async fn run_spdy(d: Arc<Daemon>, pending: Pending, conn: spdy::Conn, version: u8, what: String) {
+    if let Pending::PortForward(r) = pending {
+        portforward::serve_spdy(d, r, conn, what).await;
+        return;
+    }
+    let streams = match remotecommand::collect_spdy(conn, version, wanted(&pending)).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(conn = %what, error = %e, "streaming session not started");
+            return;
+        }
+    };
+    dispatch(d, pending, streams).await;
+}
+
+/// Runs an exec or attach session on its streams.
+pub(super) async fn dispatch(d: Arc<Daemon>, pending: Pending, streams: super::channel::Streams) {
+    match pending {
+        Pending::Exec(r) => exec::run(d, r, streams).await,
+        Pending::Attach(r) => attach::run(d, r, streams).await,
+        Pending::PortForward(_) => {}
+    }
+}
