@@ -1,7 +1,7 @@
 # crust: `make run` sets up this host and runs crustd; `make test` runs the whole suite.
 SHELL := /bin/bash
 CARGO ?= cargo
-PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables
+PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables openssl
 STATIC_TARGET := x86_64-unknown-linux-gnu
 PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
 CNI_CONF_DIR := /etc/cni/net.d
@@ -59,7 +59,7 @@ fmt:
 ## conformance: critest (from PATH; skipped with a message when absent) against crustd, images from a
 ## local registry ($CRUST_TEST_REGISTRY) of stand-ins. Arguments for critest: CRITEST_ARGS=...
 conformance:
-	conformance/critest.sh
+	CRITEST_ARGS="$(CRITEST_ARGS)" conformance/critest.sh
 
 clean:
 	$(CARGO) clean

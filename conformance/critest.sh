@@ -315,7 +315,12 @@ awk '
         suite = (name ~ /^\[(Synchronized)?(Before|After)Suite\]/ || name ~ /^\[Report(Before|After)Suite\]/)
         if (status == "passed") { if (!suite) passed++ }
         else if (status == "skipped" || status == "pending") { if (!suite) skipped++ }
-        else { failed++; failures[failed] = name " (" status ")" }
+        else {
+            failed++; failures[failed] = name " (" status ")"
+            # The one reference no stand-in can serve (crust-test-images lists it).
+            if (name ~ /public image with digest should be pulled and removed/)
+                failures[failed] = failures[failed] " [expected: the upstream digest cannot be served locally]"
+        }
         name = ""; status = ""; child = ""
     }
     /<testcase[ >]/ {

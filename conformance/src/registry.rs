@@ -69,9 +69,17 @@ impl Registry {
                 .env_remove("HTTPS_PROXY")
                 .spawn()
                 .expect("spawn docker-registry");
+            // Its own log line, not just an answer on the port: another test's registry may have taken
+            // the port between `free_port` and this start.
+            let listening = format!("listening on 127.0.0.1:{port}");
+            let log_path = dir.path().join("registry.log");
             let up = crate::wait_for(Duration::from_secs(15), || {
                 if let Ok(Some(_)) = child.try_wait() {
                     return Some(false);
+                }
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if !log.contains(&listening) {
+                    return None;
                 }
                 http::request(&format!("127.0.0.1:{port}"), "GET", "/v2/", &[], b"").ok().map(|_| true)
             });

@@ -17,16 +17,71 @@ use tokio::sync::Notify;
 /// entry is a 4-byte big-endian length and the bytes. Built at first use.
 fn dictionary() -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "options", "head", "post", "put", "delete", "trace", "accept", "accept-charset",
-        "accept-encoding", "accept-language", "accept-ranges", "age", "allow", "authorization",
-        "cache-control", "connection", "content-base", "content-encoding", "content-language",
-        "content-length", "content-location", "content-md5", "content-range", "content-type", "date",
-        "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match",
-        "if-range", "if-unmodified-since", "last-modified", "location", "max-forwards", "pragma",
-        "proxy-authenticate", "proxy-authorization", "range", "referer", "retry-after", "server", "te",
-        "trailer", "transfer-encoding", "upgrade", "user-agent", "vary", "via", "warning",
-        "www-authenticate", "method", "get", "status", "200 OK", "version", "HTTP/1.1", "url", "public",
-        "set-cookie", "keep-alive", "origin",
+        "options",
+        "head",
+        "post",
+        "put",
+        "delete",
+        "trace",
+        "accept",
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "connection",
+        "content-base",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-md5",
+        "content-range",
+        "content-type",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "location",
+        "max-forwards",
+        "pragma",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "retry-after",
+        "server",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "vary",
+        "via",
+        "warning",
+        "www-authenticate",
+        "method",
+        "get",
+        "status",
+        "200 OK",
+        "version",
+        "HTTP/1.1",
+        "url",
+        "public",
+        "set-cookie",
+        "keep-alive",
+        "origin",
     ];
     let mut d = Vec::new();
     for w in WORDS {
@@ -46,9 +101,18 @@ text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8
 
 /// Splits `http://host:port/path?query` into (`host:port`, `/path?query`).
 fn split_url(url: &str) -> Result<(String, String)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| anyhow!("not an http URL: {url}"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    Ok((host.to_string(), if path.is_empty() { "/".into() } else { path.to_string() }))
+    Ok((
+        host.to_string(),
+        if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        },
+    ))
 }
 
 /// The answer to an upgrade request.
@@ -61,14 +125,19 @@ pub struct Handshake {
 
 impl Handshake {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 /// Sends `GET path` with `headers` and reads the response head (and, if not 101, a short body).
 async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<(TcpStream, Handshake, Vec<u8>)> {
     let (host, path) = split_url(url)?;
-    let mut s = TcpStream::connect(&host).await.with_context(|| format!("connect {host}"))?;
+    let mut s = TcpStream::connect(&host)
+        .await
+        .with_context(|| format!("connect {host}"))?;
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
@@ -83,7 +152,10 @@ async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<(TcpStream, Hand
         let mut chunk = [0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await??;
         if n == 0 {
-            bail!("connection closed during the handshake: {:?}", String::from_utf8_lossy(&buf));
+            bail!(
+                "connection closed during the handshake: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -231,7 +303,12 @@ impl Spdy {
     }
 
     /// Waits until `pred(data so far, fin)` holds for stream `id`; returns the data.
-    pub async fn wait(&self, id: u32, timeout: Duration, pred: impl Fn(&[u8], bool) -> bool) -> Result<Vec<u8>> {
+    pub async fn wait(
+        &self,
+        id: u32,
+        timeout: Duration,
+        pred: impl Fn(&[u8], bool) -> bool,
+    ) -> Result<Vec<u8>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.notify.notified();
@@ -390,7 +467,14 @@ const T: Duration = Duration::from_secs(60);
 
 impl SpdySession {
     /// Connects and opens the streams.
-    pub async fn start(url: &str, protocol: &str, stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<Self> {
+    pub async fn start(
+        url: &str,
+        protocol: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> Result<Self> {
         let conn = Spdy::connect(url, &[protocol]).await?;
         let error = conn.open(&[("streamType", "error")]).await?;
         let mut s = SpdySession {
@@ -417,16 +501,26 @@ impl SpdySession {
     }
 
     pub async fn write_stdin(&self, data: &[u8]) -> Result<()> {
-        self.conn.send(self.stdin.ok_or_else(|| anyhow!("no stdin"))?, data, false).await
+        self.conn
+            .send(self.stdin.ok_or_else(|| anyhow!("no stdin"))?, data, false)
+            .await
     }
 
     pub async fn close_stdin(&self) -> Result<()> {
-        self.conn.send(self.stdin.ok_or_else(|| anyhow!("no stdin"))?, b"", true).await
+        self.conn
+            .send(self.stdin.ok_or_else(|| anyhow!("no stdin"))?, b"", true)
+            .await
     }
 
     pub async fn resize(&self, width: u16, height: u16) -> Result<()> {
         let msg = format!("{{\"Width\":{width},\"Height\":{height}}}");
-        self.conn.send(self.resize.ok_or_else(|| anyhow!("no resize"))?, msg.as_bytes(), false).await
+        self.conn
+            .send(
+                self.resize.ok_or_else(|| anyhow!("no resize"))?,
+                msg.as_bytes(),
+                false,
+            )
+            .await
     }
 
     /// Waits until stdout contains `needle`.
@@ -512,10 +606,17 @@ impl Ws {
             bail!("upgrade refused: {} {}", hs.status, hs.body);
         }
         if hs.header("Sec-WebSocket-Accept") != Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") {
-            bail!("wrong Sec-WebSocket-Accept: {:?}", hs.header("Sec-WebSocket-Accept"));
+            bail!(
+                "wrong Sec-WebSocket-Accept: {:?}",
+                hs.header("Sec-WebSocket-Accept")
+            );
         }
         let protocol = hs.header("Sec-WebSocket-Protocol").unwrap_or("").to_string();
-        Ok(Ws { s, buf: rest, protocol })
+        Ok(Ws {
+            s,
+            buf: rest,
+            protocol,
+        })
     }
 
     /// Sends a masked frame.
@@ -567,7 +668,11 @@ impl Ws {
                     }
                 }
                 if fin {
-                    return Ok(if msg_op == 1 { WsMsg::Text(msg) } else { WsMsg::Binary(msg) });
+                    return Ok(if msg_op == 1 {
+                        WsMsg::Text(msg)
+                    } else {
+                        WsMsg::Binary(msg)
+                    });
                 }
                 continue;
             }
@@ -583,8 +688,11 @@ impl Ws {
     }
 }
 
-/// (fin, opcode, payload, bytes used) of the first whole frame in `b`.
-fn parse_frame(b: &[u8]) -> Result<Option<(bool, u8, Vec<u8>, usize)>> {
+/// (fin, opcode, payload, bytes used) of a frame.
+type WsFrame = (bool, u8, Vec<u8>, usize);
+
+/// The first whole frame in `b`.
+fn parse_frame(b: &[u8]) -> Result<Option<WsFrame>> {
     if b.len() < 2 {
         return Ok(None);
     }

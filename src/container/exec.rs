@@ -51,55 +51,6 @@ impl Inner {
     }
 }
 
-/// Reaps zombie children of crustd that lived in a container's pid namespace (an exec'd process whose
-/// `runtime exec` was killed before reaping it): polls for a few seconds. crustd's own children (runtime
-/// calls, plugins, monitors) all live in its pid namespace and are never touched here.
-async fn reap_container_orphans() {
-    for _ in 0..50 {
-        if tokio::task::spawn_blocking(reap_once).await.unwrap_or(0) > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn reap_once() -> usize {
-    let me = std::process::id().to_string();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    let mut reaped = 0;
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut f = rest.split_ascii_whitespace();
-        let (state, ppid) = (f.next(), f.next());
-        if state != Some("Z") || ppid != Some(me.as_str()) {
-            continue;
-        }
-        let nested = std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .is_some_and(|v| v.split_ascii_whitespace().count() > 1)
-        });
-        if nested {
-            let mut status = 0;
-            // SAFETY: waitpid on one specific zombie child, writing into a local.
-            if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-                reaped += 1;
-            }
-        }
-    }
-    reaped
-}
-
 impl Daemon {
     /// ExecSync: `timeout` 0 means none; on timeout the process is killed and DeadlineExceeded returned.
     pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: u64) -> Result<ExecResult> {
@@ -120,9 +71,7 @@ impl Daemon {
             .await
             .map_err(|e| e.context(format!("ExecSync in {}", rec.id)))?;
         if out.timed_out {
-            // The killed process may have outlived `runtime exec` and come back to crustd, a child
-            // subreaper; unreaped, it keeps its pid namespace (and so the pod's pause) from ending.
-            tokio::spawn(reap_container_orphans());
+            // The runtime killed the process and saw it reaped (see `oci::Runc::exec_sync`).
             return Err(Error::DeadlineExceeded(format!(
                 "ExecSync in {}: command timed out after {timeout}s and was killed",
                 rec.id

@@ -305,6 +305,76 @@ pub async fn resize(state_dir: &Path, width: u16, height: u16) -> Result<()> {
     request(state_dir, &format!("RESIZE {width} {height}\n")).await
 }
 
+/// Attaches to the container's stdio: returns the control connection after the monitor's `OK`, now
+/// carrying frames (see `ctl`): write `ctl::frame(ctl::STDIN, data)` to it (a zero-length STDIN frame
+/// closes stdin with `stdin_once`), read output with [`read_frame`]; EOF means the container exited
+/// (or the client was too slow and was dropped). Resize with [`resize`] on the side.
+pub async fn attach(state_dir: &Path) -> Result<tokio::net::UnixStream> {
+    let what = "monitor request ATTACH";
+    let (path, _guard) = ctl_path(state_dir)?;
+    let mut s = connect(&path, state_dir, what).await?;
+    let talk = async {
+        s.write_all(b"ATTACH\n").await.ctx(what)?;
+        // Byte by byte up to the newline, so that no frame byte is consumed here.
+        let mut line = Vec::new();
+        loop {
+            let b = s.read_u8().await.ctx(what)?;
+            if b == b'\n' || line.len() > 256 {
+                break;
+            }
+            line.push(b);
+        }
+        answer_to_result(&String::from_utf8_lossy(&line), what)
+    };
+    tokio::time::timeout(Duration::from_secs(10), talk)
+        .await
+        .unwrap_or_else(|_| Err(Error::DeadlineExceeded(format!("{what}: no answer in 10s"))))?;
+    Ok(s)
+}
+
+/// Reads one attach frame: `(stream, data)`, or `None` at EOF.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut hdr = [0u8; super::ctl::FRAME_HEADER];
+    match r.read_exact(&mut hdr).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data).await?;
+    Ok(Some((hdr[0], data)))
+}
+
+async fn connect(path: &Path, state_dir: &Path, what: &str) -> Result<tokio::net::UnixStream> {
+    tokio::net::UnixStream::connect(path).await.map_err(|e| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ) {
+            Error::FailedPrecondition(format!(
+                "{what}: the container's monitor is not running ({})",
+                state_dir.display()
+            ))
+        } else {
+            Error::io(format!("{what}: connect {}", path.display()), e)
+        }
+    })
+}
+
+fn answer_to_result(answer: &str, what: &str) -> Result<()> {
+    let answer = answer.trim_end();
+    if answer == "OK" {
+        Ok(())
+    } else if let Some(e) = answer.strip_prefix("ERR ") {
+        Err(Error::FailedPrecondition(format!("{what}: {e}")))
+    } else {
+        Err(Error::Internal(format!("{what}: unexpected answer {answer:?}")))
+    }
+}
+
 /// The control socket's path, short enough for `sockaddr_un` (via `/proc/self/fd/N` when the state dir
 /// is deep); the returned fd must live while the path is used.
 fn ctl_path(state_dir: &Path) -> Result<(PathBuf, Option<OwnedFd>)> {
@@ -326,31 +396,11 @@ async fn request(state_dir: &Path, line: &str) -> Result<()> {
     let what = format!("monitor request {}", line.trim_end());
     let (path, _guard) = ctl_path(state_dir)?;
     let talk = async {
-        let mut s = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) {
-                Error::FailedPrecondition(format!(
-                    "{what}: the container's monitor is not running ({})",
-                    state_dir.display()
-                ))
-            } else {
-                Error::io(format!("{what}: connect {}", path.display()), e)
-            }
-        })?;
+        let mut s = connect(&path, state_dir, &what).await?;
         s.write_all(line.as_bytes()).await.ctx(&what)?;
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).await.ctx(&what)?;
-        let answer = String::from_utf8_lossy(&answer);
-        let answer = answer.trim_end();
-        if answer == "OK" {
-            Ok(())
-        } else if let Some(e) = answer.strip_prefix("ERR ") {
-            Err(Error::FailedPrecondition(format!("{what}: {e}")))
-        } else {
-            Err(Error::Internal(format!("{what}: unexpected answer {answer:?}")))
-        }
+        answer_to_result(&String::from_utf8_lossy(&answer), &what)
     };
     tokio::time::timeout(Duration::from_secs(10), talk)
         .await

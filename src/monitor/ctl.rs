@@ -5,14 +5,34 @@
 //!
 //! - `REOPEN` — reopen (create) the CRI log file at its path (after kubelet rotated it);
 //! - `RESIZE <width> <height>` — set the pty's window size (only with `tty`);
-//! - `ATTACH` — reserved: after `OK` the connection will carry frames `[stream u8][len u32 BE][data]`
-//!   (stream 0 stdin from the client; 1 stdout, 2 stderr to it; len 0 closes that stream). Today the
-//!   monitor answers `ERR attach not supported yet`.
+//! - `ATTACH` — after `OK` the connection carries frames `[stream u8][len u32 BE][data]` both ways:
+//!   [`STDIN`] from the client (a frame with len 0 closes stdin when the container has `stdin_once`),
+//!   [`STDOUT`] and [`STDERR`] to it (a tty container's output is all `STDOUT`). The monitor closes the
+//!   connection when the container has exited (after the last output), or when the client cannot keep
+//!   up. With `stdin_once`, the container's stdin is closed when the first attached client leaves.
 //!
 //! Parsing allocates nothing (the monitor's steady loop must not).
 
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 128;
+
+/// Attach frame stream: the container's stdin (client → monitor).
+pub const STDIN: u8 = 0;
+/// Attach frame stream: the container's stdout (monitor → client).
+pub const STDOUT: u8 = 1;
+/// Attach frame stream: the container's stderr (monitor → client).
+pub const STDERR: u8 = 2;
+/// Bytes of an attach frame header: stream, then the payload length (u32, big endian).
+pub const FRAME_HEADER: usize = 5;
+
+/// Encodes one attach frame.
+pub fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(FRAME_HEADER + data.len());
+    v.push(stream);
+    v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    v.extend_from_slice(data);
+    v
+}
 
 /// A control request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use std::io::Write as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
-use super::ctl::{self, MAX_LINE, Request};
+use super::ctl;
+use super::ctl_server::{Clients, MAX_CLIENTS};
 use super::log::{LineBuf, LogFile, Stream, now_ns};
 use super::sysutil::{self, field};
 use super::{CTL_SOCKET, EXIT_FILE};
@@ -36,6 +37,8 @@ pub struct State {
     pub log_cpath: Option<CString>,
     pub io: Io,
     pub oom: Oom,
+    /// Close the container's stdin when the first attached client closes its stdin or leaves.
+    pub stdin_once: bool,
 }
 
 /// OOM-kill detection for the container's memory cgroup.
@@ -157,7 +160,6 @@ fn arm_inotify(path: &str) -> Option<OwnedFd> {
     (w >= 0).then_some(fd)
 }
 
-const MAX_CLIENTS: usize = 4;
 const SLOT_SIG: usize = 0;
 const SLOT_OUT: usize = 1;
 const SLOT_ERR: usize = 2;
@@ -165,22 +167,28 @@ const SLOT_CTL: usize = 3;
 const SLOT_OOM: usize = 4;
 const SLOT_CLIENT: usize = 5;
 
-struct Client {
-    fd: Option<OwnedFd>,
-    buf: [u8; MAX_LINE],
-    len: usize,
-}
-
 fn raw(fd: &Option<OwnedFd>) -> RawFd {
     fd.as_ref().map_or(-1, |f| f.as_raw_fd())
 }
 
-/// Reads what is there (a bounded number of reads); returns true at EOF (or a pty's EIO).
-fn pump(fd: RawFd, lb: &mut LineBuf, log: &mut LogFile, max_reads: usize) -> bool {
+fn raw_of(fd: Option<&OwnedFd>) -> Option<RawFd> {
+    fd.map(|f| f.as_raw_fd())
+}
+
+/// Reads what is there (a bounded number of reads) into the log and to attached clients; returns true
+/// at EOF (or a pty's EIO).
+fn pump(fd: RawFd, lb: &mut LineBuf, st: &mut State, clients: &mut Clients, max_reads: usize) -> bool {
+    let stream = match lb.stream() {
+        Stream::Stdout => ctl::STDOUT,
+        Stream::Stderr => ctl::STDERR,
+    };
     for _ in 0..max_reads {
         match sysutil::read(fd, lb.space()) {
             Ok(0) => return true,
-            Ok(n) => lb.filled(n, log),
+            Ok(n) => {
+                clients.forward(stream, &lb.space()[..n], st);
+                lb.filled(n, &mut st.log);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
             Err(_) => return true,
@@ -193,11 +201,7 @@ fn pump(fd: RawFd, lb: &mut LineBuf, log: &mut LogFile, max_reads: usize) -> boo
 pub fn run(st: &mut State) -> ! {
     let mut out = Box::new(LineBuf::new(Stream::Stdout));
     let mut err = Box::new(LineBuf::new(Stream::Stderr));
-    let mut clients: [Client; MAX_CLIENTS] = std::array::from_fn(|_| Client {
-        fd: None,
-        buf: [0; MAX_LINE],
-        len: 0,
-    });
+    let mut clients = Clients::new();
     let mut exited: Option<(libc::c_int, i64)> = None;
     while exited.is_none() {
         let mut pfds = [libc::pollfd {
@@ -214,8 +218,8 @@ pub fn run(st: &mut State) -> ! {
         pfds[SLOT_ERR].fd = raw(&st.io.stderr);
         pfds[SLOT_CTL].fd = st.ctl.as_raw_fd();
         pfds[SLOT_OOM].fd = st.oom.fd();
-        for (i, c) in clients.iter().enumerate() {
-            pfds[SLOT_CLIENT + i].fd = raw(&c.fd);
+        for i in 0..MAX_CLIENTS {
+            pfds[SLOT_CLIENT + i].fd = clients.fd(i);
         }
         // SAFETY: poll over a live array of pollfds.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
@@ -225,7 +229,7 @@ pub fn run(st: &mut State) -> ! {
         let ready = |i: usize| pfds[i].revents != 0;
         if ready(SLOT_OUT) {
             let fd = pfds[SLOT_OUT].fd;
-            if pump(fd, &mut out, &mut st.log, 8) {
+            if pump(fd, &mut out, st, &mut clients, 8) {
                 out.flush(&mut st.log);
                 if st.io.tty.is_some() {
                     st.io.tty = None;
@@ -234,7 +238,7 @@ pub fn run(st: &mut State) -> ! {
                 }
             }
         }
-        if ready(SLOT_ERR) && pump(pfds[SLOT_ERR].fd, &mut err, &mut st.log, 8) {
+        if ready(SLOT_ERR) && pump(pfds[SLOT_ERR].fd, &mut err, st, &mut clients, 8) {
             err.flush(&mut st.log);
             st.io.stderr = None;
         }
@@ -242,11 +246,11 @@ pub fn run(st: &mut State) -> ! {
             st.oom.on_event();
         }
         if ready(SLOT_CTL) {
-            accept_clients(st, &mut clients);
+            clients.accept(st.ctl.as_raw_fd());
         }
-        for (i, c) in clients.iter_mut().enumerate() {
+        for i in 0..MAX_CLIENTS {
             if ready(SLOT_CLIENT + i) {
-                serve_client(st, c);
+                clients.serve(i, st);
             }
         }
         if ready(SLOT_SIG) {
@@ -267,11 +271,11 @@ pub fn run(st: &mut State) -> ! {
     }
     // The init is gone: take what is left in the pipes (writers still alive in a shared PID namespace
     // are not waited for), then record the exit.
-    if let Some(fd) = st.io.tty.as_ref().or(st.io.stdout.as_ref()) {
-        pump(fd.as_raw_fd(), &mut out, &mut st.log, 1024);
+    if let Some(fd) = raw_of(st.io.tty.as_ref().or(st.io.stdout.as_ref())) {
+        pump(fd, &mut out, st, &mut clients, 1024);
     }
-    if let Some(fd) = &st.io.stderr {
-        pump(fd.as_raw_fd(), &mut err, &mut st.log, 1024);
+    if let Some(fd) = raw_of(st.io.stderr.as_ref()) {
+        pump(fd, &mut err, st, &mut clients, 1024);
     }
     out.flush(&mut st.log);
     err.flush(&mut st.log);
@@ -286,100 +290,6 @@ pub fn run(st: &mut State) -> ! {
     let _ = std::fs::remove_file(CTL_SOCKET);
     // SAFETY: ending the process; nothing is buffered.
     unsafe { libc::_exit(0) }
-}
-
-fn accept_clients(st: &mut State, clients: &mut [Client; MAX_CLIENTS]) {
-    loop {
-        // SAFETY: accept4 on our listening socket; the fd is owned below.
-        let fd = unsafe {
-            libc::accept4(
-                st.ctl.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return;
-        }
-        // SAFETY: fresh fd.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        match clients.iter_mut().find(|c| c.fd.is_none()) {
-            Some(c) => {
-                c.fd = Some(fd);
-                c.len = 0;
-            }
-            None => {
-                let _ = sysutil::write_all(fd.as_raw_fd(), b"ERR busy\n");
-            }
-        }
-    }
-}
-
-fn serve_client(st: &mut State, c: &mut Client) {
-    let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
-        return;
-    };
-    let n = match sysutil::read(fd, &mut c.buf[c.len..]) {
-        Ok(0) => {
-            c.fd = None;
-            return;
-        }
-        Ok(n) => n,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) =>
-        {
-            return;
-        }
-        Err(_) => {
-            c.fd = None;
-            return;
-        }
-    };
-    c.len += n;
-    let Some(nl) = c.buf[..c.len].iter().position(|b| *b == b'\n') else {
-        if c.len == MAX_LINE {
-            let _ = sysutil::write_all(fd, b"ERR request too long\n");
-            c.fd = None;
-        }
-        return;
-    };
-    let answer: &[u8] = match ctl::parse_request(&c.buf[..nl]) {
-        Some(Request::Reopen) => match &st.log_cpath {
-            None => b"OK\n",
-            Some(p) => match LogFile::open(p) {
-                Ok(l) => {
-                    st.log = l;
-                    b"OK\n"
-                }
-                Err(_) => b"ERR cannot open the log file\n",
-            },
-        },
-        Some(Request::Resize { width, height }) => match &st.io.tty {
-            None => b"ERR the container has no tty\n",
-            Some(m) => {
-                let ws = libc::winsize {
-                    ws_row: height,
-                    ws_col: width,
-                    ws_xpixel: 0,
-                    ws_ypixel: 0,
-                };
-                // SAFETY: TIOCSWINSZ reads a winsize from a live local.
-                if unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) } == 0 {
-                    b"OK\n"
-                } else {
-                    b"ERR resize failed\n"
-                }
-            }
-        },
-        Some(Request::Attach) => b"ERR attach not supported yet\n",
-        None => b"ERR bad request\n",
-    };
-    let _ = sysutil::write_all(fd, answer);
-    c.fd = None;
 }
 
 /// The exit file (JSON of `ExitStatus`), written to a temporary file, synced and renamed (in the cwd,

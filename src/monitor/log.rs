@@ -114,6 +114,11 @@ impl LineBuf {
         }
     }
 
+    /// The stream this buffer collects.
+    pub fn stream(&self) -> Stream {
+        self.stream
+    }
+
     /// Where the next read goes (never empty).
     pub fn space(&mut self) -> &mut [u8] {
         &mut self.buf[self.len..]

@@ -9,14 +9,16 @@
 //! - `monitor.pid`: `<pid> <start time in clock ticks>` of the monitor ([`is_alive`]);
 //! - `container.pid`: the container's init pid (written by the runtime);
 //! - `exit`: JSON [`ExitStatus`], written atomically once the container has exited ([`read_exit`]);
-//! - `ctl.sock`: the control socket (protocol in `ctl`): reopen the log, resize the tty, later attach.
+//! - `ctl.sock`: the control socket (protocol in `ctl`): reopen the log, resize the tty, attach
+//!   ([`reopen_log`], [`resize`], [`attach`] + [`read_frame`]).
 //!
-//! The monitor process itself lives in `process` (plus `log` and `ctl`); it uses no async runtime,
-//! no threads, and allocates nothing in its steady loop.
+//! The monitor process itself lives in `process`, `event_loop`, `ctl_server` and `log`; it uses no
+//! async runtime, no threads, and allocates nothing in its steady loop.
 
 mod args;
 mod client;
 pub mod ctl;
+mod ctl_server;
 mod event_loop;
 pub mod log;
 mod process;
@@ -26,7 +28,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{is_alive, monitor_pid, read_exit, reopen_log, resize, spawn, wait_exit};
+pub use client::{
+    attach, is_alive, monitor_pid, read_exit, read_frame, reopen_log, resize, spawn, wait_exit,
+};
 pub use process::main as monitor_main;
 
 /// File names in a container's state dir.

@@ -178,6 +178,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         let (err_r, err_w) = sysutil::pipe(true).map_err(|x| e("pipe", x))?;
         let stdin_r = if spec.stdin {
             let (r, w) = sysutil::pipe(false).map_err(|x| e("pipe", x))?;
+            sysutil::set_nonblock(w.as_raw_fd()).map_err(|x| e("pipe", x))?;
             io.stdin_w = Some(w);
             let raw = r.as_raw_fd();
             keep_for_child.push(r);
@@ -281,6 +282,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         log_cpath,
         io,
         oom,
+        stdin_once: spec.stdin_once,
     })
 }
 

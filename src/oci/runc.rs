@@ -203,7 +203,17 @@ impl OciRuntime for Runc {
         timeout: Duration,
         max_output: usize,
     ) -> BoxFuture<'a, Result<ExecOutput>> {
-        async move { self.exec_sync_inner(id, process, timeout, max_output).await }.boxed()
+        // The exec runs in its own task: a cancelled request must not drop (and so SIGKILL) `runtime
+        // exec` while its process lives, which would hand that process to crustd, a child subreaper,
+        // to end as an unreaped zombie. The timeout still applies inside the task.
+        let (rt, id, process) = (self.clone(), id.to_string(), process.clone());
+        async move {
+            let task =
+                tokio::spawn(async move { rt.exec_sync_inner(&id, &process, timeout, max_output).await });
+            task.await
+                .map_err(|e| Error::Internal(format!("exec task: {e}")))?
+        }
+        .boxed()
     }
 }
 
@@ -267,12 +277,7 @@ impl Runc {
                 Ok(s) => s,
                 Err(_) => {
                     timed_out = true;
-                    if let Some(pid) = read_pid(&pid_file) {
-                        // SAFETY: kill(2) with a pid read from runc's pid file; no memory involved.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                    let _ = child.start_kill();
-                    child.wait().await
+                    kill_exec(&mut child, &pid_file).await
                 }
             }
         };
@@ -298,6 +303,68 @@ impl Runc {
             exit_code,
             timed_out,
         })
+    }
+}
+
+/// How long `runtime exec` gets to reap its killed process and exit before it is killed too.
+const EXEC_REAP_GRACE: Duration = Duration::from_secs(3);
+
+/// Ends a timed-out exec: SIGKILLs the exec'd process (pid from the runtime's pid file) and lets
+/// `runtime exec`, its parent, reap it and exit. Only if the runtime has not exited within
+/// [`EXEC_REAP_GRACE`] is it killed; then the process, if still there, has been re-parented to us (a
+/// child subreaper) and is reaped in the background so that it cannot keep its pid namespace alive.
+async fn kill_exec(
+    child: &mut tokio::process::Child,
+    pid_file: &Path,
+) -> std::io::Result<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + EXEC_REAP_GRACE;
+    // The pid file appears once the process runs; until then the runtime may still finish by itself.
+    let pid = loop {
+        if let Some(pid) = read_pid(pid_file) {
+            // SAFETY: kill(2) with a pid read from runc's pid file; runc (its parent) has not been
+            // waited for, so the pid cannot have been reaped and reused yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            break Some(pid);
+        }
+        let step = tokio::time::Instant::now() + Duration::from_millis(50);
+        match tokio::time::timeout_at(step.min(deadline), child.wait()).await {
+            Ok(status) => return status,
+            Err(_) if tokio::time::Instant::now() >= deadline => break None,
+            Err(_) => {}
+        }
+    };
+    if let Ok(status) = tokio::time::timeout_at(deadline, child.wait()).await {
+        return status;
+    }
+    let _ = child.start_kill();
+    let status = child.wait().await;
+    if let Some(pid) = pid {
+        tokio::task::spawn_blocking(move || reap_adopted(pid));
+    }
+    status
+}
+
+/// Waits for `pid` if it is a child of ours from a nested pid namespace, i.e. an exec'd container
+/// process adopted after its runtime was killed. crustd's own children live in its pid namespace, so
+/// nothing else is ever waited for here. Blocks until the process ends.
+fn reap_adopted(pid: i32) {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let me = std::process::id().to_string();
+    let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
+        return;
+    };
+    let ppid = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_ascii_whitespace().nth(1));
+    let nested = std::fs::read_to_string(proc_dir.join("status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|v| v.split_ascii_whitespace().count() > 1)
+    });
+    if ppid == Some(me.as_str()) && nested {
+        let mut status = 0;
+        // SAFETY: waitpid on one specific child of ours, writing into a local.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
     }
 }
 

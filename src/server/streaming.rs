@@ -9,10 +9,16 @@ use crate::{Error, Result};
 
 fn streams_ok(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<()> {
     if !(stdin || stdout || stderr) {
-        return Err(Error::invalid("stdin", "one of stdin, stdout and stderr must be set"));
+        return Err(Error::invalid(
+            "stdin",
+            "one of stdin, stdout and stderr must be set",
+        ));
     }
     if tty && stderr {
-        return Err(Error::invalid("stderr", "tty and stderr cannot both be set (a tty has one output)"));
+        return Err(Error::invalid(
+            "stderr",
+            "tty and stderr cannot both be set (a tty has one output)",
+        ));
     }
     Ok(())
 }
@@ -25,7 +31,10 @@ pub async fn exec(d: &Daemon, req: v1::ExecRequest) -> Result<v1::ExecResponse> 
     }
     streams_ok(req.tty, req.stdin, req.stdout, req.stderr)?;
     let rec = d.running_container(&req.container_id)?;
-    let req = v1::ExecRequest { container_id: rec.id, ..req };
+    let req = v1::ExecRequest {
+        container_id: rec.id,
+        ..req
+    };
     Ok(v1::ExecResponse {
         url: d.streaming.url(Pending::Exec(req))?,
     })
@@ -36,7 +45,10 @@ pub async fn attach(d: &Daemon, req: v1::AttachRequest) -> Result<v1::AttachResp
     let _ = validate::required("container_id", &req.container_id)?;
     streams_ok(req.tty, req.stdin, req.stdout, req.stderr)?;
     let rec = d.running_container(&req.container_id)?;
-    let req = v1::AttachRequest { container_id: rec.id, ..req };
+    let req = v1::AttachRequest {
+        container_id: rec.id,
+        ..req
+    };
     Ok(v1::AttachResponse {
         url: d.streaming.url(Pending::Attach(req))?,
     })

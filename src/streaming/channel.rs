@@ -53,6 +53,11 @@ impl Sink {
         true
     }
 
+    /// Resolves when the connection's writer is gone (nothing can be sent any more).
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     /// Ends our side of the stream.
     pub async fn close(&self) {
         let _ = self.tx.send(Out::Close { stream: self.stream }).await;
@@ -112,7 +117,9 @@ impl Streams {
 pub fn status_message(version: u8, exit: &std::result::Result<i32, String>) -> Option<Vec<u8>> {
     let text = match exit {
         Ok(0) => None,
-        Ok(code) => Some(format!("command terminated with non-zero exit code: exit status {code}")),
+        Ok(code) => Some(format!(
+            "command terminated with non-zero exit code: exit status {code}"
+        )),
         Err(e) => Some(e.clone()),
     };
     if version < 4 {
@@ -183,9 +190,21 @@ mod tests {
     #[test]
     fn sizes_parse_across_chunks() {
         let mut buf = br#"{"Width":80,"Height":24}{"Width":1"#.to_vec();
-        assert_eq!(parse_sizes(&mut buf), vec![TermSize { width: 80, height: 24 }]);
+        assert_eq!(
+            parse_sizes(&mut buf),
+            vec![TermSize {
+                width: 80,
+                height: 24
+            }]
+        );
         buf.extend_from_slice(br#"00,"Height":33}"#);
-        assert_eq!(parse_sizes(&mut buf), vec![TermSize { width: 100, height: 33 }]);
+        assert_eq!(
+            parse_sizes(&mut buf),
+            vec![TermSize {
+                width: 100,
+                height: 33
+            }]
+        );
         assert!(buf.is_empty());
     }
 

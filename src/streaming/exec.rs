@@ -52,7 +52,12 @@ impl Drop for ExecFiles {
 }
 
 fn read_pid(p: &Path) -> Option<i32> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok().filter(|p| *p > 0)
+    std::fs::read_to_string(p)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
 }
 
 fn kill(pid: Option<i32>) {
@@ -80,15 +85,31 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
         return Err((Error::io(format!("write {}", files.process.display()), e), s));
     }
     let mut cmd = tokio::process::Command::new(&prep.runtime_path);
-    cmd.arg("--root").arg(&prep.runtime_root).arg("exec").arg("--process").arg(&files.process);
+    cmd.arg("--root")
+        .arg(&prep.runtime_root)
+        .arg("exec")
+        .arg("--process")
+        .arg(&files.process);
     cmd.arg("--pid-file").arg(&files.pid).kill_on_drop(true);
     if req.tty {
         return run_tty(cmd, &prep.id, files, s).await;
     }
     cmd.arg(&prep.id);
-    cmd.stdin(if s.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    cmd.stdout(if s.stdout.is_some() { Stdio::piped() } else { Stdio::null() });
-    cmd.stderr(if s.stderr.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if s.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(if s.stdout.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stderr(if s.stderr.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Err((Error::io(format!("run {}", prep.runtime_path.display()), e), s)),
@@ -114,7 +135,10 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
         kill(read_pid(&files.pid));
         // The runtime reaps the killed process and exits; killing the runtime instead would leave
         // the process to crustd (a subreaper) unreaped.
-        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.start_kill();
             let _ = child.wait().await;
         }
@@ -126,7 +150,9 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
         t.abort();
     }
     drain([out_task, err_task]).await;
-    let code = status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9));
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9));
     s.finish(Ok(code)).await;
     Ok(())
 }
@@ -195,8 +221,13 @@ fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
     let mut data = [0u8; 512];
     let mut iov = [std::io::IoSliceMut::new(&mut data)];
     let mut cmsg = nix::cmsg_space!([RawFd; 2]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(std::io::Error::from)?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
     for c in msg.cmsgs().map_err(std::io::Error::from)? {
         if let ControlMessageOwned::ScmRights(fds) = c
             && let Some(fd) = fds.first()
@@ -205,7 +236,9 @@ fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
             return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
         }
     }
-    Err(std::io::Error::other("no file descriptor in the console socket message"))
+    Err(std::io::Error::other(
+        "no file descriptor in the console socket message",
+    ))
 }
 
 async fn run_tty(
@@ -224,7 +257,9 @@ async fn run_tty(
         Err(e) => return Err((Error::io(format!("bind {}", files.console.display()), e), s)),
     };
     cmd.arg("-d").arg("--console-socket").arg(&runtime_path).arg(id);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Err((Error::io("run the runtime", e), s)),
@@ -282,8 +317,14 @@ async fn run_tty(
             }
         })
     });
-    let in_task = s.stdin.take().map(|rx| tokio::spawn(stdin_to_pty(rx, Arc::clone(&pty))));
-    let resize_task = s.resize.take().map(|rx| tokio::spawn(resize_pty(rx, Arc::clone(&pty))));
+    let in_task = s
+        .stdin
+        .take()
+        .map(|rx| tokio::spawn(stdin_to_pty(rx, Arc::clone(&pty))));
+    let resize_task = s
+        .resize
+        .take()
+        .map(|rx| tokio::spawn(resize_pty(rx, Arc::clone(&pty))));
     // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same for its whole life.
     let exited = match unsafe { AsyncFd::register(pidfd) } {
         Ok(afd) => tokio::select! {
@@ -375,7 +416,11 @@ impl Pty {
             // SAFETY: read(2) into `buf`, within its length.
             match g.try_io(|fd| {
                 let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             }) {
                 Ok(Ok(n)) => return Ok(n),
                 Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
@@ -392,7 +437,11 @@ impl Pty {
             // SAFETY: write(2) from `data`, within its length.
             match g.try_io(|fd| {
                 let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-                if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
             }) {
                 Ok(Ok(n)) => data = &data[n..],
                 Ok(Err(e)) => return Err(e),

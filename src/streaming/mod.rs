@@ -5,7 +5,8 @@
 //! connection on that URL (`server`): SPDY/3.1 (`spdy`) or WebSocket (`websocket`); the handlers
 //! (`exec`, `attach`, `portforward`) see the connection through `channel`, whatever carries it.
 //! `remotecommand` negotiates the exec/attach protocol version and gathers the SPDY streams.
-//! TLS is not served yet: a configured certificate makes start-up fail with a clear error.
+//! With `stream.tls_cert_file` and `stream.tls_key_file` set the server speaks TLS (rustls) and hands
+//! out `https` URLs.
 
 mod attach;
 pub mod channel;
@@ -66,25 +67,28 @@ impl Streaming {
 /// Binds the streaming server on `stream.address`:`stream.port` and serves it in a task.
 pub async fn start(d: &Arc<Daemon>) -> Result<()> {
     let cfg = &d.config.stream;
-    if !cfg.tls_cert_file.as_os_str().is_empty() {
-        return Err(Error::Unimplemented(
-            "stream.tls_cert_file: TLS on the streaming server is not supported yet".into(),
-        ));
-    }
+    let tls = if cfg.tls_cert_file.as_os_str().is_empty() {
+        None
+    } else {
+        Some(server::tls_acceptor(&cfg.tls_cert_file, &cfg.tls_key_file)?)
+    };
     let ip: std::net::IpAddr = cfg
         .address
         .parse()
         .map_err(|_| Error::invalid("stream.address", format!("not an IP address: {:?}", cfg.address)))?;
-    let listener = tokio::net::TcpListener::bind((ip, cfg.port))
-        .await
-        .map_err(|e| Error::io(format!("streaming server: listen on {}:{}", cfg.address, cfg.port), e))?;
+    let listener = tokio::net::TcpListener::bind((ip, cfg.port)).await.map_err(|e| {
+        Error::io(
+            format!("streaming server: listen on {}:{}", cfg.address, cfg.port),
+            e,
+        )
+    })?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("streaming server: local address", e))?;
-    let base = format!("http://{addr}");
+    let base = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     tracing::info!(url = %base, "streaming server listening");
     let _ = d.streaming.base.set(base);
-    tokio::spawn(server::serve(listener, Arc::downgrade(d)));
+    tokio::spawn(server::serve(listener, tls, Arc::downgrade(d)));
     Ok(())
 }
 

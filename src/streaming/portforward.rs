@@ -101,7 +101,12 @@ pub async fn forward(
     });
     let mut buf = vec![0u8; 32 << 10];
     loop {
-        match r.read(&mut buf).await {
+        let n = tokio::select! {
+            n = r.read(&mut buf) => n,
+            // The client connection is gone: drop the pod connection too.
+            _ = sink.closed() => break,
+        };
+        match n {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 if !sink.send(&buf[..n]).await {
@@ -119,21 +124,24 @@ pub async fn forward(
 async fn connect_in(netns: Option<PathBuf>, port: u16) -> Result<tokio::net::TcpStream, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread of its own: setns() changes the calling thread's namespace, and the thread ends after.
-    let spawned = std::thread::Builder::new().name("portforward-connect".into()).spawn(move || {
-        let res = (|| -> Result<std::net::TcpStream, String> {
-            if let Some(ns) = &netns {
-                let f = std::fs::File::open(ns).map_err(|e| format!("open netns {}: {e}", ns.display()))?;
-                nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| format!("setns {}: {e}", ns.display()))?;
-            }
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-                .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"))?;
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            Ok(s)
-        })();
-        let _ = tx.send(res);
-    });
+    let spawned = std::thread::Builder::new()
+        .name("portforward-connect".into())
+        .spawn(move || {
+            let res = (|| -> Result<std::net::TcpStream, String> {
+                if let Some(ns) = &netns {
+                    let f =
+                        std::fs::File::open(ns).map_err(|e| format!("open netns {}: {e}", ns.display()))?;
+                    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| format!("setns {}: {e}", ns.display()))?;
+                }
+                let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let s = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+                    .map_err(|e| format!("dial tcp 127.0.0.1:{port}: {e}"))?;
+                s.set_nonblocking(true).map_err(|e| e.to_string())?;
+                Ok(s)
+            })();
+            let _ = tx.send(res);
+        });
     spawned.map_err(|e| format!("spawn a thread: {e}"))?;
     let s = rx.await.map_err(|_| "connect thread died".to_string())??;
     tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string())

@@ -100,9 +100,15 @@ mod tests {
     #[test]
     fn negotiation_prefers_the_clients_order() {
         let offered = vec!["v4.channel.k8s.io, v3.channel.k8s.io".to_string()];
-        assert_eq!(negotiate(&offered, SPDY_PROTOCOLS).unwrap(), Some(("v4.channel.k8s.io", 4)));
+        assert_eq!(
+            negotiate(&offered, SPDY_PROTOCOLS).unwrap(),
+            Some(("v4.channel.k8s.io", 4))
+        );
         let offered = vec!["v2.channel.k8s.io".to_string(), "v4.channel.k8s.io".to_string()];
-        assert_eq!(negotiate(&offered, SPDY_PROTOCOLS).unwrap(), Some(("v2.channel.k8s.io", 2)));
+        assert_eq!(
+            negotiate(&offered, SPDY_PROTOCOLS).unwrap(),
+            Some(("v2.channel.k8s.io", 2))
+        );
         assert_eq!(negotiate(&[], SPDY_PROTOCOLS).unwrap(), None);
         assert!(negotiate(&["v9.channel.k8s.io".to_string()], SPDY_PROTOCOLS).is_err());
     }

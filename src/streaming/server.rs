@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -11,16 +12,46 @@ use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio_rustls::TlsAcceptor;
 
 use super::remotecommand::{self, SPDY_PROTOCOLS, Wanted};
 use super::tokens::Pending;
 use super::{attach, exec, portforward, spdy, websocket};
+use crate::Error;
 use crate::daemon::Daemon;
 
 const PORTFORWARD_SPDY: &[(&str, u8)] = &[("portforward.k8s.io", 1)];
 
+/// A TLS acceptor from PEM files (certificate chain, private key).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> crate::Result<TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |field: &str, path: &Path, e: String| Error::invalid(field, format!("{}: {e}", path.display()));
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("stream.tls_cert_file", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "stream.tls_cert_file",
+            cert,
+            "no certificate in the file".into(),
+        ));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad("stream.tls_key_file", key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad("stream.tls_key_file", key, e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
 /// Accepts connections until the daemon is gone.
-pub async fn serve(listener: tokio::net::TcpListener, d: Weak<Daemon>) {
+pub async fn serve(listener: tokio::net::TcpListener, tls: Option<TlsAcceptor>, d: Weak<Daemon>) {
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -33,19 +64,42 @@ pub async fn serve(listener: tokio::net::TcpListener, d: Weak<Daemon>) {
         if d.strong_count() == 0 {
             return;
         }
-        let d = d.clone();
+        let (d, tls) = (d.clone(), tls.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let d = d.clone();
-                async move { Ok::<_, Infallible>(handle(req, d, peer)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(sock), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, error = %e, "streaming connection ended");
+            match tls {
+                None => serve_conn(sock, d, peer).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(sock)).await;
+                    match handshake {
+                        Ok(Ok(s)) => serve_conn(s, d, peer).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, error = %e, "streaming TLS handshake failed")
+                        }
+                        Err(_) => tracing::info!(peer = %peer, "streaming TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn serve_conn<IO>(io: IO, d: Weak<Daemon>, peer: SocketAddr)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let d = d.clone();
+        async move { Ok::<_, Infallible>(handle(req, d, peer)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(peer = %peer, error = %e, "streaming connection ended");
     }
 }
 
@@ -74,7 +128,10 @@ fn handle(mut req: Request<Incoming>, d: Weak<Daemon>, peer: SocketAddr) -> Resp
     };
     let Some(pending) = d.streaming.tokens.take(kind, token) else {
         tracing::info!(peer = %peer, kind, "streaming request with an unknown, used or expired token");
-        return plain(StatusCode::NOT_FOUND, "unknown, used or expired streaming token\n");
+        return plain(
+            StatusCode::NOT_FOUND,
+            "unknown, used or expired streaming token\n",
+        );
     };
     let upgrade = req
         .headers()
@@ -84,7 +141,11 @@ fn handle(mut req: Request<Incoming>, d: Weak<Daemon>, peer: SocketAddr) -> Resp
         .to_ascii_lowercase();
     let what = format!("{kind} from {peer}");
     if upgrade == "spdy/3.1" {
-        let ours = if matches!(pending, Pending::PortForward(_)) { PORTFORWARD_SPDY } else { SPDY_PROTOCOLS };
+        let ours = if matches!(pending, Pending::PortForward(_)) {
+            PORTFORWARD_SPDY
+        } else {
+            SPDY_PROTOCOLS
+        };
         let chosen = match remotecommand::negotiate(&header_values(&req, "x-stream-protocol-version"), ours) {
             Ok(c) => c,
             Err(e) => return plain(StatusCode::FORBIDDEN, format!("{e}\n")),

@@ -86,7 +86,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.len() >= 43);
         assert!(t.take("exec", &b).is_none(), "wrong kind");
-        assert!(t.take("portforward", &b).is_none(), "a failed take uses the token up");
+        assert!(
+            t.take("portforward", &b).is_none(),
+            "a failed take uses the token up"
+        );
         assert!(t.take("portforward", &a).is_some());
         assert!(t.take("portforward", &a).is_none(), "used");
         assert!(t.take("portforward", "nope").is_none());

@@ -52,7 +52,10 @@ pub fn parse_frame(buf: &mut BytesMut) -> Result<Option<(bool, u8, Bytes)>, WsEr
     }
     let (len, mut off) = match b1 & 0x7f {
         126 if buf.len() >= 4 => (u64::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes([buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], buf[8], buf[9]]), 10),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes([buf[2], buf[3], buf[4], buf[5], buf[6], buf[7], buf[8], buf[9]]),
+            10,
+        ),
         126 | 127 => return Ok(None),
         n => (u64::from(n), 2),
     };
@@ -98,7 +101,11 @@ where
     let (r, w) = tokio::io::split(io);
     let (out_tx, out_rx) = mpsc::channel(256);
     let (gone_tx, gone_rx) = watch::channel(false);
-    tokio::spawn(write_loop(w, out_rx, version >= 5 && !matches!(p, Pending::PortForward(_))));
+    tokio::spawn(write_loop(
+        w,
+        out_rx,
+        version >= 5 && !matches!(p, Pending::PortForward(_)),
+    ));
     // Inbound channels: channel byte → sender.
     let mut inbound: Vec<(u8, mpsc::Sender<Bytes>)> = Vec::new();
     match p {
@@ -120,19 +127,27 @@ where
                 let (data_ch, err_ch) = ((2 * i) as u32, (2 * i + 1) as u32);
                 let (tx, rx) = mpsc::channel(32);
                 inbound.push((data_ch as u8, tx));
-                let (data, err) = (Sink::new(data_ch, out_tx.clone()), Sink::new(err_ch, out_tx.clone()));
+                let (data, err) = (
+                    Sink::new(data_ch, out_tx.clone()),
+                    Sink::new(err_ch, out_tx.clone()),
+                );
                 let netns = netns.clone();
                 let pod = req.pod_sandbox_id.clone();
                 tokio::spawn(async move {
                     data.send(&port.to_le_bytes()).await;
                     err.send(&port.to_le_bytes()).await;
-                    if let Err(msg) = super::portforward::forward(netns, &port.to_string(), rx, data.clone()).await {
-                        err.send(format!("error forwarding port {port} to pod {pod}: {msg}").as_bytes()).await;
+                    if let Err(msg) =
+                        super::portforward::forward(netns, &port.to_string(), rx, data.clone()).await
+                    {
+                        err.send(format!("error forwarding port {port} to pod {pod}: {msg}").as_bytes())
+                            .await;
                     }
                     err.close().await;
                 });
             }
-            read_loop(r, inbound, out_tx, gone_tx, what).await;
+            read_loop(r, inbound, out_tx.clone(), gone_tx, what).await;
+            // The client is gone: end the writer, which ends the forwarded connections.
+            let _ = out_tx.send(Out::Finish).await;
         }
         p => {
             let want = wanted(&p);
@@ -210,7 +225,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(conn = %what, error = %e, "malformed websocket frame; closing the connection");
-                    let _ = out.send(Out::WsControl(8, Bytes::from_static(&[0x03, 0xea]))).await;
+                    let _ = out
+                        .send(Out::WsControl(8, Bytes::from_static(&[0x03, 0xea])))
+                        .await;
                     break 'read;
                 }
             };
@@ -237,7 +254,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
             let m = msg.split().freeze();
-            let Some((&ch, data)) = m.split_first() else { continue };
+            let Some((&ch, data)) = m.split_first() else {
+                continue;
+            };
             if ch == 255 {
                 if let Some(&c) = data.first() {
                     inbound.retain(|(x, _)| *x != c);
@@ -281,7 +300,10 @@ mod tests {
 
     #[test]
     fn accept_key_of_rfc_6455() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]

@@ -243,10 +243,10 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
                 Mem { rss_kib: total.iter().map(|m| m.rss_kib).sum::<u64>() / 20, pss_kib: total.iter().map(|m| m.pss_kib).sum::<u64>() / 20 },
             );
         }
-        for p in 0..20 {
+        for (p, pod) in pods.iter().enumerate() {
             let cfg = pod_config(t, "crowd", p);
             for c in 1..5 {
-                start_container(&mut rt, t, &pods[p], &cfg, &format!("c{c}"), None).await?;
+                start_container(&mut rt, t, pod, &cfg, &format!("c{c}"), None).await?;
             }
         }
         if let Some(m) = memory::of(t.daemon_pid) {

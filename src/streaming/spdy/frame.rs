@@ -30,17 +30,48 @@ pub type Headers = Vec<(String, String)>;
 /// One SPDY frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    SynStream { stream_id: u32, flags: u8, headers: Headers },
-    SynReply { stream_id: u32, flags: u8, headers: Headers },
-    RstStream { stream_id: u32, status: u32 },
-    Settings { entries: Vec<(u32, u32)> },
-    Ping { id: u32 },
-    GoAway { last_stream_id: u32, status: u32 },
-    Headers { stream_id: u32, flags: u8, headers: Headers },
-    WindowUpdate { stream_id: u32, delta: u32 },
-    Data { stream_id: u32, flags: u8, data: Bytes },
+    SynStream {
+        stream_id: u32,
+        flags: u8,
+        headers: Headers,
+    },
+    SynReply {
+        stream_id: u32,
+        flags: u8,
+        headers: Headers,
+    },
+    RstStream {
+        stream_id: u32,
+        status: u32,
+    },
+    Settings {
+        entries: Vec<(u32, u32)>,
+    },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        last_stream_id: u32,
+        status: u32,
+    },
+    Headers {
+        stream_id: u32,
+        flags: u8,
+        headers: Headers,
+    },
+    WindowUpdate {
+        stream_id: u32,
+        delta: u32,
+    },
+    Data {
+        stream_id: u32,
+        flags: u8,
+        data: Bytes,
+    },
     /// A control frame type we do not know (ignored, as the spec says).
-    Unknown { kind: u16 },
+    Unknown {
+        kind: u16,
+    },
 }
 
 /// A protocol violation: the connection is closed with this text in the log.
@@ -75,7 +106,9 @@ impl Decoder {
         let flags = buf[4];
         let len = u32::from_be_bytes([0, buf[5], buf[6], buf[7]]) as usize;
         if len > MAX_FRAME {
-            return perr(format!("frame of {len} bytes is larger than the {MAX_FRAME} accepted"));
+            return perr(format!(
+                "frame of {len} bytes is larger than the {MAX_FRAME} accepted"
+            ));
         }
         if buf.len() < 8 + len {
             buf.reserve(8 + len - buf.len());
@@ -166,7 +199,10 @@ impl Decoder {
                 need(4)?;
                 let last_stream_id = body.get_u32() & 0x7fff_ffff;
                 let status = if body.len() >= 4 { body.get_u32() } else { 0 };
-                Frame::GoAway { last_stream_id, status }
+                Frame::GoAway {
+                    last_stream_id,
+                    status,
+                }
             }
             WINDOW_UPDATE => {
                 need(8)?;
@@ -190,7 +226,9 @@ impl Decoder {
             }
             let before_in = self.inflate.total_in();
             let before_out = out.len();
-            let res = self.inflate.decompress_vec(&input[pos..], &mut out, FlushDecompress::Sync);
+            let res = self
+                .inflate
+                .decompress_vec(&input[pos..], &mut out, FlushDecompress::Sync);
             pos += (self.inflate.total_in() - before_in) as usize;
             match res {
                 Ok(Status::StreamEnd) => break,
@@ -277,7 +315,11 @@ impl Encoder {
     /// Appends the wire form of `frame` to `out`.
     pub fn encode(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         match frame {
-            Frame::Data { stream_id, flags, data } => {
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
                 out.extend_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
                 let len = data.len() as u32;
                 out.extend_from_slice(&((u32::from(*flags) << 24) | (len & 0x00ff_ffff)).to_be_bytes());
@@ -305,7 +347,11 @@ impl Encoder {
                 flags,
                 headers,
             } => {
-                let kind = if matches!(frame, Frame::SynReply { .. }) { SYN_REPLY } else { HEADERS };
+                let kind = if matches!(frame, Frame::SynReply { .. }) {
+                    SYN_REPLY
+                } else {
+                    HEADERS
+                };
                 let mut p = stream_id.to_be_bytes().to_vec();
                 self.header_block(headers, &mut p)?;
                 control(out, kind, *flags, &p);
@@ -324,7 +370,10 @@ impl Encoder {
                 control(out, SETTINGS, 0, &p);
             }
             Frame::Ping { id } => control(out, PING, 0, &id.to_be_bytes()),
-            Frame::GoAway { last_stream_id, status } => {
+            Frame::GoAway {
+                last_stream_id,
+                status,
+            } => {
                 let mut p = last_stream_id.to_be_bytes().to_vec();
                 p.extend_from_slice(&status.to_be_bytes());
                 control(out, GOAWAY, 0, &p);
@@ -399,7 +448,10 @@ mod tests {
             Frame::SynStream {
                 stream_id: 3,
                 flags: FLAG_FIN,
-                headers: vec![("streamtype".into(), "stdout".into()), ("port".into(), "80".into())],
+                headers: vec![
+                    ("streamtype".into(), "stdout".into()),
+                    ("port".into(), "80".into()),
+                ],
             },
             Frame::Data {
                 stream_id: 3,
@@ -407,9 +459,17 @@ mod tests {
                 data: Bytes::from_static(b"hello"),
             },
             Frame::Ping { id: 7 },
-            Frame::WindowUpdate { stream_id: 0, delta: 100 },
-            Frame::Settings { entries: vec![(7, 65536)] },
-            Frame::RstStream { stream_id: 3, status: 5 },
+            Frame::WindowUpdate {
+                stream_id: 0,
+                delta: 100,
+            },
+            Frame::Settings {
+                entries: vec![(7, 65536)],
+            },
+            Frame::RstStream {
+                stream_id: 3,
+                status: 5,
+            },
             Frame::GoAway {
                 last_stream_id: 3,
                 status: 0,

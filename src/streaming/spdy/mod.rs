@@ -151,7 +151,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if stream_id % 2 == 0 || stream_id <= last_id || opened >= MAX_STREAMS {
                         // PROTOCOL_ERROR (1) or REFUSED_STREAM (3).
                         let status = if opened >= MAX_STREAMS { 3 } else { 1 };
-                        let _ = out.send(Out::Control(Frame::RstStream { stream_id, status })).await;
+                        let _ = out
+                            .send(Out::Control(Frame::RstStream { stream_id, status }))
+                            .await;
                         continue;
                     }
                     last_id = stream_id;
@@ -167,11 +169,23 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if flags & FLAG_FIN == 0 {
                         open.insert(stream_id, tx);
                     }
-                    if streams.send(Incoming { id: stream_id, headers, rx }).await.is_err() {
+                    if streams
+                        .send(Incoming {
+                            id: stream_id,
+                            headers,
+                            rx,
+                        })
+                        .await
+                        .is_err()
+                    {
                         open.remove(&stream_id);
                     }
                 }
-                Frame::Data { stream_id, flags, data } => {
+                Frame::Data {
+                    stream_id,
+                    flags,
+                    data,
+                } => {
                     let n = data.len() as u32;
                     if !data.is_empty()
                         && let Some(tx) = open.get(&stream_id)
@@ -206,7 +220,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 Frame::GoAway { .. } => break 'read,
                 Frame::SynReply { stream_id, .. } => {
-                    let _ = out.send(Out::Control(Frame::RstStream { stream_id, status: 1 })).await;
+                    let _ = out
+                        .send(Out::Control(Frame::RstStream { stream_id, status: 1 }))
+                        .await;
                 }
                 Frame::Settings { .. } | Frame::WindowUpdate { .. } | Frame::Unknown { .. } => {}
             }

@@ -1,0 +1,231 @@
+//! Request validation, listing and filters, UpdateContainerResources, stats and ReopenContainerLog.
+
+use super::*;
+
+#[tokio::test]
+async fn validation_lists_updates_stats_and_reopen() {
+    let e = env().await;
+    let p = pod(&e, "misc").await;
+    let bb = e.imgs.busybox.reference.clone();
+
+    let mut bad = p.config.clone();
+    bad.metadata.as_mut().unwrap().name = "other".into();
+    let ghost = Pod {
+        id: "nonexistent".into(),
+        config: bad,
+        log_dir: p.log_dir.clone(),
+    };
+    assert_eq!(
+        create(&e, &ghost, ctr("x", &bb, &["true"]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let err = create(&e, &p, ctr("", &bb, &["true"])).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("config.metadata.name"), "{err:?}");
+    let err = create(&e, &p, ctr("x", "127.0.0.1:1/not/pulled:1", &["true"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // A create the runtime refuses leaves nothing behind, and its name can be used again.
+    let err = create(&e, &p, ctr("bad", &bb, &["/no/such/binary"]))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("/no/such/binary"), "{err:?}");
+    for dir in [e.c.root.join("containers"), e.c.state.join("containers")] {
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|x| x.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&e.c.state.join("containers").display().to_string()),
+        "{mounts}"
+    );
+    let bad = create(&e, &p, ctr("bad", &bb, &["true"])).await.unwrap();
+    remove(&e, &bad).await.unwrap();
+
+    // Two creates of one name at once (a kubelet retry): one container; the retry gets its ID (or, when
+    // the first had finished already, AlreadyExists).
+    let (a, b) = tokio::join!(
+        create(&e, &p, ctr("twin", &bb, &["true"])),
+        create(&e, &p, ctr("twin", &bb, &["true"]))
+    );
+    let twin = match (a, b) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, b);
+            a
+        }
+        (Ok(x), Err(err)) | (Err(err), Ok(x)) => {
+            assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+            x
+        }
+        (Err(a), Err(b)) => panic!("{a:?} {b:?}"),
+    };
+    remove(&e, &twin).await.unwrap();
+
+    let id = create(&e, &p, ctr("web", &bb, &["sleep", "1000"])).await.unwrap();
+    assert_eq!(
+        status(&e, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    let err = create(&e, &p, ctr("web", &bb, &["sleep", "1000"]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(err.message().contains("web"), "{err:?}");
+    start(&e, &id).await.unwrap();
+    assert_eq!(start(&e, &id).await.unwrap_err().code(), Code::FailedPrecondition);
+    let other = run(&e, &p, ctr("batch", &bb, &["true"])).await;
+    wait_exited(&e, &other).await;
+
+    let list = |f: ContainerFilter| {
+        let c = &e.c;
+        async move {
+            let mut ids: Vec<String> = c
+                .runtime()
+                .await
+                .list_containers(ListContainersRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let mut both = vec![id.clone(), other.clone()];
+    both.sort();
+    assert_eq!(
+        list(ContainerFilter {
+            pod_sandbox_id: p.id.clone(),
+            ..Default::default()
+        })
+        .await,
+        both
+    );
+    assert_eq!(
+        list(ContainerFilter {
+            id: id[..12].into(),
+            ..Default::default()
+        })
+        .await,
+        vec![id.clone()]
+    );
+    let running = Some(ContainerStateValue {
+        state: ContainerState::ContainerRunning as i32,
+    });
+    assert_eq!(
+        list(ContainerFilter {
+            state: running,
+            ..Default::default()
+        })
+        .await,
+        vec![id.clone()]
+    );
+    let sel = [("name".to_string(), "batch".to_string())].into();
+    assert_eq!(
+        list(ContainerFilter {
+            label_selector: sel,
+            ..Default::default()
+        })
+        .await,
+        vec![other.clone()]
+    );
+
+    let mut rt = e.c.runtime().await;
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let res = status(&e, &id).await.resources.unwrap().linux.unwrap();
+    assert_eq!((res.memory_limit_in_bytes, res.cpu_shares), (64 << 20, 512));
+    let cg = format!(
+        "/sys/fs/cgroup/memory/{}/{id}/memory.limit_in_bytes",
+        p_cgroup(&e, &id).await
+    );
+    if Path::new("/sys/fs/cgroup/memory").exists() {
+        assert_eq!(
+            std::fs::read_to_string(&cg).unwrap().trim(),
+            (64u64 << 20).to_string()
+        );
+    }
+
+    exec(&e, &id, &["sh", "-c", "head -c 100000 /dev/zero > /tmp/blob"], 10)
+        .await
+        .unwrap();
+    let stats = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let wl = stats.writable_layer.unwrap();
+    assert!(
+        wl.used_bytes.unwrap().value >= 100000 && wl.inodes_used.unwrap().value >= 2,
+        "{wl:?}"
+    );
+    let all = rt
+        .list_container_stats(ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert!(all.iter().any(|s| s.attributes.as_ref().unwrap().id == id));
+
+    let log = p.log_dir.join("web/0.log");
+    std::fs::rename(&log, p.log_dir.join("web/0.log.1")).unwrap();
+    rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(log.exists(), "reopen made a new log file");
+
+    let v = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&v.info["info"]).unwrap();
+    assert!(info["pid"].as_u64().unwrap() > 0);
+    assert_eq!(info["runtimeSpec"]["process"]["args"][0], "sleep");
+}
+
+async fn p_cgroup(e: &Env, id: &str) -> String {
+    let v =
+        e.c.runtime()
+            .await
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&v.info["info"]).unwrap();
+    let cg = info["cgroup"].as_str().unwrap().to_string();
+    cg.rsplit_once('/').unwrap().0.to_string()
+}

@@ -1,0 +1,279 @@
+//! Container lifecycle: CRI log format, exit codes and reasons (OOM included), stop signals and
+//! idempotent stop/remove, containers outliving a killed crustd, and pods taking their containers along.
+
+use super::*;
+
+#[tokio::test]
+async fn log_file_is_in_cri_format_with_partial_lines() {
+    let e = env().await;
+    let p = pod(&e, "logs").await;
+    let id = run(
+        &e,
+        &p,
+        ctr(
+            "logger",
+            &e.imgs.busybox.reference,
+            &[
+                "sh",
+                "-c",
+                "echo hello; echo oops >&2; head -c 50000 /dev/zero | tr '\\0' a; echo",
+            ],
+        ),
+    )
+    .await;
+    let st = wait_exited(&e, &id).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"), "{st:?}");
+    let log = p.log_dir.join("logger/0.log").display().to_string();
+    assert_eq!(st.log_path, log);
+    let lines = log_lines(&log);
+    assert!(
+        lines.contains(&("stdout".into(), "F".into(), "hello".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stderr".into(), "F".into(), "oops".into())),
+        "{lines:?}"
+    );
+    let partial = lines.iter().filter(|(s, t, _)| s == "stdout" && t == "P").count();
+    assert!(partial >= 1, "a 50000-byte line must be split into P pieces");
+    assert!(stdout_text(&log).contains(&format!("\n{}\n", "a".repeat(50000))));
+    let raw = std::fs::read_to_string(&log).unwrap();
+    let ts = raw.lines().next().unwrap().split(' ').next().unwrap();
+    assert!(
+        ts.contains('T') && (ts.ends_with('Z') || ts.contains('+')),
+        "RFC 3339 timestamp: {ts}"
+    );
+}
+
+#[tokio::test]
+async fn exit_code_reason_and_oom_kill() {
+    let e = env().await;
+    let p = pod(&e, "exits").await;
+    let id = run(
+        &e,
+        &p,
+        ctr("three", &e.imgs.busybox.reference, &["sh", "-c", "exit 3"]),
+    )
+    .await;
+    let st = wait_exited(&e, &id).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
+    assert!(st.finished_at >= st.started_at && st.started_at >= st.created_at && st.created_at > 0);
+
+    let mut c = ctr(
+        "hog",
+        &e.imgs.busybox.reference,
+        &[
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero | tail -c 100000000 >/dev/null",
+        ],
+    );
+    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let id = run(&e, &p, c).await;
+    let st = wait_exited(&e, &id).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"), "{st:?}");
+    assert_eq!(
+        st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        16 << 20
+    );
+}
+
+#[tokio::test]
+async fn stop_signal_comes_before_sigkill_and_stop_remove_are_idempotent() {
+    let e = env().await;
+    let p = pod(&e, "stops").await;
+    let script = "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done";
+    let id = run(
+        &e,
+        &p,
+        ctr("term", &e.imgs.busybox.reference, &["sh", "-c", script]),
+    )
+    .await;
+    let log = p.log_dir.join("term/0.log").display().to_string();
+    wait_for_log(&log, "ready").await;
+    stop(&e, &id, 30).await.unwrap();
+    let st = status(&e, &id).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 7, "the TERM trap ran, no SIGKILL: {st:?}");
+    assert!(stdout_text(&log).contains("got-term"));
+
+    // The image's StopSignal (SIGUSR1 in the configured image) is the one sent.
+    let script = "trap 'exit 8' USR1; echo ready; while true; do sleep 0.1; done";
+    let mut c = ctr("usr1", &e.imgs.configured.reference, &["/bin/sh", "-c", script]);
+    sc(&mut c).run_as_user = Some(Int64Value { value: 0 });
+    let id2 = run(&e, &p, c).await;
+    wait_for_log(&p.log_dir.join("usr1/0.log").display().to_string(), "ready").await;
+    stop(&e, &id2, 30).await.unwrap();
+    assert_eq!(status(&e, &id2).await.exit_code, 8);
+
+    // A process ignoring its stop signal is SIGKILLed when the grace period ends.
+    let id3 = run(
+        &e,
+        &p,
+        ctr(
+            "stubborn",
+            &e.imgs.busybox.reference,
+            &["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+        ),
+    )
+    .await;
+    stop(&e, &id3, 1).await.unwrap();
+    assert_eq!(status(&e, &id3).await.exit_code, 137);
+
+    stop(&e, &id, 30).await.unwrap();
+    remove(&e, &id).await.unwrap();
+    remove(&e, &id).await.unwrap();
+    stop(&e, &id, 0).await.unwrap();
+    stop(&e, "0123456789abcdef", 0).await.unwrap();
+    let err =
+        e.c.runtime()
+            .await
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(!e.c.state.join("containers").join(&id).exists());
+    assert!(!e.c.root.join("containers").join(&id).exists());
+    assert!(!e.c.root.join("containers").join(format!("{id}.json")).exists());
+}
+
+#[tokio::test]
+async fn containers_outlive_crustd() {
+    let mut e = env().await;
+    let p = pod(&e, "survive").await;
+    let trig = e.c.dir.path().join("trigger");
+    std::fs::create_dir_all(&trig).unwrap();
+    let long = run(&e, &p, ctr("long", &e.imgs.busybox.reference, &["sleep", "1000"])).await;
+    let mut c = ctr(
+        "later",
+        &e.imgs.busybox.reference,
+        &["sh", "-c", "while [ ! -e /trig/go ]; do sleep 0.1; done; exit 4"],
+    );
+    c.mounts = vec![Mount {
+        container_path: "/trig".into(),
+        host_path: trig.display().to_string(),
+        ..Default::default()
+    }];
+    let later = run(&e, &p, c).await;
+    let pid_of = |e: &Env, id: &str| {
+        std::fs::read_to_string(e.c.state.join("containers").join(id).join("container.pid")).unwrap()
+    };
+    let long_pid: i32 = pid_of(&e, &long).trim().parse().unwrap();
+    let orphan = run(
+        &e,
+        &p,
+        ctr("orphan", &e.imgs.busybox.reference, &["sleep", "1000"]),
+    )
+    .await;
+    let orphan_pid: i32 = pid_of(&e, &orphan).trim().parse().unwrap();
+    let monitor_pid: i32 =
+        std::fs::read_to_string(e.c.state.join("containers").join(&orphan).join("monitor.pid"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+
+    e.c.kill9();
+    // A monitor that dies with crustd down leaves no exit file: its container's end is unknown.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    std::fs::write(trig.join("go"), "").unwrap();
+    let exit_file = e.c.state.join("containers").join(&later).join("exit");
+    assert!(
+        harness::wait_for(Duration::from_secs(30), || exit_file.exists().then_some(())).is_some(),
+        "the monitor wrote the exit file while crustd was down"
+    );
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(long_pid), None).is_ok(),
+        "the container still runs"
+    );
+    e.c.restart().await;
+
+    let st = status(&e, &long).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    let r = exec(&e, &long, &["echo", "alive"], 10).await.unwrap();
+    assert_eq!(r.stdout, b"alive\n");
+    let st = status(&e, &later).await;
+    assert_eq!(
+        (st.state, st.exit_code, st.reason.as_str()),
+        (ContainerState::ContainerExited as i32, 4, "Error"),
+        "{st:?}"
+    );
+
+    let st = status(&e, &orphan).await;
+    assert_eq!(
+        (st.state, st.reason.as_str()),
+        (ContainerState::ContainerExited as i32, "Unknown"),
+        "{st:?}"
+    );
+    remove(&e, &orphan).await.unwrap();
+    assert!(
+        harness::wait_for(Duration::from_secs(10), || {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(orphan_pid), None)
+                .is_err()
+                .then_some(())
+        })
+        .is_some(),
+        "removal killed the container its monitor left behind"
+    );
+
+    // A SIGTERM of crustd leaves containers running too.
+    e.c.restart().await;
+    assert_eq!(
+        status(&e, &long).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    stop(&e, &long, 0).await.unwrap();
+    assert_eq!(status(&e, &long).await.exit_code, 137);
+    remove(&e, &long).await.unwrap();
+    remove(&e, &later).await.unwrap();
+}
+
+#[tokio::test]
+async fn pod_stop_and_remove_take_the_containers_along() {
+    let e = env().await;
+    let p = pod(&e, "along").await;
+    let id = run(
+        &e,
+        &p,
+        ctr("inside", &e.imgs.busybox.reference, &["sleep", "1000"]),
+    )
+    .await;
+    let mut rt = e.c.runtime().await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: p.id.clone(),
+    })
+    .await
+    .unwrap();
+    let st = status(&e, &id).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 137),
+        "{st:?}"
+    );
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: p.id.clone(),
+    })
+    .await
+    .unwrap();
+    let err = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(!e.c.root.join("containers").join(format!("{id}.json")).exists());
+}
