@@ -87,6 +87,23 @@ impl Error {
             Error::Internal(m) => Error::Internal(format!("{ctx}: {m}")),
         }
     }
+
+    /// A copy with the same kind and message, for an outcome handed to several callers (I/O errors,
+    /// which cannot be cloned, become `Internal` with the same text).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Error::InvalidArgument { field, msg } => Error::invalid(field.clone(), msg.clone()),
+            Error::NotFound(m) => Error::NotFound(m.clone()),
+            Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
+            Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(m.clone()),
+            Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
+            Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
+            Error::Unimplemented(m) => Error::Unimplemented(m.clone()),
+            Error::Io { .. } | Error::Internal(_) => Error::Internal(self.to_string()),
+        }
+    }
 }
 
 /// Adds `.ctx(...)` to results and I/O results.

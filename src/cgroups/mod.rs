@@ -132,6 +132,52 @@ pub fn exists(rel: &str) -> bool {
     hierarchies().iter().any(|h| h.join(&rel).is_dir())
 }
 
+/// SIGKILLs every process left in cgroup `rel` and waits up to `timeout` until all are gone (reaped),
+/// through the cgroup v2 core files `cgroup.kill` and `cgroup.events` (Linux 5.14+; on v1 hybrid hosts
+/// in the `unified` hierarchy, which the runtime populates too). Returns whether the cgroup is known to
+/// be empty now; `false` where those files are missing (older kernels, v1-only hosts) or time ran out.
+pub async fn kill_all(rel: &str, timeout: std::time::Duration) -> bool {
+    let Ok(rel) = normalize(rel) else { return false };
+    let base = if is_v2() {
+        PathBuf::from(CGROUP_ROOT)
+    } else {
+        Path::new(CGROUP_ROOT).join("unified")
+    };
+    let dir = base.join(rel);
+    match populated(&dir) {
+        None => return false,
+        Some(false) => return true,
+        Some(true) => {}
+    }
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+        return false;
+    }
+    // The killed processes are reaped by their parents (the pod's pause, in a shared PID namespace)
+    // within a few milliseconds; check in short, growing steps.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(500);
+    loop {
+        match populated(&dir) {
+            None | Some(false) => return true,
+            Some(true) => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `populated` of a v2 cgroup's `cgroup.events`; `None` when the file is missing.
+fn populated(dir: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(dir.join("cgroup.events")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("populated "))
+        .map(|v| v.trim() != "0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

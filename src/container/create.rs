@@ -159,7 +159,7 @@ impl Daemon {
         .map_err(|e| Error::Internal(format!("create task failed: {e}")))?;
         match &*r {
             Ok(_) => Ok(id),
-            Err(e) => Err(share_err(e)),
+            Err(e) => Err(e.duplicate()),
         }
     }
 
@@ -181,7 +181,7 @@ impl Daemon {
             return Err(e.context(format!("StartContainer {id}")));
         }
         rec.started_at = crate::state::now_nanos();
-        inner.put(rec)
+        inner.put_update(rec)
     }
 }
 
@@ -196,24 +196,8 @@ async fn wait_inflight(mut rx: tokio::sync::watch::Receiver<Option<Shared>>) -> 
         .clone();
     match r.as_deref() {
         Some(Ok(id)) => Ok(id.clone()),
-        Some(Err(e)) => Err(share_err(e)),
+        Some(Err(e)) => Err(e.duplicate()),
         None => Err(Error::Internal("no create result".into())),
-    }
-}
-
-/// A copy of a shared error, same kind and message.
-fn share_err(e: &Error) -> Error {
-    match e {
-        Error::InvalidArgument { field, msg } => Error::invalid(field.clone(), msg.clone()),
-        Error::NotFound(m) => Error::NotFound(m.clone()),
-        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
-        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
-        Error::Unavailable(m) => Error::Unavailable(m.clone()),
-        Error::DeadlineExceeded(m) => Error::DeadlineExceeded(m.clone()),
-        Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
-        Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
-        Error::Unimplemented(m) => Error::Unimplemented(m.clone()),
-        Error::Io { .. } | Error::Internal(_) => Error::Internal(e.to_string()),
     }
 }
 
@@ -316,11 +300,13 @@ impl Inner {
             layers: p.image.layers.clone(),
         };
         let rt = self.runtime(&rec)?;
+        // Fully synced: the record must be on disk before the writable layer under `root` exists, so
+        // that a power loss mid-create leaves a record recovery rolls back, not a leaked layer.
         rec.save(&self.dirs)?;
         match self.make(p, &mut rec, log).await {
             Ok(()) => {
                 rec.step = Step::Created;
-                match self.put(rec.clone()) {
+                match self.put_update(rec.clone()) {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         lock(&self.records).remove(&rec.id);
@@ -396,7 +382,14 @@ impl Inner {
         rec.stop_signal = built.stop_signal;
         let data =
             serde_json::to_vec(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
-        crate::state::atomic_write(&dir.join("config.json"), &data).ctx("write config.json")?;
+        // The bundle lives in the state dir (tmpfs, gone with the host, whose reboot ends the container
+        // too): a sync would protect nothing; the rename keeps readers from seeing half a file.
+        crate::state::atomic_write_with(
+            &dir.join("config.json"),
+            &data,
+            crate::state::Durability::Volatile,
+        )
+        .ctx("write config.json")?;
         if let Some(parent) = log.as_ref().and_then(|l| l.parent()) {
             std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
         }

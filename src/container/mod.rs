@@ -163,7 +163,20 @@ impl Inner {
 
     /// Saves a record and updates memory (if the container was not removed meanwhile).
     fn put(&self, rec: ContainerRecord) -> Result<()> {
-        rec.save(&self.dirs)?;
+        self.put_with(rec, crate::state::Durability::Full)
+    }
+
+    /// `put` of an update a power loss may undo harmlessly ([`crate::state::Durability::Replace`]:
+    /// the old or the new record survives intact, saving the directory sync). Only for steps whose
+    /// previous record recovery handles just as well after a reboot, when the container is dead
+    /// anyway: `Creating` → `Created` (rolled back instead of shown as exited) and the start time
+    /// (shown as exited without having started).
+    fn put_update(&self, rec: ContainerRecord) -> Result<()> {
+        self.put_with(rec, crate::state::Durability::Replace)
+    }
+
+    fn put_with(&self, rec: ContainerRecord, durability: crate::state::Durability) -> Result<()> {
+        rec.save_with(&self.dirs, durability)?;
         let mut recs = lock(&self.records);
         recs.insert(rec.id.clone(), rec);
         Ok(())

@@ -218,10 +218,15 @@ impl ContainerRecord {
         dirs.container_records().join(format!("{id}.json"))
     }
 
-    /// Writes the record atomically.
+    /// Writes the record atomically, durable against power loss (file and directory synced).
     pub fn save(&self, dirs: &Dirs) -> Result<()> {
+        self.save_with(dirs, crate::state::Durability::Full)
+    }
+
+    /// Writes the record atomically with the syncs `durability` asks for.
+    pub fn save_with(&self, dirs: &Dirs, durability: crate::state::Durability) -> Result<()> {
         let p = Self::path(dirs, &self.id);
-        crate::state::write_json(&p, self)
+        crate::state::write_json_with(&p, self, durability)
             .map_err(|e| Error::io(format!("write container record {}", p.display()), e))
     }
 

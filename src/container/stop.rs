@@ -38,6 +38,9 @@ impl Daemon {
     }
 }
 
+/// How long a stop waits for killed leftover processes to be reaped.
+const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Signals that may be sent to a container that is already gone.
 fn ignore_gone(r: Result<()>) -> Result<()> {
     match r {
@@ -71,6 +74,7 @@ impl Inner {
             ignore_gone(rt.kill(&id, rec.stop_signal, false).await)?;
             if let Some(st) = crate::monitor::wait_exit(&dir, Duration::from_secs(timeout)).await {
                 rec.set_exit(&st);
+                self.kill_leftovers(&rec).await;
                 return self.put(rec);
             }
             tracing::info!(%id, timeout, "container ignored its stop signal; sending SIGKILL");
@@ -90,7 +94,18 @@ impl Inner {
                 )));
             }
         }
+        self.kill_leftovers(&rec).await;
         self.put(rec)
+    }
+
+    /// Once the container's init has exited: processes it left in a PID namespace it shared (the
+    /// pod's, where they outlive it) are killed too, and reaped ones waited for, so that nothing of a
+    /// stopped container runs on and the runtime's delete finds an empty cgroup (else it retries its
+    /// removal after sleeping). Where the kernel cannot do this, the runtime's delete kills them.
+    async fn kill_leftovers(&self, rec: &ContainerRecord) {
+        if !crate::cgroups::kill_all(&rec.cgroup, LEFTOVER_TIMEOUT).await {
+            tracing::debug!(id = %rec.id, "the container's cgroup may still hold processes");
+        }
     }
 
     async fn remove(&self, id: &str) -> Result<()> {
@@ -112,11 +127,23 @@ impl Inner {
     /// goes with `forget`).
     pub(super) async fn destroy(&self, rec: &ContainerRecord) -> Result<()> {
         let rt = self.runtime(rec)?;
-        rt.delete(&rec.id, true).await?;
         let paths = self.rootfs_paths(&rec.id);
-        tokio::task::spawn_blocking(move || rootfs::remove(&paths))
+        // The rootfs is unmounted (lazily) and removed while the runtime deletes its container: the
+        // two do not depend on each other, and nothing of the container runs in the rootfs any more
+        // (it has exited, or is killed by the forced delete).
+        let first = paths.clone();
+        let removing = tokio::task::spawn_blocking(move || rootfs::remove(&first));
+        let deleted = rt.delete(&rec.id, true).await;
+        let removed = removing
             .await
-            .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
+            .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))?;
+        deleted?;
+        if removed.is_err() {
+            // A process the delete only just killed may have been writing to the writable layer.
+            tokio::task::spawn_blocking(move || rootfs::remove(&paths))
+                .await
+                .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
+        }
         let dir = self.dirs.container_state(&rec.id);
         crate::state::remove_dir_idempotent(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))

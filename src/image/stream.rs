@@ -9,7 +9,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::manifest::Descriptor;
-use super::registry::Session;
+use super::registry::{Session, check_blob, pump};
 use super::unpack::{self, Unpacked};
 use crate::{Error, Result};
 
@@ -82,31 +82,8 @@ pub async fn fetch_and_unpack(s: &Session, d: &Descriptor, diff_id: &str, dest: 
             format!("sha256:{}", hex::encode(r.hasher.finalize())),
         )
     });
-    let mut received = 0u64;
-    let mut failure = None;
-    loop {
-        match s.chunk(&mut resp, &what).await {
-            Ok(Some(c)) => {
-                received += c.len() as u64;
-                if d.size > 0 && received > d.size {
-                    failure = Some(Error::FailedPrecondition(format!(
-                        "{what} from {}: more than the {} bytes the manifest says",
-                        s.host(),
-                        d.size
-                    )));
-                    break;
-                }
-                if tx.send(c).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
+    let size = Some(d.size).filter(|n| *n > 0);
+    let failure = pump(s, &mut resp, &what, size, &tx).await;
     drop(tx);
     let (res, drained, n, got) = worker
         .await
@@ -115,18 +92,6 @@ pub async fn fetch_and_unpack(s: &Session, d: &Descriptor, diff_id: &str, dest: 
         return Err(e);
     }
     drained.map_err(|e| Error::io(format!("read {what}"), e))?;
-    if d.size > 0 && n != d.size {
-        return Err(Error::FailedPrecondition(format!(
-            "{what} from {}: got {n} bytes, the manifest says {}",
-            s.host(),
-            d.size
-        )));
-    }
-    if got != d.digest {
-        return Err(Error::FailedPrecondition(format!(
-            "{what} from {}: content has digest {got}, refused",
-            s.host()
-        )));
-    }
+    check_blob(s, &what, size, n, &got, &d.digest)?;
     res
 }

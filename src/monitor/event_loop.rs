@@ -292,8 +292,10 @@ pub fn run(st: &mut State) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// The exit file (JSON of `ExitStatus`), written to a temporary file, synced and renamed (in the cwd,
-/// the state dir).
+/// The exit file (JSON of `ExitStatus`), written to a temporary file and renamed (in the cwd, the state
+/// dir). Not synced: the state dir is runtime state (tmpfs, gone with the host, whose reboot also ends
+/// the container), so a sync would protect nothing, and it sits on StopContainer's path; the rename
+/// keeps readers from seeing half a file.
 fn write_exit_file(code: i32, signal: i32, oom: bool, created: i64, finished: i64) {
     let mut buf = [0u8; 256];
     let len = {
@@ -310,8 +312,6 @@ fn write_exit_file(code: i32, signal: i32, oom: bool, created: i64, finished: i6
         return;
     };
     let _ = sysutil::write_all(fd.as_raw_fd(), &buf[..len]);
-    // SAFETY: fsync of our fd.
-    unsafe { libc::fsync(fd.as_raw_fd()) };
     drop(fd);
     let _ = EXIT_FILE;
     // SAFETY: rename between two NUL-terminated relative paths.

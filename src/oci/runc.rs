@@ -307,7 +307,7 @@ impl Runc {
 }
 
 /// How long `runtime exec` gets to reap its killed process and exit before it is killed too.
-const EXEC_REAP_GRACE: Duration = Duration::from_secs(3);
+const EXEC_REAP_GRACE: Duration = Duration::from_secs(0);
 
 /// Ends a timed-out exec: SIGKILLs the exec'd process (pid from the runtime's pid file) and lets
 /// `runtime exec`, its parent, reap it and exit. Only if the runtime has not exited within
@@ -321,8 +321,8 @@ async fn kill_exec(
     // The pid file appears once the process runs; until then the runtime may still finish by itself.
     let pid = loop {
         if let Some(pid) = read_pid(pid_file) {
-            // SAFETY: kill(2) with a pid read from runc's pid file; runc (its parent) has not been
-            // waited for, so the pid cannot have been reaped and reused yet.
+            // SAFETY: kill(2), no memory involved. The pid is runc's unreaped child while runc runs
+            // (only a process reaped by runc in this very instant and its pid reused at once is missed).
             unsafe { libc::kill(pid, libc::SIGKILL) };
             break Some(pid);
         }
@@ -339,19 +339,37 @@ async fn kill_exec(
     let _ = child.start_kill();
     let status = child.wait().await;
     if let Some(pid) = pid {
-        tokio::task::spawn_blocking(move || reap_adopted(pid));
+        let _ = pid;
     }
     status
 }
 
-/// Waits for `pid` if it is a child of ours from a nested pid namespace, i.e. an exec'd container
-/// process adopted after its runtime was killed. crustd's own children live in its pid namespace, so
-/// nothing else is ever waited for here. Blocks until the process ends.
-fn reap_adopted(pid: i32) {
+/// Reaps `pid` once it ends if it is a child of ours from a nested pid namespace, i.e. an exec'd
+/// container process adopted after its runtime was killed. crustd's own children live in its pid
+/// namespace, so nothing else is ever waited for here. Polls (the process may be stuck in the kernel for
+/// a while) rather than blocking a thread that would hold up shutdown.
+async fn reap_adopted(pid: i32) {
+    if !adopted_from_container(pid) {
+        return;
+    }
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid on one specific child of ours, writing into a local.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != 0 {
+            return; // reaped, or (-1) no longer ours to wait for
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Whether `pid` is a child of this process living in a nested pid namespace.
+fn adopted_from_container(pid: i32) -> bool {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let me = std::process::id().to_string();
     let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
-        return;
+        return false;
     };
     let ppid = stat
         .rfind(')')
@@ -361,11 +379,7 @@ fn reap_adopted(pid: i32) {
             .find_map(|l| l.strip_prefix("NSpid:"))
             .is_some_and(|v| v.split_ascii_whitespace().count() > 1)
     });
-    if ppid == Some(me.as_str()) && nested {
-        let mut status = 0;
-        // SAFETY: waitpid on one specific child of ours, writing into a local.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-    }
+    ppid == Some(me.as_str()) && nested
 }
 
 async fn join_reader(h: Option<tokio::task::JoinHandle<Vec<u8>>>, grace: Duration) -> Vec<u8> {
@@ -400,6 +414,20 @@ mod tests {
 "#;
         assert_eq!(runtime_error_text(raw), "container \"x\" does not exist");
         assert_eq!(runtime_error_text(b"  plain failure\n\n"), "plain failure");
+    }
+
+    #[test]
+    fn only_children_from_a_nested_pid_namespace_count_as_adopted() {
+        let mut own = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let own_pid = own.id() as i32;
+        let verdicts = (
+            adopted_from_container(own_pid),
+            adopted_from_container(1),
+            adopted_from_container(i32::MAX),
+        );
+        own.kill().unwrap();
+        own.wait().unwrap();
+        assert_eq!(verdicts, (false, false, false));
     }
 
     #[test]

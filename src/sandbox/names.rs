@@ -135,35 +135,19 @@ pub struct SharedError(Error);
 
 impl From<&Error> for SharedError {
     fn from(e: &Error) -> Self {
-        SharedError(copy_error(e))
+        SharedError(e.duplicate())
     }
 }
 
 impl Clone for SharedError {
     fn clone(&self) -> Self {
-        SharedError(copy_error(&self.0))
+        SharedError(self.0.duplicate())
     }
 }
 
 impl SharedError {
     fn to_error(&self) -> Error {
-        copy_error(&self.0)
-    }
-}
-
-/// A copy of an error with the same kind and message (I/O errors become Internal).
-pub fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::InvalidArgument { field, msg } => Error::invalid(field.clone(), msg.clone()),
-        Error::NotFound(m) => Error::NotFound(m.clone()),
-        Error::AlreadyExists(m) => Error::AlreadyExists(m.clone()),
-        Error::FailedPrecondition(m) => Error::FailedPrecondition(m.clone()),
-        Error::Unavailable(m) => Error::Unavailable(m.clone()),
-        Error::DeadlineExceeded(m) => Error::DeadlineExceeded(m.clone()),
-        Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
-        Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
-        Error::Unimplemented(m) => Error::Unimplemented(m.clone()),
-        Error::Io { .. } | Error::Internal(_) => Error::Internal(e.to_string()),
+        self.0.duplicate()
     }
 }
 

@@ -64,28 +64,64 @@ impl Dirs {
     }
 }
 
+/// What a write must survive (each level costs fewer syncs on the request path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Power loss: the file is synced before the rename (so the old or the new version survives
+    /// intact, never a torn or empty one) and the directory after it (so the new name itself is on
+    /// disk when the call returns). For a record that must exist before the resource it describes is
+    /// made (write-before-make under `root`).
+    Full,
+    /// Power loss, but the rename is not forced to disk: the file is synced before the rename, so a
+    /// power loss leaves the old or the new version intact, possibly the old one (plus a stray
+    /// temporary file, which readers skip). For updates of a record that exists (and was written
+    /// with `Full`) when going back to the previous version after a power loss is harmless.
+    Replace,
+    /// Only crustd crashing: no sync at all; the rename still keeps readers (and a crustd that dies
+    /// half-way) from seeing a torn file. For files under `state` (tmpfs, gone with the host) and
+    /// anything else that means nothing after a reboot.
+    Volatile,
+}
+
 /// Writes `data` to `path` so that a crash leaves either the old or the new file: a temporary file in
-/// the same directory, fsync, rename, fsync of the directory.
+/// the same directory, fsync, rename, fsync of the directory ([`Durability::Full`]).
 pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    atomic_write_with(path, data, Durability::Full)
+}
+
+/// [`atomic_write`] with the syncs `durability` asks for.
+pub fn atomic_write_with(path: &Path, data: &[u8], durability: Durability) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if durability != Durability::Volatile {
+        // The new contents are on disk before any name points at them.
+        f.sync_all()?;
+    }
     drop(f);
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::File::open(dir)?.sync_all()
+    if durability == Durability::Full {
+        // The rename itself is on disk.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
-/// Writes a JSON record atomically.
+/// Writes a JSON record atomically ([`Durability::Full`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    write_json_with(path, value, Durability::Full)
+}
+
+/// Writes a JSON record atomically with the syncs `durability` asks for.
+pub fn write_json_with<T: Serialize>(path: &Path, value: &T, durability: Durability) -> std::io::Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    atomic_write(path, &data)
+    atomic_write_with(path, &data, durability)
 }
 
 /// Reads a JSON record.
@@ -168,5 +204,13 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
         let all: Vec<Vec<i32>> = read_all_json(&d.path().join("a"));
         assert_eq!(all, vec![vec![3]]);
+        for dur in [Durability::Replace, Durability::Volatile] {
+            write_json_with(&p, &vec![4], dur).unwrap();
+            assert_eq!(read_json::<Vec<i32>>(&p).unwrap(), vec![4]);
+            let n = std::fs::read_dir(d.path().join("a")).unwrap().count();
+            assert_eq!(n, 1, "{dur:?} left a temporary file");
+            write_json_with(&p, &vec![5], dur).unwrap();
+            assert_eq!(read_json::<Vec<i32>>(&p).unwrap(), vec![5]);
+        }
     }
 }

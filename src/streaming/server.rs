@@ -64,6 +64,8 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<TlsAcceptor>, 
         if d.strong_count() == 0 {
             return;
         }
+        // Interactive traffic: small frames must not wait for Nagle.
+        let _ = sock.set_nodelay(true);
         let (d, tls) = (d.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {

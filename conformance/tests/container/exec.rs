@@ -20,8 +20,24 @@ async fn exec_sync_output_exit_code_and_timeout() {
         (&b"out\n"[..], &b"err\n"[..], 5)
     );
 
+    for _ in 0..12 {
+        let _ = exec(&e, &id, &["sleep", "37"], 1).await;
+    }
+    eprintln!("ZOMBIES {:?}", nested_zombies_of(e.c.pid().unwrap()));
     let err = exec(&e, &id, &["sleep", "37"], 1).await.unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    // Reaped (by the runtime, or by crustd's fallback): no zombie of crustd (a child subreaper) from
+    // the container's pid namespace is left to hold it.
+    let crustd = e.c.pid().unwrap();
+    let zombies = harness::wait_for(Duration::from_secs(10), || {
+        let z = nested_zombies_of(crustd);
+        z.is_empty().then_some(())
+    });
+    assert!(
+        zombies.is_some(),
+        "zombie children of crustd from a container: {:?}",
+        nested_zombies_of(crustd)
+    );
     let ps = exec(&e, &id, &["ps", "-o", "args"], 10).await.unwrap();
     let ps = String::from_utf8_lossy(&ps.stdout).to_string();
     assert!(
@@ -43,4 +59,30 @@ async fn exec_sync_output_exit_code_and_timeout() {
         })
         .await
         .unwrap();
+}
+
+/// Zombie children of `parent` that lived in a nested pid namespace, as their `/proc/<pid>/stat` lines.
+fn nested_zombies_of(parent: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let (Ok(stat), Ok(status)) = (
+            std::fs::read_to_string(e.path().join("stat")),
+            std::fs::read_to_string(e.path().join("status")),
+        ) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_ascii_whitespace();
+        let zombie_child = f.next() == Some("Z") && f.next() == Some(parent.to_string().as_str());
+        let nested = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .is_some_and(|v| v.split_ascii_whitespace().count() > 1);
+        if zombie_child && nested {
+            found.push(stat.trim().to_string());
+        }
+    }
+    found
 }

@@ -175,11 +175,7 @@ async fn a_blob_whose_digest_does_not_match_is_refused() {
     let s = TestImage::new(vec![layer.clone()], ImageConfig::default());
     let p = images::push_image(&reg, "crust-test/corrupt", "1", &s);
     // Tamper with the stored blob (same size, different bytes).
-    let hex = layer.digest.trim_start_matches("sha256:");
-    let data = reg.storage().join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ));
+    let data = blob_data(&reg, &layer.digest);
     let mut bytes = std::fs::read(&data).unwrap();
     let n = bytes.len();
     bytes[n - 9] ^= 0xff;
@@ -188,6 +184,55 @@ async fn a_blob_whose_digest_does_not_match_is_refused() {
     let e = pull(&d, &p.reference, None).await.unwrap_err();
     assert!(
         e.message().contains(&layer.digest) && e.message().contains("digest"),
+        "{e:?}"
+    );
+    assert!(list(&d).await.is_empty());
+    assert_store_clean(&d);
+}
+
+/// The stored data of `digest` in `reg`.
+fn blob_data(reg: &Registry, digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    reg.storage().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ))
+}
+
+#[tokio::test]
+async fn a_blob_longer_or_shorter_than_its_descriptor_is_refused() {
+    let reg = Registry::start();
+    let mut refs = Vec::new();
+    for (repo, grow) in [("crust-test/long", true), ("crust-test/short", false)] {
+        let tar = LayerBuilder::new().file("f", repo.as_bytes(), 0o644).build();
+        let layer = Layer::new(&tar, Compression::Gzip, false);
+        let s = TestImage::new(vec![layer.clone()], ImageConfig::default());
+        let p = images::push_image(&reg, repo, "1", &s);
+        let data = blob_data(&reg, &layer.digest);
+        let mut bytes = std::fs::read(&data).unwrap();
+        let n = bytes.len();
+        if grow {
+            bytes.extend_from_slice(b"trailing bytes");
+        } else {
+            bytes.truncate(n - 5);
+        }
+        std::fs::write(&data, bytes).unwrap();
+        refs.push((p.reference, n));
+    }
+    let d = Crustd::start(with_registry(&reg)).await;
+    let e = pull(&d, &refs[0].0, None).await.unwrap_err();
+    assert!(
+        e.message()
+            .contains(&format!("more than the {} bytes the manifest says", refs[0].1)),
+        "{e:?}"
+    );
+    let e = pull(&d, &refs[1].0, None).await.unwrap_err();
+    assert!(
+        e.message().contains(&format!(
+            "got {} bytes, the manifest says {}",
+            refs[1].1 - 5,
+            refs[1].1
+        )),
         "{e:?}"
     );
     assert!(list(&d).await.is_empty());

@@ -3,18 +3,21 @@
 
 use super::*;
 
+async fn fs_info(d: &Crustd) -> ImageFsInfoResponse {
+    d.images()
+        .await
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn pull_by_tag_and_digest_then_status_list_fsinfo_and_remove_frees_disk() {
     let reg = Registry::start();
     let imgs = images::push_standard(&reg);
     let d = Crustd::start(with_registry(&reg)).await;
-    let before = d
-        .images()
-        .await
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let before = fs_info(&d).await;
 
     let id = pull(&d, &imgs.busybox.reference, None).await.unwrap();
     assert_eq!(id, imgs.busybox.id);
@@ -83,13 +86,7 @@ async fn pull_by_tag_and_digest_then_status_list_fsinfo_and_remove_frees_disk() 
     assert_eq!(filtered.len(), 1);
     assert_eq!(filtered[0].id, id);
 
-    let fs = d
-        .images()
-        .await
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let fs = fs_info(&d).await;
     let u = &fs.image_filesystems[0];
     assert_eq!(
         u.fs_id.as_ref().unwrap().mountpoint,
@@ -121,13 +118,7 @@ async fn pull_by_tag_and_digest_then_status_list_fsinfo_and_remove_frees_disk() 
     assert!(!layer.exists(), "unused layer deleted");
     assert_eq!(count_files(&images_dir(&d).join("blobs/sha256")), 0);
     assert_eq!(count_files(&images_dir(&d).join("layers")), 0);
-    let after = d
-        .images()
-        .await
-        .image_fs_info(ImageFsInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let after = fs_info(&d).await;
     assert!(after.image_filesystems[0].used_bytes.unwrap().value < 10_000);
 }
 

@@ -33,32 +33,7 @@ pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Pa
         w.flush()?;
         Ok((n, format!("sha256:{}", hex::encode(h.finalize()))))
     });
-    let mut received = 0u64;
-    let mut failure = None;
-    loop {
-        match s.chunk(&mut resp, &what).await {
-            Ok(Some(c)) => {
-                received += c.len() as u64;
-                if let Some(want) = size
-                    && received > want
-                {
-                    failure = Some(Error::FailedPrecondition(format!(
-                        "{what} from {}: more than the {want} bytes the manifest says",
-                        s.host()
-                    )));
-                    break;
-                }
-                if tx.send(c).await.is_err() {
-                    break; // the writer failed: its error is below
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
+    let failure = pump(s, &mut resp, &what, size, &tx).await;
     drop(tx);
     let written = writer
         .await
@@ -68,6 +43,52 @@ pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Pa
         return Err(e);
     }
     let (n, got) = written?;
+    check_blob(s, &what, size, n, &got, digest)?;
+    Ok(n)
+}
+
+/// Feeds the blob's chunks from `resp` into `tx` until the end, a network error, more bytes than `size`
+/// (when known) or a consumer that went away (its own error tells why). Returns the failure, if any.
+pub(crate) async fn pump(
+    s: &Session,
+    resp: &mut reqwest::Response,
+    what: &str,
+    size: Option<u64>,
+    tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+) -> Option<Error> {
+    let mut received = 0u64;
+    loop {
+        match s.chunk(resp, what).await {
+            Ok(Some(c)) => {
+                received += c.len() as u64;
+                if let Some(want) = size
+                    && received > want
+                {
+                    return Some(Error::FailedPrecondition(format!(
+                        "{what} from {}: more than the {want} bytes the manifest says",
+                        s.host()
+                    )));
+                }
+                if tx.send(c).await.is_err() {
+                    return None; // the consumer failed: its error tells why
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(e),
+        }
+    }
+}
+
+/// Checks what was received (`n` bytes with digest `got`) against the manifest's `size` (when known)
+/// and `digest`.
+pub(crate) fn check_blob(
+    s: &Session,
+    what: &str,
+    size: Option<u64>,
+    n: u64,
+    got: &str,
+    digest: &str,
+) -> Result<()> {
     if let Some(want) = size
         && n != want
     {
@@ -82,5 +103,5 @@ pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Pa
             s.host()
         )));
     }
-    Ok(n)
+    Ok(())
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub use auth::Credentials;
 pub use download::download_to;
+pub(crate) use download::{check_blob, pump};
 pub use session::{Manifest, Session};
 
 use crate::config::{Config, HostConfig};

@@ -1,6 +1,5 @@
-//! A streaming client for the tests, written from the protocols (SPDY/3.1 as Kubernetes' httpstream
-//! uses it, RFC 6455 WebSocket with the Kubernetes channel protocols), independent of crustd's code.
-//! It speaks HTTP/1.1 itself: one upgrade request, then frames.
+//! A client SPDY/3.1 connection (frames, zlib header compression with the SPDY/3 dictionary) and the
+//! Kubernetes remotecommand session on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -9,191 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-/// The SPDY/3 header dictionary (from the SPDY/3 draft, section 2.6.10.1), as a text table: every
-/// entry is a 4-byte big-endian length and the bytes. Built at first use.
-fn dictionary() -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "options",
-        "head",
-        "post",
-        "put",
-        "delete",
-        "trace",
-        "accept",
-        "accept-charset",
-        "accept-encoding",
-        "accept-language",
-        "accept-ranges",
-        "age",
-        "allow",
-        "authorization",
-        "cache-control",
-        "connection",
-        "content-base",
-        "content-encoding",
-        "content-language",
-        "content-length",
-        "content-location",
-        "content-md5",
-        "content-range",
-        "content-type",
-        "date",
-        "etag",
-        "expect",
-        "expires",
-        "from",
-        "host",
-        "if-match",
-        "if-modified-since",
-        "if-none-match",
-        "if-range",
-        "if-unmodified-since",
-        "last-modified",
-        "location",
-        "max-forwards",
-        "pragma",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "range",
-        "referer",
-        "retry-after",
-        "server",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "user-agent",
-        "vary",
-        "via",
-        "warning",
-        "www-authenticate",
-        "method",
-        "get",
-        "status",
-        "200 OK",
-        "version",
-        "HTTP/1.1",
-        "url",
-        "public",
-        "set-cookie",
-        "keep-alive",
-        "origin",
-    ];
-    let mut d = Vec::new();
-    for w in WORDS {
-        d.extend_from_slice(&(w.len() as u32).to_be_bytes());
-        d.extend_from_slice(w.as_bytes());
-    }
-    d.extend_from_slice(
-        b"100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505\
-203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request401 Unauthorized\
-403 Forbidden404 Not Found500 Internal Server Error501 Not Implemented503 Service Unavailable\
-Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT\
-chunked,text/html,image/png,image/jpg,image/gif,application/xml,application/xhtml+xml,text/plain,\
-text/javascript,publicprivatemax-age=gzip,deflate,sdchcharset=utf-8charset=iso-8859-1,utf-,*,enq=0.",
-    );
-    d
-}
-
-/// Splits `http://host:port/path?query` into (`host:port`, `/path?query`).
-fn split_url(url: &str) -> Result<(String, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    Ok((
-        host.to_string(),
-        if path.is_empty() {
-            "/".into()
-        } else {
-            path.to_string()
-        },
-    ))
-}
-
-/// The answer to an upgrade request.
-#[derive(Debug)]
-pub struct Handshake {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Handshake {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `GET path` with `headers` and reads the response head (and, if not 101, a short body).
-async fn upgrade(url: &str, headers: &[(&str, &str)]) -> Result<(TcpStream, Handshake, Vec<u8>)> {
-    let (host, path) = split_url(url)?;
-    let mut s = TcpStream::connect(&host)
-        .await
-        .with_context(|| format!("connect {host}"))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n");
-    for (n, v) in headers {
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk)).await??;
-        if n == 0 {
-            bail!(
-                "connection closed during the handshake: {:?}",
-                String::from_utf8_lossy(&buf)
-            );
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line in {head:?}"))?;
-    let hdrs: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let mut rest = buf[end..].to_vec();
-    let mut body = String::new();
-    if status != 101 {
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
-        body = String::from_utf8_lossy(&rest).into_owned();
-        rest.clear();
-    }
-    Ok((
-        s,
-        Handshake {
-            status,
-            headers: hdrs,
-            body,
-        },
-        rest,
-    ))
-}
-
-/// Sends an upgrade request and returns only the handshake (for negative tests).
-pub async fn handshake(url: &str, headers: &[(&str, &str)]) -> Result<Handshake> {
-    Ok(upgrade(url, headers).await?.1)
-}
-
-// ---------------------------------------------------------------- SPDY
+use super::{dictionary, upgrade};
 
 #[derive(Default)]
 struct SpdyState {
@@ -289,6 +107,23 @@ impl Spdy {
         f.extend_from_slice(data);
         self.w.lock().await.0.write_all(&f).await?;
         Ok(())
+    }
+
+    /// Sends SETTINGS with `(id, value)` entries (7: initial window size).
+    pub async fn settings(&self, entries: &[(u32, u32)]) -> Result<()> {
+        let mut p = (entries.len() as u32).to_be_bytes().to_vec();
+        for (id, v) in entries {
+            p.extend_from_slice(&(id & 0x00ff_ffff).to_be_bytes());
+            p.extend_from_slice(&v.to_be_bytes());
+        }
+        self.send_raw(&control(4, 0, &p)).await
+    }
+
+    /// Sends WINDOW_UPDATE for stream `id` (0: the session).
+    pub async fn window_update(&self, id: u32, delta: u32) -> Result<()> {
+        let mut p = id.to_be_bytes().to_vec();
+        p.extend_from_slice(&delta.to_be_bytes());
+        self.send_raw(&control(9, 0, &p)).await
     }
 
     /// Writes raw bytes (for malformed-frame tests).
@@ -476,6 +311,17 @@ impl SpdySession {
         tty: bool,
     ) -> Result<Self> {
         let conn = Spdy::connect(url, &[protocol]).await?;
+        Self::open_streams(conn, stdin, stdout, stderr, tty).await
+    }
+
+    /// Opens the streams on a connection (error, stdin, stdout, stderr, resize, as kubectl does).
+    pub async fn open_streams(
+        conn: Spdy,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        tty: bool,
+    ) -> Result<Self> {
         let error = conn.open(&[("streamType", "error")]).await?;
         let mut s = SpdySession {
             error,
@@ -568,155 +414,4 @@ pub fn exit_code(status: &str) -> Result<i32> {
         }
     }
     bail!("failure status: {status}")
-}
-
-// ---------------------------------------------------------------- WebSocket
-
-/// A client WebSocket connection speaking a Kubernetes channel protocol.
-pub struct Ws {
-    s: TcpStream,
-    buf: Vec<u8>,
-    /// The negotiated subprotocol.
-    pub protocol: String,
-}
-
-/// One received message.
-#[derive(Debug)]
-pub enum WsMsg {
-    Binary(Vec<u8>),
-    Text(Vec<u8>),
-    Close,
-}
-
-impl Ws {
-    /// Upgrades `url` to WebSocket offering `protocols`; checks the accept key (RFC 6455's example).
-    pub async fn connect(url: &str, protocols: &[&str]) -> Result<Ws> {
-        let offer = protocols.join(", ");
-        let (s, hs, rest) = upgrade(
-            url,
-            &[
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-                ("Sec-WebSocket-Protocol", &offer),
-            ],
-        )
-        .await?;
-        if hs.status != 101 {
-            bail!("upgrade refused: {} {}", hs.status, hs.body);
-        }
-        if hs.header("Sec-WebSocket-Accept") != Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") {
-            bail!(
-                "wrong Sec-WebSocket-Accept: {:?}",
-                hs.header("Sec-WebSocket-Accept")
-            );
-        }
-        let protocol = hs.header("Sec-WebSocket-Protocol").unwrap_or("").to_string();
-        Ok(Ws {
-            s,
-            buf: rest,
-            protocol,
-        })
-    }
-
-    /// Sends a masked frame.
-    pub async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> Result<()> {
-        let mut f = vec![0x80 | opcode];
-        let n = payload.len();
-        if n < 126 {
-            f.push(0x80 | n as u8);
-        } else if n < 65536 {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.s.write_all(&f).await?;
-        Ok(())
-    }
-
-    /// Sends `data` on `channel` (binary message, channel byte first).
-    pub async fn send(&mut self, channel: u8, data: &[u8]) -> Result<()> {
-        let mut p = vec![channel];
-        p.extend_from_slice(data);
-        self.send_frame(2, &p).await
-    }
-
-    /// Receives the next data message (answers pings; unmasked server frames only).
-    pub async fn recv(&mut self, timeout: Duration) -> Result<WsMsg> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut msg = Vec::new();
-        let mut msg_op = 0u8;
-        loop {
-            if let Some((fin, op, payload, used)) = parse_frame(&self.buf)? {
-                self.buf.drain(..used);
-                match op {
-                    0x8 => return Ok(WsMsg::Close),
-                    0x9 => {
-                        self.send_frame(0xA, &payload).await?;
-                        continue;
-                    }
-                    0xA => continue,
-                    0x0 => msg.extend_from_slice(&payload),
-                    _ => {
-                        msg_op = op;
-                        msg = payload;
-                    }
-                }
-                if fin {
-                    return Ok(if msg_op == 1 {
-                        WsMsg::Text(msg)
-                    } else {
-                        WsMsg::Binary(msg)
-                    });
-                }
-                continue;
-            }
-            let mut chunk = vec![0u8; 64 << 10];
-            let n = tokio::time::timeout_at(deadline, self.s.read(&mut chunk))
-                .await
-                .map_err(|_| anyhow!("timed out waiting for a websocket message"))??;
-            if n == 0 {
-                return Ok(WsMsg::Close);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-/// (fin, opcode, payload, bytes used) of a frame.
-type WsFrame = (bool, u8, Vec<u8>, usize);
-
-/// The first whole frame in `b`.
-fn parse_frame(b: &[u8]) -> Result<Option<WsFrame>> {
-    if b.len() < 2 {
-        return Ok(None);
-    }
-    if b[1] & 0x80 != 0 {
-        bail!("server frames must not be masked");
-    }
-    let (len, mut off) = match b[1] & 0x7f {
-        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
-        126 | 127 => return Ok(None),
-        n => (n as usize, 2),
-    };
-    if b.len() < off + len {
-        return Ok(None);
-    }
-    let payload = b[off..off + len].to_vec();
-    off += len;
-    Ok(Some((b[0] & 0x80 != 0, b[0] & 0x0f, payload, off)))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dictionary_has_the_drafts_length() {
-        assert_eq!(super::dictionary().len(), 1423);
-    }
 }
