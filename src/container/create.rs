@@ -176,11 +176,14 @@ impl Daemon {
             )));
         }
         let rt = inner.runtime(&rec)?;
+        // Taken before the start: a process that exits at once may have its finish time recorded by the
+        // monitor before `runtime start` returns, and started_at must never be after finished_at.
+        let started_at = crate::state::now_nanos();
         if let Err(e) = rt.start(&id).await {
             let _ = inner.refresh(rec);
             return Err(e.context(format!("StartContainer {id}")));
         }
-        rec.started_at = crate::state::now_nanos();
+        rec.started_at = started_at;
         inner.put_update(rec)
     }
 }

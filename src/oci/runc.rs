@@ -307,7 +307,7 @@ impl Runc {
 }
 
 /// How long `runtime exec` gets to reap its killed process and exit before it is killed too.
-const EXEC_REAP_GRACE: Duration = Duration::from_secs(0);
+const EXEC_REAP_GRACE: Duration = Duration::from_secs(3);
 
 /// Ends a timed-out exec: SIGKILLs the exec'd process (pid from the runtime's pid file) and lets
 /// `runtime exec`, its parent, reap it and exit. Only if the runtime has not exited within
@@ -339,7 +339,7 @@ async fn kill_exec(
     let _ = child.start_kill();
     let status = child.wait().await;
     if let Some(pid) = pid {
-        let _ = pid;
+        tokio::spawn(reap_adopted(pid));
     }
     status
 }

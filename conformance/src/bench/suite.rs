@@ -127,6 +127,21 @@ async fn cycle(t: &Target, tag: &str, i: usize, rows: &Rows, sfx: &str, exec: bo
         let r = rt.exec_sync(ExecSyncRequest { container_id: id.clone(), cmd: vec!["true".into()], timeout: 10 }).await.context("ExecSync")?;
         record(rows, "ExecSync (true)", t.elapsed());
         anyhow::ensure!(r.into_inner().exit_code == 0, "ExecSync true: non-zero exit");
+        // The same command through the streaming server, as `kubectl exec` runs it: the Exec RPC, the
+        // SPDY upgrade, the streams, the exit status.
+        let t = Instant::now();
+        let url = rt
+            .exec(ExecRequest { container_id: id.clone(), cmd: vec!["true".into()], stdout: true, ..Default::default() })
+            .await
+            .context("Exec")?
+            .into_inner()
+            .url;
+        let session = crate::streamclient::SpdySession::start(&url, "v4.channel.k8s.io", false, true, false, false)
+            .await
+            .context("Exec: SPDY session")?;
+        let out = session.finish().await.context("Exec: streams")?;
+        record(rows, "Exec (true) round trip over SPDY", t.elapsed());
+        anyhow::ensure!(crate::streamclient::exit_code(&out.error)? == 0, "Exec true: {}", out.error);
     }
     let t1 = Instant::now();
     rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 10 }).await.context("StopContainer")?;
