@@ -31,7 +31,13 @@ pub struct CrustdOptions<'a> {
 }
 
 /// Hosts whose pulls the tests mirror to the local registry.
-pub const MIRRORED_HOSTS: &[&str] = &["docker.io", "registry.k8s.io", "gcr.io", "quay.io", "public.ecr.aws"];
+pub const MIRRORED_HOSTS: &[&str] = &[
+    "docker.io",
+    "registry.k8s.io",
+    "gcr.io",
+    "quay.io",
+    "public.ecr.aws",
+];
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -60,7 +66,11 @@ pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> 
     Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
-            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
         }))
         .await
 }
@@ -68,8 +78,14 @@ pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> 
 impl Crustd {
     /// Writes the config and starts crustd; returns once it answers `Version`.
     pub async fn start(opts: CrustdOptions<'_>) -> Crustd {
-        let dir = tempfile::Builder::new().prefix("crust-test-").tempdir().expect("tempdir");
-        let state_dir = tempfile::Builder::new().prefix("ct").tempdir_in("/run").expect("state tempdir in /run");
+        let dir = tempfile::Builder::new()
+            .prefix("crust-test-")
+            .tempdir()
+            .expect("tempdir");
+        let state_dir = tempfile::Builder::new()
+            .prefix("ct")
+            .tempdir_in("/run")
+            .expect("state tempdir in /run");
         let root = dir.path().join("root");
         let state = state_dir.path().to_path_buf();
         let socket = state.join("crust.sock");
@@ -123,7 +139,11 @@ impl Crustd {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log");
         let child = Command::new(crate::binary("crustd"))
             .arg("--config")
             .arg(&self.config)
@@ -152,7 +172,11 @@ impl Crustd {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("crustd exited during start-up ({st}):\n{}", self.log());
             }
-            assert!(std::time::Instant::now() < deadline, "crustd did not answer within 30 s:\n{}", self.log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crustd did not answer within 30 s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -188,7 +212,10 @@ impl Crustd {
     /// SIGTERMs crustd and returns its exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         for _ in 0..200 {
             if let Ok(Some(st)) = c.try_wait() {
                 return Some(st);
@@ -215,14 +242,24 @@ impl Crustd {
         let containers = rt.list_containers(ListContainersRequest::default()).await;
         if let Ok(cs) = containers {
             for c in cs.into_inner().containers {
-                let _ = rt.stop_container(StopContainerRequest { container_id: c.id.clone(), timeout: 0 }).await;
-                rt.remove_container(RemoveContainerRequest { container_id: c.id }).await?;
+                let _ = rt
+                    .stop_container(StopContainerRequest {
+                        container_id: c.id.clone(),
+                        timeout: 0,
+                    })
+                    .await;
+                rt.remove_container(RemoveContainerRequest { container_id: c.id })
+                    .await?;
             }
         }
         if let Ok(ps) = pods {
             for p in ps.into_inner().items {
-                rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: p.id.clone() }).await?;
-                rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p.id }).await?;
+                rt.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: p.id.clone(),
+                })
+                .await?;
+                rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p.id })
+                    .await?;
             }
         }
         Ok(())
@@ -234,11 +271,22 @@ impl Crustd {
         let mut swept = Vec::new();
         let runc_root = self.state.join("runtime").join("runc");
         if runc_root.exists()
-            && let Ok(out) = Command::new("/usr/sbin/runc").arg("--root").arg(&runc_root).args(["list", "-q"]).output()
+            && let Ok(out) = Command::new("/usr/sbin/runc")
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["list", "-q"])
+                .output()
         {
-            for id in String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()) {
+            for id in String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.is_empty())
+            {
                 swept.push(format!("runc container {id}"));
-                let _ = Command::new("/usr/sbin/runc").arg("--root").arg(&runc_root).args(["delete", "--force", id]).status();
+                let _ = Command::new("/usr/sbin/runc")
+                    .arg("--root")
+                    .arg(&runc_root)
+                    .args(["delete", "--force", id])
+                    .status();
             }
         }
         swept.extend(kill_processes_using(&[&self.state, &self.root]));
@@ -256,15 +304,23 @@ impl Drop for Crustd {
             let me: &Crustd = self;
             let res = std::thread::scope(|s| {
                 s.spawn(|| {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                    Some(rt.block_on(async { tokio::time::timeout(Duration::from_secs(90), me.remove_everything()).await }))
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .ok()?;
+                    Some(rt.block_on(async {
+                        tokio::time::timeout(Duration::from_secs(90), me.remove_everything()).await
+                    }))
                 })
                 .join()
                 .ok()
                 .flatten()
             });
             if !matches!(res, Some(Ok(Ok(())))) {
-                eprintln!("harness: API clean-up of crustd at {} failed: {res:?}", socket.display());
+                eprintln!(
+                    "harness: API clean-up of crustd at {} failed: {res:?}",
+                    socket.display()
+                );
             }
             self.terminate();
         }
@@ -289,9 +345,13 @@ impl Drop for Crustd {
 pub fn kill_processes_using(dirs: &[&Path]) -> Vec<String> {
     let mut killed = Vec::new();
     let me = std::process::id();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return killed };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
@@ -304,7 +364,10 @@ pub fn kill_processes_using(dirs: &[&Path]) -> Vec<String> {
             cmdline.contains(d.as_ref()) || root.starts_with(d.as_ref()) || cwd.starts_with(d.as_ref())
         });
         if uses {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             killed.push(format!("pid {pid} ({})", cmdline.trim()));
         }
     }
@@ -333,13 +396,19 @@ pub fn unmount_under(dirs: &[&Path]) -> Vec<String> {
 /// Removes the cgroup `rel` (and everything below it) in every hierarchy. Returns what it removed.
 pub fn remove_cgroups(rel: &str) -> Vec<String> {
     let mut removed = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else { return removed };
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return removed;
+    };
     for e in rd.flatten() {
         let top = e.path().join(rel);
         if top.is_dir() {
             // The parent itself is crustd's to keep (shared by all pods); only cgroups below it are leftovers.
             let children = std::fs::read_dir(&top)
-                .map(|rd| rd.flatten().filter(|c| c.file_type().is_ok_and(|t| t.is_dir())).count())
+                .map(|rd| {
+                    rd.flatten()
+                        .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
+                        .count()
+                })
                 .unwrap_or(0);
             remove_cgroup_tree(&top);
             if children > 0 {

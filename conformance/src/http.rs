@@ -15,7 +15,10 @@ pub struct Response {
 impl Response {
     /// A header's value (case-insensitive name).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -29,7 +32,10 @@ pub fn request(
 ) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(host)?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -39,7 +45,11 @@ pub fn request(
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line)?;
-    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -52,11 +62,18 @@ pub fn request(
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let mut resp = Response { status, headers, body: Vec::new() };
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
     if method == "HEAD" {
         return Ok(resp);
     }
-    if resp.header("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+    if resp
+        .header("Transfer-Encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             line.clear();
             r.read_line(&mut line)?;
@@ -69,7 +86,10 @@ pub fn request(
             chunk.truncate(n);
             resp.body.extend(chunk);
         }
-    } else if let Some(n) = resp.header("Content-Length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(n) = resp
+        .header("Content-Length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let mut b = vec![0; n];
         r.read_exact(&mut b)?;
         resp.body = b;

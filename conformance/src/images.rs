@@ -53,13 +53,17 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 impl LayerBuilder {
     /// An empty layer.
     pub fn new() -> Self {
-        LayerBuilder { tar: tar::Builder::new(Vec::new()) }
+        LayerBuilder {
+            tar: tar::Builder::new(Vec::new()),
+        }
     }
 
     /// A directory.
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
         let mut h = header(tar::EntryType::Directory, mode, 0);
-        self.tar.append_data(&mut h, path, std::io::empty()).expect("tar dir");
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .expect("tar dir");
         self
     }
 
@@ -96,7 +100,11 @@ impl LayerBuilder {
     /// An OCI whiteout: deletes `dir/name` of the layers below.
     pub fn whiteout(self, path: &str) -> Self {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let wh = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
+        let wh = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
         self.file(&wh, b"", 0o644)
     }
 
@@ -162,8 +170,15 @@ impl LayerBuilder {
 
 /// busybox's applets.
 fn applets() -> Vec<String> {
-    let out = std::process::Command::new("/bin/busybox").arg("--list").output().expect("busybox --list");
-    String::from_utf8_lossy(&out.stdout).lines().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    let out = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// How a layer blob is compressed.
@@ -195,13 +210,22 @@ impl Layer {
             Compression::Gzip => {
                 let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 e.write_all(tar).expect("gzip");
-                let mt = if docker { media::DOCKER_LAYER_GZIP } else { media::OCI_LAYER_GZIP };
+                let mt = if docker {
+                    media::DOCKER_LAYER_GZIP
+                } else {
+                    media::OCI_LAYER_GZIP
+                };
                 (e.finish().expect("gzip"), mt)
             }
             Compression::Zstd => (zstd::encode_all(tar, 3).expect("zstd"), media::OCI_LAYER_ZSTD),
             Compression::None => (tar.to_vec(), media::OCI_LAYER),
         };
-        Layer { digest: digest(&blob), blob, diff_id, media_type: media_type.into() }
+        Layer {
+            digest: digest(&blob),
+            blob,
+            diff_id,
+            media_type: media_type.into(),
+        }
     }
 }
 
@@ -231,7 +255,14 @@ pub struct ImageSpec {
 impl ImageSpec {
     /// linux/amd64 with OCI media types.
     pub fn new(layers: Vec<Layer>, config: ImageConfig) -> Self {
-        ImageSpec { layers, config, docker: false, architecture: "amd64".into(), os: "linux".into(), variant: String::new() }
+        ImageSpec {
+            layers,
+            config,
+            docker: false,
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            variant: String::new(),
+        }
     }
 }
 
@@ -272,14 +303,29 @@ pub fn push_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
         &[("Content-Type", "application/octet-stream")],
         data,
     );
-    assert_eq!(put.status, 201, "upload blob {d} to {repo}: {put:?} {}", String::from_utf8_lossy(&put.body));
+    assert_eq!(
+        put.status,
+        201,
+        "upload blob {d} to {repo}: {put:?} {}",
+        String::from_utf8_lossy(&put.body)
+    );
     d
 }
 
 /// Uploads a manifest (or index) under `reference` (a tag or a digest).
 pub fn push_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> String {
-    let put = reg.request("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", media_type)], body);
-    assert_eq!(put.status, 201, "push manifest {repo}:{reference}: {put:?} {}", String::from_utf8_lossy(&put.body));
+    let put = reg.request(
+        "PUT",
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Content-Type", media_type)],
+        body,
+    );
+    assert_eq!(
+        put.status,
+        201,
+        "push manifest {repo}:{reference}: {put:?} {}",
+        String::from_utf8_lossy(&put.body)
+    );
     digest(body)
 }
 
@@ -296,7 +342,10 @@ pub fn config_json(spec: &ImageSpec) -> Vec<u8> {
     }
     let mut env = c.env.clone();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     cfg.insert("Env".into(), Value::from(env));
     if !c.working_dir.is_empty() {
@@ -328,8 +377,11 @@ pub fn push_image(reg: &Registry, repo: &str, tag: &str, spec: &ImageSpec) -> Pu
     for l in &spec.layers {
         push_blob(reg, repo, &l.blob);
     }
-    let (mt, cfg_mt) =
-        if spec.docker { (media::DOCKER_MANIFEST, media::DOCKER_CONFIG) } else { (media::OCI_MANIFEST, media::OCI_CONFIG) };
+    let (mt, cfg_mt) = if spec.docker {
+        (media::DOCKER_MANIFEST, media::DOCKER_CONFIG)
+    } else {
+        (media::OCI_MANIFEST, media::OCI_CONFIG)
+    };
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": mt,
@@ -360,8 +412,10 @@ pub fn push_index(reg: &Registry, repo: &str, tag: &str, images: &[(&ImageSpec, 
             json!({"mediaType": p.media_type, "digest": p.manifest_digest, "size": p.manifest.len(), "platform": platform})
         })
         .collect();
-    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests}))
-        .expect("index json");
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests}),
+    )
+    .expect("index json");
     push_manifest(reg, repo, tag, media::OCI_INDEX, &index)
 }
 
@@ -385,7 +439,13 @@ pub fn push_standard(reg: &Registry) -> TestImages {
     let base = LayerBuilder::new().busybox_base().build();
     let base_gz_docker = Layer::new(&base, Compression::Gzip, true);
     let base_gz = Layer::new(&base, Compression::Gzip, false);
-    let mut bb = ImageSpec::new(vec![base_gz_docker], ImageConfig { cmd: vec!["sh".into()], ..Default::default() });
+    let mut bb = ImageSpec::new(
+        vec![base_gz_docker],
+        ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        },
+    );
     bb.docker = true;
     let busybox = push_image(reg, "crust-test/busybox", "1", &bb);
 
@@ -411,14 +471,38 @@ pub fn push_standard(reg: &Registry) -> TestImages {
         .dir("opq", 0o755)
         .file("opq/old", b"old\n", 0o644)
         .build();
-    let l3 = LayerBuilder::new().dir("data", 0o755).whiteout("data/a").dir("opq", 0o755).opaque("opq").file("opq/new", b"new\n", 0o644).build();
+    let l3 = LayerBuilder::new()
+        .dir("data", 0o755)
+        .whiteout("data/a")
+        .dir("opq", 0o755)
+        .opaque("opq")
+        .file("opq/new", b"new\n", 0o644)
+        .build();
     let layered = ImageSpec::new(
-        vec![base_gz.clone(), Layer::new(&l2, Compression::Gzip, false), Layer::new(&l3, Compression::Gzip, false)],
-        ImageConfig { cmd: vec!["sh".into()], ..Default::default() },
+        vec![
+            base_gz.clone(),
+            Layer::new(&l2, Compression::Gzip, false),
+            Layer::new(&l3, Compression::Gzip, false),
+        ],
+        ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        },
     );
     let layered = push_image(reg, "crust-test/layered", "1", &layered);
 
-    let unc = ImageSpec::new(vec![Layer::new(&base, Compression::None, false)], ImageConfig { cmd: vec!["sh".into()], ..Default::default() });
+    let unc = ImageSpec::new(
+        vec![Layer::new(&base, Compression::None, false)],
+        ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        },
+    );
     let uncompressed = push_image(reg, "crust-test/uncompressed", "1", &unc);
-    TestImages { busybox, configured, layered, uncompressed }
+    TestImages {
+        busybox,
+        configured,
+        layered,
+        uncompressed,
+    }
 }

@@ -42,7 +42,11 @@ pub fn target_dir() -> PathBuf {
 /// Path of a built binary, with a clear panic when it is missing.
 pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is not built: run `make build` (or `cargo build --bins`) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is not built: run `make build` (or `cargo build --bins`) first",
+        p.display()
+    );
     p
 }
 

@@ -34,12 +34,17 @@ impl TestNetwork {
         let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", "1");
         for index in 1..=250u16 {
             let lock = Path::new(RESERVATIONS).join(index.to_string());
-            let f = std::fs::OpenOptions::new().write(true).create_new(true).open(&lock);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&lock);
             let mut f = match f {
                 Ok(f) => f,
                 Err(_) => {
                     // Reclaim a reservation whose process is gone.
-                    let owner = std::fs::read_to_string(&lock).ok().and_then(|s| s.trim().parse::<i32>().ok());
+                    let owner = std::fs::read_to_string(&lock)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok());
                     if owner.is_some_and(|p| !pid_alive(p)) {
                         let _ = std::fs::remove_file(&lock);
                         delete_link(&format!("crtbr{index}"));
@@ -103,6 +108,8 @@ impl Drop for TestNetwork {
 /// Deletes a network interface if present.
 pub fn delete_link(name: &str) {
     if Path::new(&format!("/sys/class/net/{name}")).exists() {
-        let _ = std::process::Command::new("ip").args(["link", "del", name]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", name])
+            .status();
     }
 }

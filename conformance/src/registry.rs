@@ -29,9 +29,21 @@ impl Registry {
     /// An already-running open registry at `host` (`127.0.0.1:5000`), e.g. the one the critest runner
     /// uses. Nothing is started, and nothing is stopped on drop; `storage()` and `log()` tell nothing.
     pub fn external(host: &str) -> Registry {
-        let dir = tempfile::Builder::new().prefix("crust-registry-ext-").tempdir().expect("tempdir");
-        let port = host.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(80);
-        Registry { port, dir, child: None, auth: None, external: Some(host.to_string()) }
+        let dir = tempfile::Builder::new()
+            .prefix("crust-registry-ext-")
+            .tempdir()
+            .expect("tempdir");
+        let port = host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(80);
+        Registry {
+            port,
+            dir,
+            child: None,
+            auth: None,
+            external: Some(host.to_string()),
+        }
     }
 
     /// Starts a registry that requires Basic auth with `user`/`password`.
@@ -40,9 +52,15 @@ impl Registry {
     }
 
     fn launch(auth: Option<(String, String)>) -> Registry {
-        let dir = tempfile::Builder::new().prefix("crust-registry-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("crust-registry-")
+            .tempdir()
+            .expect("tempdir");
         let bin = "/usr/bin/docker-registry";
-        assert!(std::path::Path::new(bin).exists(), "{bin} missing: apt-get install docker-registry");
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} missing: apt-get install docker-registry"
+        );
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = crate::free_port();
@@ -54,7 +72,10 @@ impl Registry {
                 let hash = bcrypt::hash(p, 5).expect("bcrypt");
                 let htpasswd = dir.path().join("htpasswd");
                 std::fs::write(&htpasswd, format!("{u}:{hash}\n")).expect("write htpasswd");
-                cfg.push_str(&format!("auth:\n  htpasswd:\n    realm: crust-test\n    path: {}\n", htpasswd.display()));
+                cfg.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: crust-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
             }
             let cfg_path = dir.path().join("config.yml");
             std::fs::write(&cfg_path, cfg).expect("write registry config");
@@ -81,10 +102,18 @@ impl Registry {
                 if !log.contains(&listening) {
                     return None;
                 }
-                http::request(&format!("127.0.0.1:{port}"), "GET", "/v2/", &[], b"").ok().map(|_| true)
+                http::request(&format!("127.0.0.1:{port}"), "GET", "/v2/", &[], b"")
+                    .ok()
+                    .map(|_| true)
             });
             if up == Some(true) {
-                return Registry { port, dir, child: Some(child), auth, external: None };
+                return Registry {
+                    port,
+                    dir,
+                    child: Some(child),
+                    auth,
+                    external: None,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -123,13 +152,19 @@ impl Registry {
 
     /// How many `GET` requests for `path_part` (e.g. `/blobs/sha256:…`) the access log shows.
     pub fn count_gets(&self, path_part: &str) -> usize {
-        self.log().lines().filter(|l| l.contains("\"GET ") && l.contains(path_part)).count()
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(path_part))
+            .count()
     }
 
     /// Headers that authenticate to this registry (empty when it is open).
     pub fn auth_headers(&self) -> Vec<(String, String)> {
         match &self.auth {
-            Some((u, p)) => vec![("Authorization".into(), format!("Basic {}", b64(format!("{u}:{p}").as_bytes())))],
+            Some((u, p)) => vec![(
+                "Authorization".into(),
+                format!("Basic {}", b64(format!("{u}:{p}").as_bytes())),
+            )],
             None => Vec::new(),
         }
     }

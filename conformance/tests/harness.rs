@@ -11,7 +11,15 @@ fn standard_images_are_served_by_the_registry() {
     let imgs = images::push_standard(&reg);
     for p in [&imgs.busybox, &imgs.configured, &imgs.layered, &imgs.uncompressed] {
         let (repo, tag) = p.reference.split_once('/').unwrap().1.rsplit_once(':').unwrap();
-        let r = reg.request("GET", &format!("/v2/{repo}/manifests/{tag}"), &[("Accept", &format!("{},{}", media::OCI_MANIFEST, media::DOCKER_MANIFEST))], b"");
+        let r = reg.request(
+            "GET",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[(
+                "Accept",
+                &format!("{},{}", media::OCI_MANIFEST, media::DOCKER_MANIFEST),
+            )],
+            b"",
+        );
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(images::digest(&r.body), p.manifest_digest);
         let m: serde_json::Value = serde_json::from_slice(&r.body).unwrap();

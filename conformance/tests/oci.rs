@@ -151,8 +151,7 @@ fn pause_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CRUST_PAUSE_BINARY") {
         return Some(p.into());
     }
-    let p =
-        harness::target_dir().join("static/x86_64-unknown-linux-gnu/tiny/crust-pause");
+    let p = harness::target_dir().join("static/x86_64-unknown-linux-gnu/tiny/crust-pause");
     p.exists().then_some(p)
 }
 

@@ -63,7 +63,9 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(&cfg.log_level))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_writer(std::io::stderr)
         .init();
     // Orphans of what crustd spawns (runtime calls, CNI plugins) come back to crustd to be reaped.
@@ -99,7 +101,13 @@ async fn run(cfg: config::Config) -> ExitCode {
     };
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving CRI v1");
     notify_systemd("READY=1");
-    let result = crust::server::serve(daemon, listener, shutdown_signal(), std::time::Duration::from_secs(30)).await;
+    let result = crust::server::serve(
+        daemon,
+        listener,
+        shutdown_signal(),
+        std::time::Duration::from_secs(30),
+    )
+    .await;
     notify_systemd("STOPPING=1");
     let _ = std::fs::remove_file(&socket);
     match result {
@@ -117,7 +125,11 @@ async fn run(cfg: config::Config) -> ExitCode {
 /// A plain level applies to crust's own code (libraries log at `warn`); anything else is a full filter.
 fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
     let plain = ["error", "warn", "info", "debug", "trace"].contains(&level.to_ascii_lowercase().as_str());
-    let directive = if plain { format!("warn,crust={level},crustd={level},crust_cni={level}") } else { level.to_string() };
+    let directive = if plain {
+        format!("warn,crust={level},crustd={level},crust_cni={level}")
+    } else {
+        level.to_string()
+    };
     tracing_subscriber::EnvFilter::new(directive)
 }
 

@@ -213,4 +213,37 @@ mod tests {
         assert!(!exists(&rel) && !exists(&top));
         remove(&top).unwrap();
     }
+
+    #[tokio::test]
+    async fn kill_all_kills_and_waits_for_every_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let base = if is_v2() {
+            PathBuf::from(CGROUP_ROOT)
+        } else {
+            Path::new(CGROUP_ROOT).join("unified")
+        };
+        let rel = format!("crust-unit-kill-{}", std::process::id());
+        let dir = base.join(&rel);
+        if std::fs::create_dir(&dir).is_err() {
+            return; // no cgroup v2 hierarchy here (or not root)
+        }
+        if !dir.join("cgroup.kill").exists() {
+            let _ = std::fs::remove_dir(&dir);
+            return; // kernel older than 5.14
+        }
+        assert!(kill_all(&rel, std::time::Duration::from_secs(5)).await, "empty");
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        let was = populated(&dir);
+        // Reaped by its parent, as the pause reaps a container's leftovers.
+        let waiter = std::thread::spawn(move || child.wait());
+        let emptied = kill_all(&rel, std::time::Duration::from_secs(5)).await;
+        let status = waiter.join().unwrap().unwrap();
+        let now = populated(&dir);
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(was, Some(true));
+        assert!(emptied);
+        assert_eq!(now, Some(false));
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
 }

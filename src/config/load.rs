@@ -106,7 +106,11 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
 fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
     let mut msg = e.message().trim().to_string();
     let Some(span) = e.span() else {
-        return ConfigError { file: file.to_string(), key: "-".into(), msg };
+        return ConfigError {
+            file: file.to_string(),
+            key: "-".into(),
+            msg,
+        };
     };
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
@@ -127,7 +131,11 @@ fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
         _ => key,
     };
     msg = format!("{msg} (line {line_no})");
-    ConfigError { file: file.to_string(), key, msg }
+    ConfigError {
+        file: file.to_string(),
+        key,
+        msg,
+    }
 }
 
 fn record_origin(table: &toml::Table, prefix: &str, file: &str, origin: &mut BTreeMap<String, String>) {

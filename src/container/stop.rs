@@ -119,6 +119,8 @@ impl Inner {
         self.stop_locked(rec.clone(), 0)
             .await
             .map_err(|e| e.context(&ctx))?;
+        // A container that exited by itself was not stopped here: its leftovers go now.
+        self.kill_leftovers(&rec).await;
         self.destroy(&rec).await.map_err(|e| e.context(&ctx))?;
         self.forget(&rec).map_err(|e| e.context(&ctx))
     }

@@ -110,7 +110,10 @@ pub async fn start(
     let cfg = dir.join("config.json");
     let data =
         serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(format!("encode pause spec: {e}")))?;
-    crate::state::atomic_write(&cfg, &data).ctx(format!("write {}", cfg.display()))?;
+    // The bundle lives in the pod's state dir (tmpfs, gone with the host, whose reboot ends the pause
+    // too): a sync would protect nothing; the rename keeps readers from seeing half a file.
+    crate::state::atomic_write_with(&cfg, &data, crate::state::Durability::Volatile)
+        .ctx(format!("write {}", cfg.display()))?;
     let m = monitor::spawn(&monitor::MonitorSpec {
         id: id.clone(),
         bundle: dir.to_path_buf(),

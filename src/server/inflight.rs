@@ -37,7 +37,10 @@ impl InFlight {
 impl<S> tower::Layer<S> for InFlight {
     type Service = Counted<S>;
     fn layer(&self, inner: S) -> Counted<S> {
-        Counted { inner, counter: self.0.clone() }
+        Counted {
+            inner,
+            counter: self.0.clone(),
+        }
     }
 }
 

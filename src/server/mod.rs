@@ -57,7 +57,9 @@ pub async fn serve(
                 .max_encoding_message_size(64 << 20),
         )
         .add_service(
-            ImageServiceServer::new(cri).max_decoding_message_size(16 << 20).max_encoding_message_size(64 << 20),
+            ImageServiceServer::new(cri)
+                .max_decoding_message_size(16 << 20)
+                .max_encoding_message_size(64 << 20),
         )
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;

@@ -30,12 +30,17 @@ pub fn installed() -> bool {
 impl Containerd {
     /// Writes a config and starts containerd; returns once its socket answers.
     pub async fn start(reg: &Registry) -> Result<Containerd> {
-        let dir = tempfile::Builder::new().prefix("crust-bench-containerd-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("crust-bench-containerd-")
+            .tempdir()?;
         let cni = dir.path().join("cni");
         let network = TestNetwork::reserve(&cni, dir.path());
         let socket = dir.path().join("containerd.sock");
         let mut mirrors = String::new();
-        let mut hosts: Vec<String> = crate::crustd::MIRRORED_HOSTS.iter().map(|h| h.to_string()).collect();
+        let mut hosts: Vec<String> = crate::crustd::MIRRORED_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
         hosts.push(reg.host());
         for h in hosts {
             mirrors.push_str(&format!(
@@ -89,7 +94,12 @@ state = "{state}"
             .env("NO_PROXY", "127.0.0.1,localhost")
             .spawn()
             .context("spawn containerd")?;
-        let c = Containerd { dir, socket, child, _network: network };
+        let c = Containerd {
+            dir,
+            socket,
+            child,
+            _network: network,
+        };
         for _ in 0..300 {
             if let Ok(ch) = crate::crustd::channel(&c.socket).await {
                 let mut rt = cri_api::v1::runtime_service_client::RuntimeServiceClient::new(ch);
@@ -99,7 +109,11 @@ state = "{state}"
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        anyhow::bail!("containerd did not answer on {}; its log is in {}", c.socket.display(), c.dir.path().join("containerd.log").display())
+        anyhow::bail!(
+            "containerd did not answer on {}; its log is in {}",
+            c.socket.display(),
+            c.dir.path().join("containerd.log").display()
+        )
     }
 
     /// The daemon's PID.
@@ -123,7 +137,10 @@ impl Drop for Containerd {
         // Shims outlive containerd by design; these are the ones this run started.
         let needle = self.socket.display().to_string();
         for p in super::memory::find("containerd-shim", &needle) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let dirs = [self.dir.path()];
         crate::crustd::kill_processes_using(&dirs);

@@ -17,8 +17,16 @@ use crate::net::TestNetwork;
 const RUNC: &str = "/usr/sbin/runc";
 
 fn run(cmd: &mut Command) -> Result<Vec<u8>> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("{cmd:?}"))?;
-    ensure!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("{cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(out.stdout)
 }
 
@@ -36,7 +44,11 @@ fn runc_create(runc_root: &Path, bundle: &Path, id: &str, errors: &Path) -> Resu
         .stdout(Stdio::null())
         .stderr(err)
         .status()?;
-    ensure!(st.success(), "runc create {id}: {}", std::fs::read_to_string(errors).unwrap_or_default());
+    ensure!(
+        st.success(),
+        "runc create {id}: {}",
+        std::fs::read_to_string(errors).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -54,7 +66,11 @@ fn cni(cmd: &str, conf: &[u8], id: &str, netns: &Path) -> Result<()> {
         .context("bridge plugin")?;
     child.stdin.take().context("stdin")?.write_all(conf)?;
     let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "bridge {cmd}: {}", String::from_utf8_lossy(&out.stdout));
+    ensure!(
+        out.status.success(),
+        "bridge {cmd}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     Ok(())
 }
 
@@ -82,7 +98,8 @@ fn bundle(dir: &Path, rootfs: &Path, args: &[&str], netns: &Path) -> Result<()> 
 pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>> {
     let work = tempfile::Builder::new().prefix("crust-floor-").tempdir()?;
     let net = TestNetwork::reserve(&work.path().join("cni"), work.path());
-    let list: serde_json::Value = serde_json::from_slice(&std::fs::read(work.path().join("cni/10-crust-test.conflist"))?)?;
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("cni/10-crust-test.conflist"))?)?;
     let mut conf = list["plugins"][0].clone();
     conf["cniVersion"] = list["cniVersion"].clone();
     conf["name"] = list["name"].clone();
@@ -103,37 +120,77 @@ pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>>
             let netns = PathBuf::from("/var/run/netns").join(&name);
             let (pod, ctr) = (format!("{name}-pod"), format!("{name}-ctr"));
             // A namespace of that name left by an interrupted run would fail `ip netns add`.
-            let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &name])
+                .stderr(Stdio::null())
+                .status();
             let t0 = Instant::now();
             run(Command::new("ip").args(["netns", "add", &name]))?;
             cni("ADD", &conf, &pod, &netns)?;
             bundle(&work.path().join(&pod), &pause_root, &["/pause"], &netns)?;
-            runc_create(&runc_root, &work.path().join(&pod), &pod, &work.path().join("runc-errors"))?;
-            run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["start", &pod]))?;
+            runc_create(
+                &runc_root,
+                &work.path().join(&pod),
+                &pod,
+                &work.path().join("runc-errors"),
+            )?;
+            run(Command::new(RUNC)
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["start", &pod]))?;
             rows.entry("RunPodSandbox").or_default().push(t0.elapsed());
 
             let t1 = Instant::now();
             bundle(&work.path().join(&ctr), &bb_root, &["sleep", "3600"], &netns)?;
-            runc_create(&runc_root, &work.path().join(&ctr), &ctr, &work.path().join("runc-errors"))?;
-            run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["start", &ctr]))?;
-            rows.entry("CreateContainer + StartContainer").or_default().push(t1.elapsed());
+            runc_create(
+                &runc_root,
+                &work.path().join(&ctr),
+                &ctr,
+                &work.path().join("runc-errors"),
+            )?;
+            run(Command::new(RUNC)
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["start", &ctr]))?;
+            rows.entry("CreateContainer + StartContainer")
+                .or_default()
+                .push(t1.elapsed());
 
             let t2 = Instant::now();
-            run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["delete", "--force", &ctr]))?;
-            rows.entry("StopContainer + RemoveContainer").or_default().push(t2.elapsed());
+            run(Command::new(RUNC)
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force", &ctr]))?;
+            rows.entry("StopContainer + RemoveContainer")
+                .or_default()
+                .push(t2.elapsed());
 
             let t3 = Instant::now();
-            run(Command::new(RUNC).arg("--root").arg(&runc_root).args(["delete", "--force", &pod]))?;
+            run(Command::new(RUNC)
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force", &pod]))?;
             cni("DEL", &conf, &pod, &netns)?;
             run(Command::new("ip").args(["netns", "del", &name]))?;
-            rows.entry("StopPodSandbox + RemovePodSandbox").or_default().push(t3.elapsed());
+            rows.entry("StopPodSandbox + RemovePodSandbox")
+                .or_default()
+                .push(t3.elapsed());
         }
         Ok(())
     })();
     // Whatever happened, leave nothing: containers, namespaces.
-    if let Ok(out) = Command::new(RUNC).arg("--root").arg(&runc_root).args(["list", "-q"]).output() {
+    if let Ok(out) = Command::new(RUNC)
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["list", "-q"])
+        .output()
+    {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new(RUNC).arg("--root").arg(&runc_root).args(["delete", "--force", id]).status();
+            let _ = Command::new(RUNC)
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force", id])
+                .status();
         }
     }
     if let Ok(rd) = std::fs::read_dir("/var/run/netns") {
@@ -147,6 +204,15 @@ pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>>
     result?;
     Ok(rows
         .into_iter()
-        .filter_map(|(k, s)| Some((k.to_string(), Latency { p50_ms: s.p50()?, p95_ms: s.p95()?, n: s.0.len() })))
+        .filter_map(|(k, s)| {
+            Some((
+                k.to_string(),
+                Latency {
+                    p50_ms: s.p50()?,
+                    p95_ms: s.p95()?,
+                    n: s.0.len(),
+                },
+            ))
+        })
         .collect())
 }

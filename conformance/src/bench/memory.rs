@@ -18,15 +18,22 @@ pub fn of(pid: u32) -> Option<Mem> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Some(Mem { rss_kib: field("Rss:"), pss_kib: field("Pss:") })
+    Some(Mem {
+        rss_kib: field("Rss:"),
+        pss_kib: field("Pss:"),
+    })
 }
 
 /// PIDs whose `comm` starts with `comm` and whose command line contains `needle`.
 pub fn find(comm: &str, needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         let c = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if !c.trim().starts_with(comm) {
             continue;
@@ -74,7 +81,10 @@ impl PeakSampler {
             }
             peak
         });
-        PeakSampler { stop, handle: Some(handle) }
+        PeakSampler {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Stops and returns the peak.

@@ -59,7 +59,11 @@ impl Report {
                 ratio(c.map(|l| l.p50_ms), f.map(|l| l.p50_ms)),
             );
         }
-        let _ = writeln!(out, "\n{:<64} {:>10} {:>10} {:>13} {:>13} {:>7}", "memory (KiB)", "crust RSS", "PSS", "containerd RSS", "PSS", "PSS ratio");
+        let _ = writeln!(
+            out,
+            "\n{:<64} {:>10} {:>10} {:>13} {:>13} {:>7}",
+            "memory (KiB)", "crust RSS", "PSS", "containerd RSS", "PSS", "PSS ratio"
+        );
         let mut names: Vec<&String> = self.crust.memory.keys().collect();
         if let Some(c) = &self.containerd {
             names.extend(c.memory.keys().filter(|k| !self.crust.memory.contains_key(*k)));
@@ -79,7 +83,10 @@ impl Report {
                 ratio(c.map(|m| m.pss_kib as f64), d.map(|m| m.pss_kib as f64)),
             );
         }
-        for (who, r) in [("crust", Some(&self.crust)), ("containerd", self.containerd.as_ref())] {
+        for (who, r) in [
+            ("crust", Some(&self.crust)),
+            ("containerd", self.containerd.as_ref()),
+        ] {
             for e in r.map(|r| r.errors.as_slice()).unwrap_or_default() {
                 let _ = writeln!(out, "error ({who}): {e}");
             }

@@ -58,7 +58,9 @@ fn record(rows: &Rows, name: &str, d: Duration) {
 }
 
 async fn client(t: &Target) -> Result<RuntimeServiceClient<Channel>> {
-    Ok(RuntimeServiceClient::new(crate::crustd::channel(&t.socket).await?))
+    Ok(RuntimeServiceClient::new(
+        crate::crustd::channel(&t.socket).await?,
+    ))
 }
 
 fn pod_config(t: &Target, tag: &str, i: usize) -> PodSandboxConfig {
@@ -78,10 +80,20 @@ fn pod_config(t: &Target, tag: &str, i: usize) -> PodSandboxConfig {
 
 fn container_config(t: &Target, name: &str) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: t.small_image.clone(), ..Default::default() }),
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: t.small_image.clone(),
+            ..Default::default()
+        }),
         // Exits at once on SIGTERM, so StopContainer measures the runtime, not a grace period.
-        command: vec!["sh".into(), "-c".into(), "trap 'exit 0' TERM; sleep 3600 & wait".into()],
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM; sleep 3600 & wait".into(),
+        ],
         log_path: format!("{name}.log"),
         linux: Some(LinuxContainerConfig::default()),
         ..Default::default()
@@ -89,22 +101,41 @@ fn container_config(t: &Target, name: &str) -> ContainerConfig {
 }
 
 /// Creates and starts one container in `pod`; returns its ID.
-async fn start_container(rt: &mut RuntimeServiceClient<Channel>, t: &Target, pod: &str, cfg: &PodSandboxConfig, name: &str, rows: Option<(&Rows, &str)>) -> Result<String> {
+async fn start_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    t: &Target,
+    pod: &str,
+    cfg: &PodSandboxConfig,
+    name: &str,
+    rows: Option<(&Rows, &str)>,
+) -> Result<String> {
     let t0 = Instant::now();
     let id = rt
-        .create_container(CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(container_config(t, name)), sandbox_config: Some(cfg.clone()) })
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(container_config(t, name)),
+            sandbox_config: Some(cfg.clone()),
+        })
         .await
         .context("CreateContainer")?
         .into_inner()
         .container_id;
     let created = t0.elapsed();
     let t1 = Instant::now();
-    rt.start_container(StartContainerRequest { container_id: id.clone() }).await.context("StartContainer")?;
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .context("StartContainer")?;
     let started = t1.elapsed();
     if let Some((rows, sfx)) = rows {
         record(rows, &format!("CreateContainer{sfx}"), created);
         record(rows, &format!("StartContainer{sfx}"), started);
-        record(rows, &format!("CreateContainer + StartContainer{sfx}"), created + started);
+        record(
+            rows,
+            &format!("CreateContainer + StartContainer{sfx}"),
+            created + started,
+        );
     }
     Ok(id)
 }
@@ -115,7 +146,10 @@ async fn cycle(t: &Target, tag: &str, i: usize, rows: &Rows, sfx: &str, exec: bo
     let cfg = pod_config(t, tag, i);
     let t0 = Instant::now();
     let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() })
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .context("RunPodSandbox")?
         .into_inner()
@@ -124,48 +158,100 @@ async fn cycle(t: &Target, tag: &str, i: usize, rows: &Rows, sfx: &str, exec: bo
     let id = start_container(&mut rt, t, &pod, &cfg, "c", Some((rows, sfx))).await?;
     if exec {
         let t = Instant::now();
-        let r = rt.exec_sync(ExecSyncRequest { container_id: id.clone(), cmd: vec!["true".into()], timeout: 10 }).await.context("ExecSync")?;
+        let r = rt
+            .exec_sync(ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+            .context("ExecSync")?;
         record(rows, "ExecSync (true)", t.elapsed());
         anyhow::ensure!(r.into_inner().exit_code == 0, "ExecSync true: non-zero exit");
         // The same command through the streaming server, as `kubectl exec` runs it: the Exec RPC, the
         // SPDY upgrade, the streams, the exit status.
         let t = Instant::now();
         let url = rt
-            .exec(ExecRequest { container_id: id.clone(), cmd: vec!["true".into()], stdout: true, ..Default::default() })
+            .exec(ExecRequest {
+                container_id: id.clone(),
+                cmd: vec!["true".into()],
+                stdout: true,
+                ..Default::default()
+            })
             .await
             .context("Exec")?
             .into_inner()
             .url;
-        let session = crate::streamclient::SpdySession::start(&url, "v4.channel.k8s.io", false, true, false, false)
-            .await
-            .context("Exec: SPDY session")?;
+        let session =
+            crate::streamclient::SpdySession::start(&url, "v4.channel.k8s.io", false, true, false, false)
+                .await
+                .context("Exec: SPDY session")?;
         let out = session.finish().await.context("Exec: streams")?;
         record(rows, "Exec (true) round trip over SPDY", t.elapsed());
-        anyhow::ensure!(crate::streamclient::exit_code(&out.error)? == 0, "Exec true: {}", out.error);
+        anyhow::ensure!(
+            crate::streamclient::exit_code(&out.error)? == 0,
+            "Exec true: {}",
+            out.error
+        );
     }
     let t1 = Instant::now();
-    rt.stop_container(StopContainerRequest { container_id: id.clone(), timeout: 10 }).await.context("StopContainer")?;
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 10,
+    })
+    .await
+    .context("StopContainer")?;
     record(rows, &format!("StopContainer{sfx}"), t1.elapsed());
     let t2 = Instant::now();
-    rt.remove_container(RemoveContainerRequest { container_id: id }).await.context("RemoveContainer")?;
+    rt.remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .context("RemoveContainer")?;
     record(rows, &format!("RemoveContainer{sfx}"), t2.elapsed());
-    record(rows, &format!("StopContainer + RemoveContainer{sfx}"), t1.elapsed());
+    record(
+        rows,
+        &format!("StopContainer + RemoveContainer{sfx}"),
+        t1.elapsed(),
+    );
     let t3 = Instant::now();
-    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.context("StopPodSandbox")?;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .context("StopPodSandbox")?;
     record(rows, &format!("StopPodSandbox{sfx}"), t3.elapsed());
     let t4 = Instant::now();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.context("RemovePodSandbox")?;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+        .await
+        .context("RemovePodSandbox")?;
     record(rows, &format!("RemovePodSandbox{sfx}"), t4.elapsed());
-    record(rows, &format!("StopPodSandbox + RemovePodSandbox{sfx}"), t3.elapsed());
+    record(
+        rows,
+        &format!("StopPodSandbox + RemovePodSandbox{sfx}"),
+        t3.elapsed(),
+    );
     Ok(())
 }
 
 async fn pull(t: &Target, image: &str) -> Result<Duration> {
-    let mut im = cri_api::v1::image_service_client::ImageServiceClient::new(crate::crustd::channel(&t.socket).await?);
-    let spec = ImageSpec { image: image.into(), ..Default::default() };
-    let _ = im.remove_image(RemoveImageRequest { image: Some(spec.clone()) }).await;
+    let mut im =
+        cri_api::v1::image_service_client::ImageServiceClient::new(crate::crustd::channel(&t.socket).await?);
+    let spec = ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    };
+    let _ = im
+        .remove_image(RemoveImageRequest {
+            image: Some(spec.clone()),
+        })
+        .await;
     let t0 = Instant::now();
-    im.pull_image(PullImageRequest { image: Some(spec), auth: None, sandbox_config: None }).await.with_context(|| format!("PullImage {image}"))?;
+    im.pull_image(PullImageRequest {
+        image: Some(spec),
+        auth: None,
+        sandbox_config: None,
+    })
+    .await
+    .with_context(|| format!("PullImage {image}"))?;
     Ok(t0.elapsed())
 }
 
@@ -187,7 +273,8 @@ pub async fn run(t: &Target, cycles: usize) -> TargetResults {
         Ok(d) => record(&rows, "PullImage ~100 MB (4 layers)", d),
         Err(e) => res.errors.push(format!("{e:#}")),
     }
-    res.memory.insert("daemon peak during ~100 MB pull".into(), sampler.finish());
+    res.memory
+        .insert("daemon peak during ~100 MB pull".into(), sampler.finish());
     // The small image must be present for the cycles.
     if let Err(e) = pull(t, &t.small_image).await {
         res.errors.push(format!("{e:#}"));
@@ -205,7 +292,16 @@ pub async fn run(t: &Target, cycles: usize) -> TargetResults {
     let mut tasks = Vec::new();
     for w in 0..2 {
         let rows = rows.clone();
-        let t = Target { name: t.name.clone(), socket: t.socket.clone(), daemon_pid: t.daemon_pid, monitor_comm: t.monitor_comm.clone(), monitor_needle: t.monitor_needle.clone(), log_dir: t.log_dir.clone(), small_image: t.small_image.clone(), large_image: t.large_image.clone() };
+        let t = Target {
+            name: t.name.clone(),
+            socket: t.socket.clone(),
+            daemon_pid: t.daemon_pid,
+            monitor_comm: t.monitor_comm.clone(),
+            monitor_needle: t.monitor_needle.clone(),
+            log_dir: t.log_dir.clone(),
+            small_image: t.small_image.clone(),
+            large_image: t.large_image.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             for i in 0..cycles.div_ceil(2) {
                 cycle(&t, &format!("par{w}"), i, &rows, " (2 at a time)", false).await?;
@@ -220,7 +316,8 @@ pub async fn run(t: &Target, cycles: usize) -> TargetResults {
             Err(e) => res.errors.push(format!("parallel task: {e}")),
         }
     }
-    res.memory.insert("daemon peak during cycles".into(), sampler.finish());
+    res.memory
+        .insert("daemon peak during cycles".into(), sampler.finish());
 
     // 20 pods with 5 running containers each: monitor memory and ListContainers over 100 containers.
     if let Err(e) = crowd(t, &rows, &mut res).await {
@@ -230,7 +327,14 @@ pub async fn run(t: &Target, cycles: usize) -> TargetResults {
     if let Ok(r) = rows.lock() {
         for (name, s) in r.iter() {
             if let (Some(p50), Some(p95)) = (s.p50(), s.p95()) {
-                res.latency.insert(name.clone(), Latency { p50_ms: p50, p95_ms: p95, n: s.0.len() });
+                res.latency.insert(
+                    name.clone(),
+                    Latency {
+                        p50_ms: p50,
+                        p95_ms: p95,
+                        n: s.0.len(),
+                    },
+                );
             }
         }
     }
@@ -243,7 +347,15 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
     let result = async {
         for p in 0..20 {
             let cfg = pod_config(t, "crowd", p);
-            let pod = rt.run_pod_sandbox(RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.context("RunPodSandbox")?.into_inner().pod_sandbox_id;
+            let pod = rt
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(cfg.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await
+                .context("RunPodSandbox")?
+                .into_inner()
+                .pod_sandbox_id;
             pods.push(pod.clone());
             start_container(&mut rt, t, &pod, &cfg, "c0", None).await?;
         }
@@ -251,11 +363,20 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let monitors = memory::find(&t.monitor_comm, &t.monitor_needle);
         if let Some(m) = memory::mean(&monitors) {
-            res.memory.insert(format!("monitor, mean per process ({} processes, 20 pods x 1 container)", monitors.len()), m);
+            res.memory.insert(
+                format!(
+                    "monitor, mean per process ({} processes, 20 pods x 1 container)",
+                    monitors.len()
+                ),
+                m,
+            );
             let total: Vec<Mem> = monitors.iter().filter_map(|p| memory::of(*p)).collect();
             res.memory.insert(
                 "monitors per pod (all of a pod's monitors, 20 pods)".into(),
-                Mem { rss_kib: total.iter().map(|m| m.rss_kib).sum::<u64>() / 20, pss_kib: total.iter().map(|m| m.pss_kib).sum::<u64>() / 20 },
+                Mem {
+                    rss_kib: total.iter().map(|m| m.rss_kib).sum::<u64>() / 20,
+                    pss_kib: total.iter().map(|m| m.pss_kib).sum::<u64>() / 20,
+                },
             );
         }
         for (p, pod) in pods.iter().enumerate() {
@@ -269,7 +390,13 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
         }
         for _ in 0..50 {
             let t0 = Instant::now();
-            let n = rt.list_containers(ListContainersRequest::default()).await.context("ListContainers")?.into_inner().containers.len();
+            let n = rt
+                .list_containers(ListContainersRequest::default())
+                .await
+                .context("ListContainers")?
+                .into_inner()
+                .containers
+                .len();
             record(rows, "ListContainers (100 containers)", t0.elapsed());
             anyhow::ensure!(n >= 100, "ListContainers returned {n} containers");
         }
@@ -277,8 +404,14 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
     }
     .await;
     for pod in pods {
-        let _ = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await;
-        let _ = rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await;
+        let _ = rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await;
+        let _ = rt
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+            .await;
     }
     result
 }

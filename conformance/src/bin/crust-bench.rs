@@ -16,14 +16,20 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { cycles: 100, json: "conformance/results/bench.json".into(), containerd: true };
+    let mut a = Args {
+        cycles: 100,
+        json: "conformance/results/bench.json".into(),
+        containerd: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--cycles" => a.cycles = it.next().and_then(|v| v.parse().ok()).expect("--cycles N"),
             "--json" => a.json = it.next().expect("--json FILE").into(),
             "--no-containerd" => a.containerd = false,
-            other => panic!("unknown argument {other:?}; usage: crust-bench [--cycles N] [--json FILE] [--no-containerd]"),
+            other => panic!(
+                "unknown argument {other:?}; usage: crust-bench [--cycles N] [--json FILE] [--no-containerd]"
+            ),
         }
     }
     a
@@ -44,17 +50,54 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 
 fn push_images(reg: &Registry) -> (String, String) {
     let std = images::push_standard(reg);
-    let mut layers = vec![Layer::new(&LayerBuilder::new().busybox_base().build(), Compression::Gzip, false)];
+    let mut layers = vec![Layer::new(
+        &LayerBuilder::new().busybox_base().build(),
+        Compression::Gzip,
+        false,
+    )];
     for i in 0..4u64 {
-        let tar = LayerBuilder::new().dir("data", 0o755).file(&format!("data/blob{i}"), &noise(24 << 20, 0x9E37_79B9_7F4A_7C15 ^ (i + 1)), 0o644).build();
+        let tar = LayerBuilder::new()
+            .dir("data", 0o755)
+            .file(
+                &format!("data/blob{i}"),
+                &noise(24 << 20, 0x9E37_79B9_7F4A_7C15 ^ (i + 1)),
+                0o644,
+            )
+            .build();
         layers.push(Layer::new(&tar, Compression::Gzip, false));
     }
-    let big = images::push_image(reg, "crust-test/big", "1", &ImageSpec::new(layers, ImageConfig { cmd: vec!["sh".into()], ..Default::default() }));
+    let big = images::push_image(
+        reg,
+        "crust-test/big",
+        "1",
+        &ImageSpec::new(
+            layers,
+            ImageConfig {
+                cmd: vec!["sh".into()],
+                ..Default::default()
+            },
+        ),
+    );
     // containerd's pause: crust's own static pause as an image.
     if let Some(p) = harness::pause_binary() {
         let bin = std::fs::read(p).expect("pause binary");
-        let l = Layer::new(&LayerBuilder::new().file("pause", &bin, 0o755).build(), Compression::Gzip, false);
-        images::push_image(reg, "pause", "3.9", &ImageSpec::new(vec![l], ImageConfig { entrypoint: vec!["/pause".into()], ..Default::default() }));
+        let l = Layer::new(
+            &LayerBuilder::new().file("pause", &bin, 0o755).build(),
+            Compression::Gzip,
+            false,
+        );
+        images::push_image(
+            reg,
+            "pause",
+            "3.9",
+            &ImageSpec::new(
+                vec![l],
+                ImageConfig {
+                    entrypoint: vec!["/pause".into()],
+                    ..Default::default()
+                },
+            ),
+        );
     }
     (std.busybox.reference, big.reference)
 }
@@ -70,7 +113,12 @@ async fn main() {
 
     eprintln!("bench: crust ({} cycles)", a.cycles);
     let crust = {
-        let d = Crustd::start(CrustdOptions { registry: Some(&reg), cni: true, extra_toml: "log_level = \"warn\"\n".into() }).await;
+        let d = Crustd::start(CrustdOptions {
+            registry: Some(&reg),
+            cni: true,
+            extra_toml: "log_level = \"warn\"\n".into(),
+        })
+        .await;
         let t = suite::Target {
             name: "crust".into(),
             socket: d.socket.clone(),
@@ -106,7 +154,9 @@ async fn main() {
             }
         }
     } else {
-        notes.push("containerd not installed (apt-get install containerd) or --no-containerd: crust only".into());
+        notes.push(
+            "containerd not installed (apt-get install containerd) or --no-containerd: crust only".into(),
+        );
         None
     };
 
@@ -122,19 +172,30 @@ async fn main() {
         }
     };
 
-    let report = Report { date, cycles: a.cycles, crust, containerd, floor, notes };
+    let report = Report {
+        date,
+        cycles: a.cycles,
+        crust,
+        containerd,
+        floor,
+        notes,
+    };
     let table = report.table();
     print!("{table}");
     if let Some(dir) = a.json.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let mut f = std::fs::File::create(&a.json).expect("json file");
-    f.write_all(&serde_json::to_vec_pretty(&report).expect("json")).expect("write json");
+    f.write_all(&serde_json::to_vec_pretty(&report).expect("json"))
+        .expect("write json");
     eprintln!("bench: results written to {}", a.json.display());
 }
 
 /// UTC date and time, `YYYY-MM-DD HH:MM UTC`, without a date crate.
 fn chrono_like_now() -> String {
-    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

@@ -277,3 +277,49 @@ async fn pod_stop_and_remove_take_the_containers_along() {
     assert_eq!(err.code(), Code::NotFound);
     assert!(!e.c.root.join("containers").join(format!("{id}.json")).exists());
 }
+
+/// Host pids of the running (not zombie) processes whose cgroup path names `id`.
+fn processes_in_cgroup_of(id: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let in_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id));
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        });
+        if in_cgroup && !zombie {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn stop_kills_what_the_container_left_in_the_pod_pid_namespace() {
+    let e = env().await;
+    let p = pod(&e, "leftovers").await;
+    // PID namespace mode POD (the default): the background sleep outlives the shell, whose exit is
+    // the container's.
+    let script = "sleep 3600 & trap 'exit 0' TERM; echo ready; wait";
+    let id = run(
+        &e,
+        &p,
+        ctr("bg", &e.imgs.busybox.reference, &["sh", "-c", script]),
+    )
+    .await;
+    wait_for_log(&p.log_dir.join("bg/0.log").display().to_string(), "ready").await;
+    let before = processes_in_cgroup_of(&id);
+    stop(&e, &id, 10).await.unwrap();
+    let after = processes_in_cgroup_of(&id);
+    let st = status(&e, &id).await;
+    assert_eq!(before.len(), 2, "the shell and its sleep: {before:?}");
+    assert_eq!(st.exit_code, 0, "the TERM trap ran: {st:?}");
+    assert!(
+        after.is_empty(),
+        "processes of the stopped container still run: {after:?}"
+    );
+    remove(&e, &id).await.unwrap();
+}
