@@ -76,10 +76,14 @@ pub async fn run(
     let mut child = cmd.spawn().map_err(|e| io_err("run", e))?;
     let work = async {
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&input)
-                .await
-                .map_err(|e| io_err("write config to", e))?;
+            // A plugin that fails before reading its config closes stdin early: its exit status and
+            // error JSON, not the broken pipe, are what the caller must see.
+            match stdin.write_all(&input).await {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(io_err("write config to", e));
+                }
+                _ => {}
+            }
         }
         child.wait_with_output().await.map_err(|e| io_err("wait for", e))
     };

@@ -139,7 +139,7 @@ async fn plugin_error_message_and_missing_plugin() {
     match cni.add(&net, &rt(&ns)).await.unwrap_err() {
         CniError::Plugin { plugin, code, msg } => {
             assert_eq!(plugin, "failer");
-            assert_eq!(code, Some(11));
+            assert_eq!(code, Some(11), "{msg}");
             assert_eq!(msg, "no more addresses: range 10.0.0.0/30 full");
         }
         e => panic!("unexpected {e}"),

@@ -33,6 +33,36 @@ fn pod_config(log_dir: &std::path::Path) -> PodSandboxConfig {
     }
 }
 
+type Runtime = cri_api::v1::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+
+/// ContainerStatus of a container that must exist.
+async fn container_status(rt: &mut Runtime, id: &str) -> ContainerStatus {
+    let req = ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    };
+    rt.container_status(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+/// PodSandboxStatus of a pod that must exist.
+async fn pod_status(rt: &mut Runtime, id: &str) -> PodSandboxStatus {
+    let req = PodSandboxStatusRequest {
+        pod_sandbox_id: id.into(),
+        verbose: false,
+    };
+    rt.pod_sandbox_status(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_pod_through_kubelets_calls() {
     let reg = Registry::start();
@@ -76,16 +106,7 @@ async fn a_pod_through_kubelets_calls() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    let ps = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let ps = pod_status(&mut rt, &pod).await;
     assert_eq!(ps.state, PodSandboxState::SandboxReady as i32);
     assert_eq!(ps.metadata.as_ref().unwrap().uid, "uid-web-1");
     assert_eq!(ps.labels.get("app").map(String::as_str), Some("web"));
@@ -170,32 +191,14 @@ async fn a_pod_through_kubelets_calls() {
         .unwrap()
         .into_inner()
         .container_id;
-    let st = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, ContainerState::ContainerCreated as i32);
     rt.start_container(StartContainerRequest {
         container_id: id.clone(),
     })
     .await
     .unwrap();
-    let st = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = container_status(&mut rt, &id).await;
     assert_eq!(st.state, ContainerState::ContainerRunning as i32);
     // As containerd and CRI-O report it: the repo digest, with the ID beside it.
     assert_eq!(st.image_ref, imgs.busybox.by_digest);
@@ -280,16 +283,7 @@ async fn a_pod_through_kubelets_calls() {
     })
     .await
     .unwrap();
-    let st = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let st = container_status(&mut rt, &id).await;
     assert_eq!(
         (st.state, st.exit_code, st.reason.as_str()),
         (ContainerState::ContainerExited as i32, 0, "Completed")
@@ -304,16 +298,7 @@ async fn a_pod_through_kubelets_calls() {
     })
     .await
     .unwrap();
-    let ps = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let ps = pod_status(&mut rt, &pod).await;
     assert_eq!(ps.state, PodSandboxState::SandboxNotready as i32);
     rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod.clone(),
