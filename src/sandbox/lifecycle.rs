@@ -107,15 +107,10 @@ impl Daemon {
     /// Idempotent; an unknown ID succeeds.
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<()> {
         let inner = &self.sandboxes.inner;
-        let id = match inner.resolve(id) {
-            Ok(id) => id,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _guard = inner.locks.lock(&id).await;
-        let Ok(mut rec) = inner.get(&id) else {
+        let Some((_guard, mut rec)) = inner.lock_existing(id).await? else {
             return Ok(());
         };
+        let id = rec.id.clone();
         self.stop_pod_containers(&id)
             .await
             .ctx("StopPodSandbox: stop the pod's containers")?;
@@ -131,15 +126,10 @@ impl Daemon {
     /// Idempotent; works on a half-made pod.
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {
         let inner = &self.sandboxes.inner;
-        let id = match inner.resolve(id) {
-            Ok(id) => id,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _guard = inner.locks.lock(&id).await;
-        let Ok(mut rec) = inner.get(&id) else {
+        let Some((_guard, mut rec)) = inner.lock_existing(id).await? else {
             return Ok(());
         };
+        let id = rec.id.clone();
         self.stop_pod_containers(&id)
             .await
             .ctx("RemovePodSandbox: stop the pod's containers")?;

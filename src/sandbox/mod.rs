@@ -171,6 +171,18 @@ impl Inner {
         }
     }
 
+    /// For stop and remove, which succeed for a pod that is not there: the pod's lock and its record,
+    /// or `None` when no such pod exists (also when it went away while the lock was awaited).
+    async fn lock_existing(&self, id: &str) -> Result<Option<(crate::state::Guard, PodRecord)>> {
+        let id = match self.resolve(id) {
+            Ok(id) => id,
+            Err(Error::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let guard = self.locks.lock(&id).await;
+        Ok(self.get(&id).ok().map(|rec| (guard, rec)))
+    }
+
     fn get(&self, id: &str) -> Result<PodRecord> {
         let id = self.resolve(id)?;
         self.pods

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use locks::Locks;
+pub use locks::{Guard, Locks};
 
 use crate::config::Config;
 
