@@ -207,19 +207,8 @@ async fn wait_inflight(mut rx: tokio::sync::watch::Receiver<Option<Shared>>) -> 
 fn pod_info(pod: &PodContext, sb: Option<&v1::PodSandboxConfig>) -> PodInfo {
     let linux = sb.and_then(|s| s.linux.as_ref());
     PodInfo {
-        id: pod.id.clone(),
-        name: pod.name.clone(),
-        namespace: pod.namespace.clone(),
-        uid: pod.uid.clone(),
+        ctx: pod.clone(),
         hostname: sb.map(|s| s.hostname.clone()).unwrap_or_default(),
-        netns_path: pod.netns_path.clone(),
-        pause_pid: pod.pause_pid,
-        namespace_options: pod.namespace_options.clone(),
-        hostname_path: pod.hostname_path.clone(),
-        hosts_path: pod.hosts_path.clone(),
-        resolv_path: pod.resolv_path.clone(),
-        shm_path: pod.shm_path.clone(),
-        cgroup_parent: pod.cgroup_parent.clone(),
         privileged: linux
             .and_then(|l| l.security_context.as_ref())
             .is_some_and(|s| s.privileged),

@@ -56,7 +56,7 @@ pub(super) fn mounts(
         })
         .collect();
     let ro = if readonly_rootfs { "ro" } else { "rw" };
-    let p = inp.pod;
+    let p = &inp.pod.ctx;
     for (dst, src) in [
         ("/etc/hostname", &p.hostname_path),
         ("/etc/hosts", &p.hosts_path),

@@ -3,7 +3,7 @@
 //! env, cwd, user), mounts and pod files, devices, security, resources, namespaces, annotations.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cri_api::v1;
 use cri_api::v1::{NamespaceMode, SupplementalGroupsPolicy};
@@ -14,6 +14,7 @@ pub use super::mounts::{HostDevice, all_host_devices, host_devices};
 use super::resources;
 use super::security::{self, DEFAULT_MASKED, DEFAULT_READONLY};
 use super::user::{self, ResolvedUser, UserRequest};
+use crate::sandbox::PodContext;
 use crate::{Error, Result};
 
 /// The parts of the image config the spec uses.
@@ -44,24 +45,12 @@ impl ImageDefaults {
     }
 }
 
-/// What the spec needs from the pod.
+/// What the spec needs from the pod: the sandbox's view of it, plus what the pod's CRI config says that
+/// the sandbox does not keep.
 #[derive(Debug, Clone, Default)]
 pub struct PodInfo {
-    pub id: String,
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
+    pub ctx: PodContext,
     pub hostname: String,
-    /// None: host network.
-    pub netns_path: Option<PathBuf>,
-    pub pause_pid: Option<u32>,
-    pub namespace_options: v1::NamespaceOption,
-    pub hostname_path: PathBuf,
-    pub hosts_path: PathBuf,
-    pub resolv_path: PathBuf,
-    /// None: host IPC (bind the host's `/dev/shm`).
-    pub shm_path: Option<PathBuf>,
-    pub cgroup_parent: String,
     pub privileged: bool,
     pub sysctls: HashMap<String, String>,
 }
@@ -161,7 +150,7 @@ pub fn env(cfg: &v1::ContainerConfig, img: &ImageDefaults, hostname: &str) -> Ve
 
 /// Namespaces: the pod's netns (by path; none for host network), IPC and UTS of the pause, PID per mode.
 fn namespaces(inp: &SpecInput) -> Result<Vec<Value>> {
-    let p = inp.pod;
+    let p = &inp.pod.ctx;
     let pod_ns = &p.namespace_options;
     let ctr_ns = inp
         .config
@@ -339,7 +328,7 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     let (mounts, rootfs_propagation) = super::mounts::mounts(inp, privileged, sc.readonly_rootfs)?;
     let mut linux = json!({
         "namespaces": namespaces(inp)?,
-        "cgroupsPath": format!("/{}/{}", inp.pod.cgroup_parent.trim_matches('/'), inp.id),
+        "cgroupsPath": format!("/{}/{}", inp.pod.ctx.cgroup_parent.trim_matches('/'), inp.id),
         "resources": resources::to_json(&resources_cfg, inp.host.cgroup_v2, "config.linux.resources")?,
     });
     let pick = |cri: &[String], cfgd: &[String], dflt: &[&str]| -> Vec<String> {
@@ -365,8 +354,8 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     if let Some(p) = rootfs_propagation {
         linux["rootfsPropagation"] = json!(p);
     }
-    let host_net = inp.pod.netns_path.is_none();
-    let host_ipc = inp.pod.namespace_options.ipc == NamespaceMode::Node as i32;
+    let host_net = inp.pod.ctx.netns_path.is_none();
+    let host_ipc = inp.pod.ctx.namespace_options.ipc == NamespaceMode::Node as i32;
     let sysctls: HashMap<&String, &String> = inp
         .pod
         .sysctls
@@ -411,10 +400,13 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     for (k, v) in [
         ("io.kubernetes.cri.container-type", "container"),
         ("io.kubernetes.cri.container-name", meta.name.as_str()),
-        ("io.kubernetes.cri.sandbox-id", inp.pod.id.as_str()),
-        ("io.kubernetes.cri.sandbox-name", inp.pod.name.as_str()),
-        ("io.kubernetes.cri.sandbox-namespace", inp.pod.namespace.as_str()),
-        ("io.kubernetes.cri.sandbox-uid", inp.pod.uid.as_str()),
+        ("io.kubernetes.cri.sandbox-id", inp.pod.ctx.id.as_str()),
+        ("io.kubernetes.cri.sandbox-name", inp.pod.ctx.name.as_str()),
+        (
+            "io.kubernetes.cri.sandbox-namespace",
+            inp.pod.ctx.namespace.as_str(),
+        ),
+        ("io.kubernetes.cri.sandbox-uid", inp.pod.ctx.uid.as_str()),
         ("io.kubernetes.cri.image-name", inp.image_name),
     ] {
         annotations.insert(k.to_string(), v.to_string());

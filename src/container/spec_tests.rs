@@ -13,19 +13,24 @@ const GROUP: &str = "root:x:0:\nwheel:x:10:alice\n";
 
 fn pod() -> PodInfo {
     PodInfo {
-        id: "pod1".into(),
-        name: "web".into(),
-        namespace: "default".into(),
-        uid: "u1".into(),
+        ctx: crate::sandbox::PodContext {
+            id: "pod1".into(),
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "u1".into(),
+            netns_path: Some("/run/crust/netns/pod1".into()),
+            pause_pid: Some(4242),
+            namespace_options: v1::NamespaceOption::default(),
+            hostname_path: "/run/crust/pods/pod1/hostname".into(),
+            hosts_path: "/run/crust/pods/pod1/hosts".into(),
+            resolv_path: "/run/crust/pods/pod1/resolv.conf".into(),
+            shm_path: Some("/run/crust/pods/pod1/shm".into()),
+            cgroup_parent: "crust/pod1".into(),
+            log_directory: String::new(),
+            runtime_handler: String::new(),
+            ready: true,
+        },
         hostname: "web-host".into(),
-        netns_path: Some("/run/crust/netns/pod1".into()),
-        pause_pid: Some(4242),
-        namespace_options: v1::NamespaceOption::default(),
-        hostname_path: "/run/crust/pods/pod1/hostname".into(),
-        hosts_path: "/run/crust/pods/pod1/hosts".into(),
-        resolv_path: "/run/crust/pods/pod1/resolv.conf".into(),
-        shm_path: Some("/run/crust/pods/pod1/shm".into()),
-        cgroup_parent: "crust/pod1".into(),
         privileged: false,
         sysctls: HashMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "0".to_string())]),
     }
@@ -183,8 +188,8 @@ fn defaults_process_namespaces_and_paths() {
 #[test]
 fn pid_namespace_modes_and_host_network() {
     let mut p = pod();
-    p.netns_path = None;
-    p.namespace_options.ipc = v1::NamespaceMode::Node as i32;
+    p.ctx.netns_path = None;
+    p.ctx.namespace_options.ipc = v1::NamespaceMode::Node as i32;
     let mut c = cfg();
     for (mode, want) in [
         (v1::NamespaceMode::Container, Some(None)),

@@ -35,7 +35,7 @@ pub use run::{NewPod, validate_run};
 pub use status::ListFilter;
 
 /// What a container of the pod needs to know about its pod.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PodContext {
     pub id: String,
     pub name: String,
