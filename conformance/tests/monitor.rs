@@ -92,6 +92,52 @@ async fn failed_create_reports_runc_error_and_leaves_nothing() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
+/// `start`: one `runtime run --detach`; the monitor reports a running container, and a process that
+/// cannot be executed fails the spawn with the runtime's words and leaves nothing behind.
+#[tokio::test]
+async fn start_mode_runs_at_once_and_fails_cleanly() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let c = Ctr::new(Opts {
+        args: &["sh", "-c", "echo started; exit 4"],
+        ..Default::default()
+    });
+    let mut spec = c.spec(false);
+    spec.start = true;
+    let m = monitor::spawn(&spec).await.unwrap();
+    assert!(m.container_pid > 0);
+    let exit = monitor::wait_exit(&c.state, Duration::from_secs(30))
+        .await
+        .expect("exit file without a separate start");
+    assert_eq!(exit.exit_code, 4);
+    let lines = log_lines(&c.log());
+    assert_eq!(lines, vec![("stdout".into(), "F".into(), "started".into())]);
+    c.runc.delete(&c.id, true).await.unwrap();
+
+    let bad = Ctr::new(Opts {
+        args: &["/no-such-program"],
+        ..Default::default()
+    });
+    let mut spec = bad.spec(false);
+    spec.start = true;
+    let msg = monitor::spawn(&spec).await.unwrap_err().to_string();
+    assert!(
+        msg.contains("runtime run failed") && msg.contains("no-such-program"),
+        "{msg}"
+    );
+    assert!(matches!(
+        bad.runc.state(&bad.id).await,
+        Err(crust::Error::NotFound(_))
+    ));
+    for f in ["monitor.pid", "ctl.sock", "container.pid", "exit"] {
+        assert!(!bad.state.join(f).exists(), "{f} left behind");
+    }
+    let left = processes_mentioning(bad.state.to_str().unwrap());
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
 #[tokio::test]
 async fn oom_kill_is_detected() {
     if !is_root() {

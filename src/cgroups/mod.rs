@@ -58,7 +58,7 @@ pub fn create(rel: &str) -> Result<()> {
     let rel = normalize(rel)?;
     for h in hierarchies() {
         let name = h.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if !is_v2() && (name == "unified" || name == "systemd" || name.starts_with("name=")) {
+        if !is_v2() && !controller_hierarchy(&h) {
             continue;
         }
         let mut cur = h.clone();
@@ -124,6 +124,38 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The `cgroup.procs` files of `rel` in the hierarchies [`create`] makes it in (the files a process
+/// writes to join it).
+pub fn procs_files(rel: &str) -> Result<Vec<PathBuf>> {
+    let rel = normalize(rel)?;
+    Ok(hierarchies()
+        .into_iter()
+        .filter(|h| is_v2() || controller_hierarchy(h))
+        .map(|h| h.join(&rel).join("cgroup.procs"))
+        .filter(|p| p.exists())
+        .collect())
+}
+
+/// Whether a v1 hierarchy holds controllers (not `unified`, `systemd` or a named one).
+fn controller_hierarchy(h: &Path) -> bool {
+    let name = h.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    !(name == "unified" || name == "systemd" || name.starts_with("name="))
+}
+
+/// SIGKILLs every process listed in `rel` (the first hierarchy that has it); returns how many.
+pub fn kill_listed(rel: &str) -> usize {
+    let Ok(files) = procs_files(rel) else { return 0 };
+    let Some(pids) = files.first().and_then(|f| std::fs::read_to_string(f).ok()) else {
+        return 0;
+    };
+    pids.lines()
+        .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        .filter(|p| *p > 0)
+        // SAFETY: kill(2) of a process the cgroup lists right now.
+        .filter(|p| unsafe { libc::kill(*p, libc::SIGKILL) } == 0)
+        .count()
 }
 
 /// Whether `rel` exists in any hierarchy.

@@ -1,5 +1,8 @@
-//! CreateContainer and StartContainer: record first, then the rootfs overlay, the bundle's
-//! `config.json`, and the monitor (which runs `runtime create`); any failure undoes what was made.
+//! CreateContainer and StartContainer. Create writes the record first, then the rootfs overlay and the
+//! bundle's `config.json`; any failure undoes what was made. Start runs the monitor, which runs
+//! `runtime run --detach` (as containerd, the runtime sees the container only at start: one runtime
+//! invocation instead of `create` + `start`); a failed start leaves the container EXITED with reason
+//! `StartError`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,7 +166,7 @@ impl Daemon {
         }
     }
 
-    /// StartContainer: runs the user process of a CREATED container.
+    /// StartContainer: runs the user process of a CREATED container under its monitor.
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let inner = &self.containers.inner;
         let id = inner.resolve_id(id)?;
@@ -175,16 +178,48 @@ impl Daemon {
                 super::record::cri_state(&rec)
             )));
         }
-        let rt = inner.runtime(&rec)?;
-        // Taken before the start: a process that exits at once may have its finish time recorded by the
-        // monitor before `runtime start` returns, and started_at must never be after finished_at.
-        let started_at = crate::state::now_nanos();
-        if let Err(e) = rt.start(&id).await {
-            let _ = inner.refresh(rec);
-            return Err(e.context(format!("StartContainer {id}")));
+        let pod = self.sandboxes.pod_context(&rec.pod_id)?;
+        if !pod.ready {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id}: its pod sandbox {} is not ready",
+                pod.id
+            )));
         }
-        rec.started_at = started_at;
-        inner.put_update(rec)
+        let rt = inner.runtime(&rec)?;
+        let dir = inner.dirs.container_state(&id);
+        // Taken before the start: a process that exits at once may have its finish time recorded by the
+        // monitor before the runtime returns, and started_at must never be after finished_at.
+        let started_at = crate::state::now_nanos();
+        let spawned = crate::monitor::spawn(&crate::monitor::MonitorSpec {
+            id: id.clone(),
+            bundle: dir.clone(),
+            runtime_path: rt.path().to_path_buf(),
+            runtime_root: rt.root().to_path_buf(),
+            state_dir: dir,
+            log_path: (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
+            tty: rec.tty,
+            stdin: rec.stdin,
+            stdin_once: rec.stdin_once,
+            start: true,
+            pause: None,
+            monitor_path: inner.monitor_binary.clone(),
+        })
+        .await;
+        match spawned {
+            Ok(mon) => {
+                rec.pid = mon.container_pid;
+                rec.started_at = started_at;
+                inner.put_update(rec)
+            }
+            Err(e) => {
+                // The monitor leaves nothing running; the container is shown as having failed to start.
+                rec.set_start_error(&e.to_string());
+                if let Err(s) = inner.put(rec) {
+                    tracing::warn!(%id, error = %s, "saving a failed start failed");
+                }
+                Err(e.context(format!("StartContainer {id}")))
+            }
+        }
     }
 }
 
@@ -291,7 +326,6 @@ impl Inner {
             stdin_once: cfg.stdin_once,
             layers: p.image.layers.clone(),
         };
-        let rt = self.runtime(&rec)?;
         // Fully synced: the record must be on disk before the writable layer under `root` exists, so
         // that a power loss mid-create leaves a record recovery rolls back, not a leaked layer.
         rec.save(&self.dirs)?;
@@ -302,22 +336,19 @@ impl Inner {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         lock(&self.records).remove(&rec.id);
-                        let _ = rt.delete(&rec.id, true).await;
                         self.undo(&rec);
                         Err(e)
                     }
                 }
             }
             Err(e) => {
-                // The monitor leaves nothing behind when `create` fails; the rest is ours to undo.
-                let _ = rt.delete(&rec.id, true).await;
                 self.undo(&rec);
                 Err(e)
             }
         }
     }
 
-    /// Rootfs, bundle, log dir, monitor.
+    /// Rootfs, bundle, log dir.
     async fn make(&self, p: &Plan, rec: &mut ContainerRecord, log: Option<PathBuf>) -> Result<()> {
         let cfg = &p.req.config;
         let dir = self.dirs.container_state(&p.id);
@@ -385,21 +416,6 @@ impl Inner {
         if let Some(parent) = log.as_ref().and_then(|l| l.parent()) {
             std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
         }
-        let rt = self.runtime(rec)?;
-        let mon = crate::monitor::spawn(&crate::monitor::MonitorSpec {
-            id: p.id.clone(),
-            bundle: dir.clone(),
-            runtime_path: rt.path().to_path_buf(),
-            runtime_root: rt.root().to_path_buf(),
-            state_dir: dir,
-            log_path: log,
-            tty: cfg.tty,
-            stdin: cfg.stdin,
-            stdin_once: cfg.stdin_once,
-            monitor_path: self.monitor_binary.clone(),
-        })
-        .await?;
-        rec.pid = mon.container_pid;
         Ok(())
     }
 

@@ -95,12 +95,26 @@ impl Daemon {
                 "UpdateContainerResources: container {id} has exited"
             )));
         }
-        let oci = resources::to_oci(r, "linux")?;
-        inner
-            .runtime(&rec)?
-            .update(&id, &oci)
-            .await
-            .map_err(|e| e.context(format!("UpdateContainerResources {id}")))?;
+        if rec.started_at == 0 {
+            // Not started: the runtime has not seen the spec yet, so the bundle takes the new values.
+            let update = resources::to_json(r, inner.host.cgroup_v2, "linux")?;
+            let path = inner.dirs.container_state(&id).join("config.json");
+            let mut spec: serde_json::Value = std::fs::read(&path)
+                .ok()
+                .and_then(|d| serde_json::from_slice(&d).ok())
+                .ok_or_else(|| Error::Internal(format!("container {id} has no readable {}", path.display())))?;
+            resources::merge_into_spec(&mut spec, &update);
+            let data = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
+            crate::state::atomic_write_with(&path, &data, crate::state::Durability::Volatile)
+                .map_err(|e| Error::io(format!("UpdateContainerResources {id}: write {}", path.display()), e))?;
+        } else {
+            let oci = resources::to_oci(r, "linux")?;
+            inner
+                .runtime(&rec)?
+                .update(&id, &oci)
+                .await
+                .map_err(|e| e.context(format!("UpdateContainerResources {id}")))?;
+        }
         rec.resources = rec.resources.merged(&ResourcesRecord::from_cri(r));
         inner.put(rec)
     }

@@ -4,8 +4,9 @@
 //! `Containers` keeps every record in memory (lists are served from there) and on disk under
 //! `<root>/containers/<id>.json`. Slow work on one container holds that container's lock only.
 //! Start-up recovery (`recover_containers`): a half-created container is rolled back; a live monitor
-//! means the container still runs; an exit file gives the exit status; neither means it died with the
-//! host or its monitor: exited, reason `Unknown`.
+//! means the container still runs; an exit file gives the exit status; a container never started has no
+//! monitor and stays CREATED while its bundle exists; otherwise it died with the host or its monitor:
+//! exited, reason `Unknown`.
 
 mod create;
 mod exec;
@@ -247,6 +248,10 @@ impl Inner {
                 {
                     rec.started_at = crate::state::now_nanos();
                 }
+            } else if rec.started_at == 0 && dir.join("config.json").exists() {
+                // Never started (a start runs the monitor): still CREATED. Without its bundle (the
+                // state dir is gone with a reboot) it could never start, and is shown as exited.
+                continue;
             } else {
                 rec.set_unknown_exit("the container's monitor is gone and left no exit status");
             }

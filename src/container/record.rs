@@ -265,6 +265,16 @@ impl ContainerRecord {
         }
     }
 
+    /// Marks a container whose start failed exited, as containerd does: code 128, reason `StartError`,
+    /// the runtime's words as the message.
+    pub fn set_start_error(&mut self, why: &str) {
+        self.exited = true;
+        self.exit_code = 128;
+        self.finished_at = crate::state::now_nanos();
+        self.reason = "StartError".into();
+        self.message = why.to_string();
+    }
+
     /// Marks the container exited with an unknown status (its monitor is gone without an exit file).
     pub fn set_unknown_exit(&mut self, why: &str) {
         self.exited = true;

@@ -92,9 +92,49 @@ pub fn to_oci(r: &v1::LinuxContainerResources, field: &str) -> Result<LinuxResou
         .map_err(|e| Error::invalid(field, format!("not valid OCI resources: {e}")))
 }
 
+/// Merges `update` (a [`to_json`] object: only the values set) into a spec's `linux.resources`: each
+/// section's keys replace those in the spec, the rest (devices, unset values) stay. For containers not
+/// started yet, whose runtime has not seen the spec.
+pub fn merge_into_spec(spec: &mut Value, update: &Value) {
+    let Some(update) = update.as_object() else {
+        return;
+    };
+    let res = &mut spec["linux"]["resources"];
+    if !res.is_object() {
+        *res = json!({});
+    }
+    for (k, v) in update {
+        match (res.get_mut(k), v.as_object()) {
+            (Some(Value::Object(cur)), Some(new)) => {
+                for (nk, nv) in new {
+                    cur.insert(nk.clone(), nv.clone());
+                }
+            }
+            _ => res[k] = v.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_keeps_what_the_update_leaves_unset() {
+        let mut spec = json!({"linux": {"resources": {
+            "devices": [{"allow": false, "access": "rwm"}],
+            "memory": {"limit": 100, "swap": 100},
+            "cpu": {"shares": 2}
+        }}});
+        merge_into_spec(&mut spec, &json!({"memory": {"limit": 200}, "cpu": {"quota": 5}}));
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["memory"], json!({"limit": 200, "swap": 100}));
+        assert_eq!(r["cpu"], json!({"shares": 2, "quota": 5}));
+        assert_eq!(r["devices"][0]["access"], "rwm");
+        let mut bare = json!({"linux": {}});
+        merge_into_spec(&mut bare, &json!({"memory": {"limit": 1}}));
+        assert_eq!(bare["linux"]["resources"]["memory"]["limit"], 1);
+    }
 
     #[test]
     fn zero_values_are_unset() {

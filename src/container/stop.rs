@@ -69,6 +69,13 @@ impl Inner {
         }
         let id = rec.id.clone();
         let dir = self.dirs.container_state(&id);
+        if rec.started_at == 0
+            && crate::monitor::read_exit(&dir).is_none()
+            && !crate::monitor::is_alive(&dir)
+        {
+            // Never started: nothing runs, and (as in containerd) the container stays CREATED.
+            return Ok(());
+        }
         let rt = self.runtime(&rec)?;
         if timeout > 0 && rec.started_at != 0 {
             ignore_gone(rt.kill(&id, rec.stop_signal, false).await)?;
@@ -135,7 +142,12 @@ impl Inner {
         // (it has exited, or is killed by the forced delete).
         let first = paths.clone();
         let removing = tokio::task::spawn_blocking(move || rootfs::remove(&first));
-        let deleted = rt.delete(&rec.id, true).await;
+        // A container never started is unknown to the runtime: no need to ask it.
+        let deleted = if rt.root().join(&rec.id).exists() {
+            rt.delete(&rec.id, true).await
+        } else {
+            Ok(())
+        };
         let removed = removing
             .await
             .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))?;

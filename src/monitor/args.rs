@@ -23,10 +23,16 @@ pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
     if let Some(l) = &spec.log_path {
         kv("--log-path", l.as_os_str());
     }
+    if let Some(p) = &spec.pause {
+        // Serialising plain strings, numbers and bools cannot fail.
+        let json = serde_json::to_string(p).unwrap_or_default();
+        kv("--pause", OsStr::new(&json));
+    }
     for (on, flag) in [
         (spec.tty, "--tty"),
         (spec.stdin, "--stdin"),
         (spec.stdin_once, "--stdin-once"),
+        (spec.start, "--start"),
     ] {
         if on {
             a.push(flag.into());
@@ -44,6 +50,7 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<MonitorSpec, Stri
             "--tty" => s.tty = true,
             "--stdin" => s.stdin = true,
             "--stdin-once" => s.stdin_once = true,
+            "--start" => s.start = true,
             _ => {
                 let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
                 match k.as_str() {
@@ -53,6 +60,11 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<MonitorSpec, Stri
                     "--runtime-root" => s.runtime_root = PathBuf::from(v),
                     "--state-dir" => s.state_dir = PathBuf::from(v),
                     "--log-path" => s.log_path = Some(PathBuf::from(v)),
+                    "--pause" => {
+                        let p = serde_json::from_str(&v.to_string_lossy())
+                            .map_err(|e| format!("--pause: {e}"))?;
+                        s.pause = Some(p);
+                    }
                     _ => return Err(format!("unknown argument {k}")),
                 }
             }
@@ -88,6 +100,15 @@ mod tests {
             tty: true,
             stdin: false,
             stdin_once: true,
+            start: true,
+            pause: Some(super::PauseLaunch {
+                rootfs: "/p".into(),
+                netns: Some("/run/netns/x".into()),
+                new_pid: true,
+                sysctls: vec![("net.a".into(), "1".into())],
+                uid: 65535,
+                ..Default::default()
+            }),
             monitor_path: PathBuf::new(),
         };
         assert_eq!(parse(to_args(&spec).into_iter()).unwrap(), spec);

@@ -16,10 +16,11 @@ use crate::config::Config;
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-/// How long `runtime create` may take before `spawn` gives up.
+/// How long `runtime run` (or `create`) may take before `spawn` gives up.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Starts a monitor for `spec` and waits until it has created the container (state CREATED). On failure
+/// Starts a monitor for `spec` and waits until it has started the container (with `spec.start`; else
+/// created it, state CREATED). On failure
 /// the error carries the runtime's own message, and nothing is left behind: no monitor process, no
 /// runtime state, no monitor files (the bundle and the state dir itself stay: they are the caller's).
 pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
@@ -87,7 +88,7 @@ pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
         Err(_) => {
             cleanup_after_failure(spec).await;
             return Err(Error::DeadlineExceeded(format!(
-                "{what}: runtime create did not finish in {}s",
+                "{what}: the runtime did not finish in {}s",
                 CREATE_TIMEOUT.as_secs()
             )));
         }
@@ -278,6 +279,55 @@ pub async fn wait_exit(state_dir: &Path, timeout: Duration) -> Option<ExitStatus
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Sends `sig` to the container's init, through a pidfd opened while it is still the live monitor's
+/// child, so that a recycled pid is never signalled. `Ok(false)`: nothing of it runs any more.
+pub fn signal_container(state_dir: &Path, sig: i32) -> Result<bool> {
+    use std::os::fd::FromRawFd;
+    let Some(monitor) = live_monitor_pid(state_dir) else {
+        return Ok(false);
+    };
+    let Some(pid) = std::fs::read_to_string(state_dir.join(CONTAINER_PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return Ok(false);
+    };
+    // SAFETY: pidfd_open(2) returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Ok(false);
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    if parent_pid(pid) != Some(monitor) {
+        return Ok(false);
+    }
+    // SAFETY: pidfd_send_signal(2) on our pidfd, no siginfo.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        return Ok(false);
+    }
+    Err(Error::io(format!("signal {sig} to pid {pid}"), err))
+}
+
+/// The parent pid from `/proc/<pid>/stat`.
+fn parent_pid(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s[s.rfind(')')? + 1..].split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
 /// A pidfd for `pid` registered with tokio (readable once the process has exited).

@@ -2,7 +2,8 @@
 //! container's parent, and crustd's side of it.
 //!
 //! crustd calls [`spawn`]; the monitor detaches (own session, re-parented away from crustd), becomes a
-//! child subreaper and runs `<runtime> create`. It holds the container's stdio (pipes, or a pty when
+//! child subreaper and runs `<runtime> run --detach` (or `<runtime> create`, leaving the start to the
+//! caller, when [`MonitorSpec::start`] is off), or starts a pod's pause itself (`launch`). It holds the container's stdio (pipes, or a pty when
 //! `tty`), writes the CRI log, reaps the container, detects OOM kills and writes the exit file. It talks
 //! to crustd only through files in the container's state dir and the control socket there:
 //!
@@ -20,6 +21,7 @@ mod client;
 pub mod ctl;
 mod ctl_server;
 mod event_loop;
+mod launch;
 pub mod log;
 mod process;
 mod sysutil;
@@ -29,8 +31,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{
-    attach, is_alive, monitor_pid, read_exit, read_frame, reopen_log, resize, spawn, wait_exit,
+    attach, is_alive, monitor_pid, read_exit, read_frame, reopen_log, resize, signal_container, spawn,
+    wait_exit,
 };
+pub use launch::PauseLaunch;
 pub use process::main as monitor_main;
 
 /// File names in a container's state dir.
@@ -41,9 +45,9 @@ pub const CTL_SOCKET: &str = "ctl.sock";
 pub const MONITOR_PID_FILE: &str = "monitor.pid";
 /// The container's init pid, as the runtime wrote it.
 pub const CONTAINER_PID_FILE: &str = "container.pid";
-/// The runtime's log of `create` (JSON lines), removed once `create` succeeded.
+/// The runtime's log of `create` or `run` (JSON lines), removed once that succeeded.
 pub const RUNTIME_LOG: &str = "runtime-create.log";
-/// The console socket used during `create` when `tty` is set.
+/// The console socket used during `create` or `run` when `tty` is set.
 pub const CONSOLE_SOCKET: &str = "console.sock";
 
 /// What crustd asks a monitor to run.
@@ -68,17 +72,22 @@ pub struct MonitorSpec {
     pub stdin: bool,
     /// Close stdin after the first attach ends.
     pub stdin_once: bool,
+    /// Start the process at once (`runtime run --detach`: one runtime invocation instead of `create`
+    /// and `start`); off, the container is left CREATED for `OciRuntime::start`.
+    pub start: bool,
+    /// Launch the pod's pause with the built-in launcher instead of the runtime (see `launch`).
+    pub pause: Option<PauseLaunch>,
     /// The `crust-monitor` binary; empty means `crust-monitor` beside the running executable
     /// (use `Config::monitor_binary()`).
     pub monitor_path: PathBuf,
 }
 
-/// A monitor that has created its container.
+/// A monitor that has created (or, with [`MonitorSpec::start`], started) its container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Monitor {
     /// The monitor's pid.
     pub pid: u32,
-    /// The container's init pid (CREATED, waiting for `start`).
+    /// The container's init pid.
     pub container_pid: u32,
 }
 

@@ -1,5 +1,5 @@
 //! The monitor process (`crust-monitor`): detach, become a subreaper, set up the container's stdio and
-//! the control socket, run `<runtime> create`, report to crustd on the sync fd, then hand over to the
+//! the control socket, run `<runtime> run --detach` (or `create`), report to crustd on the sync fd, then hand over to the
 //! event loop (`event_loop`). Everything here runs before the steady state, so it may allocate; no
 //! threads are ever started (the process forks).
 
@@ -83,7 +83,9 @@ fn report(msg: &str) {
 
 /// After a failed create: make the runtime forget the container, remove our files.
 fn cleanup(spec: &MonitorSpec) {
-    let _ = run_runtime(spec, &["delete", "--force", &spec.id]);
+    if spec.pause.is_none() {
+        let _ = run_runtime(spec, &["delete", "--force", &spec.id]);
+    }
     for f in [
         CTL_SOCKET,
         CONSOLE_SOCKET,
@@ -164,6 +166,22 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
     };
 
     let devnull = sysutil::open(c"/dev/null", libc::O_RDWR).map_err(|x| e("open /dev/null", x))?;
+    if let Some(pause) = &spec.pause {
+        let container_pid = super::launch::start(pause, devnull.as_raw_fd())?;
+        std::fs::write(CONTAINER_PID_FILE, container_pid.to_string())
+            .map_err(|x| e(format!("write {CONTAINER_PID_FILE}"), x))?;
+        return Ok(event_loop::State {
+            container_pid,
+            created_at_ns: super::log::now_ns(),
+            sigfd,
+            ctl,
+            log,
+            log_cpath,
+            io: Io::default(),
+            oom: Oom::setup(container_pid),
+            stdin_once: false,
+        });
+    }
     let mut io = Io::default();
     // The fds the runtime gets as 0, 1, 2.
     let child_stdio: [RawFd; 3];
@@ -208,10 +226,16 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         runtime_log.as_os_str(),
         OsStr::new("--log-format"),
         OsStr::new("json"),
-        OsStr::new("create"),
-        OsStr::new("--bundle"),
-        bundle,
     ];
+    // `run --detach` is `create` and `start` in one runtime process: one Go start-up and one state
+    // round trip fewer than the two commands.
+    let command: &[&str] = if spec.start {
+        &["run", "--detach"]
+    } else {
+        &["create"]
+    };
+    rest.extend(command.iter().map(OsStr::new));
+    rest.extend([OsStr::new("--bundle"), bundle]);
     if console.is_some() {
         rest.push(OsStr::new("--console-socket"));
         rest.push(console_path.as_os_str());
@@ -261,7 +285,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         None => wait_for(runtime_pid),
     };
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(create_error(&runtime_log, io.stderr.as_ref(), status));
+        return Err(create_error(&runtime_log, io.stderr.as_ref(), status, spec.start));
     }
     let _ = std::fs::remove_file(&runtime_log);
     let container_pid: i32 = std::fs::read_to_string(&pid_file)
@@ -382,7 +406,7 @@ fn receive_console(
 }
 
 /// The runtime's own words for a failed create: its JSON log, else what it printed on stderr.
-fn create_error(runtime_log: &Path, stderr: Option<&OwnedFd>, status: libc::c_int) -> String {
+fn create_error(runtime_log: &Path, stderr: Option<&OwnedFd>, status: libc::c_int, run: bool) -> String {
     let mut text = std::fs::read(runtime_log)
         .map(|d| crate::oci::runtime_error_text(&d))
         .unwrap_or_default();
@@ -400,7 +424,8 @@ fn create_error(runtime_log: &Path, stderr: Option<&OwnedFd>, status: libc::c_in
             format!("killed by signal {}", libc::WTERMSIG(status))
         };
     }
-    format!("runtime create failed: {text}")
+    let what = if run { "run" } else { "create" };
+    format!("runtime {what} failed: {text}")
 }
 
 /// `monitor.pid`: `<pid> <start time>`, written atomically in the cwd (the state dir).

@@ -1,6 +1,8 @@
-//! The pod's infra container: crust's built-in `crust-pause`, run from a shared read-only root under a
-//! monitor like any container. Its OCI spec holds the pod's IPC and UTS namespaces (and PID when
-//! shared), joins the pinned netns, sits in the pod cgroup, and applies the pod's sysctls.
+//! The pod's infra process: crust's built-in `crust-pause`, run from a shared read-only root under a
+//! monitor like any container, but started by the monitor's own launcher (`monitor::PauseLaunch`), not
+//! the OCI runtime: it holds the pod's IPC and UTS namespaces (and PID when shared), joins the pinned
+//! netns, sits in `<pod cgroup>/pause`, and applies the pod's sysctls. The OCI spec written beside it
+//! says the same in the runtime's terms (verbose status shows it).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +28,53 @@ pub struct PauseParams<'a> {
 }
 
 /// The pause's cgroup: `<pod cgroup>/pause` (containers use their 64-hex IDs, so no clash), absolute
-/// for the runtime.
+/// as in a runtime spec.
 pub fn cgroup_path(pod_cgroup: &str) -> String {
-    format!("/{pod_cgroup}/pause")
+    format!("/{}", cgroup_rel(pod_cgroup))
+}
+
+fn cgroup_rel(pod_cgroup: &str) -> String {
+    format!("{}/pause", pod_cgroup.trim_matches('/'))
+}
+
+/// What the monitor's launcher does for the pause: the same as [`spec`], in its terms.
+fn launch(p: &PauseParams<'_>) -> Result<monitor::PauseLaunch> {
+    let rec = p.rec;
+    let ns = &rec.namespaces;
+    let cgroup = cgroup_rel(rec.cgroup.as_deref().unwrap_or_default());
+    crate::cgroups::create(&cgroup).ctx("create the pause cgroup")?;
+    // No device access (v1: the devices controller; v2 has none without a BPF program, and the root
+    // holds no device nodes).
+    let deny = Path::new(crate::cgroups::CGROUP_ROOT)
+        .join("devices")
+        .join(&cgroup)
+        .join("devices.deny");
+    if deny.exists() {
+        std::fs::write(&deny, "a").ctx(format!("write {}", deny.display()))?;
+    }
+    let mut sysctls: Vec<(String, String)> = p.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    sysctls.sort();
+    Ok(monitor::PauseLaunch {
+        rootfs: p.rootfs.to_path_buf(),
+        netns: if ns.host_network() {
+            None
+        } else {
+            Some(
+                rec.netns
+                    .clone()
+                    .ok_or_else(|| Error::Internal("pod has no netns path".into()))?,
+            )
+        },
+        new_pid: !ns.host_pid(),
+        new_ipc: !ns.host_ipc(),
+        new_uts: !ns.host_network(),
+        hostname: (!ns.host_network() && !rec.hostname.is_empty()).then(|| rec.hostname.clone()),
+        sysctls,
+        cgroup_procs: crate::cgroups::procs_files(&cgroup)?,
+        uid: PAUSE_UID,
+        gid: PAUSE_GID,
+        oom_score_adj: Some(crate::sys::clamp_oom_score_adj(PAUSE_OOM_SCORE_ADJ)),
+    })
 }
 
 /// Builds the pause's OCI runtime spec.
@@ -96,8 +142,8 @@ pub fn spec(p: &PauseParams<'_>) -> Result<oci_spec::runtime::Spec> {
     serde_json::from_value(spec).map_err(|e| Error::Internal(format!("build pause spec: {e}")))
 }
 
-/// Writes the bundle, starts the pause under a monitor and starts it; returns its pid. On failure
-/// nothing runs (the monitor leaves nothing behind; a started-but-failed pause is stopped here).
+/// Writes the bundle (for status) and starts the pause under a monitor; returns its pid. On failure
+/// nothing runs: the monitor leaves nothing behind (the pause cgroup goes with the pod's).
 pub async fn start(
     rt: &Arc<dyn OciRuntime>,
     monitor_path: PathBuf,
@@ -107,6 +153,7 @@ pub async fn start(
     let id = &params.rec.id;
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let spec = spec(params)?;
+    let launch = launch(params)?;
     let cfg = dir.join("config.json");
     let data =
         serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(format!("encode pause spec: {e}")))?;
@@ -124,31 +171,33 @@ pub async fn start(
         tty: false,
         stdin: false,
         stdin_once: false,
+        start: true,
+        pause: Some(launch),
         monitor_path,
     })
     .await?;
-    if let Err(e) = rt.start(id).await {
-        let _ = stop(rt, dir, id).await;
-        return Err(e);
-    }
     Ok(m.container_pid)
 }
 
-/// Kills the pause (SIGKILL: it holds nothing to flush), waits for its monitor to see it exit, and
-/// deletes it from the runtime. Idempotent.
-pub async fn stop(rt: &Arc<dyn OciRuntime>, dir: &Path, id: &str) -> Result<()> {
+/// Kills the pause (SIGKILL: it holds nothing to flush) and waits for its monitor to see it exit; a
+/// pause whose monitor is gone is killed through its cgroup; one started through the runtime (by an
+/// older crustd) is deleted from it. Idempotent.
+pub async fn stop(rt: &Arc<dyn OciRuntime>, dir: &Path, id: &str, pod_cgroup: Option<&str>) -> Result<()> {
     if monitor::is_alive(dir) && monitor::read_exit(dir).is_none() {
-        match rt.kill(id, libc::SIGKILL, false).await {
-            Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
-            Err(e) => return Err(e.context("kill pause")),
-        }
+        monitor::signal_container(dir, libc::SIGKILL).ctx("kill pause")?;
         if monitor::wait_exit(dir, Duration::from_secs(10)).await.is_none() && monitor::is_alive(dir) {
             return Err(Error::DeadlineExceeded(format!(
                 "pause of pod {id} did not exit within 10s of SIGKILL"
             )));
         }
     }
-    rt.delete(id, true).await.ctx("delete pause")
+    if let Some(cg) = pod_cgroup {
+        crate::cgroups::kill_listed(&cgroup_rel(cg));
+    }
+    if rt.root().join(id).exists() {
+        rt.delete(id, true).await.ctx("delete pause")?;
+    }
+    Ok(())
 }
 
 /// Whether the pause has exited (its monitor wrote the exit file or is gone).

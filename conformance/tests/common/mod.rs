@@ -111,6 +111,8 @@ impl Ctr {
             tty,
             stdin: false,
             stdin_once: false,
+            start: false,
+            pause: None,
             monitor_path: harness::binary("crust-monitor"),
         }
     }

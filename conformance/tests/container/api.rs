@@ -30,11 +30,31 @@ async fn validation_lists_updates_stats_and_reopen() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
-    // A create the runtime refuses leaves nothing behind, and its name can be used again.
-    let err = create(&e, &p, ctr("bad", &bb, &["/no/such/binary"]))
+    // As in containerd, the runtime sees the container at start: a process it cannot run fails the
+    // start, the container shows EXITED with reason StartError, and nothing of it runs.
+    let bad = create(&e, &p, ctr("bad", &bb, &["/no/such/binary"]))
         .await
-        .unwrap_err();
+        .unwrap();
+    assert_eq!(status(&e, &bad).await.state, ContainerState::ContainerCreated as i32);
+    let err = start(&e, &bad).await.unwrap_err();
     assert!(err.message().contains("/no/such/binary"), "{err:?}");
+    let st = status(&e, &bad).await;
+    assert_eq!(
+        (st.state, st.exit_code, st.reason.as_str()),
+        (ContainerState::ContainerExited as i32, 128, "StartError"),
+        "{st:?}"
+    );
+    assert!(st.message.contains("/no/such/binary"), "{st:?}");
+    assert!(
+        !e.c.state.join("containers").join(&bad).join("monitor.pid").exists(),
+        "a monitor is left after a failed start"
+    );
+    assert_eq!(
+        start(&e, &bad).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    // Removing it leaves nothing behind, and its name can be used again.
+    remove(&e, &bad).await.unwrap();
     for dir in [e.c.root.join("containers"), e.c.state.join("containers")] {
         let left: Vec<_> = std::fs::read_dir(&dir)
             .map(|rd| rd.flatten().map(|x| x.file_name()).collect())
@@ -78,8 +98,31 @@ async fn validation_lists_updates_stats_and_reopen() {
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
     assert!(err.message().contains("web"), "{err:?}");
+    // An update before the start reaches the container when it starts.
+    e.c.runtime()
+        .await
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 48 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     start(&e, &id).await.unwrap();
     assert_eq!(start(&e, &id).await.unwrap_err().code(), Code::FailedPrecondition);
+    if Path::new("/sys/fs/cgroup/memory").exists() {
+        let cg = format!(
+            "/sys/fs/cgroup/memory/{}/{id}/memory.limit_in_bytes",
+            p_cgroup(&e, &id).await
+        );
+        assert_eq!(
+            std::fs::read_to_string(&cg).unwrap().trim(),
+            (48u64 << 20).to_string()
+        );
+    }
     let other = run(&e, &p, ctr("batch", &bb, &["true"])).await;
     wait_exited(&e, &other).await;
 
