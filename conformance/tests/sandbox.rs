@@ -452,8 +452,14 @@ async fn pause_is_unprivileged_in_the_pod_cgroup_holding_the_pod_namespaces() {
         assert!(line.ends_with("0000000000000000"), "{line}");
     }
     let nspid = proc_status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
-    assert!(nspid.ends_with("\t1"), "the pause is not PID 1 of the pod: {nspid}");
-    let nnp = proc_status.lines().find(|l| l.starts_with("NoNewPrivs:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "the pause is not PID 1 of the pod: {nspid}"
+    );
+    let nnp = proc_status
+        .lines()
+        .find(|l| l.starts_with("NoNewPrivs:"))
+        .unwrap();
     assert!(nnp.ends_with('1'), "{nnp}");
     let root = format!("/proc/{pid}/root");
     let mut top: Vec<String> = std::fs::read_dir(&root)
@@ -465,7 +471,12 @@ async fn pause_is_unprivileged_in_the_pod_cgroup_holding_the_pod_namespaces() {
     let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
     let root_mount = mounts.lines().find(|l| l.split(' ').nth(4) == Some("/")).unwrap();
     assert!(
-        root_mount.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"),
+        root_mount
+            .split(' ')
+            .nth(5)
+            .unwrap()
+            .split(',')
+            .any(|o| o == "ro"),
         "{root_mount}"
     );
     assert_eq!(mounts.lines().count(), 1, "{mounts}");

@@ -102,11 +102,20 @@ impl Daemon {
             let mut spec: serde_json::Value = std::fs::read(&path)
                 .ok()
                 .and_then(|d| serde_json::from_slice(&d).ok())
-                .ok_or_else(|| Error::Internal(format!("container {id} has no readable {}", path.display())))?;
+                .ok_or_else(|| {
+                    Error::Internal(format!("container {id} has no readable {}", path.display()))
+                })?;
             resources::merge_into_spec(&mut spec, &update);
-            let data = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
-            crate::state::atomic_write_with(&path, &data, crate::state::Durability::Volatile)
-                .map_err(|e| Error::io(format!("UpdateContainerResources {id}: write {}", path.display()), e))?;
+            let data =
+                serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
+            crate::state::atomic_write_with(&path, &data, crate::state::Durability::Volatile).map_err(
+                |e| {
+                    Error::io(
+                        format!("UpdateContainerResources {id}: write {}", path.display()),
+                        e,
+                    )
+                },
+            )?;
         } else {
             let oci = resources::to_oci(r, "linux")?;
             inner

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 pub enum Step {
     /// Record written, resources being made; rolled back at start-up.
     Creating,
-    /// The runtime created it (CREATED or later).
+    /// Rootfs and bundle made (CREATED or later; the runtime sees it at start).
     Created,
 }
 

@@ -69,9 +69,7 @@ impl Inner {
         }
         let id = rec.id.clone();
         let dir = self.dirs.container_state(&id);
-        if rec.started_at == 0
-            && crate::monitor::read_exit(&dir).is_none()
-            && !crate::monitor::is_alive(&dir)
+        if rec.started_at == 0 && crate::monitor::read_exit(&dir).is_none() && !crate::monitor::is_alive(&dir)
         {
             // Never started: nothing runs, and (as in containerd) the container stays CREATED.
             return Ok(());

@@ -101,7 +101,7 @@ mod tests {
             stdin: false,
             stdin_once: true,
             start: true,
-            pause: Some(super::PauseLaunch {
+            pause: Some(crate::monitor::PauseLaunch {
                 rootfs: "/p".into(),
                 netns: Some("/run/netns/x".into()),
                 new_pid: true,

@@ -327,7 +327,11 @@ pub fn signal_container(state_dir: &Path, sig: i32) -> Result<bool> {
 /// The parent pid from `/proc/<pid>/stat`.
 fn parent_pid(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..].split_ascii_whitespace().nth(1)?.parse().ok()
+    s[s.rfind(')')? + 1..]
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// A pidfd for `pid` registered with tokio (readable once the process has exited).

@@ -221,11 +221,23 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
         }
         let null = std::ptr::null::<libc::c_char>();
         check!(
-            libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) == 0,
+            libc::mount(
+                null,
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null()
+            ) == 0,
             b"make the mount namespace private"
         );
         check!(
-            libc::mount(p.rootfs.as_ptr(), p.rootfs.as_ptr(), null, libc::MS_BIND, std::ptr::null()) == 0,
+            libc::mount(
+                p.rootfs.as_ptr(),
+                p.rootfs.as_ptr(),
+                null,
+                libc::MS_BIND,
+                std::ptr::null()
+            ) == 0,
             b"bind the pause root"
         );
         check!(libc::chdir(p.rootfs.as_ptr()) == 0, b"enter the pause root");

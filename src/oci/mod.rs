@@ -1,6 +1,7 @@
 //! The OCI runtime: a trait over runc-compatible runtimes (`OciRuntime`), runc behind it (`Runc`), and the
-//! RuntimeClass handler table (`Runtimes`). `create` is not here: the monitor runs it (see `crate::monitor`),
-//! so that the monitor, not crustd, is the container's parent.
+//! RuntimeClass handler table (`Runtimes`). Bringing a container up (`run --detach`, or `create`) is not
+//! here: the monitor runs it (see `crate::monitor`), so that the monitor, not crustd, is the container's
+//! parent.
 
 pub mod pause;
 mod runc;

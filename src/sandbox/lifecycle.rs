@@ -28,7 +28,15 @@ impl Inner {
                 return None;
             }
             let r = match self.runtimes.get(&snapshot.runtime_handler) {
-                Ok(rt) => pause::stop(&rt, &self.pause_dir(&snapshot.id), &snapshot.id, snapshot.cgroup.as_deref()).await,
+                Ok(rt) => {
+                    pause::stop(
+                        &rt,
+                        &self.pause_dir(&snapshot.id),
+                        &snapshot.id,
+                        snapshot.cgroup.as_deref(),
+                    )
+                    .await
+                }
                 Err(e) => Err(e),
             };
             Some(r.ctx("stop the pause container"))

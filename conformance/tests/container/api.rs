@@ -35,7 +35,10 @@ async fn validation_lists_updates_stats_and_reopen() {
     let bad = create(&e, &p, ctr("bad", &bb, &["/no/such/binary"]))
         .await
         .unwrap();
-    assert_eq!(status(&e, &bad).await.state, ContainerState::ContainerCreated as i32);
+    assert_eq!(
+        status(&e, &bad).await.state,
+        ContainerState::ContainerCreated as i32
+    );
     let err = start(&e, &bad).await.unwrap_err();
     assert!(err.message().contains("/no/such/binary"), "{err:?}");
     let st = status(&e, &bad).await;
@@ -46,7 +49,11 @@ async fn validation_lists_updates_stats_and_reopen() {
     );
     assert!(st.message.contains("/no/such/binary"), "{st:?}");
     assert!(
-        !e.c.state.join("containers").join(&bad).join("monitor.pid").exists(),
+        !e.c.state
+            .join("containers")
+            .join(&bad)
+            .join("monitor.pid")
+            .exists(),
         "a monitor is left after a failed start"
     );
     assert_eq!(
