@@ -209,7 +209,9 @@ impl Daemon {
             Ok(mon) => {
                 rec.pid = mon.container_pid;
                 rec.started_at = started_at;
-                inner.put_update(rec)
+                inner.put_update(rec)?;
+                inner.watch(&id);
+                Ok(())
             }
             Err(e) => {
                 // The monitor leaves nothing running; the container is shown as having failed to start.

@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     /// Each container's process spec, the template of its execs.
     exec_procs: Mutex<HashMap<String, Arc<oci_spec::runtime::Process>>>,
+    /// Containers whose monitors are watched and run: lists need not look for their exit files.
+    running: crate::monitor::Running,
 }
 
 /// All containers, served from memory, backed by records under `<root>/containers`.
@@ -102,6 +104,7 @@ impl Containers {
                 locks: Locks::default(),
                 cpu_samples: Mutex::new(HashMap::new()),
                 exec_procs: Mutex::new(HashMap::new()),
+                running: crate::monitor::Running::default(),
             }),
         })
     }
@@ -160,6 +163,19 @@ impl Inner {
             }
         }
         rec
+    }
+
+    /// Watches a started container's monitor: once it exits, its exit status goes into the record (under
+    /// the container's lock, so no request writes the record meanwhile).
+    fn watch(self: &Arc<Self>, id: &str) {
+        let inner = Arc::clone(self);
+        let owned = id.to_string();
+        self.running
+            .watch(id, &self.dirs.container_state(id), async move {
+                let _g = inner.locks.lock(&owned).await;
+                // The record is saved (synced): off the async workers.
+                let _ = tokio::task::spawn_blocking(move || drop(inner.get(&owned))).await;
+            });
     }
 
     /// Saves a record and updates memory (if the container was not removed meanwhile).
@@ -221,7 +237,7 @@ impl Inner {
     }
 
     /// Start-up recovery (see the module doc).
-    async fn recover(&self) {
+    async fn recover(self: &Arc<Self>) {
         let all: Vec<ContainerRecord> = lock(&self.records).values().cloned().collect();
         for mut rec in all {
             let dir = self.dirs.container_state(&rec.id);
@@ -241,6 +257,7 @@ impl Inner {
             if let Some(st) = crate::monitor::read_exit(&dir) {
                 rec.set_exit(&st);
             } else if crate::monitor::is_alive(&dir) {
+                self.watch(&rec.id);
                 // Crashed between `runtime start` and the record update: ask the runtime.
                 if rec.started_at == 0
                     && let Ok(rt) = self.runtime(&rec)

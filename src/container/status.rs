@@ -54,7 +54,8 @@ fn cri_signal(n: i32) -> i32 {
 }
 
 impl Containers {
-    /// Records matching `f`, refreshed from exit files; creations in progress are left out.
+    /// Records matching `f`, refreshed from exit files (except those of watched, running monitors);
+    /// creations in progress are left out.
     pub fn list(&self, f: &ListFilter) -> Vec<ContainerRecord> {
         let all: Vec<ContainerRecord> = lock(&self.inner.records)
             .values()
@@ -67,7 +68,13 @@ impl Containers {
             .cloned()
             .collect();
         all.into_iter()
-            .map(|r| self.inner.refresh(r))
+            .map(|r| {
+                if self.inner.running.contains(&r.id) {
+                    r
+                } else {
+                    self.inner.refresh(r)
+                }
+            })
             .filter(|r| f.matches(r))
             .collect()
     }

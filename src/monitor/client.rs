@@ -216,7 +216,7 @@ fn read_pid_file(state_dir: &Path) -> Option<(u32, u64)> {
 }
 
 /// The monitor's pid when that process still runs and is the same process (start time matches).
-fn live_monitor_pid(state_dir: &Path) -> Option<u32> {
+pub(super) fn live_monitor_pid(state_dir: &Path) -> Option<u32> {
     let (pid, start) = read_pid_file(state_dir)?;
     match proc_stat(pid) {
         Some((state, s)) if s == start => {
@@ -335,7 +335,7 @@ fn parent_pid(pid: u32) -> Option<u32> {
 }
 
 /// A pidfd for `pid` registered with tokio (readable once the process has exited).
-fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+pub(super) fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
     use std::os::fd::FromRawFd;
     tokio::runtime::Handle::try_current().ok()?;
     // SAFETY: pidfd_open(2) returns a new fd or -1.

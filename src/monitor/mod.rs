@@ -25,6 +25,7 @@ mod launch;
 pub mod log;
 mod process;
 mod sysutil;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,7 @@ pub use client::{
 };
 pub use launch::PauseLaunch;
 pub use process::main as monitor_main;
+pub use watch::Running;
 
 /// File names in a container's state dir.
 pub const EXIT_FILE: &str = "exit";

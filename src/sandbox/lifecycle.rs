@@ -165,6 +165,7 @@ pub(super) async fn recover(inner: &Inner) {
             PodState::Ready => {
                 let netns_ok = rec.netns.as_ref().is_none_or(|p| netns::is_pinned(p));
                 if netns_ok && !pause::exited(&inner.pause_dir(&rec.id)) {
+                    inner.watch_pause(&rec.id);
                     continue;
                 }
                 tracing::info!(pod = %rec.id, "pod lost its netns or pause; stopping it");

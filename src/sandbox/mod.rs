@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     names: names::Names,
     /// One lock per pod ID around slow work.
     locks: Locks,
+    /// Pods whose pause monitors are watched and run: readiness needs no look at their files.
+    running: crate::monitor::Running,
 }
 
 /// All pod sandboxes, served from memory, backed by records under `<root>/pods`.
@@ -112,6 +114,7 @@ impl Sandboxes {
                 pods: Mutex::new(pods),
                 names,
                 locks: Locks::default(),
+                running: crate::monitor::Running::default(),
             }),
         })
     }
@@ -224,7 +227,13 @@ impl Inner {
 
     /// Ready: created, not stopped, and the pause still runs.
     fn is_ready(&self, rec: &PodRecord) -> bool {
-        rec.state == PodState::Ready && !pause::exited(&self.pause_dir(&rec.id))
+        rec.state == PodState::Ready
+            && (self.running.contains(&rec.id) || !pause::exited(&self.pause_dir(&rec.id)))
+    }
+
+    /// Watches the pause's monitor of a ready pod (see `is_ready`).
+    fn watch_pause(&self, id: &str) {
+        self.running.watch(id, &self.pause_dir(id), async {});
     }
 
     fn context(&self, rec: &PodRecord) -> PodContext {

@@ -353,7 +353,9 @@ impl Inner {
         }
         rec.state = PodState::Ready;
         rec.step = "ready".into();
-        self.save(rec)
+        self.save(rec)?;
+        self.watch_pause(&rec.id);
+        Ok(())
     }
 
     /// Pod files, the shm mount, then the pause; returns the pause's pid.

@@ -55,6 +55,22 @@ async fn exit_code_reason_and_oom_kill() {
         ctr("three", &e.imgs.busybox.reference, &["sh", "-c", "exit 3"]),
     )
     .await;
+    // The exit reaches the record on disk without anyone asking (crustd watches the monitor).
+    let record = e.c.root.join("containers").join(format!("{id}.json"));
+    let shows_exit = || {
+        std::fs::read(&record)
+            .ok()
+            .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+            .is_some_and(|v| v["exited"] == true && v["exit_code"] == 3)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !shows_exit() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never showed the exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let st = wait_exited(&e, &id).await;
     assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
     assert!(st.finished_at >= st.started_at && st.started_at >= st.created_at && st.created_at > 0);

@@ -1,0 +1,63 @@
+//! Which monitors are known to run, without reading their files: a task per watched monitor sleeps on a
+//! pidfd of it and forgets it once it has exited (having written its exit file). Lists that kubelet
+//! sends every second use this instead of opening each container's exit file.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::client::{live_monitor_pid, pidfd, read_exit};
+
+/// The IDs whose monitors run and are watched.
+#[derive(Debug, Default)]
+pub struct Running {
+    ids: Arc<Mutex<HashSet<String>>>,
+}
+
+fn lock(m: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Running {
+    /// Watches the monitor in `state_dir` under `id`; `then` runs once it has exited (at once when it
+    /// has already). `contains` stays false when the monitor is gone already or pidfds are not available.
+    pub fn watch<F>(&self, id: &str, state_dir: &Path, then: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Some(exited) = exit_of(state_dir) else {
+            tokio::spawn(then);
+            return;
+        };
+        lock(&self.ids).insert(id.to_string());
+        let ids = Arc::clone(&self.ids);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            exited.await;
+            lock(&ids).remove(&id);
+            then.await;
+        });
+    }
+
+    /// Whether `id`'s monitor is watched and has not exited.
+    pub fn contains(&self, id: &str) -> bool {
+        lock(&self.ids).contains(id)
+    }
+}
+
+/// A future that resolves when the live monitor in `state_dir` exits.
+fn exit_of(state_dir: &Path) -> Option<impl Future<Output = ()> + Send + 'static> {
+    if read_exit(state_dir).is_some() {
+        return None;
+    }
+    let pid = live_monitor_pid(state_dir)?;
+    let afd = pidfd(pid)?;
+    // Opened after the start-time check: make sure the pid still names the same monitor.
+    if live_monitor_pid(state_dir) != Some(pid) {
+        return None;
+    }
+    Some(async move {
+        let _ = afd.readable().await;
+    })
+}
