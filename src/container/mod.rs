@@ -165,8 +165,10 @@ impl Inner {
         rec
     }
 
-    /// Watches a started container's monitor: once it exits, its exit status goes into the record (under
-    /// the container's lock, so no request writes the record meanwhile).
+    /// Watches a started container's monitor: once it exits, its exit status goes into the record, and
+    /// the runtime forgets the container (as containerd deletes a task when it exits), so that a later
+    /// RemoveContainer has no runtime call to wait for. Under the container's lock: no request works
+    /// on the container meanwhile.
     fn watch(self: &Arc<Self>, id: &str) {
         let inner = Arc::clone(self);
         let owned = id.to_string();
@@ -174,7 +176,17 @@ impl Inner {
             .watch(id, &self.dirs.container_state(id), async move {
                 let _g = inner.locks.lock(&owned).await;
                 // The record is saved (synced): off the async workers.
-                let _ = tokio::task::spawn_blocking(move || drop(inner.get(&owned))).await;
+                let (inner2, id2) = (Arc::clone(&inner), owned.clone());
+                let Ok(Ok(rec)) = tokio::task::spawn_blocking(move || inner2.get(&id2)).await else {
+                    return;
+                };
+                let Ok(rt) = inner.runtime(&rec) else { return };
+                if rec.exited && rt.root().join(&rec.id).exists() {
+                    // Not forced: a container that somehow still runs is left alone.
+                    if let Err(e) = rt.delete(&rec.id, false).await {
+                        tracing::debug!(id = %rec.id, error = %e, "runtime delete after exit failed");
+                    }
+                }
             });
     }
 

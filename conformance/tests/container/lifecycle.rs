@@ -71,6 +71,15 @@ async fn exit_code_reason_and_oom_kill() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // ... and runc forgets the exited container before any RemoveContainer.
+    let runc_state = e.c.state.join("runtime").join("runc").join(&id);
+    while runc_state.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runc still knows the exited container"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let st = wait_exited(&e, &id).await;
     assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
     assert!(st.finished_at >= st.started_at && st.started_at >= st.created_at && st.created_at > 0);
