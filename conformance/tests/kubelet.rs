@@ -276,6 +276,45 @@ async fn a_pod_through_kubelets_calls() {
     let log = std::fs::read_to_string(c.dir.path().join("pods/web/app/0.log")).unwrap();
     assert!(log.contains(" stdout F started"), "{log}");
 
+    // In-place resize: kubelet resizes its pod cgroup, then tells the runtime, which keeps the values.
+    let resized = LinuxContainerResources {
+        cpu_shares: 1024,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.clone(),
+        overhead: None,
+        resources: Some(resized),
+    })
+    .await
+    .unwrap();
+    let info = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    assert_eq!(v["resources"]["resources"]["memory"]["limit"], 256 << 20, "{v}");
+    assert_eq!(v["resources"]["resources"]["cpu"]["shares"], 1024, "{v}");
+    let bad = rt
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            overhead: Some(LinuxContainerResources {
+                cpu_shares: -1,
+                ..Default::default()
+            }),
+            resources: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("overhead.cpu_shares"), "{bad:?}");
+
     // Pod deletion: stop container (grace period), remove, stop and remove the sandbox.
     rt.stop_container(StopContainerRequest {
         container_id: id.clone(),
@@ -369,6 +408,14 @@ async fn unknown_ids_get_not_found_or_idempotent_success() {
         })
         .await,
         "ContainerStatus",
+    );
+    nf(
+        rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: id(),
+            ..Default::default()
+        })
+        .await,
+        "UpdatePodSandboxResources",
     );
     nf(
         rt.start_container(StartContainerRequest { container_id: id() })

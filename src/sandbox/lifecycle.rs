@@ -130,6 +130,31 @@ impl Daemon {
         r.ctx(format!("StopPodSandbox {id}"))
     }
 
+    /// UpdatePodSandboxResources: kubelet has resized the pod-level cgroup it manages (crust's pod cgroup
+    /// lies inside it, so the new limits already apply); crust records the new values, which verbose
+    /// status shows. `overhead` and `resources` are OCI `linux.resources` objects.
+    pub async fn update_pod_sandbox_resources(
+        &self,
+        id: &str,
+        overhead: Option<serde_json::Value>,
+        resources: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let inner = &self.sandboxes.inner;
+        let Some((_guard, mut rec)) = inner.lock_existing(id).await? else {
+            return Err(Error::NotFound(format!("pod sandbox {id:?} not found")));
+        };
+        if !inner.is_ready(&rec) {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                rec.id
+            )));
+        }
+        rec.resources = Some(serde_json::json!({"overhead": overhead, "resources": resources}));
+        inner
+            .save(&rec)
+            .map_err(|e| e.context(format!("UpdatePodSandboxResources {}", rec.id)))
+    }
+
     /// RemovePodSandbox: the pod's containers, then everything the pod holds, and the record.
     /// Idempotent; works on a half-made pod.
     pub async fn remove_pod_sandbox(&self, id: &str) -> Result<()> {

@@ -130,6 +130,10 @@ pub struct PodRecord {
     /// The pause's pid once running.
     #[serde(default)]
     pub pause_pid: u32,
+    /// The pod-level resources kubelet last reported (UpdatePodSandboxResources), as OCI
+    /// `linux.resources` objects: `{"overhead": …, "resources": …}`.
+    #[serde(default)]
+    pub resources: Option<serde_json::Value>,
 }
 
 impl PodRecord {

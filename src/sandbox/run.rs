@@ -260,6 +260,7 @@ impl Inner {
             shm: (!ns.host_ipc()).then(|| PodFiles::in_dir(&files_dir).shm),
             pause_started: true,
             pause_pid: 0,
+            resources: None,
         };
         if let Err(e) = self.save(&rec) {
             self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);

@@ -82,6 +82,7 @@ impl Sandboxes {
                 "runtimeSpec": pause::read_spec(&inner.pause_dir(&rec.id)),
                 "cniResult": rec.network.as_ref().and_then(|n| n.result.clone()),
                 "network": rec.network.as_ref().map(|n| n.name.clone()),
+                "resources": rec.resources,
             });
             info.insert("info".to_string(), v.to_string());
         }

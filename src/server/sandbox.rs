@@ -94,10 +94,19 @@ pub async fn list_pod_sandbox_stats(
 
 /// `UpdatePodSandboxResources`.
 pub async fn update_pod_sandbox_resources(
-    _d: &Daemon,
-    _req: v1::UpdatePodSandboxResourcesRequest,
+    d: &Daemon,
+    req: v1::UpdatePodSandboxResourcesRequest,
 ) -> Result<v1::UpdatePodSandboxResourcesResponse> {
-    Err(Error::Unimplemented(
-        "update_pod_sandbox_resources is not implemented yet".into(),
-    ))
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    let v2 = crate::cgroups::is_v2();
+    let to_json = |r: &Option<v1::LinuxContainerResources>, field: &str| {
+        r.as_ref()
+            .map(|r| crate::container::resources::to_json(r, v2, field))
+            .transpose()
+    };
+    let overhead = to_json(&req.overhead, "overhead")?;
+    let resources = to_json(&req.resources, "resources")?;
+    d.update_pod_sandbox_resources(&req.pod_sandbox_id, overhead, resources)
+        .await?;
+    Ok(v1::UpdatePodSandboxResourcesResponse {})
 }
