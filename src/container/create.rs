@@ -187,6 +187,9 @@ impl Daemon {
         }
         let rt = inner.runtime(&rec)?;
         let dir = inner.dirs.container_state(&id);
+        if crate::monitor::is_alive(&dir) {
+            return self.start_created_by_runtime(rec, &rt).await;
+        }
         // Taken before the start: a process that exits at once may have its finish time recorded by the
         // monitor before the runtime returns, and started_at must never be after finished_at.
         let started_at = crate::state::now_nanos();
@@ -222,6 +225,28 @@ impl Daemon {
                 Err(e.context(format!("StartContainer {id}")))
             }
         }
+    }
+}
+
+impl Daemon {
+    /// Starts a container an older crustd created through its monitor (`runtime create` at
+    /// CreateContainer): the runtime holds it CREATED, so `runtime start` runs it.
+    async fn start_created_by_runtime(
+        &self,
+        mut rec: ContainerRecord,
+        rt: &Arc<dyn crate::oci::OciRuntime>,
+    ) -> Result<()> {
+        let inner = &self.containers.inner;
+        let id = rec.id.clone();
+        let started_at = crate::state::now_nanos();
+        if let Err(e) = rt.start(&id).await {
+            let _ = inner.refresh(rec);
+            return Err(e.context(format!("StartContainer {id}")));
+        }
+        rec.started_at = started_at;
+        inner.put_update(rec)?;
+        inner.watch(&id);
+        Ok(())
     }
 }
 

@@ -348,3 +348,38 @@ async fn stop_kills_what_the_container_left_in_the_pod_pid_namespace() {
     );
     remove(&e, &id).await.unwrap();
 }
+
+/// A container an older crustd created (its monitor ran `runtime create` at CreateContainer) still
+/// starts after an upgrade: StartContainer finds its monitor and has the runtime start it.
+#[tokio::test]
+async fn a_container_created_by_an_older_crustd_starts_after_an_upgrade() {
+    let e = env().await;
+    let p = pod(&e, "upgrade").await;
+    let id = create(&e, &p, ctr("old", &e.imgs.busybox.reference, &["sleep", "1000"]))
+        .await
+        .unwrap();
+    let dir = e.c.state.join("containers").join(&id);
+    let m = crust::monitor::spawn(&crust::monitor::MonitorSpec {
+        id: id.clone(),
+        bundle: dir.clone(),
+        runtime_path: "/usr/sbin/runc".into(),
+        runtime_root: e.c.state.join("runtime").join("runc"),
+        state_dir: dir,
+        monitor_path: harness::binary("crust-monitor"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    start(&e, &id).await.unwrap();
+    let st = status(&e, &id).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", m.container_pid)).unwrap();
+    assert!(
+        cmdline.starts_with(b"sleep\0"),
+        "the created process is not what runs: {:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    stop(&e, &id, 0).await.unwrap();
+    assert_eq!(wait_exited(&e, &id).await.exit_code, 137);
+    remove(&e, &id).await.unwrap();
+}
