@@ -23,6 +23,8 @@ pub struct Daemon {
     pub pod_cidr: Mutex<String>,
     /// The exec/attach/port-forward server's tokens and URL.
     pub streaming: crate::streaming::Streaming,
+    /// Container and pod lifecycle events (GetContainerEvents).
+    pub events: crate::events::Events,
 }
 
 impl Daemon {
@@ -30,8 +32,9 @@ impl Daemon {
     pub async fn new(config: Config) -> Result<Arc<Self>> {
         let dirs = Dirs::new(&config);
         let images = image::ImageStore::open(&config, &dirs).await?;
-        let sandboxes = sandbox::Sandboxes::open(&config, &dirs).await?;
-        let containers = container::Containers::open(&config, &dirs).await?;
+        let events = crate::events::Events::default();
+        let sandboxes = sandbox::Sandboxes::open(&config, &dirs, events.clone()).await?;
+        let containers = container::Containers::open(&config, &dirs, events.clone()).await?;
         let streaming = crate::streaming::Streaming::new(&config);
         let d = Arc::new(Daemon {
             config,
@@ -41,6 +44,7 @@ impl Daemon {
             containers,
             pod_cidr: Mutex::new(String::new()),
             streaming,
+            events,
         });
         d.recover().await;
         crate::streaming::start(&d).await?;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod container;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod monitor;
 pub mod oci;

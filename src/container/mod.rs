@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     exec_procs: Mutex<HashMap<String, Arc<oci_spec::runtime::Process>>>,
     /// Containers whose monitors are watched and run: lists need not look for their exit files.
     running: crate::monitor::Running,
+    /// Where state changes are announced (GetContainerEvents).
+    events: crate::events::Events,
 }
 
 /// All containers, served from memory, backed by records under `<root>/containers`.
@@ -73,7 +75,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Containers {
     /// Loads the records.
-    pub async fn open(cfg: &Config, dirs: &Dirs) -> Result<Self> {
+    pub async fn open(cfg: &Config, dirs: &Dirs, events: crate::events::Events) -> Result<Self> {
         for d in [dirs.container_records(), dirs.state.join("containers")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
@@ -105,6 +107,7 @@ impl Containers {
                 cpu_samples: Mutex::new(HashMap::new()),
                 exec_procs: Mutex::new(HashMap::new()),
                 running: crate::monitor::Running::default(),
+                events,
             }),
         })
     }
@@ -207,8 +210,34 @@ impl Inner {
     fn put_with(&self, rec: ContainerRecord, durability: crate::state::Durability) -> Result<()> {
         rec.save_with(&self.dirs, durability)?;
         let mut recs = lock(&self.records);
+        self.announce(recs.get(&rec.id), &rec);
         recs.insert(rec.id.clone(), rec);
         Ok(())
+    }
+
+    /// Sends the events of the change from `old` (as in memory) to `new`.
+    fn announce(&self, old: Option<&ContainerRecord>, new: &ContainerRecord) {
+        use cri_api::v1::ContainerEventType as E;
+        let was_created = old.is_some_and(|o| o.step == Step::Created);
+        let changes = [
+            (
+                !was_created && new.step == Step::Created,
+                E::ContainerCreatedEvent,
+            ),
+            (
+                old.is_none_or(|o| o.started_at == 0) && new.started_at != 0,
+                E::ContainerStartedEvent,
+            ),
+            (
+                old.is_none_or(|o| !o.exited) && new.exited,
+                E::ContainerStoppedEvent,
+            ),
+        ];
+        for (happened, kind) in changes {
+            if happened {
+                self.events.send(&new.id, &new.pod_id, kind);
+            }
+        }
     }
 
     /// Like `put`, for callers without the container's lock: a container removed meanwhile stays
@@ -219,6 +248,7 @@ impl Inner {
             return Ok(());
         }
         rec.save(&self.dirs)?;
+        self.announce(recs.get(&rec.id), &rec);
         recs.insert(rec.id.clone(), rec);
         Ok(())
     }
@@ -240,7 +270,13 @@ impl Inner {
         {
             let mut recs = lock(&self.records);
             ContainerRecord::delete(&self.dirs, &rec.id)?;
-            recs.remove(&rec.id);
+            if recs.remove(&rec.id).is_some_and(|r| r.step == Step::Created) {
+                self.events.send(
+                    &rec.id,
+                    &rec.pod_id,
+                    cri_api::v1::ContainerEventType::ContainerDeletedEvent,
+                );
+            }
         }
         lock(&self.names).remove(&(rec.pod_id.clone(), rec.name.clone(), rec.attempt));
         lock(&self.cpu_samples).remove(&rec.id);

@@ -177,7 +177,7 @@ impl Daemon {
 }
 
 /// Start-up recovery: roll back half-made pods; stop ready pods whose netns or pause is gone.
-pub(super) async fn recover(inner: &Inner) {
+pub(super) async fn recover(inner: &std::sync::Arc<Inner>) {
     for mut rec in inner.snapshot() {
         let _guard = inner.locks.lock(&rec.id).await;
         match rec.state {

@@ -77,6 +77,10 @@ pub(crate) struct Inner {
     locks: Locks,
     /// Pods whose pause monitors are watched and run: readiness needs no look at their files.
     running: crate::monitor::Running,
+    /// Where state changes are announced (GetContainerEvents; a pod's own events carry its ID).
+    events: crate::events::Events,
+    /// Ready pods whose pause died and that were announced stopped for it (not again at the stop).
+    announced_stopped: Mutex<std::collections::HashSet<String>>,
 }
 
 /// All pod sandboxes, served from memory, backed by records under `<root>/pods`.
@@ -86,7 +90,7 @@ pub struct Sandboxes {
 
 impl Sandboxes {
     /// Loads the records.
-    pub async fn open(cfg: &Config, dirs: &Dirs) -> Result<Self> {
+    pub async fn open(cfg: &Config, dirs: &Dirs, events: crate::events::Events) -> Result<Self> {
         for d in [dirs.pod_records(), dirs.netns_dir(), dirs.state.join("pods")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
@@ -115,6 +119,8 @@ impl Sandboxes {
                 names,
                 locks: Locks::default(),
                 running: crate::monitor::Running::default(),
+                events,
+                announced_stopped: Mutex::default(),
             }),
         })
     }
@@ -198,21 +204,42 @@ impl Inner {
 
     /// Stores the record on disk, then in memory.
     fn save(&self, rec: &PodRecord) -> Result<()> {
+        use cri_api::v1::ContainerEventType as E;
         rec.save(&self.dirs)?;
-        self.pods
+        let old = self
+            .pods
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(rec.id.clone(), rec.clone());
+            .insert(rec.id.clone(), rec.clone())
+            .map(|o| o.state);
+        match (old, rec.state) {
+            (Some(PodState::Creating) | None, PodState::Ready) => {
+                self.events.send(&rec.id, &rec.id, E::ContainerCreatedEvent);
+                self.events.send(&rec.id, &rec.id, E::ContainerStartedEvent);
+            }
+            // Unless announced already, when its pause died.
+            (Some(PodState::Ready), PodState::Stopped) if !self.announced().remove(&rec.id) => {
+                self.events.send(&rec.id, &rec.id, E::ContainerStoppedEvent);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
     /// Forgets a pod: record file, memory, name.
     fn forget(&self, rec: &PodRecord) -> Result<()> {
         PodRecord::delete(&self.dirs, &rec.id)?;
-        self.pods
+        let old = self
+            .pods
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.id);
+        self.announced().remove(&rec.id);
+        // A pod rolled back before it was ready was never announced.
+        if old.is_some_and(|o| o.state != PodState::Creating) {
+            let kind = cri_api::v1::ContainerEventType::ContainerDeletedEvent;
+            self.events.send(&rec.id, &rec.id, kind);
+        }
         self.names.release(&rec.name_key(), &rec.id);
         Ok(())
     }
@@ -225,15 +252,29 @@ impl Inner {
         PodRecord::pause_dir(&self.dirs, id)
     }
 
+    fn announced(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.announced_stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Ready: created, not stopped, and the pause still runs.
     fn is_ready(&self, rec: &PodRecord) -> bool {
         rec.state == PodState::Ready
             && (self.running.contains(&rec.id) || !pause::exited(&self.pause_dir(&rec.id)))
     }
 
-    /// Watches the pause's monitor of a ready pod (see `is_ready`).
-    fn watch_pause(&self, id: &str) {
-        self.running.watch(id, &self.pause_dir(id), async {});
+    /// Watches the pause's monitor of a ready pod (see `is_ready`); when the pause dies on its own, the
+    /// pod is announced stopped (a stop in progress, holding the pod's lock, announces its own).
+    fn watch_pause(self: &Arc<Self>, id: &str) {
+        let (inner, owned) = (Arc::clone(self), id.to_string());
+        let exited = async move {
+            let _guard = inner.locks.lock(&owned).await;
+            if inner.get(&owned).is_ok_and(|r| r.state == PodState::Ready) {
+                inner.announced().insert(owned.clone());
+                let kind = cri_api::v1::ContainerEventType::ContainerStoppedEvent;
+                inner.events.send(&owned, &owned, kind);
+            }
+        };
+        self.running.watch(id, &self.pause_dir(id), exited);
     }
 
     fn context(&self, rec: &PodRecord) -> PodContext {

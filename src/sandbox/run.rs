@@ -285,7 +285,7 @@ impl Inner {
         }
     }
 
-    async fn create_steps(&self, rec: &mut PodRecord, p: &NewPod) -> Result<()> {
+    async fn create_steps(self: &Arc<Self>, rec: &mut PodRecord, p: &NewPod) -> Result<()> {
         let runtime = self.runtimes.get(&rec.runtime_handler)?;
         let t0 = std::time::Instant::now();
         let timing = |step: &str| {

@@ -3,6 +3,7 @@
 //! request names the RPC.
 
 mod container;
+mod events;
 mod image;
 mod images;
 mod inflight;

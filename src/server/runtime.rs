@@ -6,7 +6,7 @@ use cri_api::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::status::respond;
-use super::{Cri, container, info, sandbox, streaming};
+use super::{Cri, container, events, info, sandbox, streaming};
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
@@ -27,6 +27,12 @@ impl RuntimeService for Cri {
         r: Request<v1::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
         respond(info::update_runtime_config(&self.d, r.into_inner()).await)
+    }
+    async fn get_container_events(
+        &self,
+        _r: Request<v1::GetEventsRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<v1::ContainerEventResponse>>, Status> {
+        Ok(Response::new(events::get_container_events(&self.d)))
     }
     async fn run_pod_sandbox(
         &self,
