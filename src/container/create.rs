@@ -240,7 +240,11 @@ impl Daemon {
         let id = rec.id.clone();
         let started_at = crate::state::now_nanos();
         if let Err(e) = rt.start(&id).await {
-            let _ = inner.refresh(rec);
+            // The process may be gone (its monitor then wrote the exit file).
+            if let Some(st) = crate::monitor::read_exit(&inner.dirs.container_state(&id)) {
+                rec.set_exit(&st);
+                let _ = inner.put(rec);
+            }
             return Err(e.context(format!("StartContainer {id}")));
         }
         rec.started_at = started_at;

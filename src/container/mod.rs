@@ -154,9 +154,11 @@ impl Inner {
         Ok(self.refresh(rec))
     }
 
-    /// Takes a new exit from the exit file into the record (and saves it).
+    /// Takes a new exit from the exit file into the record (and saves it). A container not started yet
+    /// has no exit to take: a start in progress (holding the lock) records its own outcome, which a
+    /// refresh from a list must not overwrite half-way.
     fn refresh(&self, mut rec: ContainerRecord) -> ContainerRecord {
-        if rec.exited || rec.step != Step::Created {
+        if rec.exited || rec.step != Step::Created || rec.started_at == 0 {
             return rec;
         }
         if let Some(st) = crate::monitor::read_exit(&self.dirs.container_state(&rec.id)) {
