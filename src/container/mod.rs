@@ -185,12 +185,8 @@ impl Inner {
                 let Ok(Ok(rec)) = tokio::task::spawn_blocking(move || inner2.get(&id2)).await else {
                     return;
                 };
-                let Ok(rt) = inner.runtime(&rec) else { return };
-                if rec.exited && rt.root().join(&rec.id).exists() {
-                    // Not forced: a container that somehow still runs is left alone.
-                    if let Err(e) = rt.delete(&rec.id, false).await {
-                        tracing::debug!(id = %rec.id, error = %e, "runtime delete after exit failed");
-                    }
+                if rec.exited {
+                    inner.forget_in_runtime(&rec).await;
                 }
             });
     }

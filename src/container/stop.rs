@@ -41,14 +41,6 @@ impl Daemon {
 /// How long a stop waits for killed leftover processes to be reaped.
 const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Signals that may be sent to a container that is already gone.
-fn ignore_gone(r: Result<()>) -> Result<()> {
-    match r {
-        Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => Ok(()),
-        r => r,
-    }
-}
-
 impl Inner {
     async fn stop(&self, id: &str, timeout: u64) -> Result<()> {
         let _g = self.locks.lock(id).await;
@@ -74,18 +66,20 @@ impl Inner {
             // Never started: nothing runs, and (as in containerd) the container stays CREATED.
             return Ok(());
         }
-        let rt = self.runtime(&rec)?;
+        // Signals go straight to the container's init through a pidfd (see `monitor::signal_container`):
+        // no runtime process to wait for. Whatever else its cgroup holds goes with `kill_leftovers`.
         if timeout > 0 && rec.started_at != 0 {
-            ignore_gone(rt.kill(&id, rec.stop_signal, false).await)?;
+            crate::monitor::signal_container(&dir, rec.stop_signal)?;
             if let Some(st) = crate::monitor::wait_exit(&dir, Duration::from_secs(timeout)).await {
                 rec.set_exit(&st);
                 self.kill_leftovers(&rec).await;
+                self.forget_in_runtime(&rec).await;
                 return self.put(rec);
             }
             tracing::info!(%id, timeout, "container ignored its stop signal; sending SIGKILL");
         }
         if crate::monitor::is_alive(&dir) {
-            ignore_gone(rt.kill(&id, libc::SIGKILL, true).await)?;
+            crate::monitor::signal_container(&dir, libc::SIGKILL)?;
         }
         match crate::monitor::wait_exit(&dir, self.kill_timeout).await {
             Some(st) => rec.set_exit(&st),
@@ -100,7 +94,20 @@ impl Inner {
             }
         }
         self.kill_leftovers(&rec).await;
+        self.forget_in_runtime(&rec).await;
         self.put(rec)
+    }
+
+    /// Once a stopped container has exited: the runtime deletes it (not forced: a container that
+    /// somehow still runs stays), as containerd deletes the task before StopContainer returns, so that
+    /// RemoveContainer has no runtime call left. A failure is left to RemoveContainer's forced delete.
+    pub(super) async fn forget_in_runtime(&self, rec: &ContainerRecord) {
+        let Ok(rt) = self.runtime(rec) else { return };
+        if rt.root().join(&rec.id).exists()
+            && let Err(e) = rt.delete(&rec.id, false).await
+        {
+            tracing::debug!(id = %rec.id, error = %e, "runtime delete after stop failed");
+        }
     }
 
     /// Once the container's init has exited: processes it left in a PID namespace it shared (the

@@ -123,6 +123,11 @@ async fn stop_signal_comes_before_sigkill_and_stop_remove_are_idempotent() {
     let st = status(&e, &id).await;
     assert_eq!(st.state, ContainerState::ContainerExited as i32);
     assert_eq!(st.exit_code, 7, "the TERM trap ran, no SIGKILL: {st:?}");
+    // As in containerd, the runtime has deleted the container by the time StopContainer returns.
+    assert!(
+        !e.c.state.join("runtime").join("runc").join(&id).exists(),
+        "runc still knows the stopped container"
+    );
     assert!(stdout_text(&log).contains("got-term"));
 
     // The image's StopSignal (SIGUSR1 in the configured image) is the one sent.
