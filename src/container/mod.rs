@@ -2,7 +2,8 @@
 //! (create, start, stop, remove, status, exec, stats) through each container's monitor.
 //!
 //! `Containers` keeps every record in memory (lists are served from there) and on disk under
-//! `<root>/containers/<id>.json`. Slow work on one container holds that container's lock only.
+//! `<root>/containers/<id>.json`. Slow work on one container holds that container's lock only. A
+//! watcher per running monitor records the exit as it happens and has the runtime delete the container.
 //! Start-up recovery (`recover_containers`): a half-created container is rolled back; a live monitor
 //! means the container still runs; an exit file gives the exit status; a container never started has no
 //! monitor and stays CREATED while its bundle exists; otherwise it died with the host or its monitor:

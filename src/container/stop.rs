@@ -1,6 +1,6 @@
-//! StopContainer (the stop signal, SIGKILL once the grace period passes, then the exit file) and
-//! RemoveContainer (force-stop, runtime delete, unmount, remove dirs and record). Both are idempotent
-//! and succeed for unknown IDs.
+//! StopContainer (the stop signal, SIGKILL once the grace period passes, the exit file, then the
+//! runtime's delete) and RemoveContainer (force-stop, a forced runtime delete if one is still due,
+//! unmount, remove dirs and record). Both are idempotent and succeed for unknown IDs.
 
 use std::sync::Arc;
 use std::time::Duration;
