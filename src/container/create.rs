@@ -226,9 +226,7 @@ impl Daemon {
             }
         }
     }
-}
 
-impl Daemon {
     /// Starts a container an older crustd created through its monitor (`runtime create` at
     /// CreateContainer): the runtime holds it CREATED, so `runtime start` runs it.
     async fn start_created_by_runtime(

@@ -20,9 +20,9 @@ use crate::{Error, Result};
 const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts a monitor for `spec` and waits until it has started the container (with `spec.start`; else
-/// created it, state CREATED). On failure
-/// the error carries the runtime's own message, and nothing is left behind: no monitor process, no
-/// runtime state, no monitor files (the bundle and the state dir itself stay: they are the caller's).
+/// created it, state CREATED). On failure the error carries the runtime's own message, and nothing is
+/// left behind: no monitor process, no runtime state, no monitor files (the bundle and the state dir
+/// itself stay: they are the caller's).
 pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
     let what = format!("start monitor for {}", spec.id);
     if spec.id.is_empty() {

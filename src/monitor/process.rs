@@ -1,7 +1,7 @@
 //! The monitor process (`crust-monitor`): detach, become a subreaper, set up the container's stdio and
-//! the control socket, run `<runtime> run --detach` (or `create`), report to crustd on the sync fd, then hand over to the
-//! event loop (`event_loop`). Everything here runs before the steady state, so it may allocate; no
-//! threads are ever started (the process forks).
+//! the control socket, run `<runtime> run --detach` (or `create`; or launch a pause, see `launch`),
+//! report to crustd on the sync fd, then hand over to the event loop (`event_loop`). Everything here
+//! runs before the steady state, so it may allocate; no threads are ever started (the process forks).
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -168,8 +168,12 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
     let devnull = sysutil::open(c"/dev/null", libc::O_RDWR).map_err(|x| e("open /dev/null", x))?;
     if let Some(pause) = &spec.pause {
         let container_pid = super::launch::start(pause, devnull.as_raw_fd())?;
-        std::fs::write(CONTAINER_PID_FILE, container_pid.to_string())
-            .map_err(|x| e(format!("write {CONTAINER_PID_FILE}"), x))?;
+        if let Err(x) = std::fs::write(CONTAINER_PID_FILE, container_pid.to_string()) {
+            // SAFETY: kill of our own child, then reaping it.
+            unsafe { libc::kill(container_pid, libc::SIGKILL) };
+            wait_for(container_pid);
+            return Err(e(format!("write {CONTAINER_PID_FILE}"), x));
+        }
         return Ok(event_loop::State {
             container_pid,
             created_at_ns: super::log::now_ns(),
