@@ -216,7 +216,7 @@ fn read_pid_file(state_dir: &Path) -> Option<(u32, u64)> {
 }
 
 /// The monitor's pid when that process still runs and is the same process (start time matches).
-pub(super) fn live_monitor_pid(state_dir: &Path) -> Option<u32> {
+fn live_monitor_pid(state_dir: &Path) -> Option<u32> {
     let (pid, start) = read_pid_file(state_dir)?;
     match proc_stat(pid) {
         Some((state, s)) if s == start => {
@@ -251,18 +251,11 @@ pub fn read_exit(state_dir: &Path) -> Option<ExitStatus> {
 /// (which writes the exit file, then exits), so it wakes as soon as the container is gone; falls back
 /// to short polls where pidfds are not available.
 pub async fn wait_exit(state_dir: &Path, timeout: Duration) -> Option<ExitStatus> {
-    if let Some(st) = read_exit(state_dir) {
-        return Some(st);
-    }
-    let pid = live_monitor_pid(state_dir)?;
-    if let Some(afd) = pidfd(pid) {
-        // Opened after the start-time check: make sure the pid still names the same monitor.
-        if live_monitor_pid(state_dir) != Some(pid) {
-            return read_exit(state_dir);
-        }
-        let _ = tokio::time::timeout(timeout, afd.readable()).await;
+    if let Some(exited) = monitor_exit(state_dir) {
+        let _ = tokio::time::timeout(timeout, exited).await;
         return read_exit(state_dir);
     }
+    // The exit file is there, the monitor is gone, or there are no pidfds: the loop sorts it out.
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
@@ -279,6 +272,23 @@ pub async fn wait_exit(state_dir: &Path, timeout: Duration) -> Option<ExitStatus
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// A future that resolves when the live monitor in `state_dir` exits (after writing its exit file);
+/// `None` when the exit file is there already, the monitor is gone, or pidfds are not available.
+pub(super) fn monitor_exit(state_dir: &Path) -> Option<impl Future<Output = ()> + Send + 'static> {
+    if read_exit(state_dir).is_some() {
+        return None;
+    }
+    let pid = live_monitor_pid(state_dir)?;
+    let afd = pidfd(pid)?;
+    // Opened after the start-time check: make sure the pid still names the same monitor.
+    if live_monitor_pid(state_dir) != Some(pid) {
+        return None;
+    }
+    Some(async move {
+        let _ = afd.readable().await;
+    })
 }
 
 /// Sends `sig` to the container's init, through a pidfd opened while it is still the live monitor's
@@ -335,7 +345,7 @@ fn parent_pid(pid: u32) -> Option<u32> {
 }
 
 /// A pidfd for `pid` registered with tokio (readable once the process has exited).
-pub(super) fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
     use std::os::fd::FromRawFd;
     tokio::runtime::Handle::try_current().ok()?;
     // SAFETY: pidfd_open(2) returns a new fd or -1.

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::client::{live_monitor_pid, pidfd, read_exit};
+use super::client::monitor_exit;
 
 /// The IDs whose monitors run and are watched.
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ impl Running {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Some(exited) = exit_of(state_dir) else {
+        let Some(exited) = monitor_exit(state_dir) else {
             tokio::spawn(then);
             return;
         };
@@ -44,20 +44,4 @@ impl Running {
     pub fn contains(&self, id: &str) -> bool {
         lock(&self.ids).contains(id)
     }
-}
-
-/// A future that resolves when the live monitor in `state_dir` exits.
-fn exit_of(state_dir: &Path) -> Option<impl Future<Output = ()> + Send + 'static> {
-    if read_exit(state_dir).is_some() {
-        return None;
-    }
-    let pid = live_monitor_pid(state_dir)?;
-    let afd = pidfd(pid)?;
-    // Opened after the start-time check: make sure the pid still names the same monitor.
-    if live_monitor_pid(state_dir) != Some(pid) {
-        return None;
-    }
-    Some(async move {
-        let _ = afd.readable().await;
-    })
 }
