@@ -37,7 +37,8 @@ fn cgroup_rel(pod_cgroup: &str) -> String {
     format!("{}/pause", pod_cgroup.trim_matches('/'))
 }
 
-/// What the monitor's launcher does for the pause: the same as [`spec`], in its terms.
+/// Makes the pause cgroup (no device access) and says what the monitor's launcher is to do for the
+/// pause: the same as [`spec`], in its terms.
 fn launch(p: &PauseParams<'_>) -> Result<monitor::PauseLaunch> {
     let rec = p.rec;
     let ns = &rec.namespaces;
