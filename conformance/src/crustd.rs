@@ -419,6 +419,25 @@ pub fn remove_cgroups(rel: &str) -> Vec<String> {
     removed
 }
 
+/// Whether cgroup `rel` exists in any hierarchy.
+pub fn cgroup_exists(rel: &str) -> bool {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|rd| rd.flatten().any(|e| e.path().join(rel).is_dir()))
+        .unwrap_or(false)
+}
+
+/// Removes cgroup `rel` itself, and what is below it, from every hierarchy.
+pub fn remove_cgroup_everywhere(rel: &str) {
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            let top = e.path().join(rel);
+            if top.is_dir() {
+                remove_cgroup_tree(&top);
+            }
+        }
+    }
+}
+
 fn remove_cgroup_tree(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

@@ -20,6 +20,16 @@ pub struct Containerd {
     pub socket: PathBuf,
     child: Child,
     _network: TestNetwork,
+    /// containerd makes its default cgroup parent, `k8s.io`, in every hierarchy; when this run made it,
+    /// the run removes it.
+    made_cgroup_parent: bool,
+}
+
+/// containerd's default cgroup parent (cgroupfs driver, no parent asked for).
+const CGROUP_PARENT: &str = "k8s.io";
+
+fn cgroup_parent_exists() -> bool {
+    crate::crustd::cgroup_exists(CGROUP_PARENT)
 }
 
 /// Whether containerd and its runc shim are installed.
@@ -94,11 +104,13 @@ state = "{state}"
             .env("NO_PROXY", "127.0.0.1,localhost")
             .spawn()
             .context("spawn containerd")?;
+        let made_cgroup_parent = !cgroup_parent_exists();
         let c = Containerd {
             dir,
             socket,
             child,
             _network: network,
+            made_cgroup_parent,
         };
         for _ in 0..300 {
             if let Ok(ch) = crate::crustd::channel(&c.socket).await {
@@ -145,5 +157,8 @@ impl Drop for Containerd {
         let dirs = [self.dir.path()];
         crate::crustd::kill_processes_using(&dirs);
         crate::crustd::unmount_under(&dirs);
+        if self.made_cgroup_parent {
+            crate::crustd::remove_cgroup_everywhere(CGROUP_PARENT);
+        }
     }
 }
