@@ -1,6 +1,8 @@
-//! Small process-level helpers shared by crustd and the monitor: subreaper, oom_score_adj clamping.
+//! Small process-level helpers shared by crustd and the monitor: subreaper, pidfds, oom_score_adj
+//! clamping.
 
 use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
 
 /// Makes the calling process a child subreaper: orphans of what it spawns are re-parented to it, so it
 /// can reap them (PID 1 here reaps only every ~2 s).
@@ -12,6 +14,18 @@ pub fn set_child_subreaper() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// `pidfd_open(2)`: a descriptor that keeps naming process `pid` (signals through it never reach a
+/// recycled pid; it turns readable when the process exits).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) returns a new fd or -1 and touches no memory.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// crustd's own `oom_score_adj`.

@@ -103,7 +103,7 @@ impl Inner {
     /// RemoveContainer has no runtime call left. A failure is left to RemoveContainer's forced delete.
     pub(super) async fn forget_in_runtime(&self, rec: &ContainerRecord) {
         let Ok(rt) = self.runtime(rec) else { return };
-        if rt.root().join(&rec.id).exists()
+        if rt.knows(&rec.id)
             && let Err(e) = rt.delete(&rec.id, false).await
         {
             tracing::debug!(id = %rec.id, error = %e, "runtime delete after stop failed");
@@ -148,7 +148,7 @@ impl Inner {
         let first = paths.clone();
         let removing = tokio::task::spawn_blocking(move || rootfs::remove(&first));
         // A container never started is unknown to the runtime: no need to ask it.
-        let deleted = if rt.root().join(&rec.id).exists() {
+        let deleted = if rt.knows(&rec.id) {
             rt.delete(&rec.id, true).await
         } else {
             Ok(())

@@ -193,15 +193,25 @@ fn try_reap(pid: i32) -> bool {
     r != 0
 }
 
-/// `(state, start time)` of a process from `/proc/<pid>/stat`.
-pub(crate) fn proc_stat(pid: u32) -> Option<(char, u64)> {
+/// What crust reads of `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProcStat {
+    pub state: char,
+    pub ppid: u32,
+    /// Start time in clock ticks since boot (with the pid, it names one process).
+    pub start: u64,
+}
+
+/// A process's [`ProcStat`].
+pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 1..];
     let mut f = rest.split_ascii_whitespace();
+    // Fields after the comm start at field 3 (state), then ppid; starttime is field 22.
     let state = f.next()?.chars().next()?;
-    // Fields after the comm start at field 3 (state); starttime is field 22.
-    let start = f.nth(18)?.parse().ok()?;
-    Some((state, start))
+    let ppid = f.next()?.parse().ok()?;
+    let start = f.nth(17)?.parse().ok()?;
+    Some(ProcStat { state, ppid, start })
 }
 
 /// The monitor's pid from `monitor.pid`, whether or not it still runs.
@@ -219,8 +229,8 @@ fn read_pid_file(state_dir: &Path) -> Option<(u32, u64)> {
 fn live_monitor_pid(state_dir: &Path) -> Option<u32> {
     let (pid, start) = read_pid_file(state_dir)?;
     match proc_stat(pid) {
-        Some((state, s)) if s == start => {
-            if state == 'Z' || state == 'X' {
+        Some(st) if st.start == start => {
+            if st.state == 'Z' || st.state == 'X' {
                 try_reap(pid as i32);
                 None
             } else {
@@ -294,7 +304,6 @@ pub(super) fn monitor_exit(state_dir: &Path) -> Option<impl Future<Output = ()> 
 /// Sends `sig` to the container's init, through a pidfd opened while it is still the live monitor's
 /// child, so that a recycled pid is never signalled. `Ok(false)`: nothing of it runs any more.
 pub fn signal_container(state_dir: &Path, sig: i32) -> Result<bool> {
-    use std::os::fd::FromRawFd;
     let Some(monitor) = live_monitor_pid(state_dir) else {
         return Ok(false);
     };
@@ -304,14 +313,10 @@ pub fn signal_container(state_dir: &Path, sig: i32) -> Result<bool> {
     else {
         return Ok(false);
     };
-    // SAFETY: pidfd_open(2) returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
+    let Ok(fd) = crate::sys::pidfd_open(pid) else {
         return Ok(false);
-    }
-    // SAFETY: a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    if parent_pid(pid) != Some(monitor) {
+    };
+    if proc_stat(pid).map(|s| s.ppid) != Some(monitor) {
         return Ok(false);
     }
     // SAFETY: pidfd_send_signal(2) on our pidfd, no siginfo.
@@ -334,27 +339,10 @@ pub fn signal_container(state_dir: &Path, sig: i32) -> Result<bool> {
     Err(Error::io(format!("signal {sig} to pid {pid}"), err))
 }
 
-/// The parent pid from `/proc/<pid>/stat`.
-fn parent_pid(pid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..]
-        .split_ascii_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// A pidfd for `pid` registered with tokio (readable once the process has exited).
 fn pidfd(pid: u32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
-    use std::os::fd::FromRawFd;
     tokio::runtime::Handle::try_current().ok()?;
-    // SAFETY: pidfd_open(2) returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = crate::sys::pidfd_open(pid).ok()?;
     // SAFETY: the OwnedFd moves into the AsyncFd and stays open, unchanged, for its whole life.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
 }
@@ -477,9 +465,10 @@ mod tests {
 
     #[test]
     fn proc_stat_of_self() {
-        let (state, start) = proc_stat(std::process::id()).unwrap();
-        assert!(matches!(state, 'R' | 'S'), "{state}");
-        assert!(start > 0);
+        let st = proc_stat(std::process::id()).unwrap();
+        assert!(matches!(st.state, 'R' | 'S'), "{st:?}");
+        assert!(st.start > 0);
+        assert_eq!(st.ppid, std::os::unix::process::parent_id());
     }
 
     #[test]
@@ -487,7 +476,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         assert!(!is_alive(tmp.path()));
         let me = std::process::id();
-        let (_, start) = proc_stat(me).unwrap();
+        let start = proc_stat(me).unwrap().start;
         std::fs::write(tmp.path().join(MONITOR_PID_FILE), format!("{me} {start}\n")).unwrap();
         assert!(is_alive(tmp.path()));
         assert_eq!(monitor_pid(tmp.path()), Some(me));

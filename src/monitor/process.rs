@@ -435,7 +435,7 @@ fn create_error(runtime_log: &Path, stderr: Option<&OwnedFd>, status: libc::c_in
 /// `monitor.pid`: `<pid> <start time>`, written atomically in the cwd (the state dir).
 fn write_pid_file() -> std::io::Result<()> {
     let me = std::process::id();
-    let start = super::client::proc_stat(me).map(|(_, s)| s).unwrap_or(0);
+    let start = super::client::proc_stat(me).map(|s| s.start).unwrap_or(0);
     let tmp = format!(".{MONITOR_PID_FILE}.tmp");
     std::fs::write(&tmp, format!("{me} {start}\n"))?;
     std::fs::rename(&tmp, MONITOR_PID_FILE)

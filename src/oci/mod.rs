@@ -51,6 +51,11 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     fn path(&self) -> &Path;
     /// The runtime's state dir, `--root` (for `monitor::MonitorSpec::runtime_root`).
     fn root(&self) -> &Path;
+    /// Whether the runtime holds state for container `id` (runc-style `<root>/<id>`): a container
+    /// it never ran, or has deleted, needs no call to it.
+    fn knows(&self, id: &str) -> bool {
+        self.root().join(id).exists()
+    }
     /// `start`: runs the user process of a CREATED container.
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
     /// `kill [--all] id signal`.

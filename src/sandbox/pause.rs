@@ -195,7 +195,7 @@ pub async fn stop(rt: &Arc<dyn OciRuntime>, dir: &Path, id: &str, pod_cgroup: Op
     if let Some(cg) = pod_cgroup {
         crate::cgroups::kill_listed(&cgroup_rel(cg));
     }
-    if rt.root().join(id).exists() {
+    if rt.knows(id) {
         rt.delete(id, true).await.ctx("delete pause")?;
     }
     Ok(())

@@ -291,14 +291,14 @@ async fn run_tty(
     let Some(pid) = read_pid(&files.pid) else {
         return Err((Error::Internal(format!("runtime exec in {id}: no pid file")), s));
     };
-    // SAFETY: pidfd_open(2) of the process the runtime just started (our child now, so not reused).
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        kill(Some(pid));
-        return Err((Error::io("pidfd_open", std::io::Error::last_os_error()), s));
-    }
-    // SAFETY: a fresh descriptor from pidfd_open.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // The process the runtime just started (our child now, so its pid is not reused).
+    let pidfd = match crate::sys::pidfd_open(pid as u32) {
+        Ok(fd) => fd,
+        Err(e) => {
+            kill(Some(pid));
+            return Err((Error::io("pidfd_open", e), s));
+        }
+    };
     let pty = match Pty::new(master) {
         Ok(p) => Arc::new(p),
         Err(e) => {
