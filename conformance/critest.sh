@@ -15,8 +15,10 @@
 # Then crustd is stopped and everything it left is swept (runc containers, processes, mounts, cgroups, the
 # bridge, NAT rules of the subnet).
 #
-# Exit status: 0 when critest is not on PATH (nothing to do) or when it ran and no spec failed; 1 when it
-# ran and specs failed (or it failed without a report); 2 when the run could not be set up.
+# Exit status: 0 when critest is not on PATH (nothing to do) or when it ran and no spec failed but those
+# listed in EXPECTED_FAILURES; 1 when any other spec failed (or critest failed without a report); 2 when
+# the run could not be set up. The last line, `conformance: N passed, M failed, K skipped`, counts the
+# expected failures as skipped, so that M is what needs fixing.
 # Extra arguments (and $CRITEST_ARGS) go to critest, e.g. `--ginkgo.focus=Image` or `--parallel=2`.
 # CRUST_CONFORMANCE_NO_BUILD=1 uses the binaries already built (target/release, else target/debug).
 set -euo pipefail
@@ -32,6 +34,14 @@ if [ "$(id -u)" != 0 ]; then
     echo "critest.sh: crustd runs containers: run as root" >&2
     exit 2
 fi
+
+# Specs that cannot pass offline, as regular expressions over the spec name; keep this list short and
+# say why for each. Any other failure fails the run.
+EXPECTED_FAILURES=(
+    # Pulls gcr.io/k8s-staging-cri-tools/test-image-digest by the digest of the upstream manifest: no
+    # image built here can have that digest, and nothing may be fetched from outside the machine.
+    'public image with digest should be pulled and removed'
+)
 
 REGISTRY=${CRUST_TEST_REGISTRY:-http://127.0.0.1:5000}
 REGISTRY=${REGISTRY%/}
@@ -303,7 +313,8 @@ fi
 # One <testcase ...> per line (ginkgo's report); its status attribute, or its <failure>/<skipped>
 # children, say how it went. Suite nodes ([BeforeSuite] …) count only when they fail.
 set +e
-awk '
+expected=$(printf '%s\n' "${EXPECTED_FAILURES[@]}")
+awk -v expected="$expected" '
     function unescape(s) {
         gsub(/&quot;/, "\"", s); gsub(/&#34;/, "\"", s); gsub(/&apos;/, "\047", s); gsub(/&#39;/, "\047", s)
         gsub(/&lt;/, "<", s); gsub(/&gt;/, ">", s); gsub(/&amp;/, "\\&", s); return s
@@ -317,12 +328,13 @@ awk '
         else if (status == "skipped" || status == "pending") { if (!suite) skipped++ }
         else {
             failed++; failures[failed] = name " (" status ")"
-            # The one reference no stand-in can serve (crust-test-images lists it).
-            if (name ~ /public image with digest should be pulled and removed/)
-                failures[failed] = failures[failed] " [expected: the upstream digest cannot be served locally]"
+            known = 0
+            for (i = 1; i <= nexp; i++) if (name ~ exp[i]) known = 1
+            if (known) { expected_failed++; failures[failed] = failures[failed] " [expected: cannot pass offline]" }
         }
         name = ""; status = ""; child = ""
     }
+    BEGIN { nexp = split(expected, exp, "\n") }
     /<testcase[ >]/ {
         finish()
         name = $0; sub(/.*<testcase[^>]* name="/, "", name); sub(/".*/, "", name); name = unescape(name)
@@ -342,17 +354,19 @@ awk '
             print "failed specs:"
             for (i = 1; i <= failed; i++) print "  - " failures[i]
         }
-        exit (failed > 0)
+        unexpected = failed - expected_failed
+        printf "conformance: %d passed, %d failed, %d skipped\n", passed, unexpected, skipped + expected_failed
+        exit (unexpected > 0)
     }
 ' "$JUNIT" | tee "$RESULTS/summary.txt"
 SUMMARY_RC=${PIPESTATUS[0]}
 set -e
 echo "results: $RESULTS (junit.xml, critest.log, crustd.log, images.txt, crust.toml)"
 if [ "$SUMMARY_RC" != 0 ]; then
-    echo "critest.sh: exit status 1 because specs failed"
+    echo "critest.sh: exit status 1 because specs failed that are not expected to"
     exit 1
 fi
-if [ "$CRITEST_RC" != 0 ]; then
+if [ "$CRITEST_RC" != 0 ] && ! grep -q '^failed specs:' "$RESULTS/summary.txt"; then
     echo "critest.sh: exit status 1: critest exited with $CRITEST_RC although its report shows no failure"
     exit 1
 fi

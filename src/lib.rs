@@ -20,5 +20,6 @@ pub mod server;
 pub mod state;
 pub mod streaming;
 pub mod sys;
+pub mod validate;
 
 pub use error::{Error, Result, ResultExt};

@@ -152,6 +152,19 @@ async fn lifecycle_events_in_order_with_statuses() {
         (st.state, st.exit_code),
         (ContainerState::ContainerExited as i32, 5)
     );
+    // PodSandboxStatus carries the same statuses (kubelet reads them there with EventedPLEG on).
+    let ps = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ps.containers_statuses.len(), 1, "{ps:?}");
+    let st = &ps.containers_statuses[0];
+    assert_eq!((st.id.as_str(), st.exit_code), (id.as_str(), 5));
+    assert_eq!(st.metadata.as_ref().unwrap().name, "brief");
 
     rt.remove_container(RemoveContainerRequest {
         container_id: id.clone(),

@@ -160,4 +160,17 @@ impl Daemon {
         }
         Ok((status, info))
     }
+
+    /// The statuses of a pod's containers, oldest first: kubelet's evented PLEG reads them from
+    /// PodSandboxStatus and from each container event.
+    pub fn pod_container_statuses(&self, pod_id: &str) -> Vec<v1::ContainerStatus> {
+        let mut out: Vec<v1::ContainerStatus> = self
+            .containers
+            .pod_container_ids(pod_id)
+            .iter()
+            .filter_map(|id| self.container_status(id, false).ok().map(|(s, _)| s))
+            .collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
 }

@@ -156,6 +156,14 @@ pub fn resolve(req: &UserRequest, passwd: Option<&str>, group: Option<&str>) -> 
     let users = passwd.map(parse_passwd).unwrap_or_default();
     let groups = group.map(parse_group).unwrap_or_default();
     let sc = "config.linux.security_context";
+    if req.run_as_group.is_some() && req.run_as_user.is_none() && req.run_as_username.is_empty() {
+        // As the peers: a group alone would pair with whatever user the image names, which the pod
+        // author did not choose.
+        return Err(Error::invalid(
+            format!("{sc}.run_as_group"),
+            "is set without run_as_user or run_as_username",
+        ));
+    }
     let (uid, mut gid, entry) = if let Some(u) = req.run_as_user {
         let uid = to_id(&format!("{sc}.run_as_user"), u)?;
         let e = users.iter().find(|e| e.uid == uid).cloned();
@@ -289,6 +297,31 @@ mod tests {
         .unwrap();
         assert_eq!((r.uid, r.gid), (1000, 3000));
         assert_eq!(r.additional_gids, vec![3000, 4000]);
+    }
+
+    #[test]
+    fn run_as_group_alone_is_refused_naming_the_field() {
+        let e = resolve(
+            &UserRequest {
+                run_as_group: Some(3000),
+                image_user: "alice".into(),
+                ..req()
+            },
+            Some(PASSWD),
+            Some(GROUP),
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("config.linux.security_context.run_as_group:"),
+            "{s}"
+        );
+        let with_name = UserRequest {
+            run_as_group: Some(3000),
+            run_as_username: "alice".into(),
+            ..req()
+        };
+        assert_eq!(resolve(&with_name, Some(PASSWD), Some(GROUP)).unwrap().gid, 3000);
     }
 
     #[test]

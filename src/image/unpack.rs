@@ -2,9 +2,11 @@
 //! overlayfs lower dir. OCI whiteouts become overlayfs whiteouts (`.wh.NAME` → char device 0/0) and
 //! opaque directories (`.wh..wh..opq` → xattr `trusted.overlay.opaque=y`).
 //!
-//! A layer is hostile until proven otherwise: every entry is resolved with `openat2(RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS)` from the layer directory, so absolute paths, `..`, paths through a symlink the
-//! layer made and hard links to outside all fail the layer, and nothing is ever written outside it.
+//! A layer is hostile until proven otherwise. Member names are resolved inside the layer root whatever
+//! tool wrote them (absolute names and a `/` entry included, as containerd does); a `..` that climbs
+//! above the root fails the layer; every entry is then opened with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)` from the layer directory, so paths through a symlink the layer made and hard
+//! links to outside fail the layer too, and nothing is ever written outside it.
 //! The uncompressed stream is hashed on the way and must match the config's diff ID.
 
 use std::ffi::OsStr;
@@ -153,24 +155,22 @@ struct Meta {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A tar path made relative and checked: no absolute path, no `..`.
+/// A tar member name resolved inside the layer root, as containerd and Docker read layers: a leading `/`
+/// (absolute names, the `/` entry some tools write for the root) and `.` are dropped, and `a/../b` is
+/// `b`. A `..` that would rise above the root refuses the layer: only a hostile tool writes one.
 pub fn clean_path(p: &Path) -> Result<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(refused(format!(
-                    "entry {:?} has an absolute path",
-                    p.display().to_string()
-                )));
-            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
             Component::ParentDir => {
-                return Err(refused(format!(
-                    "entry {:?} contains \"..\"",
-                    p.display().to_string()
-                )));
+                if !out.pop() {
+                    return Err(refused(format!(
+                        "entry {:?} climbs out of the layer root with \"..\"",
+                        p.display().to_string()
+                    )));
+                }
             }
         }
     }

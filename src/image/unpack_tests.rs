@@ -194,12 +194,31 @@ fn dotdot_paths_are_refused() {
 }
 
 #[test]
-fn absolute_paths_are_refused() {
+fn absolute_names_and_the_root_entry_resolve_inside_the_layer() {
+    use tar::EntryType as T;
     let d = dirs();
     let name = format!("{}/x", d.outside.display());
-    let data = tar_of(|b| raw(b, &name, tar::EntryType::Regular, "", b"bad", 0o644));
-    let e = run(&data, &d).unwrap_err();
-    assert!(e.to_string().contains("absolute"), "{e}");
+    let data = tar_of(|b| {
+        raw(b, "/", T::Directory, "", b"", 0o755);
+        raw(b, "./", T::Directory, "", b"", 0o755);
+        raw(b, "/bin/", T::Directory, "", b"", 0o755);
+        raw(b, "/bin/tool", T::Regular, "", b"tool", 0o755);
+        raw(b, "./bin/../bin/alias", T::Link, "/bin/tool", b"", 0o755);
+        raw(b, &name, T::Regular, "", b"inside", 0o644);
+    });
+    run(&data, &d).unwrap();
+    assert_eq!(std::fs::read(d.layer.join("bin/tool")).unwrap(), b"tool");
+    let (a, b) = (
+        std::fs::metadata(d.layer.join("bin/tool")).unwrap(),
+        std::fs::metadata(d.layer.join("bin/alias")).unwrap(),
+    );
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "an absolute hard link target is a member of the layer"
+    );
+    let inside = d.layer.join(d.outside.strip_prefix("/").unwrap()).join("x");
+    assert_eq!(std::fs::read(inside).unwrap(), b"inside");
     outside_is_empty(&d);
 }
 

@@ -13,7 +13,7 @@ use super::record::{NameKey, Namespaces, NetworkRecord, PodRecord, PodState};
 use super::{Inner, netns, network, pause};
 use crate::daemon::Daemon;
 use crate::error::ResultExt;
-use crate::server::validate;
+use crate::validate;
 use crate::{Error, Result};
 
 /// A validated RunPodSandbox request.
@@ -40,15 +40,9 @@ const NS_FIELD: &str = "config.linux.security_context.namespace_options";
 pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
     let cfg = validate::present("config", &req.config)?;
     let md = validate::present("config.metadata", &cfg.metadata)?;
-    pod_name("config.metadata.name", &md.name)?;
-    validate::dns_label("config.metadata.namespace", &md.namespace)?;
-    validate::required("config.metadata.uid", &md.uid)?;
-    if md.uid.len() > 128 || md.uid.contains(['/', '\n', '\0']) {
-        return Err(Error::invalid(
-            "config.metadata.uid",
-            format!("{:?} is not a valid uid", md.uid),
-        ));
-    }
+    validate::cni_arg("config.metadata.name", &md.name)?;
+    validate::cni_arg("config.metadata.namespace", &md.namespace)?;
+    validate::cni_arg("config.metadata.uid", &md.uid)?;
     if !cfg.hostname.is_empty() {
         hostname("config.hostname", &cfg.hostname)?;
     }
@@ -106,29 +100,6 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
         cgroup_parent,
         runtime_handler: req.runtime_handler,
     })
-}
-
-/// A pod name: at most a DNS label's 63 characters of [a-z0-9.-], alphanumeric at both ends.
-fn pod_name(field: &str, v: &str) -> Result<()> {
-    validate::required(field, v)?;
-    if v.len() > 63 {
-        return Err(Error::invalid(
-            field,
-            format!("{v:?} is longer than 63 characters"),
-        ));
-    }
-    let ok = v
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && v.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !ok {
-        return Err(Error::invalid(
-            field,
-            format!("{v:?} is not a DNS name (a-z, 0-9, '-' and '.')"),
-        ));
-    }
-    Ok(())
 }
 
 fn hostname(field: &str, v: &str) -> Result<()> {
@@ -408,7 +379,12 @@ fn effective_hostname(p: &NewPod) -> String {
             .unwrap_or_default();
     }
     if p.hostname.is_empty() {
-        p.key.name.chars().take(63).collect()
+        // A pod name may be longer than the 64 bytes a hostname can hold: cut it at a character.
+        let mut end = p.key.name.len().min(63);
+        while !p.key.name.is_char_boundary(end) {
+            end -= 1;
+        }
+        p.key.name[..end].to_string()
     } else {
         p.hostname.clone()
     }
@@ -461,7 +437,8 @@ mod tests {
         for (f, set) in [
             (
                 "config.metadata.name",
-                Box::new(|m: &mut v1::PodSandboxMetadata| m.name = "a".repeat(64)) as Box<dyn Fn(&mut _)>,
+                Box::new(|m: &mut v1::PodSandboxMetadata| m.name = "a;IP=10.0.0.2".into())
+                    as Box<dyn Fn(&mut _)>,
             ),
             (
                 "config.metadata.name",

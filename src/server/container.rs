@@ -6,20 +6,15 @@ use cri_api::v1;
 
 use crate::container::{ListFilter, NewContainer};
 use crate::daemon::Daemon;
-use crate::server::validate;
+use crate::validate;
 use crate::{Error, Result};
 
 fn validate_create(req: &v1::CreateContainerRequest) -> Result<()> {
     validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
     let c = validate::present("config", &req.config)?;
     let m = validate::present("config.metadata", &c.metadata)?;
+    // A container's name is never a path component: any non-empty name is taken, as by the peers.
     validate::required("config.metadata.name", &m.name)?;
-    if m.name.contains('/') || m.name.len() > 253 {
-        return Err(Error::invalid(
-            "config.metadata.name",
-            format!("{:?} is not a valid container name", m.name),
-        ));
-    }
     let img = validate::present("config.image", &c.image)?;
     validate::required("config.image.image", &img.image)?;
     if Path::new(&c.log_path)

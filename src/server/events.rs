@@ -46,12 +46,7 @@ pub fn get_container_events(d: &Arc<Daemon>) -> BoxStream<v1::ContainerEventResp
 
 fn response(d: &Daemon, ev: &Event) -> v1::ContainerEventResponse {
     let pod_sandbox_status = d.sandboxes.status(&ev.pod_id, false).ok().map(|(s, _)| s);
-    let containers_statuses = d
-        .containers
-        .pod_container_ids(&ev.pod_id)
-        .iter()
-        .filter_map(|id| d.container_status(id, false).ok().map(|(s, _)| s))
-        .collect();
+    let containers_statuses = d.pod_container_statuses(&ev.pod_id);
     v1::ContainerEventResponse {
         container_id: ev.id.clone(),
         container_event_type: ev.kind as i32,

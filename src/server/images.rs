@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use cri_api::v1;
 
-use super::validate;
 use crate::daemon::Daemon;
 use crate::image::{Credentials, ImageRecord};
+use crate::validate;
 use crate::{Error, Result};
 
 /// The CRI view of an image record.

@@ -13,7 +13,6 @@ mod sandbox;
 mod socket;
 pub mod status;
 mod streaming;
-pub mod validate;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@ use cri_api::v1;
 
 use crate::daemon::Daemon;
 use crate::sandbox::{ListFilter, validate_run};
-use crate::server::validate;
+use crate::validate;
 use crate::{Error, Result};
 
 /// `RunPodSandbox`.
@@ -44,7 +44,7 @@ pub async fn pod_sandbox_status(
     Ok(v1::PodSandboxStatusResponse {
         status: Some(status),
         info,
-        containers_statuses: Vec::new(),
+        containers_statuses: d.pod_container_statuses(&req.pod_sandbox_id),
         timestamp: crate::state::now_nanos(),
     })
 }

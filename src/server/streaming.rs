@@ -2,9 +2,9 @@
 
 use cri_api::v1;
 
-use super::validate;
 use crate::daemon::Daemon;
 use crate::streaming::Pending;
+use crate::validate;
 use crate::{Error, Result};
 
 fn streams_ok(tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<()> {

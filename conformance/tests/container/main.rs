@@ -242,5 +242,6 @@ async fn wait_for_log(path: &str, needle: &str) {
 
 mod api;
 mod exec;
+mod foreign;
 mod lifecycle;
 mod security;
