@@ -329,12 +329,12 @@ awk -v expected="$expected" '
         else {
             failed++; failures[failed] = name " (" status ")"
             known = 0
-            for (i = 1; i <= nexp; i++) if (name ~ exp[i]) known = 1
+            for (i = 1; i <= nexp; i++) if (name ~ expect_re[i]) known = 1
             if (known) { expected_failed++; failures[failed] = failures[failed] " [expected: cannot pass offline]" }
         }
         name = ""; status = ""; child = ""
     }
-    BEGIN { nexp = split(expected, exp, "\n") }
+    BEGIN { nexp = split(expected, expect_re, "\n") }
     /<testcase[ >]/ {
         finish()
         name = $0; sub(/.*<testcase[^>]* name="/, "", name); sub(/".*/, "", name); name = unescape(name)

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 use crate::state::Dirs;
-use crate::{Result, container, image, sandbox};
+use crate::{Error, Result, container, image, sandbox};
 
 /// crustd's core.
 pub struct Daemon {
@@ -25,6 +25,8 @@ pub struct Daemon {
     pub streaming: crate::streaming::Streaming,
     /// Container and pod lifecycle events (GetContainerEvents).
     pub events: crate::events::Events,
+    /// Whether pods can have user namespaces here (probed at start-up), or why not.
+    pub user_namespaces: std::result::Result<(), String>,
 }
 
 impl Daemon {
@@ -36,6 +38,14 @@ impl Daemon {
         let sandboxes = sandbox::Sandboxes::open(&config, &dirs, events.clone()).await?;
         let containers = container::Containers::open(&config, &dirs, events.clone()).await?;
         let streaming = crate::streaming::Streaming::new(&config);
+        let images_dir = dirs.images();
+        let user_namespaces = tokio::task::spawn_blocking(move || container::idmap::probe(&images_dir))
+            .await
+            .map_err(|e| Error::Internal(format!("user namespace probe: {e}")))?
+            .map_err(|e| e.to_string());
+        if let Err(why) = &user_namespaces {
+            tracing::info!(reason = %why, "pods cannot have user namespaces here");
+        }
         let d = Arc::new(Daemon {
             config,
             dirs,
@@ -45,6 +55,7 @@ impl Daemon {
             pod_cidr: Mutex::new(String::new()),
             streaming,
             events,
+            user_namespaces,
         });
         d.recover().await;
         crate::streaming::start(&d).await?;

@@ -1,5 +1,5 @@
 //! Small process-level helpers shared by crustd and the monitor: subreaper, pidfds, oom_score_adj
-//! clamping.
+//! clamping, and a child in a new user namespace.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -41,4 +41,98 @@ pub fn own_oom_score_adj() -> i32 {
 pub fn clamp_oom_score_adj(requested: i64) -> i32 {
     let own = own_oom_score_adj() as i64;
     requested.clamp(own, 1000) as i32
+}
+
+/// Runs `f` with the pid of a child that sits in a new user namespace (made together with the
+/// namespaces in `extra`, which then belong to it) whose `uid_map` and `gid_map` hold the given lines;
+/// the child exits once `f` returns.
+///
+/// unshare(CLONE_NEWUSER) is refused to a threaded process such as crustd, hence the forked child; it
+/// makes only async-signal-safe calls (unshare, write, read, _exit).
+pub fn in_new_userns<T>(
+    extra: libc::c_int,
+    uid_map: &str,
+    gid_map: &str,
+    f: impl FnOnce(i32) -> io::Result<T>,
+) -> io::Result<T> {
+    use std::os::fd::AsRawFd;
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (ready_r, ready_w) = nix::unistd::pipe2(cloexec)?;
+    let (go_r, go_w) = nix::unistd::pipe2(cloexec)?;
+    // SAFETY: see above: the child only makes async-signal-safe calls on fds it inherited.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            // Its copies of the parent's ends: the read below ends when the parent closes its own.
+            libc::close(ready_r.as_raw_fd());
+            libc::close(go_w.as_raw_fd());
+            let ok = libc::unshare(libc::CLONE_NEWUSER | extra) == 0;
+            libc::write(ready_w.as_raw_fd(), [u8::from(ok)].as_ptr().cast(), 1);
+            let mut b = [0u8; 1];
+            libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    drop(ready_w);
+    drop(go_r);
+    let result = (|| {
+        let mut b = [0u8; 1];
+        if nix::unistd::read(&ready_r, &mut b)? != 1 || b[0] != 1 {
+            return Err(io::Error::other("unshare(CLONE_NEWUSER) failed in the child"));
+        }
+        std::fs::write(format!("/proc/{pid}/uid_map"), uid_map)?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), gid_map)?;
+        f(pid)
+    })();
+    drop(go_w);
+    // SAFETY: reaping our own child into a null status.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    result
+}
+
+/// Sets the calling thread's filesystem uid and gid, then raises its effective capabilities back to
+/// its permitted set (a change of fsuid from 0 clears the filesystem ones). For a thread of its own
+/// that ends after its work: credentials are per thread.
+pub fn set_fs_ids_keeping_caps(uid: u32, gid: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // SAFETY: setfsgid/setfsuid take integers; capget/capset read and write the local structs of the
+    // kernel's v3 layout (a header and two data elements).
+    unsafe {
+        libc::setfsgid(gid);
+        libc::setfsuid(uid);
+        if libc::setfsuid(u32::MAX) as u32 != uid || libc::setfsgid(u32::MAX) as u32 != gid {
+            return Err(io::Error::other("setfsuid/setfsgid did not take"));
+        }
+        let mut h = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut d = [Data::default(); 2];
+        if libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for x in &mut d {
+            x.effective = x.permitted;
+        }
+        if libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

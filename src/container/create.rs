@@ -385,7 +385,15 @@ impl Inner {
         let paths = self.rootfs_paths(&p.id);
         let layers = p.image.layers.clone();
         let paths2 = paths.clone();
-        tokio::task::spawn_blocking(move || rootfs::mount(&paths2, &layers))
+        let idmap = p.pod.userns_path.clone().and_then(|userns| {
+            let u = p.pod.namespace_options.userns_options.as_ref()?;
+            Some(rootfs::Idmap {
+                userns,
+                root_uid: u.uids.first()?.host_id,
+                root_gid: u.gids.first()?.host_id,
+            })
+        });
+        tokio::task::spawn_blocking(move || rootfs::mount(&paths2, &layers, idmap.as_ref()))
             .await
             .map_err(|e| Error::Internal(format!("mount task failed: {e}")))??;
         let mut devices = Vec::new();

@@ -11,6 +11,7 @@
 
 mod create;
 mod exec;
+pub mod idmap;
 mod mounts;
 pub mod record;
 pub mod resources;

@@ -35,9 +35,19 @@ impl RootfsPaths {
     }
 }
 
-/// Creates the writable layer and mounts the overlay. `layers` are lowest first. On failure the
-/// directories made here are removed again.
-pub fn mount(paths: &RootfsPaths, layers: &[PathBuf]) -> Result<()> {
+/// A pod's user namespace for its containers' rootfs: the pinned namespace and the host uid and gid its
+/// root maps to.
+#[derive(Debug, Clone)]
+pub struct Idmap {
+    pub userns: PathBuf,
+    pub root_uid: u32,
+    pub root_gid: u32,
+}
+
+/// Creates the writable layer and mounts the overlay. `layers` are lowest first. With `idmap`, every
+/// layer is seen through an idmapped mount of the pod's user namespace. On failure the directories
+/// made here are removed again.
+pub fn mount(paths: &RootfsPaths, layers: &[PathBuf], idmap: Option<&Idmap>) -> Result<()> {
     let what = format!("mount rootfs at {}", paths.mountpoint.display());
     let mut lowers: Vec<PathBuf> = layers.iter().rev().cloned().collect();
     if lowers.is_empty() {
@@ -49,7 +59,59 @@ pub fn mount(paths: &RootfsPaths, layers: &[PathBuf]) -> Result<()> {
     for d in [paths.upper(), paths.work(), paths.mountpoint.clone()] {
         std::fs::create_dir_all(&d).ctx(format!("{what}: create {}", d.display()))?;
     }
-    for l in &lowers {
+    let r = match idmap {
+        None => mount_overlay(paths, &lowers, &what),
+        Some(idmap) => mount_idmapped(paths, &lowers, idmap, &what),
+    };
+    if let Err(e) = r {
+        let _ = crate::state::remove_dir_idempotent(&paths.layer_dir);
+        let _ = std::fs::remove_dir(&paths.mountpoint);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The overlay over idmapped clones of the layers and of the writable layer's directory.
+///
+/// overlayfs does its upper-layer work (its `work` dir, copy-ups) with the mounter's credentials,
+/// which must map through the idmapped writable layer: host root does not (EOVERFLOW, and the overlay
+/// falls back to read-only), the pod's root does. So the overlay is made on a thread of its own whose
+/// filesystem ids are the pod root's, with its capabilities kept.
+fn mount_idmapped(paths: &RootfsPaths, lowers: &[PathBuf], idmap: &Idmap, what: &str) -> Result<()> {
+    let userns = &idmap.userns;
+    let fd: OwnedFd = std::fs::File::open(userns)
+        .ctx(format!(
+            "{what}: open the pod user namespace {}",
+            userns.display()
+        ))?
+        .into();
+    let mut staging = super::idmap::Staging::new(paths.mountpoint.with_extension("idmap"))?;
+    let mut mapped = Vec::with_capacity(lowers.len());
+    for (i, l) in lowers.iter().enumerate() {
+        mapped.push(staging.add(l, &fd, &i.to_string()).ctx(what)?);
+    }
+    let rw = staging.add(&paths.layer_dir, &fd, "rw").ctx(what)?;
+    let mapped_paths = RootfsPaths {
+        layer_dir: rw,
+        mountpoint: paths.mountpoint.clone(),
+    };
+    let (uid, gid) = (idmap.root_uid, idmap.root_gid);
+    let what2 = what.to_string();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            crate::sys::set_fs_ids_keeping_caps(uid, gid)
+                .map_err(|e| Error::io(format!("{what2}: take the pod root's filesystem ids"), e))?;
+            mount_fsconfig(&mapped_paths, &mapped).ctx(&what2)
+        })
+        .join()
+        .map_err(|_| Error::Internal(format!("{what}: mount thread panicked")))?
+    })
+    // The staging mounts are detached here: the overlay holds clones of its own.
+}
+
+/// Mounts the overlay of `lowers` (topmost first) and the writable layer at the mount point.
+fn mount_overlay(paths: &RootfsPaths, lowers: &[PathBuf], what: &str) -> Result<()> {
+    for l in lowers {
         let s = l.to_string_lossy();
         if s.contains(':') || s.contains(',') {
             return Err(Error::Internal(format!(
@@ -67,7 +129,7 @@ pub fn mount(paths: &RootfsPaths, layers: &[PathBuf]) -> Result<()> {
         paths.upper().display(),
         paths.work().display()
     );
-    let r = if data.len() <= MAX_MOUNT_DATA {
+    if data.len() <= MAX_MOUNT_DATA {
         nix::mount::mount(
             Some("overlay"),
             &paths.mountpoint,
@@ -77,14 +139,8 @@ pub fn mount(paths: &RootfsPaths, layers: &[PathBuf]) -> Result<()> {
         )
         .map_err(|e| Error::io(format!("{what}: mount overlay"), e.into()))
     } else {
-        mount_fsconfig(paths, &lowers).ctx(&what)
-    };
-    if let Err(e) = r {
-        let _ = crate::state::remove_dir_idempotent(&paths.layer_dir);
-        let _ = std::fs::remove_dir(&paths.mountpoint);
-        return Err(e);
+        mount_fsconfig(paths, lowers).ctx(what)
     }
-    Ok(())
 }
 
 fn cstr(s: &str) -> Result<CString> {
@@ -261,7 +317,7 @@ mod tests {
             layer_dir: d.path().join("ctr"),
             mountpoint: d.path().join("rootfs"),
         };
-        mount(&paths, &layers).unwrap();
+        mount(&paths, &layers, None).unwrap();
         let top = std::fs::read_to_string(paths.mountpoint.join("top"));
         let f0 = std::fs::read_to_string(paths.mountpoint.join("f0"));
         std::fs::write(paths.mountpoint.join("new"), "x").unwrap();

@@ -164,7 +164,11 @@ fn namespaces(inp: &SpecInput) -> Result<Vec<Value>> {
         Some(path) => json!({"type": t, "path": path}),
         None => json!({"type": t}),
     };
-    let mut out = vec![ns("mount", None)];
+    // A pod with its own user namespace: joined first (runc does), the others belong to it.
+    let mut out = match &p.userns_path {
+        Some(u) => vec![json!({"type": "user", "path": u}), ns("mount", None)],
+        None => vec![ns("mount", None)],
+    };
     if let Some(n) = &p.netns_path {
         out.push(json!({"type": "network", "path": n}));
     }
@@ -331,6 +335,17 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
         "cgroupsPath": format!("/{}/{}", inp.pod.ctx.cgroup_parent.trim_matches('/'), inp.id),
         "resources": resources::to_json(&resources_cfg, inp.host.cgroup_v2, "config.linux.resources")?,
     });
+    if inp.pod.ctx.userns_path.is_some()
+        && let Some(u) = &inp.pod.ctx.namespace_options.userns_options
+    {
+        let maps = |m: &[v1::IdMapping]| -> Vec<Value> {
+            m.iter()
+                .map(|m| json!({"containerID": m.container_id, "hostID": m.host_id, "size": m.length}))
+                .collect()
+        };
+        linux["uidMappings"] = json!(maps(&u.uids));
+        linux["gidMappings"] = json!(maps(&u.gids));
+    }
     let pick = |cri: &[String], cfgd: &[String], dflt: &[&str]| -> Vec<String> {
         if !cri.is_empty() {
             cri.to_vec()

@@ -19,6 +19,7 @@ fn pod() -> PodInfo {
             namespace: "default".into(),
             uid: "u1".into(),
             netns_path: Some("/run/crust/netns/pod1".into()),
+            userns_path: None,
             pause_pid: Some(4242),
             namespace_options: v1::NamespaceOption::default(),
             hostname_path: "/run/crust/pods/pod1/hostname".into(),

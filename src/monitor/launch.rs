@@ -36,6 +36,10 @@ pub struct PauseLaunch {
     pub sysctls: Vec<(String, String)>,
     /// The `cgroup.procs` files of the pause cgroup, one per hierarchy, to join.
     pub cgroup_procs: Vec<PathBuf>,
+    /// The pod's pinned user namespace to enter before the new namespaces are made (so they belong to
+    /// it); `None` keeps the host's.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     pub uid: u32,
     pub gid: u32,
     /// Written to the pause's `oom_score_adj` (crustd clamps it to its own).
@@ -49,6 +53,9 @@ const PAUSE: &std::ffi::CStr = c"/pause";
 struct Prepared {
     devnull: RawFd,
     netns: Option<OwnedFd>,
+    userns: Option<OwnedFd>,
+    /// The namespaces to unshare in the pod's user namespace (with `userns` only).
+    unshare: libc::c_int,
     cgroups: Vec<OwnedFd>,
     oom: Option<Vec<u8>>,
     hostname: Option<Vec<u8>>,
@@ -71,6 +78,10 @@ fn prepare(l: &PauseLaunch, devnull: RawFd) -> Result<Prepared, String> {
         Some(p) => Some(open(p, libc::O_RDONLY)?),
         None => None,
     };
+    let userns = match &l.userns {
+        Some(p) => Some(open(p, libc::O_RDONLY)?),
+        None => None,
+    };
     let cgroups = l
         .cgroup_procs
         .iter()
@@ -87,6 +98,8 @@ fn prepare(l: &PauseLaunch, devnull: RawFd) -> Result<Prepared, String> {
     Ok(Prepared {
         devnull,
         netns,
+        userns,
+        unshare: new_namespaces(l),
         cgroups,
         oom: l.oom_score_adj.map(|v| v.to_string().into_bytes()),
         hostname: l.hostname.as_ref().map(|h| h.as_bytes().to_vec()),
@@ -97,12 +110,8 @@ fn prepare(l: &PauseLaunch, devnull: RawFd) -> Result<Prepared, String> {
     })
 }
 
-/// Starts the pause as the monitor's child; returns its pid once it has exec'd `/pause`, or what
-/// failed (then nothing of it runs).
-pub fn start(l: &PauseLaunch, devnull: RawFd) -> Result<i32, String> {
-    let p = prepare(l, devnull)?;
-    let (r, w) = sysutil::pipe(false).map_err(|e| format!("pipe: {e}"))?;
-    let mut flags = libc::SIGCHLD | libc::CLONE_NEWNS;
+fn new_namespaces(l: &PauseLaunch) -> libc::c_int {
+    let mut flags = libc::CLONE_NEWNS;
     for (on, f) in [
         (l.new_pid, libc::CLONE_NEWPID),
         (l.new_ipc, libc::CLONE_NEWIPC),
@@ -112,12 +121,19 @@ pub fn start(l: &PauseLaunch, devnull: RawFd) -> Result<i32, String> {
             flags |= f;
         }
     }
-    // SAFETY: the monitor is single-threaded; a clone without CLONE_VM and without a new stack is a
-    // fork (with new namespaces), and the child only makes async-signal-safe calls on `p`.
+    flags
+}
+
+/// A fork (with new namespaces when `flags` has them): the child's pid, or 0 in the child.
+///
+/// # Safety
+/// Single-threaded callers only; the child may make async-signal-safe calls only.
+unsafe fn clone(flags: libc::c_int) -> Result<i32, String> {
+    // SAFETY: a clone without CLONE_VM and without a new stack is a fork.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            flags as libc::c_ulong,
+            (libc::SIGCHLD | flags) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -127,19 +143,55 @@ pub fn start(l: &PauseLaunch, devnull: RawFd) -> Result<i32, String> {
     if pid < 0 {
         return Err(format!("clone: {}", std::io::Error::last_os_error()));
     }
+    Ok(pid as i32)
+}
+
+/// Starts the pause as the monitor's child; returns its pid once it has exec'd `/pause`, or what
+/// failed (then nothing of it runs).
+///
+/// Without a user namespace, one clone makes the pause with its new namespaces. With one, the new
+/// namespaces must be made inside it, so a plain fork enters the pod's namespaces, unshares the new
+/// ones and forks the pause (PID 1 of the new PID namespace), reports its pid and exits; the pause is
+/// then the monitor's child again, the monitor being a child subreaper.
+pub fn start(l: &PauseLaunch, devnull: RawFd) -> Result<i32, String> {
+    let p = prepare(l, devnull)?;
+    let (r, w) = sysutil::pipe(false).map_err(|e| format!("pipe: {e}"))?;
+    let (pid_r, pid_w) = sysutil::pipe(false).map_err(|e| format!("pipe: {e}"))?;
+    let flags = if p.userns.is_some() { 0 } else { p.unshare };
+    // SAFETY: the monitor is single-threaded, and the child only makes async-signal-safe calls on `p`.
+    let pid = unsafe { clone(flags)? };
     if pid == 0 {
         // SAFETY: in the child, see above.
-        unsafe { child(&p, w.as_raw_fd()) }
+        unsafe {
+            enter(&p, w.as_raw_fd());
+            if p.userns.is_some() {
+                intermediate(&p, w.as_raw_fd(), pid_w.as_raw_fd())
+            }
+            child(&p, w.as_raw_fd())
+        }
     }
-    let pid = pid as i32;
     drop(w);
+    drop(pid_w);
     let mut buf = [0u8; 128];
     let n = sysutil::read(r.as_raw_fd(), &mut buf).unwrap_or(0);
+    let pause = if p.userns.is_some() {
+        // SAFETY: reaping the intermediate child, which has exited or is about to.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        let mut b = [0u8; 4];
+        match sysutil::read(pid_r.as_raw_fd(), &mut b) {
+            Ok(4) => Some(i32::from_le_bytes(b)),
+            _ => None,
+        }
+    } else {
+        Some(pid)
+    };
     if n == 0 {
-        return Ok(pid);
+        return pause.ok_or_else(|| "pause: the namespace helper exited without a pid".to_string());
     }
-    // SAFETY: reaping our own failed child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    if let Some(pause) = pause {
+        // SAFETY: reaping our own failed child (the pause, reparented to us in the userns case).
+        unsafe { libc::waitpid(pause, std::ptr::null_mut(), 0) };
+    }
     let errno = i32::from_le_bytes([buf[0], buf[1], buf[2], buf.get(3).copied().unwrap_or(0)]);
     let step = String::from_utf8_lossy(buf.get(4..n).unwrap_or_default());
     Err(format!(
@@ -176,17 +228,19 @@ unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> bool {
     }
 }
 
-/// The pause's side of the clone: never returns.
-unsafe fn child(p: &Prepared, err: RawFd) -> ! {
+macro_rules! check {
+    ($err:expr, $ok:expr, $step:expr) => {
+        if !$ok {
+            fail($err, $step)
+        }
+    };
+}
+
+/// The child's first steps, in the host's user namespace: stdio, signals, the pause cgroup,
+/// oom_score_adj and the pod's netns.
+unsafe fn enter(p: &Prepared, err: RawFd) {
     // SAFETY: raw system calls on data prepared before the clone; every failure ends in `fail`.
     unsafe {
-        macro_rules! check {
-            ($ok:expr, $step:expr) => {
-                if !$ok {
-                    fail(err, $step)
-                }
-            };
-        }
         for fd in 0..3 {
             libc::dup2(p.devnull, fd);
         }
@@ -197,30 +251,74 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
         libc::signal(libc::SIGHUP, libc::SIG_DFL);
         for fd in &p.cgroups {
             check!(
+                err,
                 libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) == 1,
                 b"join the pause cgroup"
             );
         }
         if let Some(v) = &p.oom {
-            check!(write_file(c"/proc/self/oom_score_adj", v), b"set oom_score_adj");
+            check!(
+                err,
+                write_file(c"/proc/self/oom_score_adj", v),
+                b"set oom_score_adj"
+            );
         }
         if let Some(fd) = &p.netns {
             check!(
+                err,
                 libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) == 0,
                 b"join the pod network namespace"
             );
         }
+    }
+}
+
+/// With a user namespace: enter it, make the new namespaces there, fork the pause, report its pid on
+/// `pid_w` and exit. Never returns in the intermediate; returns in the pause.
+unsafe fn intermediate(p: &Prepared, err: RawFd, pid_w: RawFd) {
+    // SAFETY: as in `enter`.
+    unsafe {
+        if let Some(fd) = &p.userns {
+            check!(
+                err,
+                libc::setns(fd.as_raw_fd(), libc::CLONE_NEWUSER) == 0,
+                b"join the pod user namespace"
+            );
+        }
+        check!(
+            err,
+            libc::unshare(p.unshare) == 0,
+            b"make the pod namespaces in its user namespace"
+        );
+        let pid = match clone(0) {
+            Ok(pid) => pid,
+            Err(_) => fail(err, b"fork the pause"),
+        };
+        if pid == 0 {
+            return;
+        }
+        libc::write(pid_w, pid.to_le_bytes().as_ptr().cast(), 4);
+        libc::_exit(0)
+    }
+}
+
+/// The pause's side: never returns.
+unsafe fn child(p: &Prepared, err: RawFd) -> ! {
+    // SAFETY: raw system calls on data prepared before the clone; every failure ends in `fail`.
+    unsafe {
         if let Some(h) = &p.hostname {
             check!(
+                err,
                 libc::sethostname(h.as_ptr().cast(), h.len()) == 0,
                 b"set the hostname"
             );
         }
         for (path, v) in &p.sysctls {
-            check!(write_file(path, v), path.to_bytes());
+            check!(err, write_file(path, v), path.to_bytes());
         }
         let null = std::ptr::null::<libc::c_char>();
         check!(
+            err,
             libc::mount(
                 null,
                 c"/".as_ptr(),
@@ -231,6 +329,7 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
             b"make the mount namespace private"
         );
         check!(
+            err,
             libc::mount(
                 p.rootfs.as_ptr(),
                 p.rootfs.as_ptr(),
@@ -240,18 +339,21 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
             ) == 0,
             b"bind the pause root"
         );
-        check!(libc::chdir(p.rootfs.as_ptr()) == 0, b"enter the pause root");
+        check!(err, libc::chdir(p.rootfs.as_ptr()) == 0, b"enter the pause root");
         check!(
+            err,
             libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0,
             b"pivot_root"
         );
         check!(
+            err,
             libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0,
             b"detach the host root"
         );
-        check!(libc::chdir(c"/".as_ptr()) == 0, b"chdir /");
+        check!(err, libc::chdir(c"/".as_ptr()) == 0, b"chdir /");
         let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
         check!(
+            err,
             libc::mount(null, c"/".as_ptr(), null, ro, std::ptr::null()) == 0,
             b"make the pause root read-only"
         );
@@ -265,19 +367,23 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
         }
         libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
         check!(
+            err,
             libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) == 0,
             b"setgroups"
         );
         check!(
+            err,
             libc::syscall(libc::SYS_setresgid, p.gid, p.gid, p.gid) == 0,
             b"setresgid"
         );
         // From root to a non-zero uid without keep-caps: the permitted and effective sets empty.
         check!(
+            err,
             libc::syscall(libc::SYS_setresuid, p.uid, p.uid, p.uid) == 0,
             b"setresuid"
         );
         check!(
+            err,
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0,
             b"set no_new_privs"
         );

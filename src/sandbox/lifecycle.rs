@@ -72,6 +72,13 @@ impl Inner {
             }
             keep_first(&mut first, r);
         }
+        if let Some(path) = rec.userns.clone() {
+            let r = netns::remove(&path);
+            if r.is_ok() {
+                rec.userns = None;
+            }
+            keep_first(&mut first, r);
+        }
         first.map_or(Ok(()), Err)
     }
 

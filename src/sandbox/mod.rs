@@ -43,6 +43,8 @@ pub struct PodContext {
     pub uid: String,
     /// The pinned netns; `None` for the host network.
     pub netns_path: Option<PathBuf>,
+    /// The pinned user namespace of a pod with its own; `None`: the host's.
+    pub userns_path: Option<PathBuf>,
     /// The pause's pid: join its ipc/uts/pid namespaces through `/proc/<pid>/ns/*`.
     pub pause_pid: Option<u32>,
     pub namespace_options: v1::NamespaceOption,
@@ -91,7 +93,12 @@ pub struct Sandboxes {
 impl Sandboxes {
     /// Loads the records.
     pub async fn open(cfg: &Config, dirs: &Dirs, events: crate::events::Events) -> Result<Self> {
-        for d in [dirs.pod_records(), dirs.netns_dir(), dirs.state.join("pods")] {
+        for d in [
+            dirs.pod_records(),
+            dirs.netns_dir(),
+            dirs.userns_dir(),
+            dirs.state.join("pods"),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
         let records = PodRecord::load_all(dirs);
@@ -248,6 +255,10 @@ impl Inner {
         self.dirs.netns_dir().join(id)
     }
 
+    fn userns_path(&self, id: &str) -> PathBuf {
+        self.dirs.userns_dir().join(id)
+    }
+
     fn pause_dir(&self, id: &str) -> PathBuf {
         PodRecord::pause_dir(&self.dirs, id)
     }
@@ -286,6 +297,7 @@ impl Inner {
             namespace: rec.namespace.clone(),
             uid: rec.uid.clone(),
             netns_path: (!ns.host_network()).then(|| self.netns_path(&rec.id)),
+            userns_path: rec.userns.clone(),
             pause_pid: (rec.pause_pid != 0).then_some(rec.pause_pid),
             namespace_options: ns.to_cri(),
             hostname_path: files.hostname,

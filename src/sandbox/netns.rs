@@ -6,6 +6,7 @@ use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags};
 
+use super::record::UserNs;
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
@@ -45,6 +46,66 @@ fn create_on_this_thread(path: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(|e| Error::io(format!("bind mount netns on {}", path.display()), e.into()))
+}
+
+/// For a pod with its own user namespace: makes the user namespace (with the pod's id mappings) and a
+/// network namespace owned by it, pins both, and brings `lo` up. The netns must belong to the pod's user
+/// namespace, or the pod's root could not mount its `/sys` nor set its network sysctls.
+///
+/// A forked child makes both namespaces in one call (the user namespace first, then the netns as its
+/// child) and waits while crustd writes its maps and pins the namespaces.
+pub async fn create_in_userns(netns: &Path, userns: &Path, maps: UserNs) -> Result<()> {
+    let (net, user) = (netns.to_path_buf(), userns.to_path_buf());
+    let r = tokio::task::spawn_blocking(move || userns_child(&net, &user, maps))
+        .await
+        .map_err(|e| Error::Internal(format!("userns task failed: {e}")))?;
+    let r = match r {
+        Ok(()) => set_lo_up_in(netns).await,
+        Err(e) => Err(e),
+    };
+    if r.is_err() {
+        let _ = remove(netns);
+        let _ = remove(userns);
+    }
+    r
+}
+
+fn userns_child(netns: &Path, userns: &Path, maps: UserNs) -> Result<()> {
+    for p in [netns, userns] {
+        std::fs::File::create(p).ctx(format!("create {}", p.display()))?;
+    }
+    let uid_map = maps.uids.line();
+    let gid_map = maps.gids.line();
+    crate::sys::in_new_userns(libc::CLONE_NEWNET, &uid_map, &gid_map, |pid| {
+        for (src, dst) in [("user", userns), ("net", netns)] {
+            nix::mount::mount(
+                Some(format!("/proc/{pid}/ns/{src}").as_str()),
+                dst,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )?;
+        }
+        Ok(())
+    })
+    .map_err(|e| Error::io("make and pin the pod's user and network namespaces", e))
+}
+
+/// Brings `lo` up in a pinned netns, from a thread that joins it.
+async fn set_lo_up_in(netns: &Path) -> Result<()> {
+    let f = std::fs::File::open(netns).ctx(format!("open {}", netns.display()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("crust-netns".into())
+        .spawn(move || {
+            let r = nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::io("join the pod netns", e.into()))
+                .and_then(|()| loopback_up().ctx("bring up lo in the new netns"));
+            let _ = tx.send(r);
+        })
+        .ctx("spawn netns thread")?;
+    rx.await
+        .map_err(|_| Error::Internal("netns thread ended without a result".into()))?
 }
 
 /// Sets IFF_UP on `lo` in the calling thread's network namespace.

@@ -72,8 +72,17 @@ fn launch(p: &PauseParams<'_>) -> Result<monitor::PauseLaunch> {
         hostname: (!ns.host_network() && !rec.hostname.is_empty()).then(|| rec.hostname.clone()),
         sysctls,
         cgroup_procs: crate::cgroups::procs_files(&cgroup)?,
-        uid: PAUSE_UID,
-        gid: PAUSE_GID,
+        userns: rec.userns.clone(),
+        // In the pod's user namespace the pause user must be mapped; else it is that namespace's root
+        // (an unprivileged host uid all the same), still without capabilities.
+        uid: match ns.userns {
+            Some(u) if !u.uids.maps(PAUSE_UID) => 0,
+            _ => PAUSE_UID,
+        },
+        gid: match ns.userns {
+            Some(u) if !u.gids.maps(PAUSE_GID) => 0,
+            _ => PAUSE_GID,
+        },
         oom_score_adj: Some(crate::sys::clamp_oom_score_adj(PAUSE_OOM_SCORE_ADJ)),
     })
 }

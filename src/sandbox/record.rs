@@ -24,7 +24,43 @@ pub enum PodState {
     Stopped,
 }
 
-/// The namespace choices of the pod (CRI `NamespaceOption`, without user namespaces).
+/// One id mapping of a user namespace: `length` ids from `container_id` inside are `host_id`… outside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMap {
+    /// The `uid_map`/`gid_map` line.
+    pub fn line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.length)
+    }
+
+    /// Whether the id inside the namespace is mapped.
+    pub fn maps(&self, id: u32) -> bool {
+        id >= self.container_id && u64::from(id) < u64::from(self.container_id) + u64::from(self.length)
+    }
+
+    /// As the CRI message.
+    pub fn to_cri(self) -> v1::IdMapping {
+        v1::IdMapping {
+            host_id: self.host_id,
+            container_id: self.container_id,
+            length: self.length,
+        }
+    }
+}
+
+/// A pod's own user namespace (`hostUsers: false`): kubelet's mappings, one for uids, one for gids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    pub uids: IdMap,
+    pub gids: IdMap,
+}
+
+/// The namespace choices of the pod (CRI `NamespaceOption`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespaces {
     pub network: i32,
@@ -32,6 +68,9 @@ pub struct Namespaces {
     pub ipc: i32,
     #[serde(default)]
     pub target_id: String,
+    /// The pod's user namespace; `None`: the host's.
+    #[serde(default)]
+    pub userns: Option<UserNs>,
 }
 
 impl Namespaces {
@@ -42,6 +81,7 @@ impl Namespaces {
             pid: o.pid,
             ipc: o.ipc,
             target_id: o.target_id.clone(),
+            userns: None,
         })
         .unwrap_or_default()
     }
@@ -53,7 +93,11 @@ impl Namespaces {
             pid: self.pid,
             ipc: self.ipc,
             target_id: self.target_id.clone(),
-            userns_options: None,
+            userns_options: self.userns.map(|u| v1::UserNamespace {
+                mode: v1::NamespaceMode::Pod as i32,
+                uids: vec![u.uids.to_cri()],
+                gids: vec![u.gids.to_cri()],
+            }),
         }
     }
 
@@ -117,6 +161,9 @@ pub struct PodRecord {
     pub cgroup: Option<String>,
     /// The pinned netns; set before it is made. `None`: host network.
     pub netns: Option<PathBuf>,
+    /// The pinned user namespace (owner of the netns); set before it is made. `None`: the host's.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     /// The CNI network; set before ADD.
     pub network: Option<NetworkRecord>,
     /// Pod IPs, primary first.

@@ -9,7 +9,7 @@ use cri_api::v1;
 
 use super::files::{self, PodFiles};
 use super::names::{self, Reservation};
-use super::record::{NameKey, Namespaces, NetworkRecord, PodRecord, PodState};
+use super::record::{IdMap, NameKey, Namespaces, NetworkRecord, PodRecord, PodState, UserNs};
 use super::{Inner, netns, network, pause};
 use crate::daemon::Daemon;
 use crate::error::ResultExt;
@@ -60,18 +60,13 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
     check_mode(&format!("{NS_FIELD}.network"), namespaces.network, &[0, 2])?;
     check_mode(&format!("{NS_FIELD}.ipc"), namespaces.ipc, &[0, 2])?;
     check_mode(&format!("{NS_FIELD}.pid"), namespaces.pid, &[0, 1, 2])?;
-    if let Some(u) = sc
-        .namespace_options
-        .as_ref()
-        .and_then(|o| o.userns_options.as_ref())
-        && u.mode != v1::NamespaceMode::Node as i32
-        && (!u.uids.is_empty() || !u.gids.is_empty())
-    {
-        return Err(Error::invalid(
-            format!("{NS_FIELD}.userns_options"),
-            "user namespaces are not supported by crust",
-        ));
-    }
+    let mut namespaces = namespaces;
+    namespaces.userns = userns(
+        sc.namespace_options
+            .as_ref()
+            .and_then(|o| o.userns_options.as_ref()),
+        &namespaces,
+    )?;
     let sysctls = sysctls(&linux.sysctls, &namespaces)?;
     let cgroup_parent = if linux.cgroup_parent.is_empty() {
         None
@@ -111,6 +106,65 @@ fn hostname(field: &str, v: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::invalid(field, format!("{v:?} is not a valid hostname")))
+    }
+}
+
+/// The pod's user namespace: NODE (or none asked) is the host's; POD takes exactly one uid and one gid
+/// mapping with container id 0 mapped, as kubelet sends; CONTAINER and TARGET mean nothing for a pod.
+fn userns(u: Option<&v1::UserNamespace>, ns: &Namespaces) -> Result<Option<UserNs>> {
+    let field = format!("{NS_FIELD}.userns_options");
+    let Some(u) = u else { return Ok(None) };
+    let mapping = |what: &str, maps: &[v1::IdMapping]| -> Result<IdMap> {
+        let f = format!("{field}.{what}");
+        let [m] = maps else {
+            return Err(Error::invalid(
+                f,
+                format!("exactly one mapping is supported, got {}", maps.len()),
+            ));
+        };
+        if m.container_id != 0 {
+            return Err(Error::invalid(
+                f,
+                format!(
+                    "container id 0 must be mapped, the mapping starts at {}",
+                    m.container_id
+                ),
+            ));
+        }
+        if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > 1 << 32 {
+            return Err(Error::invalid(
+                f,
+                format!("{} ids from host id {} do not fit", m.length, m.host_id),
+            ));
+        }
+        Ok(IdMap {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
+        })
+    };
+    match v1::NamespaceMode::try_from(u.mode) {
+        Ok(v1::NamespaceMode::Node) if u.uids.is_empty() && u.gids.is_empty() => Ok(None),
+        Ok(v1::NamespaceMode::Node) => Err(Error::invalid(field, "id mappings are only taken with mode POD")),
+        Ok(v1::NamespaceMode::Pod) => {
+            if ns.host_network() || ns.host_ipc() || ns.host_pid() {
+                return Err(Error::invalid(
+                    field,
+                    "a pod with its own user namespace cannot share the host's network, IPC or PID namespace",
+                ));
+            }
+            Ok(Some(UserNs {
+                uids: mapping("uids", &u.uids)?,
+                gids: mapping("gids", &u.gids)?,
+            }))
+        }
+        _ => Err(Error::invalid(
+            field,
+            format!(
+                "mode {} is not supported for a user namespace: POD or NODE",
+                u.mode
+            ),
+        )),
     }
 }
 
@@ -167,6 +221,13 @@ impl Daemon {
         let inner = self.sandboxes.inner.clone();
         // An unknown handler is refused before anything is reserved.
         inner.runtimes.get(&p.runtime_handler)?;
+        if p.namespaces.userns.is_some()
+            && let Err(why) = &self.user_namespaces
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "{NS_FIELD}.userns_options: pods cannot have user namespaces on this node: {why}"
+            )));
+        }
         match inner.names.reserve(&p.key)? {
             Reservation::Wait(rx) => names::wait(rx).await,
             Reservation::Mine(ticket) => {
@@ -226,6 +287,7 @@ impl Inner {
             namespaces: ns.clone(),
             cgroup: Some(format!("{}/{}", parent.trim_end_matches('/'), id)),
             netns: (!ns.host_network()).then(|| self.netns_path(&id)),
+            userns: ns.userns.is_some().then(|| self.userns_path(&id)),
             network,
             ips: Vec::new(),
             shm: (!ns.host_ipc()).then(|| PodFiles::in_dir(&files_dir).shm),
@@ -266,9 +328,16 @@ impl Inner {
         if let Some(cg) = &rec.cgroup {
             crate::cgroups::create(cg)?;
         }
-        if let Some(path) = rec.netns.clone() {
-            rec.step = "create the network namespace".into();
-            netns::create(&path).await?;
+        match (rec.netns.clone(), rec.userns.clone(), rec.namespaces.userns) {
+            (Some(net), Some(user), Some(maps)) => {
+                rec.step = "create the user and network namespaces".into();
+                netns::create_in_userns(&net, &user, maps).await?;
+            }
+            (Some(path), _, _) => {
+                rec.step = "create the network namespace".into();
+                netns::create(&path).await?;
+            }
+            _ => {}
         }
         timing(&rec.step);
         // The pause only needs the netns to exist, not its interfaces: CNI ADD and the pause start run

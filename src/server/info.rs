@@ -66,7 +66,7 @@ fn runtime_handlers(d: &Daemon) -> Vec<v1::RuntimeHandler> {
     let features = || {
         Some(v1::RuntimeHandlerFeatures {
             recursive_read_only_mounts: true,
-            user_namespaces: false,
+            user_namespaces: d.user_namespaces.is_ok(),
         })
     };
     let mut out = vec![v1::RuntimeHandler {

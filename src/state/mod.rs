@@ -47,6 +47,10 @@ impl Dirs {
         self.root.join("containers").join(id)
     }
     /// Pinned network namespaces.
+    pub fn userns_dir(&self) -> PathBuf {
+        self.state.join("userns")
+    }
+
     pub fn netns_dir(&self) -> PathBuf {
         self.state.join("netns")
     }

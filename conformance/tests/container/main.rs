@@ -245,3 +245,4 @@ mod exec;
 mod foreign;
 mod lifecycle;
 mod security;
+mod userns;

@@ -1,0 +1,162 @@
+//! Idmapped mounts for pods with their own user namespace: the image layers and the writable layer are
+//! shown to the pod's uids through `mount_setattr(MOUNT_ATTR_IDMAP)` (as containerd 2 and CRI-O do), not
+//! through chowned copies. overlayfs cannot itself be idmapped, but takes idmapped layers: each layer
+//! is cloned (`open_tree`), idmapped with the pod's user namespace and attached in a staging directory;
+//! the overlay is mounted over those, and the staging mounts are detached again (the overlay keeps its
+//! own private clones of them).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::ResultExt;
+use crate::{Error, Result};
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// `struct mount_attr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn cpath(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::Internal(format!("{} contains a NUL byte", p.display())))
+}
+
+/// A detached, idmapped clone of the directory `src` (freed when the fd closes).
+fn idmapped_tree(src: &Path, userns: &OwnedFd, what: &str) -> Result<OwnedFd> {
+    let s = cpath(src)?;
+    // SAFETY: open_tree on a NUL-terminated path; a new fd is owned right away.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            s.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("{what}: open_tree"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    // SAFETY: mount_setattr on our fd with a local struct of the kernel's layout and size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(Error::io(
+            format!("{what}: mount_setattr"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(tree)
+}
+
+/// Attaches an idmapped clone of the directory `src` at the (existing, empty) directory `dst`.
+pub fn attach(src: &Path, userns: &OwnedFd, dst: &Path) -> Result<()> {
+    let what = format!("idmapped mount of {} at {}", src.display(), dst.display());
+    let tree = idmapped_tree(src, userns, &what)?;
+    let d = cpath(dst)?;
+    // SAFETY: move_mount of our detached tree onto a NUL-terminated path.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            d.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(Error::io(
+            format!("{what}: move_mount"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether pods can have user namespaces here: a user namespace can be made and a directory of `dir`'s
+/// filesystem (where the layers live) can be idmapped with it. Checked once at start-up.
+pub fn probe(dir: &Path) -> Result<()> {
+    let line = "0 100000 65536\n";
+    crate::sys::in_new_userns(0, line, line, |pid| {
+        let fd: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
+        idmapped_tree(dir, &fd, "probe").map_err(std::io::Error::other)?;
+        Ok(())
+    })
+    .map_err(|e| {
+        Error::io(
+            format!("user namespaces with idmapped mounts of {}", dir.display()),
+            e,
+        )
+    })
+}
+
+/// The staging directory of a rootfs's idmapped layers, and the mounts attached in it.
+pub struct Staging {
+    dir: PathBuf,
+    mounted: Vec<PathBuf>,
+}
+
+impl Staging {
+    /// An empty staging directory at `dir`.
+    pub fn new(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
+        Ok(Staging {
+            dir,
+            mounted: Vec::new(),
+        })
+    }
+
+    /// Attaches an idmapped clone of `src` as the staging entry `name`; returns its path.
+    pub fn add(&mut self, src: &Path, userns: &OwnedFd, name: &str) -> Result<PathBuf> {
+        let dst = self.dir.join(name);
+        std::fs::create_dir_all(&dst).ctx(format!("create {}", dst.display()))?;
+        attach(src, userns, &dst)?;
+        self.mounted.push(dst.clone());
+        Ok(dst)
+    }
+}
+
+impl Drop for Staging {
+    /// Detaches every staging mount and removes the (then empty) directories, never recursively: a
+    /// mount that could not be detached keeps its directory, and what is under it, untouched.
+    fn drop(&mut self) {
+        for m in self.mounted.drain(..) {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(path = %m.display(), error = %e, "detach a staging idmapped mount");
+            }
+            let _ = std::fs::remove_dir(&m);
+        }
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            tracing::warn!(path = %self.dir.display(), error = %e, "remove the idmap staging dir");
+        }
+    }
+}
