@@ -1,12 +1,13 @@
 # crust: `make run` sets up this host and runs crustd; `make test` runs the whole suite.
 SHELL := /bin/bash
 CARGO ?= cargo
-PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables openssl umoci python3
+PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables openssl \
+	umoci python3 dpkg-dev build-essential
 STATIC_TARGET := x86_64-unknown-linux-gnu
 PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
 CNI_CONF_DIR := /etc/cni/net.d
 
-.PHONY: all deps build build-debug pause run test unit lint fmt bench conformance clean
+.PHONY: all deps build build-debug pause run test test-images unit lint fmt bench conformance clean
 
 all: build
 
@@ -41,8 +42,14 @@ run: deps build
 	sysctl -qw net.ipv4.ip_forward=1
 	exec target/release/crustd
 
+## test-images: the static busybox the test images and critest stand-ins are made of, built once per
+## machine from Debian's busybox source package (conformance/busybox.sh, cached in
+## /var/cache/crust-test-images, where the harness finds it).
+test-images: deps
+	@bb=$$(conformance/busybox.sh) && echo "busybox for the test images: $$bb"
+
 ## test: the whole suite (unit tests and integration tests against real runc, CNI and a registry).
-test: deps build-debug
+test: deps build-debug test-images
 	sysctl -qw net.ipv4.ip_forward=1
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 
@@ -58,14 +65,14 @@ fmt:
 
 ## conformance: critest (from PATH; skipped with a message when absent) against crustd, images from a
 ## local registry ($CRUST_TEST_REGISTRY) of stand-ins. Arguments for critest: CRITEST_ARGS=...
-conformance:
+conformance: test-images
 	CRITEST_ARGS="$(CRITEST_ARGS)" conformance/critest.sh
 
 clean:
 	$(CARGO) clean
 
 ## bench: crust (and containerd when installed) side by side, with the floor; table + JSON.
-bench: build
+bench: build test-images
 	$(MAKE) deps PACKAGES="$(PACKAGES) containerd"
 	sysctl -qw net.ipv4.ip_forward=1
 	$(CARGO) build --release -p crust-conformance --bin crust-bench

@@ -4,8 +4,8 @@
 # machine:
 #   - a registry at $CRUST_TEST_REGISTRY (default http://127.0.0.1:5000); one is started (temporary
 #     storage) only if nothing answers there, and stopped after;
-#   - crust-test-images builds the stand-ins (busybox-static, crust's own small programs) and pushes them
-#     under the upstream paths;
+#   - crust-test-images builds the stand-ins (a static busybox built by conformance/busybox.sh, crust's own
+#     small programs) and pushes them under the upstream paths;
 #   - crustd runs on a temporary root, state and socket, with a CNI network of its own (bridge + host-local
 #     + portmap, ipMasq off), registry mirrors for registry.k8s.io, k8s.gcr.io, gcr.io, docker.io, quay.io,
 #     public.ecr.aws (and any other host) pointing at the local registry with the upstream fallback off, and
@@ -79,6 +79,12 @@ done
 [ -n "$IMAGES" ] || fail "crust-test-images is not built: cargo build -p crust-conformance --bin crust-test-images"
 PAUSE=$REPO/target/static/x86_64-unknown-linux-gnu/tiny/crust-pause
 [ -x "$PAUSE" ] || PAUSE=""
+# The busybox of the stand-ins: built once per machine (cached), or $CRUST_TEST_BUSYBOX.
+if [ -z "${CRUST_TEST_BUSYBOX:-}" ]; then
+    CRUST_TEST_BUSYBOX=$(conformance/busybox.sh) || fail "conformance/busybox.sh could not build busybox"
+fi
+export CRUST_TEST_BUSYBOX
+say "busybox of the stand-ins: $CRUST_TEST_BUSYBOX"
 
 # ---- state of the run, and its clean-up --------------------------------------------------------------
 mkdir -p "$RESULTS"

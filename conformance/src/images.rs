@@ -1,8 +1,10 @@
-//! Test images built from Debian's busybox-static (`/bin/busybox`) and pushed to the test registry:
-//! layers as tar streams (with whiteouts, symlinks, or deliberately hostile entries), compressed with gzip,
+//! Test images built from a static busybox (see [`busybox`]) and pushed to the test registry: layers as tar
+//! streams (with whiteouts, symlinks, hard links, or deliberately hostile entries), compressed with gzip,
 //! zstd or not at all, with Docker schema 2 or OCI manifests, and multi-platform indexes.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -90,9 +92,10 @@ impl LayerBuilder {
         self
     }
 
-    /// A hard link `path` → `target` (target not checked).
-    pub fn hardlink(mut self, path: &str, target: &str) -> Self {
-        let mut h = header(tar::EntryType::Link, 0o644, 0);
+    /// A hard link `path` → `target` (target not checked). `mode` should be the target's, as tar writers
+    /// record it: some unpackers (containerd's) chmod the link, and so the shared inode, to it.
+    pub fn hardlink(mut self, path: &str, target: &str, mode: u32) -> Self {
+        let mut h = header(tar::EntryType::Link, mode, 0);
         self.tar.append_link(&mut h, path, target).expect("tar hardlink");
         self
     }
@@ -126,10 +129,12 @@ impl LayerBuilder {
         self
     }
 
-    /// The busybox base: /bin/busybox, a symlink per applet, /etc/passwd and /etc/group with test users,
-    /// and the usual empty dirs.
+    /// The busybox base, laid out like the upstream busybox images: /bin/busybox (see [`busybox`]) and a
+    /// hard link to it per applet in /bin (with symlinks, masking `/bin/ls` would mask busybox itself),
+    /// /etc/passwd and /etc/group with test users, and the usual empty dirs.
     pub fn busybox_base(self) -> Self {
-        let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox: apt-get install busybox-static");
+        let bb = busybox();
+        let binary = std::fs::read(&bb.path).unwrap_or_else(|e| panic!("{}: {e}", bb.path.display()));
         let mut b = self
             .dir("bin", 0o755)
             .dir("etc", 0o755)
@@ -143,7 +148,7 @@ impl LayerBuilder {
             .dir("var", 0o755)
             .dir("usr", 0o755)
             .dir("usr/bin", 0o755)
-            .file("bin/busybox", &busybox, 0o755)
+            .file("bin/busybox", &binary, 0o755)
             .file(
                 "etc/passwd",
                 b"root:x:0:0:root:/root:/bin/sh\ncrust:x:1000:1000:crust test user:/home/crust:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
@@ -154,9 +159,9 @@ impl LayerBuilder {
                 b"root:x:0:\ncrust:x:1000:\nextra:x:2000:crust\nwheel:x:10:crust\nnogroup:x:65534:\n",
                 0o644,
             );
-        for applet in applets() {
+        for applet in &bb.applets {
             if applet != "busybox" {
-                b = b.symlink(&format!("bin/{applet}"), "busybox");
+                b = b.hardlink(&format!("bin/{applet}"), "bin/busybox", 0o755);
             }
         }
         b
@@ -168,17 +173,102 @@ impl LayerBuilder {
     }
 }
 
-/// busybox's applets.
-fn applets() -> Vec<String> {
-    let out = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+/// The busybox binary the test images are built from, and its applets.
+#[derive(Clone, Debug)]
+pub struct Busybox {
+    pub path: PathBuf,
+    /// `busybox --list`.
+    pub applets: Vec<String>,
+}
+
+impl Busybox {
+    /// Whether it has `applet`.
+    pub fn has(&self, applet: &str) -> bool {
+        self.applets.iter().any(|a| a == applet)
+    }
+}
+
+/// The recipe `conformance/busybox.sh`; its hash names the build in the cache.
+const BUSYBOX_RECIPE: &[u8] = include_bytes!("../busybox.sh");
+
+/// The busybox of the test images (looked up once per process):
+/// 1. `$CRUST_TEST_BUSYBOX` when set (it must exist);
+/// 2. the static busybox `conformance/busybox.sh` (`make test-images`) built from Debian's source package
+///    with upstream's default applets, cached as `busybox-<version>-<hash>/busybox` in
+///    `$CRUST_TEST_IMAGES_CACHE` (default `/var/cache/crust-test-images`), `<hash>` the first 12 hex digits
+///    of the script's sha256;
+/// 3. else Debian's busybox-static, `/bin/busybox`, with a message on stderr: it lacks applets critest
+///    runs (pgrep, pkill, ipcs, printenv).
+pub fn busybox() -> &'static Busybox {
+    static BUSYBOX: OnceLock<Busybox> = OnceLock::new();
+    BUSYBOX.get_or_init(|| {
+        let path = find_busybox();
+        let out = std::process::Command::new(&path)
+            .arg("--list")
+            .output()
+            .unwrap_or_else(|e| panic!("{} --list: {e}", path.display()));
+        assert!(out.status.success(), "{} --list: {out:?}", path.display());
+        let applets = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Busybox { path, applets }
+    })
+}
+
+fn find_busybox() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRUST_TEST_BUSYBOX") {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "CRUST_TEST_BUSYBOX={}: no such file (conformance/busybox.sh prints the one it builds)",
+            p.display()
+        );
+        return p;
+    }
+    let cache = std::env::var_os("CRUST_TEST_IMAGES_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/crust-test-images"));
+    if let Some(p) = cached_busybox(&cache) {
+        return p;
+    }
+    eprintln!(
+        "crust test images: no busybox built by conformance/busybox.sh (recipe {}) in {}: using Debian's \
+         busybox-static /bin/busybox, which lacks applets critest runs (pgrep, pkill, ipcs, printenv). \
+         Run `make test-images` (or set CRUST_TEST_BUSYBOX) for images like the upstream ones.",
+        recipe_hash(),
+        cache.display()
+    );
+    let fallback = PathBuf::from("/bin/busybox");
+    assert!(
+        fallback.is_file(),
+        "/bin/busybox: run `make test-images`, or apt-get install busybox-static"
+    );
+    fallback
+}
+
+/// The first 12 hex digits of the recipe's sha256 (as `sha256sum conformance/busybox.sh | cut -c1-12`).
+fn recipe_hash() -> String {
+    hex::encode(Sha256::digest(BUSYBOX_RECIPE))[..12].to_string()
+}
+
+/// `<cache>/busybox-*-<hash>/busybox` of this recipe, if built.
+fn cached_busybox(cache: &Path) -> Option<PathBuf> {
+    let suffix = format!("-{}", recipe_hash());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(cache)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("busybox-") && name.ends_with(&suffix)
+        })
+        .map(|e| e.path().join("busybox"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort(); // the first, as the script's glob picks it
+    found.into_iter().next()
 }
 
 /// How a layer blob is compressed.

@@ -1,7 +1,7 @@
 //! crust's integration-test harness, shared by the conformance suite (`tests/`), the critest runner and the
-//! benchmarks: a real `docker-registry` on loopback, test images built from Debian's busybox-static and
-//! pushed to it, and `crustd` on temporary directories with a CNI network of its own. Everything it starts
-//! it stops, by PID, also when a test fails.
+//! benchmarks: a real `docker-registry` on loopback, test images built from a static busybox
+//! (`conformance/busybox.sh`, see [`images::busybox`]) and pushed to it, and `crustd` on temporary
+//! directories with a CNI network of its own. Everything it starts it stops, by PID, also when a test fails.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

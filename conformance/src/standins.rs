@@ -1,9 +1,11 @@
-//! Stand-ins for the images critest pulls (cri-tools `pkg/validate`, `pkg/framework`), built from Debian's
-//! busybox-static and two tiny programs of crust's own (the static `crust-pause`, and a 108-byte `nnp`
-//! assembled here), pushed to a local registry under the upstream repository paths: a stand-in for
-//! `registry.k8s.io/e2e-test-images/busybox:1.29-2` is `<registry>/e2e-test-images/busybox:1.29-2`, so
-//! that crust's registry mirrors for `registry.k8s.io`, `k8s.gcr.io` and `gcr.io` serve it. Nothing comes
-//! from outside this machine. Each builder says what critest needs from its image.
+//! Stand-ins for the images critest pulls (cri-tools `pkg/validate`, `pkg/framework`), built from a static
+//! busybox with upstream's default applets (`conformance/busybox.sh`, see [`images::busybox`]; its applets
+//! are hard links, as in the upstream images) and two tiny programs of crust's own (the static
+//! `crust-pause`, and a 108-byte `nnp` assembled here), pushed to a local registry under the upstream
+//! repository paths: a stand-in for `registry.k8s.io/e2e-test-images/busybox:1.29-2` is
+//! `<registry>/e2e-test-images/busybox:1.29-2`, so that crust's registry mirrors for `registry.k8s.io`,
+//! `k8s.gcr.io` and `gcr.io` serve it. Nothing comes from outside this machine. Each builder says what
+//! critest needs from its image.
 //!
 //! The images that upstream are multi-platform are pushed as indexes (Docker manifest lists for the
 //! registry.k8s.io ones, OCI indexes for cri-tools' own) with the host's platform (runnable) and a
@@ -79,7 +81,7 @@ fn placeholder_arch() -> &'static str {
 struct Parts {
     /// busybox_base(): /bin/busybox and its applet links.
     busybox: Vec<u8>,
-    /// The upstream busybox /etc/passwd and /etc/group, and the ipcs stand-in.
+    /// The upstream busybox /etc/passwd and /etc/group (and the ipcs stand-in when busybox has no ipcs).
     etc: Vec<u8>,
     /// One file saying this is a placeholder for a platform the host does not run.
     placeholder: Vec<u8>,
@@ -87,16 +89,20 @@ struct Parts {
 
 impl Parts {
     fn new() -> Parts {
-        let etc = LayerBuilder::new()
+        let mut etc = LayerBuilder::new()
             .dir("etc", 0o755)
             .file("etc/passwd", PASSWD.as_bytes(), 0o644)
             .file("etc/group", GROUP.as_bytes(), 0o644)
-            .dir("usr", 0o755)
-            .dir("usr/bin", 0o755)
-            .file("usr/bin/ipcs", IPCS.as_bytes(), 0o755)
             .dir("var", 0o755)
-            .dir("var/www", 0o755)
-            .build();
+            .dir("var/www", 0o755);
+        if !images::busybox().has("ipcs") {
+            // Only with the fallback, Debian's busybox-static.
+            etc = etc
+                .dir("usr", 0o755)
+                .dir("usr/bin", 0o755)
+                .file("usr/bin/ipcs", IPCS.as_bytes(), 0o755);
+        }
+        let etc = etc.build();
         let placeholder = LayerBuilder::new()
             .file(
                 "STAND-IN-PLACEHOLDER",
@@ -308,8 +314,8 @@ pub fn push_all(reg: &Registry, pause: Option<&std::path::Path>) -> Vec<StandIn>
     let arch = host_arch();
 
     // The default container image of nearly every spec: sh, echo, sleep, top, id, ls, cat, touch,
-    // hostname, netstat, pidof, ping, brctl, mount, grep; the upstream /etc/passwd (RunAsUsername
-    // "nobody"); ipcs (HostIpc specs).
+    // hostname, netstat, pidof, pgrep, pkill, printenv, ping, brctl, mount, grep; the upstream
+    // /etc/passwd (RunAsUsername "nobody"); ipcs (HostIpc specs); applets as hard links (MaskedPaths).
     let t = target(
         Kind::DockerList,
         "e2e-test-images/busybox",

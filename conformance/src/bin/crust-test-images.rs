@@ -1,7 +1,7 @@
 //! `crust-test-images`: builds the stand-ins for the images critest pulls (see `harness::standins`) from
-//! Debian's busybox-static and crust's own small static programs, and pushes them to a local registry
-//! under the upstream repository paths, so that crust's mirrors for registry.k8s.io, k8s.gcr.io and
-//! gcr.io serve them. Nothing is pulled from anywhere.
+//! a static busybox (`conformance/busybox.sh`, or `$CRUST_TEST_BUSYBOX`) and crust's own small static
+//! programs, and pushes them to a local registry under the upstream repository paths, so that crust's
+//! mirrors for registry.k8s.io, k8s.gcr.io and gcr.io serve them. Nothing is pulled from anywhere.
 //!
 //! Usage: `crust-test-images [--registry http://127.0.0.1:5000] [--pause PATH]`
 //! (`--registry` defaults to `$CRUST_TEST_REGISTRY`, then `http://127.0.0.1:5000`; `--pause` to the

@@ -1,6 +1,6 @@
 //! What goes into the stand-ins besides busybox: the upstream busybox /etc/passwd and /etc/group, the
-//! shell programs standing in for nginx, httpd-foreground and ipcs, and `nnp`, a static x86-64 program
-//! assembled here (so that no compiler is needed to build the images).
+//! shell programs standing in for nginx, httpd-foreground and (when busybox has no ipcs) ipcs, and `nnp`,
+//! a static x86-64 program assembled here (so that no compiler is needed to build the images).
 
 /// `/etc/passwd` of the upstream busybox images (what `USER www-data` and `RunAsUsername: nobody` resolve).
 pub(super) const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nbin:x:2:2:bin:/bin:/bin/false\nsys:x:3:3:sys:/dev:/bin/false\nsync:x:4:100:sync:/bin:/bin/sync\nmail:x:8:8:mail:/var/spool/mail:/bin/false\nwww-data:x:33:33:www-data:/var/www:/bin/false\noperator:x:37:37:Operator:/var:/bin/false\nnobody:x:65534:65534:nobody:/home:/bin/false\n";
@@ -8,8 +8,9 @@ pub(super) const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:dae
 /// `/etc/group` of the upstream busybox images.
 pub(super) const GROUP: &str = "root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\nlp:x:7:\nmail:x:8:\nkmem:x:9:\nwheel:x:10:root\ncdrom:x:11:\ndialout:x:18:\nfloppy:x:19:\nvideo:x:28:\naudio:x:29:\ntape:x:32:\nwww-data:x:33:\noperator:x:37:\nutmp:x:43:\nplugdev:x:46:\nstaff:x:50:\nlock:x:54:\nnetdev:x:82:\nusers:x:100:\nnogroup:x:65534:\n";
 
-/// Debian's busybox-static has no `ipcs` applet (upstream busybox has); critest's HostIpc specs run
-/// `ipcs -m` and look for a segment ID, which /proc/sysvipc/shm lists for the caller's IPC namespace.
+/// Only for the fallback busybox (Debian's busybox-static), which has no `ipcs` applet (upstream busybox
+/// and the one `conformance/busybox.sh` builds have): critest's HostIpc specs run `ipcs -m` and look for a
+/// segment ID, which /proc/sysvipc/shm lists for the caller's IPC namespace.
 pub(super) const IPCS: &str = r#"#!/bin/sh
 # crust stand-in for ipcs (Debian's busybox-static has none): System V shared memory segments of this
 # IPC namespace, read from /proc/sysvipc/shm, in the shape of `ipcs -m`. Every option prints the same.

@@ -98,8 +98,8 @@ async fn crustd_pulls_every_stand_in_through_its_mirrors() {
 }
 
 /// In real pods of crustd (runc, CNI): the nginx stand-in serves HTTP on the pod IP and `pidof nginx`
-/// finds the PID in /var/run/nginx.pid; ipcs and id work in the busybox stand-in; nnp runs setuid-root
-/// unless NoNewPrivs.
+/// finds the PID in /var/run/nginx.pid; ipcs, id, pgrep, pkill and printenv work in the busybox stand-in,
+/// also with /bin/ls masked; nnp runs setuid-root unless NoNewPrivs.
 #[tokio::test]
 async fn the_stand_ins_work_in_pods() {
     use cri_api::v1::*;
@@ -253,6 +253,29 @@ async fn the_stand_ins_work_in_pods() {
             .contains("Shared Memory Segments")
     );
     assert_eq!(exec(bb, &["id", "-nu"]).await, "root\n");
+
+    // Like upstream, the applets are hard links to busybox: critest's MaskedPaths spec masks /bin/ls,
+    // which with symlinked applets would mask busybox itself (and sleep would not start). The applets
+    // critest runs besides: pgrep, pkill, printenv.
+    let masked = start(
+        "registry.k8s.io/e2e-test-images/busybox:1.29-2",
+        "masked",
+        vec!["sleep".into(), "1000".into()],
+        Some(LinuxContainerSecurityContext {
+            masked_paths: vec!["/bin/ls".into()],
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(
+        exec(masked.clone(), &["sh", "-c", "wc -c </bin/ls"]).await.trim(),
+        "0"
+    );
+    // (Only this shell's children: the pod's other containers run sleep too.)
+    let script = "sleep 300 & p=$!; [ \"$(pgrep -P $$ -x sleep)\" = \"$p\" ] && echo found; \
+                  pkill -P $$ -x sleep; wait $p; echo $?";
+    assert_eq!(exec(masked.clone(), &["sh", "-c", script]).await, "found\n143\n");
+    assert!(exec(masked, &["printenv", "PATH"]).await.contains("/bin"));
 
     if all.iter().any(|s| s.repo == "e2e-test-images/nonewprivs") {
         for (nnp, want) in [(false, "Effective uid: 0\n"), (true, "Effective uid: 1000\n")] {
