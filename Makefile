@@ -1,7 +1,8 @@
 # crust: `make run` sets up this host and runs crustd; `make test` runs the whole suite.
 SHELL := /bin/bash
 CARGO ?= cargo
-PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables openssl
+# python3-grpcio: a gRPC client other than tonic for the conformance suite (tests/foreign_client.rs).
+PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables openssl python3-grpcio
 STATIC_TARGET := x86_64-unknown-linux-gnu
 PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
 CNI_CONF_DIR := /etc/cni/net.d
