@@ -1,8 +1,10 @@
 # crust: `make run` sets up this host and runs crustd; `make test` runs the whole suite.
 SHELL := /bin/bash
 CARGO ?= cargo
+# umoci, python3: other tools' layers in the tests; python3-grpcio: a gRPC client other than tonic
+# (tests/foreign_client.rs); dpkg-dev, build-essential: the test images' busybox (conformance/busybox.sh).
 PACKAGES := runc containernetworking-plugins docker-registry busybox-static iproute2 iptables openssl \
-	umoci python3 dpkg-dev build-essential
+	umoci python3 python3-grpcio dpkg-dev build-essential
 STATIC_TARGET := x86_64-unknown-linux-gnu
 PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
 CNI_CONF_DIR := /etc/cni/net.d

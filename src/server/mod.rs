@@ -1,7 +1,9 @@
 //! The gRPC layer: `RuntimeService` and `ImageService` on a unix socket. Handlers only validate the
 //! request, call one core function on the `Daemon`, and map its error (`status`). A tracing span per
-//! request names the RPC.
+//! request names the RPC. Each accepted connection goes through `authority`, which answers clients that
+//! send the socket path as `:authority` (gRPC's C core, grpc-java).
 
+mod authority;
 mod container;
 mod events;
 mod image;
@@ -45,7 +47,10 @@ pub async fn serve(
     grace: std::time::Duration,
 ) -> Result<(), tonic::transport::Error> {
     let cri = Cri::new(d);
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::UnixListenerStream::new(listener),
+        |conn| conn.map(authority::AuthorityFix::new),
+    );
     let inflight = inflight::InFlight::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
