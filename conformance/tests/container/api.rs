@@ -265,17 +265,7 @@ async fn validation_lists_updates_stats_and_reopen() {
 }
 
 async fn p_cgroup(e: &Env, id: &str) -> String {
-    let v =
-        e.c.runtime()
-            .await
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&v.info["info"]).unwrap();
+    let info = container_info(e, id).await;
     let cg = info["cgroup"].as_str().unwrap().to_string();
     cg.rsplit_once('/').unwrap().0.to_string()
 }

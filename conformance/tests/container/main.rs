@@ -180,6 +180,36 @@ async fn exec(e: &Env, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncR
         .map(|r| r.into_inner())
 }
 
+/// The verbose ContainerStatus `info` object (pid, cgroup, runtime spec).
+async fn container_info(e: &Env, id: &str) -> serde_json::Value {
+    let v =
+        e.c.runtime()
+            .await
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    serde_json::from_str(&v.info["info"]).unwrap()
+}
+
+/// StopPodSandbox then RemovePodSandbox, both expected to succeed.
+async fn stop_and_remove_pod(e: &Env, id: &str) {
+    let mut rt = e.c.runtime().await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
 /// Waits (up to 60 s) for the container to exit; returns its status.
 async fn wait_exited(e: &Env, id: &str) -> ContainerStatus {
     for _ in 0..1200 {

@@ -106,20 +106,7 @@ async fn a_pod_in_its_own_user_namespace_is_root_inside_and_unprivileged_outside
         "the container's root writes its rootfs: {out}"
     );
     // Outside, the same process is an unprivileged uid.
-    let pid = {
-        let r =
-            e.c.runtime()
-                .await
-                .container_status(ContainerStatusRequest {
-                    container_id: id.clone(),
-                    verbose: true,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-        let v: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        v["pid"].as_u64().unwrap() as u32
-    };
+    let pid = container_info(&e, &id).await["pid"].as_u64().unwrap() as u32;
     assert_eq!(host_uid(pid), HOST_ID);
     // The pause is in the same user namespace, and so is the pod's netns.
     let pod_status =
@@ -157,20 +144,7 @@ async fn a_pod_in_its_own_user_namespace_is_root_inside_and_unprivileged_outside
 
     stop(&e, &id, 0).await.unwrap();
     remove(&e, &id).await.unwrap();
-    e.c.runtime()
-        .await
-        .stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: p.id.clone(),
-        })
-        .await
-        .unwrap();
-    e.c.runtime()
-        .await
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: p.id.clone(),
-        })
-        .await
-        .unwrap();
+    stop_and_remove_pod(&e, &p.id).await;
     let pins: Vec<_> = std::fs::read_dir(e.c.state.join("userns")).unwrap().collect();
     assert!(pins.is_empty(), "the user namespace pin is removed: {pins:?}");
 }
