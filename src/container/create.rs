@@ -382,6 +382,9 @@ impl Inner {
         let cfg = &p.req.config;
         let dir = self.dirs.container_state(&p.id);
         std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
+        if p.pod.userns_path.is_some() {
+            crate::state::allow_traverse(&dir).ctx(format!("chmod {}", dir.display()))?;
+        }
         let paths = self.rootfs_paths(&p.id);
         let layers = p.image.layers.clone();
         let paths2 = paths.clone();

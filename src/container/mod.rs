@@ -81,6 +81,9 @@ impl Containers {
         for d in [dirs.container_records(), dirs.state.join("containers")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
+        for d in [dirs.state.clone(), dirs.state.join("containers")] {
+            crate::state::allow_traverse(&d).map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
+        }
         let mut records = HashMap::new();
         let mut names = HashMap::new();
         for r in crate::state::read_all_json::<ContainerRecord>(&dirs.container_records()) {

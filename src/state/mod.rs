@@ -161,6 +161,17 @@ pub fn read_all_json<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
     out
 }
 
+/// Lets every user pass through `dir` (search, not list: `0711` from `0700`), as the container's root of
+/// a pod with its own user namespace, an unprivileged host uid, must to reach its rootfs mount point.
+pub fn allow_traverse(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    }
+    Ok(())
+}
+
 /// Removes a file, treating "already gone" as success.
 pub fn remove_file_idempotent(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
