@@ -208,6 +208,11 @@ impl Daemon {
             monitor_path: inner.monitor_binary.clone(),
         })
         .await;
+        // The runtime has bound the idmapped volumes into the container (or failed): their clones
+        // here are no longer needed.
+        if let Err(e) = super::idmap::release_volumes(&inner.dirs.container_state(&id)) {
+            tracing::warn!(%id, error = %e, "detaching the idmapped volumes after the start");
+        }
         match spawned {
             Ok(mon) => {
                 rec.pid = mon.container_pid;
@@ -421,6 +426,23 @@ impl Inner {
                 })?;
             }
         }
+        let has_maps = |m: &v1::Mount| !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
+        if let Some(i) = cfg.mounts.iter().position(has_maps)
+            && p.pod.userns_path.is_none()
+        {
+            return Err(Error::invalid(
+                format!("config.mounts[{i}].uid_mappings"),
+                "idmapped mounts are only for a pod with its own user namespace",
+            ));
+        }
+        let idmapped_volumes = if cfg.mounts.iter().any(has_maps) {
+            let (state, mounts) = (dir.clone(), cfg.mounts.clone());
+            tokio::task::spawn_blocking(move || super::idmap::stage_volumes(&state, &mounts))
+                .await
+                .map_err(|e| Error::Internal(format!("idmap task failed: {e}")))??
+        } else {
+            std::collections::HashMap::new()
+        };
         let built = spec::build(&SpecInput {
             id: &p.id,
             config: cfg,
@@ -438,6 +460,7 @@ impl Inner {
             },
             target_pid: p.target_pid,
             host: &self.host,
+            idmapped_volumes: &idmapped_volumes,
         })?;
         rec.uid = built.user.uid;
         rec.gid = built.user.gid;
@@ -463,6 +486,9 @@ impl Inner {
     fn undo(&self, rec: &ContainerRecord) {
         if let Err(e) = rootfs::remove(&self.rootfs_paths(&rec.id)) {
             tracing::warn!(id = %rec.id, error = %e, "removing the rootfs failed");
+        }
+        if let Err(e) = super::idmap::release_volumes(&self.dirs.container_state(&rec.id)) {
+            tracing::warn!(id = %rec.id, error = %e, "detaching the idmapped volumes failed");
         }
         let _ = crate::state::remove_dir_idempotent(&self.dirs.container_state(&rec.id));
         let _ = ContainerRecord::delete(&self.dirs, &rec.id);

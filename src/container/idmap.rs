@@ -4,6 +4,11 @@
 //! is cloned (`open_tree`), idmapped with the pod's user namespace and attached in a staging directory;
 //! the overlay is mounted over those, and the staging mounts are detached again (the overlay keeps its
 //! own private clones of them).
+//!
+//! Volumes for which kubelet sets `uid_mappings`/`gid_mappings` in the CRI `Mount` are idmapped clones
+//! too, attached in `<state>/containers/<id>.volumes/` (beside the container's state directory, so no
+//! recursive removal of that directory can ever reach into a volume) and bound into the container from
+//! there; they are detached once the runtime has made the container's mounts, or at removal.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -158,5 +163,111 @@ impl Drop for Staging {
         if let Err(e) = std::fs::remove_dir(&self.dir) {
             tracing::warn!(path = %self.dir.display(), error = %e, "remove the idmap staging dir");
         }
+    }
+}
+
+/// Where a container's idmapped volumes are attached: beside its state directory, never inside.
+pub fn volumes_dir(container_state: &Path) -> PathBuf {
+    container_state.with_extension("volumes")
+}
+
+/// The `uid_map`/`gid_map` text of CRI id mappings.
+fn map_lines(field: &str, maps: &[cri_api::v1::IdMapping]) -> Result<String> {
+    if maps.is_empty() {
+        return Err(Error::invalid(field, "must be set with the other id mappings"));
+    }
+    let mut out = String::new();
+    for m in maps {
+        if m.length == 0 || u64::from(m.host_id) + u64::from(m.length) > 1 << 32 {
+            return Err(Error::invalid(
+                field,
+                format!("{} ids from host id {} do not fit", m.length, m.host_id),
+            ));
+        }
+        out.push_str(&format!("{} {} {}\n", m.container_id, m.host_id, m.length));
+    }
+    Ok(out)
+}
+
+/// Attaches an idmapped clone of every CRI mount that has id mappings, in a user namespace made with
+/// those mappings; returns the clones by mount index. On failure nothing stays attached.
+pub fn stage_volumes(
+    container_state: &Path,
+    mounts: &[cri_api::v1::Mount],
+) -> Result<std::collections::HashMap<usize, PathBuf>> {
+    let dir = volumes_dir(container_state);
+    let mut out = std::collections::HashMap::new();
+    let r = (|| {
+        for (i, m) in mounts.iter().enumerate() {
+            if m.uid_mappings.is_empty() && m.gid_mappings.is_empty() {
+                continue;
+            }
+            let f = format!("config.mounts[{i}]");
+            let uid_map = map_lines(&format!("{f}.uid_mappings"), &m.uid_mappings)?;
+            let gid_map = map_lines(&format!("{f}.gid_mappings"), &m.gid_mappings)?;
+            let src = Path::new(&m.host_path);
+            let is_dir = std::fs::metadata(src)
+                .map_err(|e| Error::invalid(format!("{f}.host_path"), format!("{}: {e}", m.host_path)))?
+                .is_dir();
+            std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
+            let dst = dir.join(i.to_string());
+            if is_dir {
+                std::fs::create_dir(&dst).ctx(format!("create {}", dst.display()))?;
+            } else {
+                std::fs::File::create(&dst).ctx(format!("create {}", dst.display()))?;
+            }
+            out.insert(i, dst.clone());
+            let what = format!("{f}: idmapped mount of {}", m.host_path);
+            crate::sys::in_new_userns(0, &uid_map, &gid_map, |pid| {
+                let fd: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
+                attach(src, &fd, &dst).map_err(std::io::Error::other)
+            })
+            .map_err(|e| Error::io(what, e))?;
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            if let Err(u) = release_volumes(container_state) {
+                tracing::warn!(error = %u, "releasing the idmapped volumes of a failed create");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Detaches a container's idmapped volumes (the container's own mounts, made from them, stay) and
+/// removes their mount points, never recursively; idempotent. A mount that cannot be detached is an
+/// error and keeps its directory.
+pub fn release_volumes(container_state: &Path) -> Result<()> {
+    let dir = volumes_dir(container_state);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(err) => return Err(Error::io(format!("detach {}", p.display()), err.into())),
+        }
+        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(err) = removed
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::io(format!("remove {}", p.display()), err));
+        }
+    }
+    match std::fs::remove_dir(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("remove {}", dir.display()), e))
+        }
+        _ => Ok(()),
     }
 }

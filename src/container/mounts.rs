@@ -132,7 +132,12 @@ pub(super) fn mounts(
         } else {
             opts.push(if m.readonly { "ro" } else { "rw" });
         }
-        out.push(bind(&clean(&m.container_path), Path::new(&m.host_path), &opts));
+        // A volume kubelet asked to be idmapped is bound from its idmapped clone.
+        let src = inp
+            .idmapped_volumes
+            .get(&i)
+            .map_or(Path::new(&m.host_path), PathBuf::as_path);
+        out.push(bind(&clean(&m.container_path), src, &opts));
     }
     Ok((out, rootfs_propagation))
 }

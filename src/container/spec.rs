@@ -84,6 +84,8 @@ pub struct SpecInput<'a> {
     /// PID of the target container of a TARGET pid namespace.
     pub target_pid: Option<u32>,
     pub host: &'a HostInfo,
+    /// Idmapped clones of CRI mounts (by index in `config.mounts`) to bind instead of their host paths.
+    pub idmapped_volumes: &'a HashMap<usize, std::path::PathBuf>,
 }
 
 /// The spec plus what the status reports about it.

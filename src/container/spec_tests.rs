@@ -70,6 +70,7 @@ fn cfg() -> v1::ContainerConfig {
 
 fn build_with(c: &v1::ContainerConfig, p: &PodInfo, img: &ImageDefaults) -> crate::Result<(Value, Built)> {
     let h = host();
+    let no_volumes = HashMap::new();
     let b = build(&SpecInput {
         id: "ctr1",
         config: c,
@@ -92,6 +93,7 @@ fn build_with(c: &v1::ContainerConfig, p: &PodInfo, img: &ImageDefaults) -> crat
         }],
         target_pid: Some(777),
         host: &h,
+        idmapped_volumes: &no_volumes,
     })?;
     Ok((serde_json::to_value(&b.spec).unwrap(), b))
 }

@@ -164,6 +164,7 @@ impl Inner {
                 .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
         }
         let dir = self.dirs.container_state(&rec.id);
+        super::idmap::release_volumes(&dir)?;
         crate::state::remove_dir_idempotent(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
     }

@@ -79,19 +79,45 @@ async fn a_pod_in_its_own_user_namespace_is_root_inside_and_unprivileged_outside
         vec![mapping(0, HOST_ID)],
     );
     let p = userns_pod(&e, "userns", ns.clone()).await.unwrap();
+    // A volume kubelet asks to be idmapped (a root-owned 0600 file, as a secret's), and one it does not.
+    let vol = e.c.dir.path().join("volume");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("secret"), "s3cret\n").unwrap();
+    std::fs::set_permissions(
+        vol.join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let plain = e.c.dir.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
     let mut cfg = ctr(
         "probe",
         &e.imgs.busybox.reference,
         &[
             "sh",
             "-c",
-            "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox; echo written > /etc/by-root && cat /etc/by-root; sleep 60",
+            "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox; echo written > /etc/by-root && cat /etc/by-root; \
+             stat -c %u /vol/secret; cat /vol/secret; echo mine > /vol/new; stat -c %u /plain; echo done; sleep 60",
         ],
     );
+    cfg.mounts = vec![
+        Mount {
+            container_path: "/vol".into(),
+            host_path: vol.display().to_string(),
+            uid_mappings: vec![mapping(0, HOST_ID)],
+            gid_mappings: vec![mapping(0, HOST_ID)],
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/plain".into(),
+            host_path: plain.display().to_string(),
+            ..Default::default()
+        },
+    ];
     sc(&mut cfg).namespace_options = Some(ns);
     let id = run(&e, &p, cfg).await;
     let log = format!("{}/probe/0.log", p.log_dir.display());
-    wait_for_log(&log, "written").await;
+    wait_for_log(&log, "done").await;
     let out = stdout_text(&log);
     let lines: Vec<&str> = out.lines().collect();
     let map: Vec<&str> = lines[0].split_whitespace().collect();
