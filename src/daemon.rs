@@ -33,6 +33,12 @@ impl Daemon {
     /// Opens the stores and recovers what survived a restart.
     pub async fn new(config: Config) -> Result<Arc<Self>> {
         let dirs = Dirs::new(&config);
+        dirs.make_private().map_err(|e| {
+            Error::io(
+                format!("make {} and {}", dirs.root.display(), dirs.state.display()),
+                e,
+            )
+        })?;
         let images = image::ImageStore::open(&config, &dirs).await?;
         let events = crate::events::Events::default();
         let sandboxes = sandbox::Sandboxes::open(&config, &dirs, events.clone()).await?;

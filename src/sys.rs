@@ -16,6 +16,21 @@ pub fn set_child_subreaper() -> io::Result<()> {
     }
 }
 
+/// Whether the process a pidfd names is still alive (signal 0 through the pidfd).
+pub fn pidfd_alive(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with signal 0 and no siginfo touches no memory of ours.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        ) == 0
+    }
+}
+
 /// `pidfd_open(2)`: a descriptor that keeps naming process `pid` (signals through it never reach a
 /// recycled pid; it turns readable when the process exits).
 pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {

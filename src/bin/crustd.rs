@@ -68,6 +68,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A known umask, whatever the caller's: files crustd and its children make are never group- or
+    // world-writable (and those holding secrets are made 0600 explicitly).
+    // SAFETY: umask(2) takes an integer and cannot fail.
+    unsafe { libc::umask(0o022) };
     // Orphans of what crustd spawns (runtime calls, CNI plugins) come back to crustd to be reaped.
     if let Err(e) = crust::sys::set_child_subreaper() {
         tracing::warn!(error = %e, "cannot become a child subreaper");

@@ -36,8 +36,15 @@ pub fn hierarchies() -> Vec<PathBuf> {
     out
 }
 
-/// Normalises a cgroup path: no leading or trailing '/', no `..` components (refused).
+/// Normalises a cgroup path: no leading or trailing '/', no `..` components (refused), no NUL or newline
+/// (no cgroup can be named so).
 pub fn normalize(rel: &str) -> Result<String> {
+    if rel.contains(['\0', '\n']) {
+        return Err(Error::invalid(
+            "cgroup_parent",
+            format!("{rel:?} holds a NUL or newline, which no cgroup name can"),
+        ));
+    }
     let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.contains(&"..") {
         return Err(Error::invalid("cgroup_parent", format!("{rel:?} contains '..'")));

@@ -5,7 +5,7 @@
 //! `StartError`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cri_api::v1;
 
@@ -42,6 +42,8 @@ struct Plan {
     pod_info: PodInfo,
     image: ImageView,
     target_pid: Option<u32>,
+    /// A pidfd of the target's process, kept until StartContainer.
+    target_pidfd: Mutex<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Daemon {
@@ -60,6 +62,35 @@ impl Daemon {
             id: info.id,
             defaults: ImageDefaults::from_image(&info.config),
             layers: info.layers,
+        })
+    }
+
+    /// The target of a TARGET PID namespace: a running container of the same pod, its pid and a pidfd
+    /// that pins that process until StartContainer.
+    fn target(&self, target_id: &str, pod_id: &str) -> Result<(Option<u32>, Option<std::os::fd::OwnedFd>)> {
+        let field = "config.linux.security_context.namespace_options.target_id";
+        let not_found = || {
+            Error::NotFound(format!(
+                "{field}: container {target_id:?} not found in pod {pod_id}"
+            ))
+        };
+        let t = self.containers.get(target_id).map_err(|_| not_found())?;
+        if t.pod_id != pod_id {
+            // Another pod's PID namespace is not this pod's to join.
+            return Err(not_found());
+        }
+        if t.pid == 0 || t.exited {
+            return Ok((None, None));
+        }
+        let fd = crate::sys::pidfd_open(t.pid).ok();
+        // The pidfd names the target's process only if the target was still running once it was open.
+        let still = self
+            .containers
+            .get(target_id)
+            .is_ok_and(|r| !r.exited && r.pid == t.pid);
+        Ok(match (fd, still) {
+            (Some(fd), true) => (Some(t.pid), Some(fd)),
+            _ => (None, None),
         })
     }
 
@@ -85,17 +116,9 @@ impl Daemon {
             .as_ref()
             .and_then(|l| l.security_context.as_ref());
         let ns = sc.and_then(|s| s.namespace_options.as_ref());
-        let target_pid = match ns {
-            Some(o) if o.pid == v1::NamespaceMode::Target as i32 => {
-                let t = self.containers.get(&o.target_id).map_err(|_| {
-                    Error::NotFound(format!(
-                        "config.linux.security_context.namespace_options.target_id: container {:?} not found",
-                        o.target_id
-                    ))
-                })?;
-                (t.pid != 0 && !t.exited).then_some(t.pid)
-            }
-            _ => None,
+        let (target_pid, target_pidfd) = match ns {
+            Some(o) if o.pid == v1::NamespaceMode::Target as i32 => self.target(&o.target_id, &pod.id)?,
+            _ => (None, None),
         };
         let pod_info = pod_info(&pod, req.sandbox_config.as_ref());
         let meta = req.config.metadata.clone().unwrap_or_default();
@@ -141,6 +164,7 @@ impl Daemon {
             pod_info,
             image,
             target_pid,
+            target_pidfd: Mutex::new(target_pidfd),
         };
         let inner = Arc::clone(&self.containers.inner);
         // In a task of its own: a caller that goes away must not leave a half-made container.
@@ -187,6 +211,13 @@ impl Daemon {
         }
         let rt = inner.runtime(&rec)?;
         let dir = inner.dirs.container_state(&id);
+        if let Some(fd) = lock(&inner.targets).remove(&id)
+            && !crate::sys::pidfd_alive(&fd)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id}: the container whose PID namespace it joins (TARGET) has exited"
+            )));
+        }
         if crate::monitor::is_alive(&dir) {
             return self.start_created_by_runtime(rec, &rt).await;
         }
@@ -273,33 +304,38 @@ async fn wait_inflight(mut rx: tokio::sync::watch::Receiver<Option<Shared>>) -> 
     }
 }
 
+/// What the container takes from its pod: the stored pod decides (hostname, privilege, sysctls), not
+/// the request's copy of the sandbox config, which a client could make say anything. Only for a pod an
+/// older crustd made, whose record holds no privilege, is the request's word taken.
 fn pod_info(pod: &PodContext, sb: Option<&v1::PodSandboxConfig>) -> PodInfo {
     let linux = sb.and_then(|s| s.linux.as_ref());
+    let requested = linux
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
     PodInfo {
         ctx: pod.clone(),
-        hostname: sb.map(|s| s.hostname.clone()).unwrap_or_default(),
-        privileged: linux
-            .and_then(|l| l.security_context.as_ref())
-            .is_some_and(|s| s.privileged),
-        sysctls: linux.map(|l| l.sysctls.clone()).unwrap_or_default(),
+        hostname: pod.hostname.clone(),
+        privileged: pod.privileged.unwrap_or(requested),
+        sysctls: pod.sysctls.clone(),
     }
 }
 
-/// `log_directory` joined with `log_path` (an absolute `log_path` stands alone); `None` without a
-/// `log_path`, or when the result is not absolute (no log directory: nowhere sensible to write).
+/// `log_path` inside `log_directory`, as the CRI defines it: an absolute `log_path` is still taken
+/// relative to the pod's log directory (as containerd joins them), so a container's log never lands
+/// elsewhere; `None` without a `log_path` or a log directory (nowhere sensible to write). `..` is refused
+/// at validation.
 fn log_path(log_dir: &str, log_path: &str) -> Option<PathBuf> {
     if log_path.is_empty() {
         return None;
     }
-    let p = Path::new(log_dir).join(log_path);
-    if !p.is_absolute() {
+    if !Path::new(log_dir).is_absolute() {
         tracing::warn!(
             log_path,
             "the pod has no log_directory; the container's output is discarded"
         );
         return None;
     }
-    Some(p)
+    Some(Path::new(log_dir).join(log_path.trim_start_matches('/')))
 }
 
 #[cfg(test)]
@@ -311,7 +347,11 @@ fn log_paths() {
     );
     assert_eq!(log_path("", "c/0.log"), None);
     assert_eq!(log_path("/var/log", ""), None);
-    assert_eq!(log_path("", "/tmp/c.log"), Some(PathBuf::from("/tmp/c.log")));
+    assert_eq!(log_path("", "/tmp/c.log"), None);
+    assert_eq!(
+        log_path("/var/log/pods/x", "/etc/cron.d/evil"),
+        Some(PathBuf::from("/var/log/pods/x/etc/cron.d/evil"))
+    );
 }
 
 impl Inner {
@@ -367,7 +407,12 @@ impl Inner {
             Ok(()) => {
                 rec.step = Step::Created;
                 match self.put_update(rec.clone()) {
-                    Ok(()) => Ok(()),
+                    Ok(()) => {
+                        if let Some(fd) = lock(&p.target_pidfd).take() {
+                            lock(&self.targets).insert(rec.id.clone(), fd);
+                        }
+                        Ok(())
+                    }
                     Err(e) => {
                         lock(&self.records).remove(&rec.id);
                         self.undo(&rec);
@@ -387,9 +432,8 @@ impl Inner {
         let cfg = &p.req.config;
         let dir = self.dirs.container_state(&p.id);
         std::fs::create_dir_all(&dir).ctx(format!("create {}", dir.display()))?;
-        if p.pod.userns_path.is_some() {
-            crate::state::allow_traverse(&dir).ctx(format!("chmod {}", dir.display()))?;
-        }
+        let mode = crate::state::private_dir_mode(p.pod.userns_path.is_some());
+        crate::state::set_mode(&dir, mode).ctx(format!("chmod {}", dir.display()))?;
         let paths = self.rootfs_paths(&p.id);
         let layers = p.image.layers.clone();
         let paths2 = paths.clone();

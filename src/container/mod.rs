@@ -62,6 +62,10 @@ pub(crate) struct Inner {
     exec_procs: Mutex<HashMap<String, Arc<oci_spec::runtime::Process>>>,
     /// Containers whose monitors are watched and run: lists need not look for their exit files.
     running: crate::monitor::Running,
+    /// Created containers joining another container's PID namespace (TARGET): a pidfd of the target's
+    /// process, opened at create, so StartContainer knows the `/proc/<pid>` in the bundle is still
+    /// that process and not a recycled pid.
+    targets: Mutex<HashMap<String, std::os::fd::OwnedFd>>,
     /// Where state changes are announced (GetContainerEvents).
     events: crate::events::Events,
 }
@@ -81,9 +85,8 @@ impl Containers {
         for d in [dirs.container_records(), dirs.state.join("containers")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
-        for d in [dirs.state.clone(), dirs.state.join("containers")] {
-            crate::state::allow_traverse(&d).map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
-        }
+        let d = dirs.state.join("containers");
+        crate::state::set_mode(&d, 0o711).map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
         let mut records = HashMap::new();
         let mut names = HashMap::new();
         for r in crate::state::read_all_json::<ContainerRecord>(&dirs.container_records()) {
@@ -111,6 +114,7 @@ impl Containers {
                 locks: Locks::default(),
                 cpu_samples: Mutex::new(HashMap::new()),
                 exec_procs: Mutex::new(HashMap::new()),
+                targets: Mutex::new(HashMap::new()),
                 running: crate::monitor::Running::default(),
                 events,
             }),
@@ -270,6 +274,7 @@ impl Inner {
     /// Deletes the record file and drops the container from memory (under the records lock, so an
     /// unlocked refresh cannot write the record back).
     fn forget(&self, rec: &ContainerRecord) -> Result<()> {
+        lock(&self.targets).remove(&rec.id);
         {
             let mut recs = lock(&self.records);
             ContainerRecord::delete(&self.dirs, &rec.id)?;

@@ -150,6 +150,19 @@ pub fn env(cfg: &v1::ContainerConfig, img: &ImageDefaults, hostname: &str) -> Ve
     out
 }
 
+/// Containers' RLIMIT_NOFILE: soft 1024, hard 524288 (containerd 2's), each no higher than crustd's
+/// own hard limit, which only CAP_SYS_RESOURCE could raise.
+fn nofile_rlimit() -> Value {
+    let mut own = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit writes the local struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut own) };
+    let hard = own.rlim_max.min(524_288);
+    json!({"type": "RLIMIT_NOFILE", "soft": hard.min(1024), "hard": hard})
+}
+
 /// Namespaces: the pod's netns (by path; none for host network), IPC and UTS of the pause, PID per mode.
 fn namespaces(inp: &SpecInput) -> Result<Vec<Value>> {
     let p = &inp.pod.ctx;
@@ -310,6 +323,9 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": ambient},
         "noNewPrivileges": sc.no_new_privs,
+        // Set, not inherited: crustd's own limits (a unit's LimitNOFILE=1048576) are not the
+        // container's. containerd 2's default: select(2)-safe soft limit, a generous hard one.
+        "rlimits": [nofile_rlimit()],
     });
     let resources_cfg = cfg
         .linux

@@ -29,13 +29,14 @@ impl LogFile {
         LogFile { fd: None }
     }
 
-    /// Opens (creating, appending) the log at `path`.
+    /// Opens (creating, appending) the log at `path`; a symlink there is refused (O_NOFOLLOW), so a
+    /// link planted where the log goes cannot turn crust's writes to another file.
     pub fn open(path: &CStr) -> std::io::Result<Self> {
         // SAFETY: open(2) with a NUL-terminated path; the returned fd is owned below.
         let fd = unsafe {
             libc::open(
                 path.as_ptr(),
-                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
                 0o640,
             )
         };

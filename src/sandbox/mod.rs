@@ -58,6 +58,12 @@ pub struct PodContext {
     pub log_directory: String,
     pub runtime_handler: String,
     pub ready: bool,
+    /// The pod's hostname, as made.
+    pub hostname: String,
+    /// Privileged as RunPodSandbox asked; `None` for a pod an older crustd made.
+    pub privileged: Option<bool>,
+    /// The pod's namespaced sysctls.
+    pub sysctls: HashMap<String, String>,
 }
 
 /// The shared core, in an `Arc` so RunPodSandbox can finish (or roll back) in a task of its own even
@@ -101,6 +107,9 @@ impl Sandboxes {
         ] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
+        let pods_dir = dirs.state.join("pods");
+        crate::state::set_mode(&pods_dir, 0o711)
+            .map_err(|e| Error::io(format!("chmod {}", pods_dir.display()), e))?;
         let records = PodRecord::load_all(dirs);
         let names = names::Names::default();
         let mut pods = HashMap::new();
@@ -308,6 +317,9 @@ impl Inner {
             log_directory: rec.log_directory.clone(),
             runtime_handler: rec.runtime_handler.clone(),
             ready: self.is_ready(rec),
+            hostname: rec.hostname.clone(),
+            privileged: rec.privileged,
+            sysctls: rec.sysctls.clone(),
         }
     }
 }

@@ -181,6 +181,13 @@ pub struct PodRecord {
     /// `linux.resources` objects: `{"overhead": …, "resources": …}`.
     #[serde(default)]
     pub resources: Option<serde_json::Value>,
+    /// The pod's `security_context.privileged`, as RunPodSandbox asked: what CreateContainer trusts,
+    /// not the request's copy of the sandbox config. `None` in a record of an older crustd.
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    /// The pod's namespaced sysctls (dotted keys), applied to its containers too.
+    #[serde(default)]
+    pub sysctls: HashMap<String, String>,
 }
 
 impl PodRecord {

@@ -29,6 +29,7 @@ pub struct NewPod {
     pub annotations: HashMap<String, String>,
     pub namespaces: Namespaces,
     pub sysctls: HashMap<String, String>,
+    pub privileged: bool,
     /// The request's cgroup parent (normalised), if any.
     pub cgroup_parent: Option<String>,
     pub runtime_handler: String,
@@ -66,6 +67,7 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
             .as_ref()
             .and_then(|o| o.userns_options.as_ref()),
         &namespaces,
+        sc.privileged,
     )?;
     let sysctls = sysctls(&linux.sysctls, &namespaces)?;
     let cgroup_parent = if linux.cgroup_parent.is_empty() {
@@ -92,6 +94,7 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
         annotations: cfg.annotations.clone(),
         namespaces,
         sysctls,
+        privileged: sc.privileged,
         cgroup_parent,
         runtime_handler: req.runtime_handler,
     })
@@ -111,7 +114,7 @@ fn hostname(field: &str, v: &str) -> Result<()> {
 
 /// The pod's user namespace: NODE (or none asked) is the host's; POD takes exactly one uid and one gid
 /// mapping with container id 0 mapped, as kubelet sends; CONTAINER and TARGET mean nothing for a pod.
-fn userns(u: Option<&v1::UserNamespace>, ns: &Namespaces) -> Result<Option<UserNs>> {
+fn userns(u: Option<&v1::UserNamespace>, ns: &Namespaces, privileged: bool) -> Result<Option<UserNs>> {
     let field = format!("{NS_FIELD}.userns_options");
     let Some(u) = u else { return Ok(None) };
     let mapping = |what: &str, maps: &[v1::IdMapping]| -> Result<IdMap> {
@@ -147,6 +150,12 @@ fn userns(u: Option<&v1::UserNamespace>, ns: &Namespaces) -> Result<Option<UserN
         Ok(v1::NamespaceMode::Node) if u.uids.is_empty() && u.gids.is_empty() => Ok(None),
         Ok(v1::NamespaceMode::Node) => Err(Error::invalid(field, "id mappings are only taken with mode POD")),
         Ok(v1::NamespaceMode::Pod) => {
+            if privileged {
+                return Err(Error::invalid(
+                    field,
+                    "a privileged pod cannot have its own user namespace",
+                ));
+            }
             if ns.host_network() || ns.host_ipc() || ns.host_pid() {
                 return Err(Error::invalid(
                     field,
@@ -294,6 +303,8 @@ impl Inner {
             pause_started: true,
             pause_pid: 0,
             resources: None,
+            privileged: Some(p.privileged),
+            sysctls: p.sysctls.clone(),
         };
         if let Err(e) = self.save(&rec) {
             self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -414,6 +425,9 @@ impl Inner {
             rec.namespaces.host_network(),
         )
         .ctx("write the pod files")?;
+        let dir = PodRecord::files_dir(&self.dirs, &rec.id);
+        crate::state::set_mode(&dir, crate::state::private_dir_mode(rec.userns.is_some()))
+            .ctx(format!("chmod {}", dir.display()))?;
         if let Some(shm) = &rec.shm {
             files::mount_shm(shm).ctx("mount the pod /dev/shm")?;
         }

@@ -23,6 +23,16 @@ pub struct Dirs {
 }
 
 impl Dirs {
+    /// Makes `root` (`0700`: images, records, writable layers are root's alone) and `state` (`0711`:
+    /// passable, for the socket and the rootfs of pods with their own user namespace, not listable).
+    pub fn make_private(&self) -> std::io::Result<()> {
+        for (d, mode) in [(&self.root, 0o700), (&self.state, 0o711)] {
+            std::fs::create_dir_all(d)?;
+            set_mode(d, mode)?;
+        }
+        Ok(())
+    }
+
     /// From the configuration.
     pub fn new(cfg: &Config) -> Self {
         Dirs {
@@ -102,7 +112,16 @@ pub fn atomic_write_with(path: &Path, data: &[u8], durability: Durability) -> st
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp{}.{seq}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp)?;
+    // Records, bundles and exec specs hold environments (secrets): readable by root only.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+    };
     f.write_all(data)?;
     if durability != Durability::Volatile {
         // The new contents are on disk before any name points at them.
@@ -161,15 +180,21 @@ pub fn read_all_json<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
     out
 }
 
-/// Lets every user pass through `dir` (search, not list: `0711` from `0700`), as the container's root of
-/// a pod with its own user namespace, an unprivileged host uid, must to reach its rootfs mount point.
-pub fn allow_traverse(dir: &Path) -> std::io::Result<()> {
+/// Sets a directory's mode (when it differs).
+pub fn set_mode(dir: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
-    if mode & 0o011 != 0o011 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o011))?;
+    if std::fs::metadata(dir)?.permissions().mode() & 0o7777 != mode {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
+}
+
+/// The mode of a directory of one pod or container: private to root (`0700`: no host user reaches a
+/// container's files, its rootfs or its bundle), or, for a pod with its own user namespace, passable
+/// but not listable (`0711`): the pod's root, an unprivileged host uid, must pass through to its
+/// rootfs, pod files and volumes, and finds nothing it may read on the way (bundles are `0600`).
+pub fn private_dir_mode(userns: bool) -> u32 {
+    if userns { 0o711 } else { 0o700 }
 }
 
 /// Removes a file, treating "already gone" as success.

@@ -273,6 +273,7 @@ async fn wait_for_log(path: &str, needle: &str) {
 mod api;
 mod exec;
 mod foreign;
+mod hardening;
 mod lifecycle;
 mod security;
 mod userns;
