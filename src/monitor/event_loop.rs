@@ -39,6 +39,9 @@ pub struct State {
     pub oom: Oom,
     /// Close the container's stdin when the first attached client closes its stdin or leaves.
     pub stdin_once: bool,
+    /// What the container wrote to stdout and stderr while the runtime was still starting it (read
+    /// then so the runtime could never block on a full pipe); logged first.
+    pub early: [Vec<u8>; 2],
 }
 
 /// OOM-kill detection for the container's memory cgroup.
@@ -201,6 +204,9 @@ fn pump(fd: RawFd, lb: &mut LineBuf, st: &mut State, clients: &mut Clients, max_
 pub fn run(st: &mut State) -> ! {
     let mut out = Box::new(LineBuf::new(Stream::Stdout));
     let mut err = Box::new(LineBuf::new(Stream::Stderr));
+    let [early_out, early_err] = std::mem::take(&mut st.early);
+    out.feed(&early_out, &mut st.log);
+    err.feed(&early_err, &mut st.log);
     let mut clients = Clients::new();
     let mut exited: Option<(libc::c_int, i64)> = None;
     while exited.is_none() {

@@ -148,6 +148,17 @@ impl LineBuf {
         }
     }
 
+    /// Takes bytes read elsewhere (during the runtime's start), as reads into [`Self::space`] would.
+    pub fn feed(&mut self, mut data: &[u8], log: &mut LogFile) {
+        while !data.is_empty() {
+            let space = self.space();
+            let n = space.len().min(data.len());
+            space[..n].copy_from_slice(&data[..n]);
+            self.filled(n, log);
+            data = &data[n..];
+        }
+    }
+
     /// At EOF: writes what is left as a `P` piece.
     pub fn flush(&mut self, log: &mut LogFile) {
         if self.len > 0 {

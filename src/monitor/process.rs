@@ -184,6 +184,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
             io: Io::default(),
             oom: Oom::setup(container_pid),
             stdin_once: false,
+            early: Default::default(),
         });
     }
     let mut io = Io::default();
@@ -284,12 +285,13 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
     }
     drop(console);
     let _ = std::fs::remove_file(CONSOLE_SOCKET);
+    let mut early: [Vec<u8>; 2] = Default::default();
     let status = match runtime_status {
         Some(s) => s,
-        None => wait_for(runtime_pid),
+        None => wait_draining(runtime_pid, [io.stdout.as_ref(), io.stderr.as_ref()], &mut early),
     };
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(create_error(&runtime_log, io.stderr.as_ref(), status, spec.start));
+        return Err(create_error(&runtime_log, &early[1], status, spec.start));
     }
     let _ = std::fs::remove_file(&runtime_log);
     let container_pid: i32 = std::fs::read_to_string(&pid_file)
@@ -311,6 +313,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         io,
         oom,
         stdin_once: spec.stdin_once,
+        early,
     })
 }
 
@@ -332,6 +335,57 @@ unsafe fn exec_child(stdio: &[RawFd; 3], argv: &[*const libc::c_char]) -> ! {
         libc::signal(libc::SIGHUP, libc::SIG_DFL);
         libc::execv(argv[0], argv.as_ptr());
         libc::_exit(127)
+    }
+}
+
+/// The most bytes kept of each stream while the runtime starts the container. Past it the pipe is left
+/// to fill: only the container writes that much, and it may wait for the event loop.
+const EARLY_MAX: usize = 1 << 20;
+
+/// Waits for the runtime (our child) to exit while reading the container's stdout and stderr pipes,
+/// which are also the runtime's own: a runtime whose error message (quoting a long argument) is larger
+/// than a pipe's buffer would otherwise block on the write, and never exit. Returns its wait status;
+/// what was read is in `early`.
+fn wait_draining(pid: i32, fds: [Option<&OwnedFd>; 2], early: &mut [Vec<u8>; 2]) -> libc::c_int {
+    // Readable when the runtime exits: the wait needs no timer.
+    let Ok(pidfd) = crate::sys::pidfd_open(pid as u32) else {
+        return wait_for(pid);
+    };
+    let mut buf = [0u8; 16 * 1024];
+    let mut hung_up = [false; 2];
+    loop {
+        let mut pfds = [libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }; 3];
+        for (i, fd) in fds.iter().enumerate() {
+            pfds[i + 1].fd = match fd {
+                Some(fd) if early[i].len() < EARLY_MAX && !hung_up[i] => fd.as_raw_fd(),
+                _ => -1,
+            };
+        }
+        // SAFETY: poll over a live array of pollfds.
+        unsafe { libc::poll(pfds.as_mut_ptr(), 3, -1) };
+        for i in 0..2 {
+            let rev = pfds[i + 1].revents;
+            if rev & libc::POLLIN == 0 && rev & (libc::POLLHUP | libc::POLLERR) != 0 {
+                // Every writer is gone: nothing more to read while waiting.
+                hung_up[i] = true;
+            }
+            if pfds[i + 1].fd >= 0 && rev & libc::POLLIN != 0 {
+                // Non-blocking read ends: take what is there.
+                while early[i].len() < EARLY_MAX {
+                    match sysutil::read(pfds[i + 1].fd, &mut buf) {
+                        Ok(n) if n > 0 => early[i].extend_from_slice(&buf[..n]),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        if pfds[0].revents != 0 {
+            return wait_for(pid);
+        }
     }
 }
 
@@ -410,16 +464,12 @@ fn receive_console(
 }
 
 /// The runtime's own words for a failed create: its JSON log, else what it printed on stderr.
-fn create_error(runtime_log: &Path, stderr: Option<&OwnedFd>, status: libc::c_int, run: bool) -> String {
+fn create_error(runtime_log: &Path, stderr: &[u8], status: libc::c_int, run: bool) -> String {
     let mut text = std::fs::read(runtime_log)
         .map(|d| crate::oci::runtime_error_text(&d))
         .unwrap_or_default();
-    if text.is_empty()
-        && let Some(fd) = stderr
-    {
-        let mut buf = [0u8; 4096];
-        let n = sysutil::read(fd.as_raw_fd(), &mut buf).unwrap_or(0);
-        text = crate::oci::runtime_error_text(&buf[..n]);
+    if text.is_empty() {
+        text = crate::oci::runtime_error_text(&stderr[..stderr.len().min(4096)]);
     }
     if text.is_empty() {
         text = if libc::WIFEXITED(status) {

@@ -18,13 +18,30 @@ pub fn to_status(e: Error) -> Status {
         Error::Unimplemented(_) => Code::Unimplemented,
         Error::Io { .. } | Error::Internal(_) => Code::Internal,
     };
-    let status = Status::new(code, e.to_string());
+    let status = Status::new(code, bounded(e.to_string()));
     if code == Code::Internal {
         tracing::error!(error = %e, "request failed");
     } else {
         tracing::debug!(error = %e, code = ?code, "request refused");
     }
     status
+}
+
+/// The most bytes of a message sent back: it travels in the `grpc-message` trailer, and a message that
+/// quotes a huge request field would exceed the client's header list limit (16 KiB in hyper's client),
+/// turning a clear refusal into an HTTP/2 protocol error. The log keeps the whole message.
+pub const MAX_MESSAGE: usize = 4096;
+
+fn bounded(mut msg: String) -> String {
+    if msg.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("… (truncated)");
+    }
+    msg
 }
 
 impl From<Error> for Status {
@@ -36,4 +53,19 @@ impl From<Error> for Status {
 /// `Ok(Response)` from a core result.
 pub fn respond<T>(r: crate::Result<T>) -> Result<tonic::Response<T>, Status> {
     r.map(tonic::Response::new).map_err(to_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_at_a_character() {
+        let e = Error::invalid("config.metadata.name", "é".repeat(10_000));
+        let s = to_status(e);
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().len() <= MAX_MESSAGE + 20);
+        assert!(s.message().starts_with("config.metadata.name:"));
+        assert!(s.message().ends_with("(truncated)"));
+    }
 }

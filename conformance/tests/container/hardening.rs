@@ -147,3 +147,29 @@ async fn containers_get_their_own_rlimits_and_logs_stay_in_the_pod_log_directory
     assert!(start(&e, &id).await.is_err(), "a symlinked log path is refused");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
 }
+
+#[tokio::test]
+async fn a_runtime_error_larger_than_a_pipe_fails_the_start_instead_of_hanging_it() {
+    let e = env().await;
+    let p = pod(&e, "bigerror").await;
+    // runc quotes the missing executable in its error, on the container's stderr pipe: 100 KB, more
+    // than a pipe holds. The monitor reads the pipes while it waits for runc.
+    let name = "x".repeat(100_000);
+    let id = create(&e, &p, ctr("bigerror", &e.imgs.busybox.reference, &[&name]))
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), start(&e, &id))
+        .await
+        .expect("StartContainer hung")
+        .unwrap_err();
+    // The message quotes the name, so it is cut to its bound; the runtime's failure leads it.
+    assert!(
+        err.message().contains("runc run failed"),
+        "{}",
+        &err.message()[..300.min(err.message().len())]
+    );
+    assert!(err.message().len() < 5000);
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(status(&e, &id).await.reason, "StartError");
+}
