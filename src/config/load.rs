@@ -182,6 +182,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         ("root", &c.root),
         ("state", &c.state),
         ("api.socket", &c.api.socket),
+        ("runtime.seccomp_profile_root", &c.runtime.seccomp_profile_root),
     ] {
         if !p.is_absolute() {
             return bad(
