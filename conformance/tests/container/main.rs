@@ -274,5 +274,6 @@ mod api;
 mod exec;
 mod foreign;
 mod lifecycle;
+mod seccomp;
 mod security;
 mod userns;
