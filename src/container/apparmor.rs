@@ -162,7 +162,12 @@ pub fn profile_text(name: &str, h: &ProfileHost) -> String {
     if h.base {
         t.push_str("  #include <abstractions/base>\n");
     }
-    let daemon = &h.daemon;
+    // crustd's own label, when it is confined (unconfined peers are allowed anyway).
+    let daemon_rule = if h.daemon == "unconfined" {
+        String::new()
+    } else {
+        format!("\n  signal (receive) peer={},", h.daemon)
+    };
     t.push_str(&format!(
         r"
   # What the OCI spec grants is not narrowed here; the rules below take away.
@@ -177,24 +182,23 @@ pub fn profile_text(name: &str, h: &ProfileHost) -> String {
   # Signals: the host, the OCI runtime and crustd may signal the container; its processes each other.
   signal (receive) peer=unconfined,
   signal (receive) peer=runc,
-  signal (receive) peer=crun,
-  signal (receive) peer={daemon},
+  signal (receive) peer=crun,{daemon_rule}
   signal (send,receive) peer={name},
   ptrace (trace,tracedby,read,readby) peer={name},
 
   # /proc: a process may write its own /proc/<pid> files; nothing else at the top level, in the
   # non-process directories, or under /proc/sys but the IPC namespace's kernel/shm* settings.
   deny @{{PROC}}/* w,
-  deny @{{PROC}}/{{[^0-9s]*,s,s[^y]*,sy,sy[^s]*,sys?*}}/** w,
-  deny @{{PROC}}/sys/[^k]** w,
-  deny @{{PROC}}/sys/kernel/{{?,??,[^s]*,s[^h]*,sh[^m]*}} w,
-  deny @{{PROC}}/sys/kernel/{{[^s]*,s[^h]*,sh[^m]*}}/** w,
+  deny @{{PROC}}/{{[^0-9s/]*,s,s[^y/]*,sy,sy[^s/]*,sys?*}}/** w,
+  deny @{{PROC}}/sys/[^k/]** w,
+  deny @{{PROC}}/sys/kernel/{{?,??,[^s/]*,s[^h/]*,sh[^m/]*}} w,
+  deny @{{PROC}}/sys/kernel/{{[^s/]*,s[^h/]*,sh[^m/]*}}/** w,
   deny @{{PROC}}/sysrq-trigger rwklx,
   deny @{{PROC}}/kcore rwklx,
 
   # /sys: read-only but for the cgroup filesystem; firmware, powercap and securityfs not even readable.
-  deny /sys/{{[^f]*,f,f[^s]*,fs?*}}/** wklx,
-  deny /sys/fs/{{[^c]*,c,c[^g]*,cg,cg[^r]*,cgr?*}}/** wklx,
+  deny /sys/{{[^f/]*,f,f[^s/]*,fs?*}}/** wklx,
+  deny /sys/fs/{{[^c/]*,c,c[^g/]*,cg,cg[^r/]*}}/** wklx,
   deny /sys/firmware/** rwklx,
   deny /sys/devices/virtual/powercap/** rwklx,
   deny /sys/kernel/security/** rwklx,
@@ -374,6 +378,22 @@ mod tests {
             assert!(t.lines().any(|l| l.trim() == want), "{want:?} missing in:\n{t}");
         }
         assert!(!t.contains("#include"), "{t}");
+        // The cgroup filesystem stays writable (cgroup namespaces, nested runtimes).
+        let sys_fs = t.lines().find(|l| l.contains("deny /sys/fs/")).unwrap();
+        assert!(!sys_fs.contains("cgr"), "{sys_fs}");
+        let plain = profile_text(
+            "p",
+            &ProfileHost {
+                abi_3: false,
+                tunables: true,
+                base: true,
+                daemon: "unconfined".into(),
+            },
+        );
+        assert_eq!(plain.matches("peer=unconfined").count(), 1, "{plain}");
+        assert!(
+            plain.contains("#include <tunables/global>") && plain.contains("  #include <abstractions/base>")
+        );
         assert_eq!(t.matches('{').count(), t.matches('}').count(), "{t}");
     }
 
