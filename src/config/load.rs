@@ -392,4 +392,20 @@ mod tests {
         assert!(e.file.ends_with("50-x.toml"), "{e}");
         assert!(e.key.contains("endpoint"), "{e}");
     }
+
+    #[test]
+    fn seccomp_profile_root_must_be_absolute() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "[runtime]\nseccomp_profile_root = \"profiles\"\n",
+        );
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "runtime.seccomp_profile_root", "{e}");
+        assert!(
+            e.file.ends_with("crust.toml") && e.msg.contains("absolute"),
+            "{e}"
+        );
+    }
 }
