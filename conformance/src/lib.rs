@@ -10,6 +10,7 @@ pub mod crustd;
 pub mod http;
 pub mod images;
 pub mod net;
+pub mod probes;
 pub mod registry;
 pub mod standins;
 pub mod streamclient;

@@ -182,6 +182,7 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
         ("root", &c.root),
         ("state", &c.state),
         ("api.socket", &c.api.socket),
+        ("runtime.seccomp_profile_root", &c.runtime.seccomp_profile_root),
     ] {
         if !p.is_absolute() {
             return bad(
@@ -390,5 +391,21 @@ mod tests {
         let e = load(Some(&main), &Overrides::default()).unwrap_err();
         assert!(e.file.ends_with("50-x.toml"), "{e}");
         assert!(e.key.contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn seccomp_profile_root_must_be_absolute() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "[runtime]\nseccomp_profile_root = \"profiles\"\n",
+        );
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "runtime.seccomp_profile_root", "{e}");
+        assert!(
+            e.file.ends_with("crust.toml") && e.msg.contains("absolute"),
+            "{e}"
+        );
     }
 }

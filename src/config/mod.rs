@@ -87,6 +87,9 @@ pub struct RuntimeConfig {
     pub masked_paths: Vec<String>,
     /// Override the default read-only paths (empty: the built-in list).
     pub readonly_paths: Vec<String>,
+    /// Seccomp profiles for `Localhost` references that are relative paths (kubelet's absolute
+    /// paths are read where they point).
+    pub seccomp_profile_root: PathBuf,
 }
 
 impl Default for RuntimeConfig {
@@ -104,6 +107,7 @@ impl Default for RuntimeConfig {
             exec_sync_max_output: 16 * 1024 * 1024,
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            seccomp_profile_root: "/var/lib/crust/seccomp".into(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! monitor and stays CREATED while its bundle exists; otherwise it died with the host or its monitor:
 //! exited, reason `Unknown`.
 
+pub mod apparmor;
 mod create;
 mod exec;
 pub mod idmap;
@@ -16,6 +17,7 @@ mod mounts;
 pub mod record;
 pub mod resources;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod spec;
 #[cfg(test)]
@@ -94,7 +96,15 @@ impl Containers {
             records.insert(r.id.clone(), r);
         }
         let host = spec::HostInfo {
-            apparmor: security::apparmor_enabled(),
+            apparmor: match apparmor::ensure_default(&apparmor::System::detect()) {
+                Ok(on) => on,
+                Err(e) => {
+                    // The host runs AppArmor: RuntimeDefault containers are refused until it loads.
+                    tracing::error!(error = %e, "AppArmor: the default profile is not loaded");
+                    true
+                }
+            },
+            seccomp_profile_root: cfg.runtime.seccomp_profile_root.clone(),
             cgroup_v2: crate::cgroups::is_v2(),
             all_caps: security::current_caps(),
             masked_paths: cfg.runtime.masked_paths.clone(),

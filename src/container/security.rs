@@ -1,13 +1,11 @@
-//! Security settings of the OCI spec: capabilities (containerd's default set, add/drop, ALL), the
-//! built-in seccomp profile, masked and read-only paths, AppArmor, and stop-signal names.
-//!
-//! The built-in `RuntimeDefault` seccomp profile is a **deny-list**: every syscall is allowed except
-//! the ones that reach kernel-global state (modules, kexec, keyrings, clock, swap, accounting, mount
-//! API, BPF, perf, …), which fail with `EPERM`. A group of them is let through when the container holds
-//! the capability that guards it (e.g. the mount API with `CAP_SYS_ADMIN`), as Docker's profile does.
+//! Security settings of the OCI spec: capabilities (containerd's default set, add/drop, ALL), which
+//! seccomp profile a container gets (the profiles themselves are in `seccomp`), masked and read-only
+//! paths, and stop-signal names. AppArmor is in `apparmor`.
 
 use cri_api::v1;
-use serde_json::{Value, json};
+use std::path::Path;
+
+use serde_json::Value;
 
 use crate::{Error, Result};
 
@@ -166,94 +164,6 @@ pub fn capabilities(
     Ok(caps)
 }
 
-/// Syscall groups the built-in profile denies unless the container holds the capability (or always).
-const DENIED: &[(Option<&str>, &[&str])] = &[
-    (
-        None,
-        &[
-            "kexec_load",
-            "kexec_file_load",
-            "lookup_dcookie",
-            "nfsservctl",
-            "uselib",
-            "get_kernel_syms",
-            "query_module",
-            "_sysctl",
-            "add_key",
-            "request_key",
-            "keyctl",
-            "vm86",
-            "vm86old",
-            "create_module",
-        ],
-    ),
-    (
-        Some("CAP_SYS_ADMIN"),
-        &[
-            "mount",
-            "umount",
-            "umount2",
-            "pivot_root",
-            "setns",
-            "unshare",
-            "swapon",
-            "swapoff",
-            "quotactl",
-            "quotactl_fd",
-            "fanotify_init",
-            "name_to_handle_at",
-            "fsopen",
-            "fsconfig",
-            "fsmount",
-            "fspick",
-            "move_mount",
-            "open_tree",
-            "mount_setattr",
-            "bpf",
-            "perf_event_open",
-            "lsm_set_self_attr",
-        ],
-    ),
-    (Some("CAP_DAC_READ_SEARCH"), &["open_by_handle_at"]),
-    (
-        Some("CAP_SYS_MODULE"),
-        &["init_module", "finit_module", "delete_module"],
-    ),
-    (Some("CAP_SYS_BOOT"), &["reboot"]),
-    (
-        Some("CAP_SYS_TIME"),
-        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
-    ),
-    (Some("CAP_SYS_PACCT"), &["acct"]),
-    (Some("CAP_SYS_RAWIO"), &["iopl", "ioperm"]),
-    (Some("CAP_SYSLOG"), &["syslog"]),
-    (Some("CAP_SYS_PTRACE"), &["userfaultfd", "kcmp"]),
-];
-
-/// The built-in `RuntimeDefault` seccomp profile (deny-list, see the module doc) for `caps`.
-pub fn default_seccomp(caps: &[String]) -> Value {
-    let mut names: Vec<&str> = Vec::new();
-    for (cap, calls) in DENIED {
-        if cap.is_none_or(|c| !caps.iter().any(|x| x == c)) {
-            names.extend_from_slice(calls);
-        }
-    }
-    let arches: &[&str] = if cfg!(target_arch = "aarch64") {
-        &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
-    } else {
-        &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
-    };
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": arches,
-        "syscalls": [{
-            "names": names,
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-        }],
-    })
-}
-
 /// Parses a signal name as images write it (`SIGTERM`, `TERM`, `15`, `SIGRTMIN+3`) or as the CRI
 /// enum names it (`SIGRTMINPLUS3`, `SIGRTMAXMINUS2`).
 pub fn parse_signal(s: &str) -> Option<i32> {
@@ -295,99 +205,41 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         .map(|s| s as i32)
 }
 
-/// Whether the host runs AppArmor.
-pub fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
-}
-
-pub fn seccomp_profile(sc: &v1::LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>> {
+/// The seccomp profile of a container with bounding set `caps` (not privileged): none for
+/// `Unconfined`, the built-in one for `RuntimeDefault`, a file for `Localhost` (relative references
+/// inside `profile_root`). The deprecated `seccomp_profile_path` is read when `seccomp` is unset.
+pub fn seccomp_profile(
+    sc: &v1::LinuxContainerSecurityContext,
+    caps: &[String],
+    profile_root: &Path,
+) -> Result<Option<Value>> {
     use v1::security_profile::ProfileType;
     #[allow(deprecated)]
     let legacy = sc.seccomp_profile_path.as_str();
-    let (kind, localhost) = match &sc.seccomp {
+    let (kind, localhost, field) = match &sc.seccomp {
         Some(p) => (
             ProfileType::try_from(p.profile_type).ok(),
             p.localhost_ref.clone(),
+            "config.linux.security_context.seccomp.localhost_ref",
         ),
         None => match legacy {
-            "" | "unconfined" => (Some(ProfileType::Unconfined), String::new()),
-            "runtime/default" | "docker/default" => (Some(ProfileType::RuntimeDefault), String::new()),
+            "" | "unconfined" => (Some(ProfileType::Unconfined), String::new(), ""),
+            "runtime/default" | "docker/default" => (Some(ProfileType::RuntimeDefault), String::new(), ""),
             l => (
                 Some(ProfileType::Localhost),
-                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
-            ),
-        },
-    };
-    let field = "config.linux.security_context.seccomp";
-    match kind {
-        Some(ProfileType::Unconfined) => Ok(None),
-        Some(ProfileType::RuntimeDefault) => Ok(Some(default_seccomp(caps))),
-        Some(ProfileType::Localhost) => {
-            let path = localhost.strip_prefix("localhost/").unwrap_or(&localhost);
-            if !path.starts_with('/') {
-                return Err(Error::invalid(
-                    format!("{field}.localhost_ref"),
-                    format!("{path:?} is not an absolute path"),
-                ));
-            }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("read {path}: {e}")))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| Error::invalid(format!("{field}.localhost_ref"), format!("{path}: {e}")))?;
-            serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(v.clone()).map_err(|e| {
-                Error::invalid(
-                    format!("{field}.localhost_ref"),
-                    format!("{path} is not a seccomp profile: {e}"),
-                )
-            })?;
-            Ok(Some(v))
-        }
-        None => Err(Error::invalid(
-            format!("{field}.profile_type"),
-            "unknown profile type",
-        )),
-    }
-}
-
-pub fn apparmor_profile(sc: &v1::LinuxContainerSecurityContext) -> Result<Option<String>> {
-    use v1::security_profile::ProfileType;
-    #[allow(deprecated)]
-    let legacy = sc.apparmor_profile.as_str();
-    let (kind, name) = match &sc.apparmor {
-        Some(p) => (
-            ProfileType::try_from(p.profile_type).ok(),
-            p.localhost_ref.clone(),
-        ),
-        None => match legacy {
-            "" | "runtime/default" => (Some(ProfileType::RuntimeDefault), String::new()),
-            "unconfined" => (Some(ProfileType::Unconfined), String::new()),
-            l => (
-                Some(ProfileType::Localhost),
-                l.strip_prefix("localhost/").unwrap_or(l).to_string(),
+                l.to_string(),
+                "config.linux.security_context.seccomp_profile_path",
             ),
         },
     };
     match kind {
         Some(ProfileType::Unconfined) => Ok(None),
-        // The host's loaded default profile, when there is one (crust ships none of its own).
-        Some(ProfileType::RuntimeDefault) => {
-            Ok(std::fs::read_to_string("/sys/kernel/security/apparmor/profiles")
-                .ok()
-                .filter(|p| p.lines().any(|l| l.starts_with("crust-default ")))
-                .map(|_| "crust-default".to_string()))
-        }
+        Some(ProfileType::RuntimeDefault) => Ok(Some(super::seccomp::default_profile(caps))),
         Some(ProfileType::Localhost) => {
-            let n = name.strip_prefix("localhost/").unwrap_or(&name);
-            if n.is_empty() {
-                return Err(Error::invalid(
-                    "config.linux.security_context.apparmor.localhost_ref",
-                    "must name a profile",
-                ));
-            }
-            Ok(Some(n.to_string()))
+            super::seccomp::localhost_profile(profile_root, &localhost, field).map(Some)
         }
         None => Err(Error::invalid(
-            "config.linux.security_context.apparmor.profile_type",
+            "config.linux.security_context.seccomp.profile_type",
             "unknown profile type",
         )),
     }
@@ -416,16 +268,6 @@ mod tests {
         assert_eq!(capabilities(true, &[], &s(&["ALL"]), &all).unwrap(), all);
         let e = capabilities(false, &s(&["BOGUS"]), &[], &all).unwrap_err();
         assert!(e.to_string().contains("add_capabilities"), "{e}");
-    }
-
-    #[test]
-    fn seccomp_profile_depends_on_caps() {
-        let p = default_seccomp(&s(DEFAULT_CAPS)).to_string();
-        assert!(p.contains("\"mount\"") && p.contains("kexec_load"));
-        let p = default_seccomp(&s(&["CAP_SYS_ADMIN"])).to_string();
-        assert!(!p.contains("\"mount\"") && p.contains("kexec_load"));
-        let typed: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(default_seccomp(&[])).unwrap();
-        assert_eq!(typed.syscalls().as_ref().unwrap().len(), 1);
     }
 
     #[test]

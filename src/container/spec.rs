@@ -58,7 +58,10 @@ pub struct PodInfo {
 /// Host facts and configuration the spec depends on.
 #[derive(Debug, Clone, Default)]
 pub struct HostInfo {
+    /// The host runs AppArmor (kernel and `apparmor_parser`): containers get profiles.
     pub apparmor: bool,
+    /// `runtime.seccomp_profile_root`: where relative `Localhost` seccomp profiles are.
+    pub seccomp_profile_root: std::path::PathBuf,
     pub cgroup_v2: bool,
     /// Capabilities crustd holds ("all" for privileged containers).
     pub all_caps: Vec<String>,
@@ -338,11 +341,11 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     let seccomp = if privileged {
         None
     } else {
-        security::seccomp_profile(&sc, &caps)?
+        security::seccomp_profile(&sc, &caps, &inp.host.seccomp_profile_root)?
     };
     if inp.host.apparmor
         && !privileged
-        && let Some(p) = security::apparmor_profile(&sc)?
+        && let Some(p) = super::apparmor::container_profile(&sc, &super::apparmor::loaded_profiles())?
     {
         process["apparmorProfile"] = json!(p);
     }

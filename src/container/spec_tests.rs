@@ -43,6 +43,7 @@ fn pod() -> PodInfo {
 fn host() -> HostInfo {
     HostInfo {
         apparmor: false,
+        seccomp_profile_root: "/nonexistent/seccomp".into(),
         cgroup_v2: false,
         all_caps: super::security::ALL_CAPS.iter().map(|s| s.to_string()).collect(),
         masked_paths: vec![],
@@ -390,7 +391,11 @@ fn security_options() {
         strs(&s["process"]["capabilities"]["effective"]),
         ["CAP_SYS_ADMIN"]
     );
-    assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    assert_eq!(s["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+    assert!(
+        !s["linux"]["seccomp"].to_string().contains("SCMP_CMP_MASKED_EQ"),
+        "CAP_SYS_ADMIN: clone unrestricted"
+    );
     assert_eq!(strs(&s["linux"]["maskedPaths"]), ["/proc/custom"]);
     assert_eq!(
         strs(&mount(&s, "/etc/resolv.conf").unwrap()["options"])

@@ -275,5 +275,6 @@ mod exec;
 mod foreign;
 mod hardening;
 mod lifecycle;
+mod seccomp;
 mod security;
 mod userns;
