@@ -86,6 +86,7 @@ pub async fn pull_image(d: &Daemon, req: v1::PullImageRequest) -> Result<v1::Pul
             &a.identity_token,
             &a.registry_token,
         )
+        .for_server(&a.server_address)
     });
     let id = d
         .images

@@ -273,6 +273,7 @@ async fn wait_for_log(path: &str, needle: &str) {
 mod api;
 mod exec;
 mod foreign;
+mod image_user;
 mod lifecycle;
 mod security;
 mod userns;
