@@ -33,6 +33,9 @@ pub enum Error {
     /// Not supported by crust.
     #[error("{0}")]
     Unimplemented(String),
+    /// A limit was exceeded (a registry response or a layer larger than crust accepts).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -80,6 +83,7 @@ impl Error {
             Error::Unauthenticated(m) => Error::Unauthenticated(format!("{ctx}: {m}")),
             Error::PermissionDenied(m) => Error::PermissionDenied(format!("{ctx}: {m}")),
             Error::Unimplemented(m) => Error::Unimplemented(format!("{ctx}: {m}")),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{ctx}: {m}")),
             Error::Io { context, source } => Error::Io {
                 context: format!("{ctx}: {context}"),
                 source,
@@ -101,6 +105,7 @@ impl Error {
             Error::Unauthenticated(m) => Error::Unauthenticated(m.clone()),
             Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
             Error::Unimplemented(m) => Error::Unimplemented(m.clone()),
+            Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
             Error::Io { .. } | Error::Internal(_) => Error::Internal(self.to_string()),
         }
     }

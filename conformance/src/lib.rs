@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod crustd;
+pub mod fakereg;
 pub mod http;
 pub mod images;
 pub mod net;

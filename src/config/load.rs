@@ -260,6 +260,15 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.image.stall_timeout_seconds == 0 {
         return bad("image.stall_timeout_seconds", "must be at least 1".into());
     }
+    if c.image.request_timeout_seconds == 0 {
+        return bad("image.request_timeout_seconds", "must be at least 1".into());
+    }
+    if c.image.max_layer_unpacked_bytes == 0 {
+        return bad("image.max_layer_unpacked_bytes", "must be at least 1".into());
+    }
+    if c.image.max_layer_entries == 0 {
+        return bad("image.max_layer_entries", "must be at least 1".into());
+    }
     if !c.image.platform.is_empty() {
         let parts: Vec<&str> = c.image.platform.split('/').collect();
         if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {

@@ -139,6 +139,14 @@ pub struct ImageConfig {
     pub max_concurrent_downloads: usize,
     /// A pull that receives no bytes for this many seconds fails.
     pub stall_timeout_seconds: u64,
+    /// Seconds a registry may take over a manifest, index or token request: its headers, then its
+    /// body, each within this (blobs are bounded by `stall_timeout_seconds` instead).
+    pub request_timeout_seconds: u64,
+    /// Largest uncompressed size of one layer: its tar stream, and the content of its files counted
+    /// at their full size (holes of sparse files included). A larger layer fails the pull.
+    pub max_layer_unpacked_bytes: u64,
+    /// Most tar entries (files, directories, links, whiteouts, ...) one layer may have.
+    pub max_layer_entries: u64,
     /// Images matching these patterns (`name`, `name:tag`, `prefix*`) are reported pinned.
     pub pinned_images: Vec<String>,
     /// A pause image to pull and pin at start (empty: crust's built-in pause needs none).
@@ -152,6 +160,9 @@ impl Default for ImageConfig {
         ImageConfig {
             max_concurrent_downloads: 3,
             stall_timeout_seconds: 60,
+            request_timeout_seconds: 60,
+            max_layer_unpacked_bytes: 32 << 30,
+            max_layer_entries: 4 << 20,
             pinned_images: Vec::new(),
             pause_image: String::new(),
             platform: String::new(),

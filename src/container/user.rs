@@ -211,44 +211,116 @@ pub fn resolve(req: &UserRequest, passwd: Option<&str>, group: Option<&str>) -> 
     })
 }
 
-/// The image config's `User`: `""`, `name`, `uid`, `user:group` with either part numeric or a name.
-fn image_user(
-    spec: &str,
-    users: &[PasswdEntry],
-    groups: &[GroupEntry],
-) -> Result<(u32, u32, Option<PasswdEntry>)> {
+/// One part (user or group) of an image config's `User`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdSpec {
+    /// All digits: exactly this id.
+    Id(u32),
+    /// Anything else: a name, looked up only in the image's own `/etc/passwd` or `/etc/group`.
+    Name(String),
+}
+
+/// An image config's `User` (`""`, `user`, `user:group`, each part an id or a name), parsed. The one
+/// reading of it that both ImageStatus (what kubelet checks `runAsNonRoot` against) and
+/// CreateContainer (what the container runs as) use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageUser {
+    /// `None`: the image names no user (root).
+    pub user: Option<IdSpec>,
+    pub group: Option<IdSpec>,
+}
+
+/// The field image-user refusals name.
+const IMAGE_USER: &str = "image config User";
+
+fn id_spec(spec: &str, part: &str, what: &str) -> Result<IdSpec> {
+    if part.is_empty() {
+        return Err(Error::invalid(
+            IMAGE_USER,
+            format!("{spec:?} has an empty {what}"),
+        ));
+    }
+    if !part.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(IdSpec::Name(part.to_string()));
+    }
+    // A numeric part is an id or nothing: never a name to look up (a passwd entry named
+    // "4294967296" with uid 0 must not turn an out-of-range uid into root).
+    part.parse::<u32>().map(IdSpec::Id).map_err(|_| {
+        Error::invalid(
+            IMAGE_USER,
+            format!("{spec:?}: {part:?} is not a valid {what} id (a numeric {what} is 0 to 4294967295)"),
+        )
+    })
+}
+
+/// Parses an image config's `User`. A part made of digits only must be an exact 32-bit id; anything
+/// else is a name. An empty part around `:` is refused.
+pub fn parse_image_user(spec: &str) -> Result<ImageUser> {
     if spec.is_empty() {
-        let e = users.iter().find(|e| e.uid == 0).cloned();
-        return Ok((0, e.as_ref().map(|e| e.gid).unwrap_or(0), e));
+        return Ok(ImageUser::default());
     }
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let field = "image config User";
-    let entry = match u.parse::<u32>() {
-        Ok(uid) => users.iter().find(|e| e.uid == uid).cloned(),
-        Err(_) => Some(users.iter().find(|e| e.name == u).cloned().ok_or_else(|| {
-            Error::invalid(field, format!("user {u:?} not found in the image's /etc/passwd"))
-        })?),
+    Ok(ImageUser {
+        user: Some(id_spec(spec, u, "user")?),
+        group: g.map(|g| id_spec(spec, g, "group")).transpose()?,
+    })
+}
+
+/// What ImageStatus reports for an image config's `User`: the uid the container will run as when the
+/// image gives it, else the user name (crust does not resolve names there: kubelet refuses
+/// `runAsNonRoot` for a name it cannot check, and critest expects the name with no uid). An unusable
+/// `User` is reported as a name too, never as a uid: CreateContainer refuses it.
+pub fn image_user_status(spec: &str) -> (Option<u32>, String) {
+    match parse_image_user(spec) {
+        Ok(ImageUser { user: None, .. }) => (None, String::new()),
+        Ok(ImageUser {
+            user: Some(IdSpec::Id(uid)),
+            ..
+        }) => (Some(uid), String::new()),
+        Ok(ImageUser {
+            user: Some(IdSpec::Name(name)),
+            ..
+        }) => (None, name),
+        Err(_) => (None, spec.split(':').next().unwrap_or("").to_string()),
+    }
+}
+
+/// The image config's `User` resolved against the image's `/etc/passwd` and `/etc/group`.
+fn image_user(
+    spec: &str,
+    users: &[PasswdEntry],
+    groups: &[GroupEntry],
+) -> Result<(u32, u32, Option<PasswdEntry>)> {
+    let parsed = parse_image_user(spec)?;
+    let (uid, entry) = match &parsed.user {
+        None => (0, users.iter().find(|e| e.uid == 0).cloned()),
+        Some(IdSpec::Id(uid)) => (*uid, users.iter().find(|e| e.uid == *uid).cloned()),
+        Some(IdSpec::Name(u)) => {
+            let e = users.iter().find(|e| &e.name == u).cloned().ok_or_else(|| {
+                Error::invalid(
+                    IMAGE_USER,
+                    format!("user {u:?} not found in the image's /etc/passwd"),
+                )
+            })?;
+            (e.uid, Some(e))
+        }
     };
-    let uid = match (u.parse::<u32>(), &entry) {
-        (Ok(uid), _) => uid,
-        (Err(_), Some(e)) => e.uid,
-        (Err(_), None) => 0,
-    };
-    let gid = match g {
+    let gid = match &parsed.group {
         None => entry.as_ref().map(|e| e.gid).unwrap_or(0),
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => groups
-                .iter()
-                .find(|e| e.name == g)
-                .map(|e| e.gid)
-                .ok_or_else(|| {
-                    Error::invalid(field, format!("group {g:?} not found in the image's /etc/group"))
-                })?,
-        },
+        Some(IdSpec::Id(gid)) => *gid,
+        Some(IdSpec::Name(g)) => groups
+            .iter()
+            .find(|e| &e.name == g)
+            .map(|e| e.gid)
+            .ok_or_else(|| {
+                Error::invalid(
+                    IMAGE_USER,
+                    format!("group {g:?} not found in the image's /etc/group"),
+                )
+            })?,
     };
     Ok((uid, gid, entry))
 }
@@ -381,6 +453,46 @@ mod tests {
         assert_eq!(r("7:7").unwrap().additional_gids, vec![7]);
         assert!(r("bob").is_err());
         assert!(r("alice:nogroup").is_err());
+    }
+
+    #[test]
+    fn a_numeric_user_is_an_exact_uid_never_a_name() {
+        // CVE-2024-40635's class: a passwd entry named like an out-of-range uid, with uid 0.
+        let passwd = format!("{PASSWD}4294967296:x:0:0::/root:/bin/sh\n");
+        let group = format!("{GROUP}4294967296:x:0:\n");
+        let r = |u: &str| {
+            resolve(
+                &UserRequest {
+                    image_user: u.into(),
+                    ..req()
+                },
+                Some(&passwd),
+                Some(&group),
+            )
+        };
+        for bad in ["4294967296", "99999999999999999999", "1000:4294967296"] {
+            let e = r(bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument { field, .. } if field == "image config User"),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains(bad.split(':').next_back().unwrap()), "{e}");
+        }
+        assert_eq!(r("4294967295").unwrap().uid, u32::MAX);
+        assert!(r(":50").is_err() && r("1000:").is_err());
+        // "+1000" is not all digits: a name, absent from passwd.
+        assert!(r("+1000").is_err());
+    }
+
+    #[test]
+    fn image_status_reports_what_create_runs() {
+        assert_eq!(image_user_status(""), (None, String::new()));
+        assert_eq!(image_user_status("1000"), (Some(1000), String::new()));
+        assert_eq!(image_user_status("1000:50"), (Some(1000), String::new()));
+        assert_eq!(image_user_status("alice"), (None, "alice".into()));
+        assert_eq!(image_user_status("www-data:1004"), (None, "www-data".into()));
+        assert_eq!(image_user_status("4294967296"), (None, "4294967296".into()));
+        assert_eq!(image_user_status("4294967296:0"), (None, "4294967296".into()));
     }
 
     #[test]

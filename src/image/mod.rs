@@ -12,6 +12,7 @@ pub mod registry;
 pub mod store;
 mod stream;
 pub mod unpack;
+mod unpack_io;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -16,12 +16,12 @@ use super::manifest::{self, Descriptor, ImageManifest};
 use super::reference::{Reference, is_digest};
 use super::registry::{self, Credentials, Manifest, Session};
 use super::store::{commit, remove_any};
-use super::{Inner, stream};
+use super::{Inner, stream, unpack};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-/// Largest image config accepted.
-const MAX_CONFIG: u64 = 16 << 20;
+/// Largest image config accepted, declared or not.
+const MAX_CONFIG: u64 = 8 << 20;
 
 /// A pull's result as every waiter gets it (the error as kind and message).
 pub(super) type Shared = std::result::Result<String, (u8, String)>;
@@ -29,8 +29,9 @@ pub(super) type Shared = std::result::Result<String, (u8, String)>;
 /// Pulls `r` (sharing the run with a concurrent pull of the same reference) and returns the image ID.
 pub async fn pull(inner: &Arc<Inner>, r: Reference, creds: Option<Credentials>) -> Result<String> {
     let key = format!(
-        "{r}\n{}",
-        creds.as_ref().map(|c| c.username.as_str()).unwrap_or("")
+        "{r}\n{}\n{}",
+        creds.as_ref().map(|c| c.username.as_str()).unwrap_or(""),
+        creds.as_ref().map(|c| c.server_address.as_str()).unwrap_or("")
     );
     let mut rx = {
         let mut map = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,6 +79,7 @@ fn share(e: &Error) -> (u8, String) {
         Error::Unauthenticated(_) => 6,
         Error::PermissionDenied(_) => 7,
         Error::Unimplemented(_) => 8,
+        Error::ResourceExhausted(_) => 10,
         Error::Io { .. } | Error::Internal(_) => 9,
     };
     let msg = match e {
@@ -101,6 +103,7 @@ fn unshare((k, m): (u8, String)) -> Error {
         6 => Error::Unauthenticated(m),
         7 => Error::PermissionDenied(m),
         8 => Error::Unimplemented(m),
+        10 => Error::ResourceExhausted(m),
         _ => Error::Internal(m),
     }
 }
@@ -158,27 +161,42 @@ async fn run(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>) -> R
     res
 }
 
-/// The manifest at the first endpoint that has it.
-async fn resolve(
+/// The credentials for one endpoint. The request's go only to the host they were given for (its
+/// `server_address`, else the image's registry), so never to a mirror on another host; else an
+/// endpoint gets what is configured for its own host (and the registry itself what is configured for
+/// its name), never a mirror the registry's.
+fn credentials_for(
     inner: &Inner,
     r: &Reference,
-    creds: Option<Credentials>,
-    stall: Duration,
-) -> Result<(Session, Manifest)> {
+    ep: &registry::Endpoint,
+    creds: Option<&Credentials>,
+) -> Credentials {
+    if let Some(c) = creds.filter(|c| !c.is_empty() && c.are_for(&r.registry, &ep.host)) {
+        return c.clone();
+    }
+    let hosts: &[&str] = if ep.mirror {
+        &[ep.host.as_str()]
+    } else {
+        &[ep.host.as_str(), r.registry.as_str()]
+    };
+    hosts
+        .iter()
+        .filter_map(|h| inner.clients.host_config(h))
+        .map(|h| Credentials::from_config(&h.auth))
+        .find(|c| !c.is_empty())
+        .unwrap_or_default()
+}
+
+/// The manifest at the first endpoint that has it.
+async fn resolve(inner: &Inner, r: &Reference, creds: Option<Credentials>) -> Result<(Session, Manifest)> {
+    let stall = Duration::from_secs(inner.cfg.image.stall_timeout_seconds.max(1));
+    let request = Duration::from_secs(inner.cfg.image.request_timeout_seconds.max(1));
     let mut errors: Vec<Error> = Vec::new();
     for ep in registry::endpoints(&inner.cfg, &r.registry) {
         let client = inner.clients.get(&ep.host)?;
-        let c = match &creds {
-            Some(c) if !c.is_empty() => c.clone(),
-            _ => [ep.host.as_str(), r.registry.as_str()]
-                .iter()
-                .filter_map(|h| inner.clients.host_config(h))
-                .map(|h| Credentials::from_config(&h.auth))
-                .find(|c| !c.is_empty())
-                .unwrap_or_default(),
-        };
+        let c = credentials_for(inner, r, &ep, creds.as_ref());
         let host = ep.host.clone();
-        let s = Session::new(client, ep, &r.repository, c, stall);
+        let s = Session::new(client, ep, &r.repository, c, stall, request);
         match s.manifest(r.reference()).await {
             Ok(m) => return Ok((s, m)),
             Err(e) => {
@@ -201,10 +219,11 @@ fn combine(mut errors: Vec<Error>) -> Error {
         Error::Unauthenticated(_) => 0,
         Error::PermissionDenied(_) => 1,
         Error::NotFound(_) => 2,
-        Error::FailedPrecondition(_) => 3,
-        Error::DeadlineExceeded(_) => 4,
-        Error::Unavailable(_) => 5,
-        _ => 6,
+        Error::ResourceExhausted(_) => 3,
+        Error::FailedPrecondition(_) => 4,
+        Error::DeadlineExceeded(_) => 5,
+        Error::Unavailable(_) => 6,
+        _ => 7,
     };
     let msg = errors
         .iter()
@@ -250,8 +269,7 @@ async fn fetch(
     creds: Option<Credentials>,
     active: &mut Active<'_>,
 ) -> Result<String> {
-    let stall = Duration::from_secs(inner.cfg.image.stall_timeout_seconds.max(1));
-    let (session, top) = resolve(inner, r, creds, stall).await?;
+    let (session, top) = resolve(inner, r, creds).await?;
     let mut m = top.clone();
     if manifest::is_index(&top.media_type) {
         let idx: manifest::Index = manifest::parse("the image index", &top.body)?;
@@ -270,16 +288,8 @@ async fn fetch(
     for l in &im.layers {
         check_digest(l, "a layer")?;
     }
-    if im.config.size > MAX_CONFIG {
-        return Err(Error::FailedPrecondition(format!(
-            "the image config is {} bytes, too large",
-            im.config.size
-        )));
-    }
     active.add(format!("b:{}", hex_of(&im.config.digest)));
-    let cfg_path = ensure_blob(inner, &session, &im.config)
-        .await
-        .ctx("image config")?;
+    let cfg_path = ensure_blob(inner, &session, &im.config, "image config", Some(MAX_CONFIG)).await?;
     let raw = tokio::fs::read(&cfg_path)
         .await
         .map_err(|e| Error::io(format!("read {}", cfg_path.display()), e))?;
@@ -358,8 +368,14 @@ fn sync_fs(dir: &Path) -> Result<()> {
     nix::unistd::syncfs(&f).map_err(|e| Error::io(format!("syncfs {}", dir.display()), e.into()))
 }
 
-/// The blob, downloaded and verified unless present.
-async fn ensure_blob(inner: &Inner, s: &Session, d: &Descriptor) -> Result<PathBuf> {
+/// The blob (`what`, at most `max` bytes), downloaded and verified unless present.
+async fn ensure_blob(
+    inner: &Inner,
+    s: &Session,
+    d: &Descriptor,
+    what: &str,
+    max: Option<u64>,
+) -> Result<PathBuf> {
     let path = inner.layout.blob(&d.digest);
     if path.exists() {
         return Ok(path);
@@ -371,7 +387,7 @@ async fn ensure_blob(inner: &Inner, s: &Session, d: &Descriptor) -> Result<PathB
     let mut tmp = TempPath(Some(inner.layout.temp("blob")));
     let tpath = tmp.0.clone().unwrap_or_default();
     let size = (d.size > 0).then_some(d.size);
-    registry::download_to(s, &d.digest, size, &tpath).await?;
+    registry::download_to(s, &d.digest, what, size, max, &tpath).await?;
     commit(&tpath, &path)?;
     tmp.0 = None;
     Ok(path)
@@ -402,7 +418,11 @@ async fn ensure_layer(
     let mut tmp = TempPath(Some(inner.layout.temp("layer")));
     let tpath = tmp.0.clone().unwrap_or_default();
     std::fs::create_dir(&tpath).map_err(|e| Error::io(format!("create {}", tpath.display()), e))?;
-    let u = stream::fetch_and_unpack(s, d, diff_id, &tpath)
+    let limits = unpack::Limits {
+        bytes: inner.cfg.image.max_layer_unpacked_bytes,
+        entries: inner.cfg.image.max_layer_entries,
+    };
+    let u = stream::fetch_and_unpack(s, d, diff_id, &tpath, limits)
         .await
         .ctx(format!("layer {}", d.digest))?;
     commit(&tpath, &dir)?;

@@ -41,8 +41,14 @@ impl Read for ChannelReader {
 }
 
 /// Fetches the layer `d` and unpacks it into the empty directory `dest`, checking the blob's size and
-/// digest and the uncompressed content's `diff_id`.
-pub async fn fetch_and_unpack(s: &Session, d: &Descriptor, diff_id: &str, dest: &Path) -> Result<Unpacked> {
+/// digest and the uncompressed content's `diff_id`, within the per-layer `limits`.
+pub async fn fetch_and_unpack(
+    s: &Session,
+    d: &Descriptor,
+    diff_id: &str,
+    dest: &Path,
+    limits: unpack::Limits,
+) -> Result<Unpacked> {
     let what = format!("blob {}", d.digest);
     let mut resp = s.blob(&d.digest).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
@@ -58,7 +64,7 @@ pub async fn fetch_and_unpack(s: &Session, d: &Descriptor, diff_id: &str, dest: 
                 n: 0,
             },
         );
-        let res = unpack::unpack(&mut input, &dest, Some(&diff));
+        let res = unpack::unpack(&mut input, &dest, Some(&diff), limits);
         if res.is_err() {
             // Here, not (only) in the caller: this thread may outlive a cancelled caller.
             super::store::remove_any(&dest);
@@ -83,7 +89,7 @@ pub async fn fetch_and_unpack(s: &Session, d: &Descriptor, diff_id: &str, dest: 
         )
     });
     let size = Some(d.size).filter(|n| *n > 0);
-    let failure = pump(s, &mut resp, &what, size, &tx).await;
+    let failure = pump(s, &mut resp, &what, size, None, &tx).await;
     drop(tx);
     let (res, drained, n, got) = worker
         .await

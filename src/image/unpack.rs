@@ -12,7 +12,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -21,9 +21,29 @@ use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
+use super::unpack_io::{HashReader, copy_big, copy_sparse, fset_xattr, set_xattr_at};
 use crate::{Error, Result};
+
+/// Per-layer bounds (`image.max_layer_unpacked_bytes`, `image.max_layer_entries`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The uncompressed tar stream, and the files' content at full size (holes included).
+    pub bytes: u64,
+    /// Tar entries.
+    pub entries: u64,
+}
+
+impl Default for Limits {
+    /// No bounds.
+    fn default() -> Self {
+        Limits {
+            bytes: u64::MAX,
+            entries: u64::MAX,
+        }
+    }
+}
 
 /// What unpacking a layer produced.
 #[derive(Debug, Clone, Default)]
@@ -41,15 +61,41 @@ fn refused(msg: impl std::fmt::Display) -> Error {
     Error::FailedPrecondition(format!("layer refused: {msg}"))
 }
 
-/// Unpacks the layer blob at `blob` into the empty directory `dest`; the uncompressed content must hash
-/// to `expected_diff_id` (when given).
-pub fn unpack_file(blob: &Path, dest: &Path, expected_diff_id: Option<&str>) -> Result<Unpacked> {
-    let f = File::open(blob).map_err(|e| Error::io(format!("open {}", blob.display()), e))?;
-    unpack(BufReader::with_capacity(256 << 10, f), dest, expected_diff_id)
+/// The refusal of a layer past a per-layer limit.
+fn too_large(msg: impl std::fmt::Display) -> Error {
+    Error::ResourceExhausted(format!("layer refused: {msg}"))
 }
 
-/// Unpacks a (possibly compressed) layer stream into the empty directory `dest`.
-pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&str>) -> Result<Unpacked> {
+fn over_bytes(max: u64) -> Error {
+    too_large(format!(
+        "it unpacks to more than {max} bytes (image.max_layer_unpacked_bytes)"
+    ))
+}
+
+/// Unpacks the layer blob at `blob` into the empty directory `dest`; the uncompressed content must hash
+/// to `expected_diff_id` (when given).
+pub fn unpack_file(
+    blob: &Path,
+    dest: &Path,
+    expected_diff_id: Option<&str>,
+    limits: Limits,
+) -> Result<Unpacked> {
+    let f = File::open(blob).map_err(|e| Error::io(format!("open {}", blob.display()), e))?;
+    unpack(
+        BufReader::with_capacity(256 << 10, f),
+        dest,
+        expected_diff_id,
+        limits,
+    )
+}
+
+/// Unpacks a (possibly compressed) layer stream into the empty directory `dest`, within `limits`.
+pub fn unpack<R: BufRead>(
+    mut input: R,
+    dest: &Path,
+    expected_diff_id: Option<&str>,
+    limits: Limits,
+) -> Result<Unpacked> {
     let magic = input.fill_buf().map_err(|e| Error::io("read layer", e))?.to_vec();
     let decoded: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(input))
@@ -61,10 +107,7 @@ pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&s
     } else {
         Box::new(input)
     };
-    let mut hashed = HashReader {
-        inner: decoded,
-        hasher: Sha256::new(),
-    };
+    let mut hashed = HashReader::new(decoded, limits.bytes);
     let root = nix::fcntl::open(
         dest,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
@@ -78,8 +121,11 @@ pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&s
         parent_cache: None,
         out: Unpacked::default(),
         buf: vec![0; 256 << 10],
+        limits,
+        entries: 0,
+        content: 0,
     };
-    {
+    let res = (|| -> Result<()> {
         let mut archive = tar::Archive::new(&mut hashed);
         let entries = archive
             .entries()
@@ -88,10 +134,19 @@ pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&s
             let entry = entry.map_err(|e| refused(format!("corrupt tar stream: {e}")))?;
             u.entry(entry)?;
         }
+        Ok(())
+    })();
+    // A read past the byte limit surfaces as whatever the tar reader made of it: say what it was.
+    if hashed.over {
+        return Err(over_bytes(limits.bytes));
     }
+    res?;
     // Hash the rest (tar padding) so that the digest covers the whole stream.
-    std::io::copy(&mut hashed, &mut std::io::sink())
-        .map_err(|e| refused(format!("corrupt layer stream: {e}")))?;
+    let rest = std::io::copy(&mut hashed, &mut std::io::sink());
+    if hashed.over {
+        return Err(over_bytes(limits.bytes));
+    }
+    rest.map_err(|e| refused(format!("corrupt layer stream: {e}")))?;
     u.finish_dirs();
     u.out.diff_id = format!("sha256:{}", hex::encode(hashed.hasher.finalize()));
     if let Some(want) = expected_diff_id
@@ -105,19 +160,6 @@ pub fn unpack<R: BufRead>(mut input: R, dest: &Path, expected_diff_id: Option<&s
     Ok(u.out)
 }
 
-struct HashReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 struct Unpacker {
     root: OwnedFd,
     dest: PathBuf,
@@ -128,22 +170,11 @@ struct Unpacker {
     out: Unpacked,
     /// Copy buffer for file contents (large: fewer syscalls).
     buf: Vec<u8>,
-}
-
-/// `io::copy` with our own (large) buffer.
-fn copy_big(r: &mut impl Read, w: &mut File, buf: &mut [u8]) -> std::io::Result<u64> {
-    use std::io::Write;
-    let mut n = 0u64;
-    loop {
-        let k = match r.read(buf) {
-            Ok(0) => return Ok(n),
-            Ok(k) => k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..k])?;
-        n += k as u64;
-    }
+    limits: Limits,
+    /// Entries seen.
+    entries: u64,
+    /// File content seen, at full size.
+    content: u64,
 }
 
 /// Owner, mode, mtime and xattrs of one entry.
@@ -193,6 +224,13 @@ fn dir_how() -> OpenHow {
 
 impl Unpacker {
     fn entry<R: Read>(&mut self, mut e: tar::Entry<'_, R>) -> Result<()> {
+        self.entries += 1;
+        if self.entries > self.limits.entries {
+            return Err(too_large(format!(
+                "it has more than {} entries (image.max_layer_entries)",
+                self.limits.entries
+            )));
+        }
         let raw = e
             .path()
             .map_err(|err| refused(format!("bad entry path: {err}")))?
@@ -251,8 +289,18 @@ impl Unpacker {
                 )
                 .map_err(|err| Error::io(format!("create {shown:?}"), err.into()))?;
                 let mut f = File::from(fd);
-                let n = copy_big(&mut e, &mut f, &mut self.buf)
-                    .map_err(|err| refused(format!("writing {shown:?}: {err}")))?;
+                // Checked before writing: a sparse entry's holes cost reading, not disk.
+                let size = e.size();
+                self.content = self.content.saturating_add(size);
+                if self.content > self.limits.bytes {
+                    return Err(over_bytes(self.limits.bytes));
+                }
+                let n = if kind == T::GNUSparse {
+                    copy_sparse(&mut e, &f, size, &mut self.buf)
+                } else {
+                    copy_big(&mut e, &mut f, &mut self.buf)
+                }
+                .map_err(|err| refused(format!("writing {shown:?}: {err}")))?;
                 self.out.bytes += n;
                 self.out.inodes += 1;
                 nix::unistd::fchown(&f, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
@@ -534,41 +582,6 @@ impl Unpacker {
                 tracing::debug!(dir = %rel.display(), error = %e, "mtime not set");
             }
         }
-    }
-}
-
-fn fset_xattr(f: &File, name: &[u8], value: &[u8]) -> std::io::Result<()> {
-    let name = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
-    // SAFETY: valid fd, NUL-terminated name, value pointer and length from a slice.
-    let r = unsafe {
-        libc::fsetxattr(
-            f.as_raw_fd(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Sets an xattr on `parent/name` without following a final symlink (`lsetxattr` through
-/// `/proc/self/fd`, which pins the parent directory).
-fn set_xattr_at(parent: &impl AsFd, name: &OsStr, key: &[u8], value: &[u8]) -> std::io::Result<()> {
-    let mut path = format!("/proc/self/fd/{}/", parent.as_fd().as_raw_fd()).into_bytes();
-    path.extend_from_slice(name.as_bytes());
-    let path = std::ffi::CString::new(path).map_err(std::io::Error::other)?;
-    let key = std::ffi::CString::new(key).map_err(std::io::Error::other)?;
-    // SAFETY: NUL-terminated path and name, value pointer and length from a slice.
-    let r = unsafe { libc::lsetxattr(path.as_ptr(), key.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 

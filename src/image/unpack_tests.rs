@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
+use sha2::Sha256;
+
 use super::*;
 
 /// A tar entry whose name and link name are written raw (no sanitising by the tar crate).
@@ -53,7 +55,7 @@ fn dirs() -> Dirs {
 }
 
 fn run(data: &[u8], d: &Dirs) -> Result<Unpacked> {
-    unpack(std::io::Cursor::new(data), &d.layer, None)
+    unpack(std::io::Cursor::new(data), &d.layer, None, Limits::default())
 }
 
 #[test]
@@ -155,7 +157,13 @@ fn gzip_zstd_and_plain_give_the_same_tree_and_diff_id() {
     let zst = zstd::encode_all(&data[..], 1).unwrap();
     for blob in [&data, &gz, &zst] {
         let d = dirs();
-        let out = unpack(std::io::Cursor::new(blob), &d.layer, Some(&sha(&data))).unwrap();
+        let out = unpack(
+            std::io::Cursor::new(blob),
+            &d.layer,
+            Some(&sha(&data)),
+            Limits::default(),
+        )
+        .unwrap();
         assert_eq!(out.diff_id, sha(&data));
         assert_eq!(std::fs::read(d.layer.join("a/b")).unwrap().len(), 100_000);
     }
@@ -165,7 +173,13 @@ fn gzip_zstd_and_plain_give_the_same_tree_and_diff_id() {
 fn wrong_diff_id_is_refused() {
     let data = tar_of(|b| raw(b, "a", tar::EntryType::Regular, "", b"x", 0o644));
     let d = dirs();
-    let e = unpack(std::io::Cursor::new(&data), &d.layer, Some(&sha(b"other"))).unwrap_err();
+    let e = unpack(
+        std::io::Cursor::new(&data),
+        &d.layer,
+        Some(&sha(b"other")),
+        Limits::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("image config says"), "{e}");
 }
 
@@ -301,4 +315,37 @@ fn garbage_is_refused() {
     let mut data = tar_of(|b| raw(b, "a", tar::EntryType::Regular, "", b"x", 0o644));
     data[148] ^= 0x55; // checksum field
     assert!(run(&data, &d).is_err());
+}
+
+#[test]
+fn limits_on_entries_and_unpacked_bytes_name_the_key() {
+    use tar::EntryType as T;
+    let data = tar_of(|b| {
+        for i in 0..10 {
+            raw(b, &format!("f{i}"), T::Regular, "", &[7u8; 3000], 0o644);
+        }
+    });
+    let lim = |bytes, entries| Limits { bytes, entries };
+    let d = dirs();
+    let e = unpack(std::io::Cursor::new(&data), &d.layer, None, lim(u64::MAX, 5)).unwrap_err();
+    assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("more than 5 entries (image.max_layer_entries)"),
+        "{e}"
+    );
+    for max in [10_000, 29_999] {
+        let d = dirs();
+        let e = unpack(std::io::Cursor::new(&data), &d.layer, None, lim(max, 100)).unwrap_err();
+        assert!(matches!(e, Error::ResourceExhausted(_)), "{e:?}");
+        assert!(e.to_string().contains(&format!("more than {max} bytes")), "{e}");
+    }
+    let d = dirs();
+    unpack(
+        std::io::Cursor::new(&data),
+        &d.layer,
+        None,
+        lim(data.len() as u64, 10),
+    )
+    .unwrap();
 }

@@ -11,11 +11,9 @@ use crate::{Error, Result};
 
 /// The CRI view of an image record.
 fn to_cri(r: ImageRecord, pinned: bool) -> v1::Image {
-    let user = r.user.split(':').next().unwrap_or("").to_string();
-    let (uid, username) = match user.parse::<i64>() {
-        Ok(n) => (Some(v1::Int64Value { value: n }), String::new()),
-        Err(_) => (None, user),
-    };
+    // The reading CreateContainer uses: the uid reported is the uid the container runs as.
+    let (uid, username) = crate::container::user::image_user_status(&r.user);
+    let uid = uid.map(|u| v1::Int64Value { value: u.into() });
     v1::Image {
         spec: Some(v1::ImageSpec {
             image: r.id.clone(),
@@ -88,6 +86,7 @@ pub async fn pull_image(d: &Daemon, req: v1::PullImageRequest) -> Result<v1::Pul
             &a.identity_token,
             &a.registry_token,
         )
+        .for_server(&a.server_address)
     });
     let id = d
         .images

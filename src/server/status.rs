@@ -16,6 +16,7 @@ pub fn to_status(e: Error) -> Status {
         Error::Unauthenticated(_) => Code::Unauthenticated,
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::Unimplemented(_) => Code::Unimplemented,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
         Error::Io { .. } | Error::Internal(_) => Code::Internal,
     };
     let status = Status::new(code, bounded(e.to_string()));

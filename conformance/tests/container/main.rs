@@ -274,6 +274,7 @@ mod api;
 mod exec;
 mod foreign;
 mod hardening;
+mod image_user;
 mod lifecycle;
 mod seccomp;
 mod security;

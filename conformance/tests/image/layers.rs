@@ -105,7 +105,7 @@ async fn whiteouts_hide_lower_files_when_layers_are_stacked() {
 }
 
 /// Leaves nothing behind in the store after a failed pull.
-fn assert_store_clean(d: &Crustd) {
+pub(crate) fn assert_store_clean(d: &Crustd) {
     let dir = images_dir(d);
     for sub in ["blobs/sha256", "layers", "ingest"] {
         assert_eq!(

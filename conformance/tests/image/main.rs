@@ -1,5 +1,6 @@
 //! ImageService against a real registry: pulls by tag, digest and through mirrors, auth, platforms,
-//! whiteouts, concurrency, hostile layers, corrupt blobs, unreachable registries, restart and removal.
+//! whiteouts, concurrency, hostile layers, corrupt blobs, unreachable registries, restart and removal,
+//! bounds on every registry response and layer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -95,6 +96,7 @@ fn arch_image(arch: &str, text: &str) -> TestImage {
     s
 }
 
+mod bounds;
 mod layers;
 mod pull;
 mod registries;

@@ -13,6 +13,9 @@ pub struct Credentials {
     pub identity_token: String,
     /// A bearer token to send as is.
     pub registry_token: String,
+    /// The registry host these credentials are for (a CRI `AuthConfig.server_address`, normalized by
+    /// [`registry_host`]); empty means the image's registry.
+    pub server_address: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -35,6 +38,7 @@ impl Credentials {
             password: password.to_string(),
             identity_token: identity.to_string(),
             registry_token: registry.to_string(),
+            server_address: String::new(),
         };
         if !auth.is_empty()
             && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth.trim())
@@ -52,6 +56,24 @@ impl Credentials {
         Credentials::from_parts(&a.username, &a.password, &a.auth, &a.identitytoken, "")
     }
 
+    /// The same credentials, for the registry `server_address` names (a host, `host:port` or URL).
+    pub fn for_server(mut self, server_address: &str) -> Credentials {
+        self.server_address = registry_host(server_address);
+        self
+    }
+
+    /// Whether these credentials, given in a pull of an image of `registry` (its reference's registry
+    /// host, `docker.io` for Docker Hub), may go to the endpoint `host`: only when that is the host they
+    /// were given for (`server_address`, else the image's registry). A mirror is another host.
+    pub fn are_for(&self, registry: &str, host: &str) -> bool {
+        let target = if self.server_address.is_empty() {
+            registry_host(registry)
+        } else {
+            self.server_address.clone()
+        };
+        registry_host(host) == target
+    }
+
     /// Nothing given.
     pub fn is_empty(&self) -> bool {
         self.username.is_empty() && self.identity_token.is_empty() && self.registry_token.is_empty()
@@ -61,6 +83,19 @@ impl Credentials {
     pub fn basic(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
         format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+}
+
+/// A registry host from a `server_address` as docker and kubelet write it (`https://index.docker.io/v1/`,
+/// `registry.example.com:5000`, `http://127.0.0.1:5000/`): scheme and path dropped, lowercase, and
+/// Docker Hub's names all `docker.io`.
+pub fn registry_host(addr: &str) -> String {
+    let a = addr.trim();
+    let a = a.split_once("://").map(|(_, r)| r).unwrap_or(a);
+    let host = a.split('/').next().unwrap_or("").to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".into(),
+        _ => host,
     }
 }
 
@@ -169,5 +204,18 @@ mod tests {
         assert_eq!((c.username.as_str(), c.password.as_str()), ("user", "pa:ss"));
         assert!(!format!("{c:?}").contains("pa:ss"));
         assert_eq!(c.basic(), "Basic dXNlcjpwYTpzcw==");
+    }
+
+    #[test]
+    fn credentials_go_only_to_their_server() {
+        let c = Credentials::from_parts("u", "p", "", "", "");
+        assert!(c.are_for("quay.io", "quay.io") && c.are_for("docker.io", "registry-1.docker.io"));
+        assert!(!c.are_for("docker.io", "mirror.example:5000"));
+        let hub = c.clone().for_server("https://index.docker.io/v1/");
+        assert!(hub.are_for("docker.io", "registry-1.docker.io"));
+        assert!(!hub.are_for("quay.io", "quay.io"));
+        let local = c.for_server("http://127.0.0.1:5000/");
+        assert!(local.are_for("docker.io", "127.0.0.1:5000"));
+        assert!(!local.are_for("127.0.0.1:5001", "127.0.0.1:5001"));
     }
 }

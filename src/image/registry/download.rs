@@ -10,9 +10,22 @@ use super::Session;
 use crate::{Error, Result};
 
 /// Downloads `digest` into the new file `path` (which must not exist) and verifies it. Returns its size.
+/// More than `max` bytes (when given) is refused whether or not the size is declared.
 /// On error the (partial) file may be left for the caller to remove.
-pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Path) -> Result<u64> {
-    let what = format!("blob {digest}");
+pub async fn download_to(
+    s: &Session,
+    digest: &str,
+    what: &str,
+    size: Option<u64>,
+    max: Option<u64>,
+    path: &Path,
+) -> Result<u64> {
+    let what = format!("{what} {digest}");
+    if let (Some(n), Some(m)) = (size, max)
+        && n > m
+    {
+        return Err(too_large(s, &what, m));
+    }
     let mut resp = s.blob(digest).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     // Created here, not in the writer, so that a cancelled pull never leaves a file its guard missed.
@@ -33,7 +46,7 @@ pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Pa
         w.flush()?;
         Ok((n, format!("sha256:{}", hex::encode(h.finalize()))))
     });
-    let failure = pump(s, &mut resp, &what, size, &tx).await;
+    let failure = pump(s, &mut resp, &what, size, max, &tx).await;
     drop(tx);
     let written = writer
         .await
@@ -47,20 +60,40 @@ pub async fn download_to(s: &Session, digest: &str, size: Option<u64>, path: &Pa
     Ok(n)
 }
 
+/// The refusal of a blob larger than crust accepts.
+fn too_large(s: &Session, what: &str, max: u64) -> Error {
+    Error::ResourceExhausted(format!(
+        "{what} from {} is larger than {max} bytes",
+        s.endpoint.base
+    ))
+}
+
 /// Feeds the blob's chunks from `resp` into `tx` until the end, a network error, more bytes than `size`
-/// (when known) or a consumer that went away (its own error tells why). Returns the failure, if any.
+/// (when known) or `max` (when given), or a consumer that went away (its own error tells why).
+/// Returns the failure, if any.
 pub(crate) async fn pump(
     s: &Session,
     resp: &mut reqwest::Response,
     what: &str,
     size: Option<u64>,
+    max: Option<u64>,
     tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
 ) -> Option<Error> {
     let mut received = 0u64;
+    if let Some(m) = max
+        && resp.content_length().is_some_and(|n| n > m)
+    {
+        return Some(too_large(s, what, m));
+    }
     loop {
         match s.chunk(resp, what).await {
             Ok(Some(c)) => {
                 received += c.len() as u64;
+                if let Some(m) = max
+                    && received > m
+                {
+                    return Some(too_large(s, what, m));
+                }
                 if let Some(want) = size
                     && received > want
                 {

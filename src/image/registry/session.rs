@@ -17,8 +17,11 @@ application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";
 
-/// Largest manifest accepted (they are small JSON documents).
-const MAX_MANIFEST: usize = 4 << 20;
+/// Largest manifest or index accepted (they are small JSON documents; containerd's bound too).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// Largest token response accepted (a JSON document holding a token).
+pub const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
 
 /// A fetched manifest (or index), verified.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct Session {
     auth: tokio::sync::Mutex<Option<String>>,
     /// No bytes for this long fails the request.
     pub stall: Duration,
+    /// A manifest or token request not done in this long fails.
+    pub request_timeout: Duration,
 }
 
 /// The error chain of an HTTP failure, as one line.
@@ -57,13 +62,15 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Session {
-    /// A session; `creds` may be empty (anonymous).
+    /// A session; `creds` may be empty (anonymous). `stall` bounds each wait for bytes,
+    /// `request_timeout` the whole of a manifest or token request.
     pub fn new(
         client: reqwest::Client,
         endpoint: Endpoint,
         repo: &str,
         creds: Credentials,
         stall: Duration,
+        request_timeout: Duration,
     ) -> Self {
         Session {
             client,
@@ -72,6 +79,7 @@ impl Session {
             creds,
             auth: tokio::sync::Mutex::new(None),
             stall,
+            request_timeout,
         }
     }
 
@@ -91,6 +99,17 @@ impl Session {
         }
     }
 
+    fn late(&self, what: &str, wait: Duration) -> Error {
+        if wait == self.stall {
+            return self.stalled(what);
+        }
+        Error::DeadlineExceeded(format!(
+            "{what} from {}: not received within {} s",
+            self.endpoint.base,
+            wait.as_secs()
+        ))
+    }
+
     fn stalled(&self, what: &str) -> Error {
         Error::DeadlineExceeded(format!(
             "pull stalled: no data received for {} s from {} while fetching {what}",
@@ -99,8 +118,15 @@ impl Session {
         ))
     }
 
-    /// GET `url`, authenticating on a 401 challenge (once).
-    async fn get(&self, url: &str, accept: Option<&str>, what: &str) -> Result<reqwest::Response> {
+    /// GET `url`, authenticating on a 401 challenge (once); each attempt's headers must arrive within
+    /// `wait`.
+    async fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+        wait: Duration,
+    ) -> Result<reqwest::Response> {
         let mut authenticated = false;
         loop {
             let mut rb = self.client.get(url);
@@ -110,9 +136,9 @@ impl Session {
             if let Some(h) = self.auth.lock().await.clone() {
                 rb = rb.header(AUTHORIZATION, h);
             }
-            let resp = tokio::time::timeout(self.stall, rb.send())
+            let resp = tokio::time::timeout(wait, rb.send())
                 .await
-                .map_err(|_| self.stalled(what))?
+                .map_err(|_| self.late(what, wait))?
                 .map_err(|e| self.net_err(e))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -157,53 +183,20 @@ impl Session {
                 scope,
             }) => {
                 let scope = scope.unwrap_or_else(|| format!("repository:{}:pull", self.repo));
-                let mut url = reqwest::Url::parse(&realm).map_err(|e| {
+                let url = reqwest::Url::parse(&realm).map_err(|e| {
                     Error::Unauthenticated(format!(
                         "authentication failed at {host}: bad token realm {realm:?}: {e}"
                     ))
                 })?;
-                let resp = if !self.creds.identity_token.is_empty() {
-                    let mut form = reqwest::Url::parse("http://form.invalid/")
-                        .map_err(|e| Error::Internal(e.to_string()))?;
-                    {
-                        let mut q = form.query_pairs_mut();
-                        q.append_pair("grant_type", "refresh_token");
-                        q.append_pair("refresh_token", &self.creds.identity_token);
-                        q.append_pair("client_id", "crust");
-                        q.append_pair("scope", &scope);
-                        if let Some(s) = &service {
-                            q.append_pair("service", s);
-                        }
-                    }
-                    let body = form.query().unwrap_or("").to_string();
-                    self.client
-                        .post(url)
-                        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(body)
-                        .send()
-                        .await
-                } else {
-                    {
-                        let mut q = url.query_pairs_mut();
-                        if let Some(s) = &service {
-                            q.append_pair("service", s);
-                        }
-                        q.append_pair("scope", &scope);
-                    }
-                    let mut rb = self.client.get(url);
-                    if !self.creds.username.is_empty() {
-                        rb = rb.header(AUTHORIZATION, self.creds.basic());
-                    }
-                    rb.send().await
-                };
-                let resp = resp.map_err(|e| self.net_err(e))?;
-                let status = resp.status();
-                if !status.is_success() {
-                    return Err(Error::Unauthenticated(format!(
-                        "authentication failed at {host}: the token server {realm} answered HTTP {status}"
-                    )));
-                }
-                let body = resp.bytes().await.map_err(|e| self.net_err(e))?;
+                let shown = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
+                let body = tokio::time::timeout(self.request_timeout, self.fetch_token(url, &scope, service))
+                    .await
+                    .map_err(|_| {
+                        Error::DeadlineExceeded(format!(
+                            "authentication at {host} timed out: the token server {shown} did not answer within {} s",
+                            self.request_timeout.as_secs()
+                        ))
+                    })??;
                 let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
                     Error::Unauthenticated(format!(
                         "authentication failed at {host}: bad token response: {e}"
@@ -223,6 +216,83 @@ impl Session {
         }
     }
 
+    /// Asks the token server `url` for a token for `scope`; returns the response body (bounded).
+    async fn fetch_token(
+        &self,
+        mut url: reqwest::Url,
+        scope: &str,
+        service: Option<String>,
+    ) -> Result<Vec<u8>> {
+        let host = self.host();
+        let shown = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
+        let resp = if !self.creds.identity_token.is_empty() {
+            let mut form =
+                reqwest::Url::parse("http://form.invalid/").map_err(|e| Error::Internal(e.to_string()))?;
+            {
+                let mut q = form.query_pairs_mut();
+                q.append_pair("grant_type", "refresh_token");
+                q.append_pair("refresh_token", &self.creds.identity_token);
+                q.append_pair("client_id", "crust");
+                q.append_pair("scope", scope);
+                if let Some(s) = &service {
+                    q.append_pair("service", s);
+                }
+            }
+            let body = form.query().unwrap_or("").to_string();
+            self.client
+                .post(url)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+        } else {
+            {
+                let mut q = url.query_pairs_mut();
+                if let Some(s) = &service {
+                    q.append_pair("service", s);
+                }
+                q.append_pair("scope", scope);
+            }
+            let mut rb = self.client.get(url);
+            if !self.creds.username.is_empty() {
+                rb = rb.header(AUTHORIZATION, self.creds.basic());
+            }
+            rb.send().await
+        };
+        let mut resp = resp.map_err(|e| self.net_err(e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(Error::Unauthenticated(format!(
+                "authentication failed at {host}: the token server {shown} answered HTTP {status}"
+            )));
+        }
+        self.read_bounded(&mut resp, MAX_TOKEN_RESPONSE, "token response", &shown)
+            .await
+    }
+
+    /// The whole body of `resp`, refused (`ResourceExhausted`) past `max` bytes, whatever its
+    /// `Content-Length` says; `from` names the server in the refusal.
+    async fn read_bounded(
+        &self,
+        resp: &mut reqwest::Response,
+        max: u64,
+        what: &str,
+        from: &str,
+    ) -> Result<Vec<u8>> {
+        let too_large = || Error::ResourceExhausted(format!("{what} from {from} is larger than {max} bytes"));
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(c) = self.chunk(resp, what).await? {
+            if (body.len() + c.len()) as u64 > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&c);
+        }
+        Ok(body)
+    }
+
     fn status_err(&self, status: StatusCode, what: &str) -> Error {
         let at = &self.endpoint.base;
         match status {
@@ -237,18 +307,26 @@ impl Session {
         }
     }
 
-    /// Fetches the manifest or index `reference` (tag or digest), verified when it is a digest.
+    /// Fetches the manifest or index `reference` (tag or digest), verified when it is a digest. Its
+    /// headers, then its body, each within the request timeout (a token fetch has its own).
     pub async fn manifest(&self, reference: &str) -> Result<Manifest> {
-        let what = format!("manifest {}:{reference}", self.repo);
         let what = if reference.starts_with("sha256:") {
             format!("manifest {}@{reference}", self.repo)
         } else {
-            what
+            format!("manifest {}:{reference}", self.repo)
         };
+        let what = what.as_str();
         let url = format!("{}/v2/{}/manifests/{reference}", self.endpoint.base, self.repo);
-        let mut resp = self.get(&url, Some(MANIFEST_ACCEPT), &what).await?;
+        let mut resp = self
+            .get(
+                &url,
+                Some(MANIFEST_ACCEPT),
+                what,
+                self.request_timeout.min(self.stall),
+            )
+            .await?;
         if !resp.status().is_success() {
-            return Err(self.status_err(resp.status(), &what));
+            return Err(self.status_err(resp.status(), what));
         }
         let ctype = resp
             .headers()
@@ -256,21 +334,12 @@ impl Session {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string())
             .unwrap_or_default();
-        let mut body = Vec::new();
-        loop {
-            let chunk = tokio::time::timeout(self.stall, resp.chunk())
-                .await
-                .map_err(|_| self.stalled(&what))?
-                .map_err(|e| self.net_err(e))?;
-            let Some(c) = chunk else { break };
-            if body.len() + c.len() > MAX_MANIFEST {
-                return Err(Error::FailedPrecondition(format!(
-                    "{what} at {} is larger than 4 MiB",
-                    self.host()
-                )));
-            }
-            body.extend_from_slice(&c);
-        }
+        let body = tokio::time::timeout(
+            self.request_timeout,
+            self.read_bounded(&mut resp, MAX_MANIFEST, what, &self.endpoint.base),
+        )
+        .await
+        .map_err(|_| self.late(what, self.request_timeout))??;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         if reference.starts_with("sha256:") && digest != reference {
             return Err(Error::FailedPrecondition(format!(
@@ -290,7 +359,7 @@ impl Session {
     pub async fn blob(&self, digest: &str) -> Result<reqwest::Response> {
         let what = format!("blob {digest} of {}", self.repo);
         let url = format!("{}/v2/{}/blobs/{digest}", self.endpoint.base, self.repo);
-        let resp = self.get(&url, None, &what).await?;
+        let resp = self.get(&url, None, &what, self.stall).await?;
         if !resp.status().is_success() {
             return Err(self.status_err(resp.status(), &what));
         }

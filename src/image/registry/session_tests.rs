@@ -79,7 +79,14 @@ fn session(addr: &str, creds: Credentials) -> Session {
         host: addr.to_string(),
         mirror: false,
     };
-    Session::new(client, ep, "a/b", creds, Duration::from_secs(10))
+    Session::new(
+        client,
+        ep,
+        "a/b",
+        creds,
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
 }
 
 #[tokio::test]
