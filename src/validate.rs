@@ -26,14 +26,21 @@ pub const CNI_ARG_MAX: usize = 16 * 1024;
 
 /// A pod's name, namespace or uid: any non-empty string kubelet can produce (DNS subdomains of up to 253
 /// characters, mixed case from critest, uids with dashes), refusing only what would let the value forge
-/// other `CNI_ARGS` pairs (a `;` could add `IP=` and pick the pod's address through host-local IPAM) or
-/// cut the plugin's environment short (NUL).
+/// other `CNI_ARGS` pairs (a `;` could add `IP=` and pick the pod's address through host-local IPAM),
+/// break the pair apart (the plugins refuse a pair with a second `=`, at ADD and at DEL alike, so such a
+/// pod could never be torn down) or cut the plugin's environment short (NUL).
 pub fn cni_arg(field: &str, value: &str) -> Result<()> {
     required(field, value)?;
     if value.contains(';') {
         return Err(Error::invalid(
             field,
             format!("{value:?} holds a ';', which would forge extra CNI_ARGS pairs for the network plugins"),
+        ));
+    }
+    if value.contains('=') {
+        return Err(Error::invalid(
+            field,
+            format!("{value:?} holds a '=', which the network plugins refuse in a CNI_ARGS value"),
         ));
     }
     if value.contains('\0') {
@@ -87,6 +94,7 @@ mod tests {
         assert!(s.starts_with("config.metadata.uid:"), "{s}");
         assert!(s.contains("CNI_ARGS"), "{s}");
         assert!(cni_arg("f", "a\0b").is_err());
+        assert!(cni_arg("f", "a=b").unwrap_err().to_string().contains("CNI_ARGS"));
         assert!(cni_arg("f", "").is_err());
         assert!(cni_arg("f", &"a".repeat(CNI_ARG_MAX + 1)).is_err());
     }
