@@ -299,6 +299,7 @@ async fn a_stalled_attach_reader_holds_up_neither_reopen_nor_resize() {
     ws.send(0, b"go\n").await.unwrap();
     let mut rt = e.c.runtime().await;
     let mut resized = false;
+    let mut resizer = None;
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     while start.elapsed() < Duration::from_secs(180) {
@@ -313,9 +314,14 @@ async fn a_stalled_attach_reader_holds_up_neither_reopen_nor_resize() {
         .expect("ReopenContainerLog blocked behind a stalled attach client")
         .unwrap();
         slowest = slowest.max(t.elapsed());
-        if !resized && start.elapsed() > Duration::from_secs(1) {
-            // Through the stalled session itself: its resize channel is still read.
-            ws.send(4, br#"{"Width":99,"Height":33}"#).await.unwrap();
+        if !resized {
+            // Through a second attach session (the stalled one may have been dropped by now).
+            let url = attach_url(&e, &id, false, true, false, true).await;
+            let other = SpdySession::start(&url, "v4.channel.k8s.io", false, true, false, true)
+                .await
+                .unwrap();
+            other.resize(99, 33).await.unwrap();
+            resizer = Some(other);
             resized = true;
         }
         if log_tail(&e).contains("33 99") {
@@ -329,11 +335,15 @@ async fn a_stalled_attach_reader_holds_up_neither_reopen_nor_resize() {
     );
     // The whole flood was logged past the stalled client (far more than every buffer between it and
     // the monitor holds), and the resize reached the pty meanwhile.
+    let tail = log_tail(&e);
     assert!(
-        log_tail(&e).contains("33 99"),
-        "the resize never reached the container"
+        tail.contains("33 99"),
+        "the resize never reached the container; log ends {:?}; crustd: {}",
+        &tail[tail.len().saturating_sub(300)..],
+        e.c.log().lines().rev().take(15).collect::<Vec<_>>().join("\n")
     );
     assert_eq!(state_of(&e, &id).await, ContainerState::ContainerRunning as i32);
+    drop(resizer);
     // The monitor dropped the stalled client rather than wait for it: once the client reads again it
     // gets what crustd had buffered, then the end of the session, with the reason.
     let mut received = 0usize;
