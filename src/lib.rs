@@ -3,7 +3,7 @@
 //! `server` is the thin gRPC layer; under it, one module per job: `image` (pulls, store, layers),
 //! `sandbox` (pods: netns, CNI, pause), `container` (the container lifecycle), `oci` (the OCI runtime
 //! trait, runc behind it), `monitor` (the per-container monitor process and crustd's side of it),
-//! `cgroups`, `streaming` (exec/attach/port-forward server), `state` (records that survive a restart).
+//! `cgroups`, `reaper` (adopted orphans), `streaming` (exec/attach/port-forward server), `state` (records that survive a restart).
 //! `daemon` ties them into one value the server calls.
 
 pub mod cgroups;
@@ -15,6 +15,7 @@ pub mod events;
 pub mod image;
 pub mod monitor;
 pub mod oci;
+pub mod reaper;
 pub mod sandbox;
 pub mod server;
 pub mod state;

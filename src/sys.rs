@@ -74,23 +74,27 @@ pub fn in_new_userns<T>(
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
     let (ready_r, ready_w) = nix::unistd::pipe2(cloexec)?;
     let (go_r, go_w) = nix::unistd::pipe2(cloexec)?;
-    // SAFETY: see above: the child only makes async-signal-safe calls on fds it inherited.
-    let pid = unsafe { libc::fork() };
+    // Forked with crustd's reaper held off and registered as owned: the waitpid below is ours.
+    let pid = crate::reaper::spawn_owned(|| {
+        // SAFETY: see above: the child only makes async-signal-safe calls on fds it inherited.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                // Its copies of the parent's ends: the read below ends when the parent closes its own.
+                libc::close(ready_r.as_raw_fd());
+                libc::close(go_w.as_raw_fd());
+                let ok = libc::unshare(libc::CLONE_NEWUSER | extra) == 0;
+                libc::write(ready_w.as_raw_fd(), [u8::from(ok)].as_ptr().cast(), 1);
+                let mut b = [0u8; 1];
+                libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
+                libc::_exit(0)
+            }
+        }
+        (pid, Some(pid))
+    });
     if pid < 0 {
         return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: see above.
-        unsafe {
-            // Its copies of the parent's ends: the read below ends when the parent closes its own.
-            libc::close(ready_r.as_raw_fd());
-            libc::close(go_w.as_raw_fd());
-            let ok = libc::unshare(libc::CLONE_NEWUSER | extra) == 0;
-            libc::write(ready_w.as_raw_fd(), [u8::from(ok)].as_ptr().cast(), 1);
-            let mut b = [0u8; 1];
-            libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1);
-            libc::_exit(0)
-        }
     }
     drop(ready_w);
     drop(go_r);

@@ -29,6 +29,17 @@ impl Command {
     }
 }
 
+/// How plugins are started: `Command::spawn`, unless the embedding program set its own (crustd
+/// registers its children with its reaper, which must not reap a plugin whose status is awaited here).
+pub type Spawner = fn(&mut tokio::process::Command) -> std::io::Result<tokio::process::Child>;
+
+static SPAWNER: std::sync::OnceLock<Spawner> = std::sync::OnceLock::new();
+
+/// Sets how plugins are started (once; later calls are ignored).
+pub fn set_spawner(f: Spawner) {
+    let _ = SPAWNER.set(f);
+}
+
 /// Finds a plugin binary by type in `bin_dirs`, first match wins.
 pub fn find_plugin(bin_dirs: &[PathBuf], plugin: &str) -> Result<PathBuf, CniError> {
     bin_dirs
@@ -73,7 +84,11 @@ pub async fn run(
         code: None,
         msg: format!("{what} {}: {e}", binary.display()),
     };
-    let mut child = cmd.spawn().map_err(|e| io_err("run", e))?;
+    let spawned = match SPAWNER.get() {
+        Some(spawn) => spawn(&mut cmd),
+        None => cmd.spawn(),
+    };
+    let mut child = spawned.map_err(|e| io_err("run", e))?;
     let work = async {
         if let Some(mut stdin) = child.stdin.take() {
             // A plugin that fails before reading its config closes stdin early: its exit status and

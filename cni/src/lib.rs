@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use config::{Loaded, NetworkConfig, load_dir};
-pub use exec::{Command, find_plugin};
+pub use exec::{Command, Spawner, find_plugin, set_spawner};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 
 /// The spec versions crust accepts in network configurations.

@@ -14,6 +14,8 @@ use harness::{Crustd, CrustdOptions};
 
 #[path = "sandbox/names.rs"]
 mod names;
+#[path = "sandbox/reaper.rs"]
+mod reaper;
 #[path = "sandbox/support.rs"]
 mod support;
 use support::*;

@@ -83,7 +83,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(run(cfg))
+    rt.block_on(async {
+        // Adopted orphans are reaped as they exit; children crustd spawns are registered with the
+        // reaper (CNI plugins through the spawner hook) so that their statuses stay their waiters'.
+        crust_cni::set_spawner(crust::reaper::spawn);
+        tokio::spawn(crust::reaper::run());
+        run(cfg).await
+    })
 }
 
 async fn run(cfg: config::Config) -> ExitCode {

@@ -327,6 +327,31 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.stream.token_timeout_seconds == 0 {
         return bad("stream.token_timeout_seconds", "must be at least 1".into());
     }
+    for (key, v) in [
+        ("stream.max_sessions", c.stream.max_sessions),
+        (
+            "stream.max_sessions_per_container",
+            c.stream.max_sessions_per_container,
+        ),
+        (
+            "stream.max_streams_per_connection",
+            c.stream.max_streams_per_connection,
+        ),
+        (
+            "stream.max_port_forwards_per_connection",
+            c.stream.max_port_forwards_per_connection,
+        ),
+    ] {
+        if v == 0 {
+            return bad(key, "must be at least 1".into());
+        }
+    }
+    if c.stream.max_streams_per_connection < 5 {
+        return bad(
+            "stream.max_streams_per_connection",
+            "must be at least 5 (an exec or attach opens up to 5 streams)".into(),
+        );
+    }
     Ok(())
 }
 

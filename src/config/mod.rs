@@ -268,6 +268,19 @@ pub struct StreamConfig {
     pub tls_key_file: PathBuf,
     /// Seconds a streaming URL stays valid.
     pub token_timeout_seconds: u64,
+    /// Seconds a streaming connection may see no traffic either way before it is closed (kubelet's
+    /// and containerd's default: 4 h); 0 never closes it.
+    pub idle_timeout_seconds: u64,
+    /// Exec, attach and port-forward sessions served at once; more are refused (HTTP 429).
+    pub max_sessions: usize,
+    /// Sessions at once on one container (port-forward: one pod); more are refused (HTTP 429).
+    pub max_sessions_per_container: usize,
+    /// SPDY streams a client may have open at once on one connection; more are reset
+    /// (RST_STREAM REFUSED_STREAM).
+    pub max_streams_per_connection: usize,
+    /// Port-forward connections (SPDY stream pairs, WebSocket ports) at once on one connection; more
+    /// are refused with a message on their error stream (WebSocket: HTTP 429).
+    pub max_port_forwards_per_connection: usize,
 }
 
 impl Default for StreamConfig {
@@ -278,6 +291,11 @@ impl Default for StreamConfig {
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
             token_timeout_seconds: 60,
+            idle_timeout_seconds: 4 * 3600,
+            max_sessions: 256,
+            max_sessions_per_container: 32,
+            max_streams_per_connection: 256,
+            max_port_forwards_per_connection: 64,
         }
     }
 }

@@ -72,9 +72,8 @@ pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
+    let mut child =
+        crate::reaper::spawn(&mut cmd).map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
     drop(w);
     // The first monitor process forks the real one and exits at once.
     let _ = child.wait().await;
@@ -135,15 +134,16 @@ async fn cleanup_after_failure(spec: &MonitorSpec) {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         reap_blocking(pid as i32).await;
     }
-    let _ = tokio::process::Command::new(&spec.runtime_path)
-        .arg("--root")
+    let mut del = tokio::process::Command::new(&spec.runtime_path);
+    del.arg("--root")
         .arg(&spec.runtime_root)
         .args(["delete", "--force", &spec.id])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .await;
+        .stderr(std::process::Stdio::null());
+    if let Ok(mut child) = crate::reaper::spawn(&mut del) {
+        let _ = child.wait().await;
+    }
     remove_monitor_files(&spec.state_dir, true);
 }
 
@@ -185,12 +185,10 @@ fn reap_on_exit(pid: u32) {
     });
 }
 
-/// `waitpid(pid, WNOHANG)`: true when reaped or not our child.
+/// `waitpid(pid, WNOHANG)` through the reaper (which may have reaped it first): true when reaped or
+/// not our child.
 fn try_reap(pid: i32) -> bool {
-    let mut status = 0;
-    // SAFETY: waitpid on one specific pid, writing into a local.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    r != 0
+    crate::reaper::take_status(pid) != crate::reaper::Waited::Running
 }
 
 /// What crust reads of `/proc/<pid>/stat`.

@@ -10,6 +10,9 @@
 //!   [`STDOUT`] and [`STDERR`] to it (a tty container's output is all `STDOUT`). The monitor closes the
 //!   connection when the container has exited (after the last output), or when the client cannot keep
 //!   up. With `stdin_once`, the container's stdin is closed when the first attached client leaves.
+//!   Stdin the container does not take at once is held (the client is not read meanwhile: back
+//!   pressure); stdin it cannot take at all (no stdin, closed) ends the attach with an [`ERROR`] frame.
+//!   At most `MAX_ATTACHED` clients attach at once, so that `REOPEN` and `RESIZE` always find a slot.
 //!
 //! Parsing allocates nothing (the monitor's steady loop must not).
 
@@ -22,6 +25,9 @@ pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 /// Attach frame stream: the container's stderr (monitor → client).
 pub const STDERR: u8 = 2;
+/// Attach frame stream: why the monitor ends this attach (monitor → client, then it closes the
+/// connection): the container's stdin cannot take what the client sent.
+pub const ERROR: u8 = 3;
 /// Bytes of an attach frame header: stream, then the payload length (u32, big endian).
 pub const FRAME_HEADER: usize = 5;
 

@@ -1,6 +1,7 @@
 //! The monitor's steady state: one `poll` over fixed slots (SIGCHLD signalfd, the container's stdout and
-//! stderr or its pty, the control socket and its clients, the OOM eventfd), fixed buffers, no
-//! allocation. Ends when the container's init has exited: drains the output, writes the exit file
+//! stderr or its pty, the control socket and its clients, the OOM eventfd, the container's stdin while
+//! an attached client's input waits for room), fixed buffers, no allocation. Nothing in it blocks: a
+//! stalled attach client never holds up the log, `REOPEN` or `RESIZE`. Ends when the container's init has exited: drains the output, writes the exit file
 //! atomically and exits.
 
 use std::ffi::CString;
@@ -9,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 use super::ctl;
-use super::ctl_server::{Clients, MAX_CLIENTS};
+use super::ctl_server::{Clients, MAX_CLIENTS, stdin_fd};
 use super::log::{LineBuf, LogFile, Stream, now_ns};
 use super::sysutil::{self, field};
 use super::{CTL_SOCKET, EXIT_FILE};
@@ -168,7 +169,9 @@ const SLOT_OUT: usize = 1;
 const SLOT_ERR: usize = 2;
 const SLOT_CTL: usize = 3;
 const SLOT_OOM: usize = 4;
-const SLOT_CLIENT: usize = 5;
+/// The container's stdin (pipe or pty master), polled for room while an attached client's stdin waits.
+const SLOT_STDIN: usize = 5;
+const SLOT_CLIENT: usize = 6;
 
 fn raw(fd: &Option<OwnedFd>) -> RawFd {
     fd.as_ref().map_or(-1, |f| f.as_raw_fd())
@@ -224,8 +227,18 @@ pub fn run(st: &mut State) -> ! {
         pfds[SLOT_ERR].fd = raw(&st.io.stderr);
         pfds[SLOT_CTL].fd = st.ctl.as_raw_fd();
         pfds[SLOT_OOM].fd = st.oom.fd();
+        if clients.stdin_waiting() {
+            // No stdin left to wait for: the waiting clients are told at once.
+            pfds[SLOT_STDIN].fd = stdin_fd(st).unwrap_or(-1);
+            pfds[SLOT_STDIN].events = libc::POLLOUT;
+            if pfds[SLOT_STDIN].fd < 0 {
+                clients.resume_stdin(st);
+            }
+        }
         for i in 0..MAX_CLIENTS {
-            pfds[SLOT_CLIENT + i].fd = clients.fd(i);
+            let (fd, events) = clients.poll_fd(i);
+            pfds[SLOT_CLIENT + i].fd = fd;
+            pfds[SLOT_CLIENT + i].events = events;
         }
         // SAFETY: poll over a live array of pollfds.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
@@ -250,6 +263,9 @@ pub fn run(st: &mut State) -> ! {
         }
         if ready(SLOT_OOM) {
             st.oom.on_event();
+        }
+        if ready(SLOT_STDIN) {
+            clients.resume_stdin(st);
         }
         if ready(SLOT_CTL) {
             clients.accept(st.ctl.as_raw_fd());

@@ -49,8 +49,7 @@ impl Runc {
         if input.is_some() {
             c.stdin(Stdio::piped());
         }
-        let mut child = c
-            .spawn()
+        let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("run {} {what} {id}", self.path.display()), e))?;
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
             // A failed write shows up as runc's own error below.
@@ -254,8 +253,7 @@ impl Runc {
             .arg(&pid_file)
             .arg(id)
             .stdin(Stdio::piped());
-        let mut child = c
-            .spawn()
+        let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("exec in {id}: run {}", self.path.display()), e))?;
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(&json).await;
@@ -312,74 +310,34 @@ const EXEC_REAP_GRACE: Duration = Duration::from_secs(3);
 /// Ends a timed-out exec: SIGKILLs the exec'd process (pid from the runtime's pid file) and lets
 /// `runtime exec`, its parent, reap it and exit. Only if the runtime has not exited within
 /// [`EXEC_REAP_GRACE`] is it killed; then the process, if still there, has been re-parented to us (a
-/// child subreaper) and is reaped in the background so that it cannot keep its pid namespace alive.
+/// child subreaper) and the general reaper reaps it, so that it cannot keep its pid namespace alive.
 async fn kill_exec(
     child: &mut tokio::process::Child,
     pid_file: &Path,
 ) -> std::io::Result<std::process::ExitStatus> {
     let deadline = tokio::time::Instant::now() + EXEC_REAP_GRACE;
     // The pid file appears once the process runs; until then the runtime may still finish by itself.
-    let pid = loop {
+    loop {
         if let Some(pid) = read_pid(pid_file) {
             // SAFETY: kill(2), no memory involved. The pid is runc's unreaped child while runc runs
             // (only a process reaped by runc in this very instant and its pid reused at once is missed).
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            break Some(pid);
+            break;
         }
         let step = tokio::time::Instant::now() + Duration::from_millis(50);
         match tokio::time::timeout_at(step.min(deadline), child.wait()).await {
             Ok(status) => return status,
-            Err(_) if tokio::time::Instant::now() >= deadline => break None,
+            Err(_) if tokio::time::Instant::now() >= deadline => break,
             Err(_) => {}
         }
-    };
+    }
     if let Ok(status) = tokio::time::timeout_at(deadline, child.wait()).await {
         return status;
     }
     let _ = child.start_kill();
-    let status = child.wait().await;
-    if let Some(pid) = pid {
-        tokio::spawn(reap_adopted(pid));
-    }
-    status
-}
-
-/// Reaps `pid` once it ends if it is a child of ours from a nested pid namespace, i.e. an exec'd
-/// container process adopted after its runtime was killed. crustd's own children live in its pid
-/// namespace, so nothing else is ever waited for here. Polls (the process may be stuck in the kernel for
-/// a while) rather than blocking a thread that would hold up shutdown.
-async fn reap_adopted(pid: i32) {
-    if !adopted_from_container(pid) {
-        return;
-    }
-    let mut pause = Duration::from_millis(20);
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on one specific child of ours, writing into a local.
-        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != 0 {
-            return; // reaped, or (-1) no longer ours to wait for
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
-}
-
-/// Whether `pid` is a child of this process living in a nested pid namespace.
-fn adopted_from_container(pid: i32) -> bool {
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let me = std::process::id().to_string();
-    let Ok(stat) = std::fs::read_to_string(proc_dir.join("stat")) else {
-        return false;
-    };
-    let ppid = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_ascii_whitespace().nth(1));
-    let nested = std::fs::read_to_string(proc_dir.join("status")).is_ok_and(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .is_some_and(|v| v.split_ascii_whitespace().count() > 1)
-    });
-    ppid == Some(me.as_str()) && nested
+    // The process, if still there, is re-parented to crustd now; the reaper (`crate::reaper`) reaps
+    // it once it ends.
+    child.wait().await
 }
 
 async fn join_reader(h: Option<tokio::task::JoinHandle<Vec<u8>>>, grace: Duration) -> Vec<u8> {
@@ -414,20 +372,6 @@ mod tests {
 "#;
         assert_eq!(runtime_error_text(raw), "container \"x\" does not exist");
         assert_eq!(runtime_error_text(b"  plain failure\n\n"), "plain failure");
-    }
-
-    #[test]
-    fn only_children_from_a_nested_pid_namespace_count_as_adopted() {
-        let mut own = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let own_pid = own.id() as i32;
-        let verdicts = (
-            adopted_from_container(own_pid),
-            adopted_from_container(1),
-            adopted_from_container(i32::MAX),
-        );
-        own.kill().unwrap();
-        own.wait().unwrap();
-        assert_eq!(verdicts, (false, false, false));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Attach: joins the container's stdio held by its monitor, through the monitor's control socket
 //! (`monitor::attach`, frames in `monitor::ctl`). Output still goes to the log (the monitor copies it);
 //! stdin works when the container was created with `stdin`, and with `stdin_once` the monitor closes it
-//! when this attach ends. A client that goes away detaches; the container keeps running.
+//! when this attach ends. A client that goes away detaches; the container keeps running. A client too
+//! slow for the container's output is disconnected by the monitor (never waited for), and stdin the
+//! container cannot take ends the session with the monitor's reason on the error stream.
 
 use std::sync::Arc;
 
@@ -60,9 +62,14 @@ pub async fn run(d: Arc<Daemon>, req: v1::AttachRequest, mut s: Streams) {
     let ended = loop {
         let frame = tokio::select! {
             f = crate::monitor::read_frame(&mut r) => f,
-            _ = gone.wait() => break false,
+            _ = gone.wait() => break Ended::ClientLeft,
         };
         match frame {
+            Ok(Some((ctl::ERROR, msg))) => {
+                let msg = String::from_utf8_lossy(&msg).into_owned();
+                tracing::info!(container = %rec.id, "attach ended by the monitor: {msg}");
+                break Ended::Refused(msg);
+            }
             Ok(Some((stream, data))) => {
                 let sink = match stream {
                     ctl::STDOUT => s.stdout.as_ref(),
@@ -73,22 +80,40 @@ pub async fn run(d: Arc<Daemon>, req: v1::AttachRequest, mut s: Streams) {
                     && !data.is_empty()
                     && !sink.send(&data).await
                 {
-                    break false;
+                    break Ended::ClientLeft;
                 }
             }
-            Ok(None) | Err(_) => break true,
+            Ok(None) | Err(_) => break Ended::MonitorClosed,
         }
     };
     for t in [stdin_task, resize_task].into_iter().flatten() {
         t.abort();
     }
     drop(keep_w);
-    if ended {
-        // The monitor closed the connection: the container has exited.
-        s.finish(Ok(0)).await;
-    } else {
-        s.finish(Err("client went away".into())).await;
+    match ended {
+        // The monitor writes the exit file before it exits (and so closes the connection).
+        Ended::MonitorClosed if state_dir.join(crate::monitor::EXIT_FILE).exists() => s.finish(Ok(0)).await,
+        Ended::MonitorClosed => {
+            let msg = format!(
+                "attach to {}: disconnected by the container's monitor: the client did not keep up with the container's output",
+                rec.id
+            );
+            tracing::info!(container = %rec.id, "{msg}");
+            s.finish(Err(msg)).await
+        }
+        Ended::Refused(msg) => s.finish(Err(format!("attach to {}: {msg}", rec.id))).await,
+        Ended::ClientLeft => s.finish(Err("client went away".into())).await,
     }
+}
+
+/// Why an attach ended.
+enum Ended {
+    /// The client left (or its connection cannot be written to).
+    ClientLeft,
+    /// The monitor closed the connection: the container exited, or the client was too slow.
+    MonitorClosed,
+    /// The monitor refused the client's stdin (`ctl::ERROR`).
+    Refused(String),
 }
 
 /// Forwards the client's stdin as STDIN frames; the client closing stdin sends the closing frame (the

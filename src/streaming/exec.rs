@@ -26,6 +26,8 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// How long output may keep flowing after the process exited (a background child holding the pipe).
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long a tty exec's process, once exited or killed, may take to be reaped.
+const EXEC_EXIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs the exec and reports its end on the error stream.
 pub async fn run(d: Arc<Daemon>, req: v1::ExecRequest, streams: Streams) {
@@ -110,7 +112,7 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
     } else {
         Stdio::null()
     });
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::reaper::spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => return Err((Error::io(format!("run {}", prep.runtime_path.display()), e), s)),
     };
@@ -257,10 +259,12 @@ async fn run_tty(
         Err(e) => return Err((Error::io(format!("bind {}", files.console.display()), e), s)),
     };
     cmd.arg("-d").arg("--console-socket").arg(&runtime_path).arg(id);
+    // Before the process exists: a status the reaper records from now on can be its.
+    let since = std::time::Instant::now();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::reaper::spawn(&mut cmd) {
         Ok(c) => c,
         Err(e) => return Err((Error::io("run the runtime", e), s)),
     };
@@ -291,13 +295,27 @@ async fn run_tty(
     let Some(pid) = read_pid(&files.pid) else {
         return Err((Error::Internal(format!("runtime exec in {id}: no pid file")), s));
     };
-    // The process the runtime just started (our child now, so its pid is not reused).
-    let pidfd = match crate::sys::pidfd_open(pid as u32) {
-        Ok(fd) => fd,
-        Err(e) => {
-            kill(Some(pid));
-            return Err((Error::io("pidfd_open", e), s));
+    // The process the runtime just started: our child now, claimed from the reaper so that its pid
+    // is not reused under us (or already reaped by it, status kept).
+    let (claim, reaped) = match crate::reaper::claim(pid, since) {
+        crate::reaper::Claimed::Mine(c) => (Some(c), None),
+        crate::reaper::Claimed::Exited(st) => (None, Some(st)),
+        crate::reaper::Claimed::Unknown => {
+            return Err((
+                Error::Internal(format!("runtime exec in {id}: process {pid} is gone")),
+                s,
+            ));
         }
+    };
+    let pidfd = match &claim {
+        None => None,
+        Some(_) => match crate::sys::pidfd_open(pid as u32) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                kill(Some(pid));
+                return Err((Error::io("pidfd_open", e), s));
+            }
+        },
     };
     let pty = match Pty::new(master) {
         Ok(p) => Arc::new(p),
@@ -325,33 +343,32 @@ async fn run_tty(
         .resize
         .take()
         .map(|rx| tokio::spawn(resize_pty(rx, Arc::clone(&pty))));
-    // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same for its whole life.
-    let exited = match unsafe { AsyncFd::register(pidfd) } {
-        Ok(afd) => tokio::select! {
-            r = afd.readable() => { drop(r); true }
-            _ = s.gone.wait() => false,
+    let exited = match pidfd {
+        // Reaped already: it has exited.
+        None => true,
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and the same for its whole life.
+        Some(pidfd) => match unsafe { AsyncFd::register(pidfd) } {
+            Ok(afd) => tokio::select! {
+                r = afd.readable() => { drop(r); true }
+                _ = s.gone.wait() => false,
+            },
+            Err(_) => false,
         },
-        Err(_) => false,
     };
     tracing::debug!(container = %id, pid, exited, "tty exec ended");
     if !exited {
         tracing::info!(container = %id, "exec client went away; killing its process");
         kill(Some(pid));
     }
-    let code = tokio::task::spawn_blocking(move || {
-        let mut st = 0;
-        // SAFETY: waitpid on the exec'd process (our child after the runtime exited), into a local.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        if r != pid {
-            -1
-        } else if libc::WIFEXITED(st) {
-            libc::WEXITSTATUS(st)
-        } else {
-            128 + libc::WTERMSIG(st)
-        }
-    })
-    .await
-    .unwrap_or(-1);
+    let status = match claim {
+        Some(c) => c.wait(EXEC_EXIT_WAIT).await,
+        None => reaped,
+    };
+    let code = match status {
+        Some(st) if libc::WIFEXITED(st) => libc::WEXITSTATUS(st),
+        Some(st) => 128 + libc::WTERMSIG(st),
+        None => -1,
+    };
     abort_all([in_task, resize_task]);
     if !exited {
         abort_all([out_task]);

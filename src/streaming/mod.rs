@@ -5,12 +5,15 @@
 //! connection on that URL (`server`): SPDY/3.1 (`spdy`) or WebSocket (`websocket`); the handlers
 //! (`exec`, `attach`, `portforward`) see the connection through `channel`, whatever carries it.
 //! `remotecommand` negotiates the exec/attach protocol version and gathers the SPDY streams.
+//! `limits` caps sessions (overall, per container) and closes idle connections; the SPDY stream and
+//! port-forward caps per connection live in `spdy` and `portforward`.
 //! With `stream.tls_cert_file` and `stream.tls_key_file` set the server speaks TLS (rustls) and hands
 //! out `https` URLs.
 
 mod attach;
 pub mod channel;
 mod exec;
+pub mod limits;
 mod portforward;
 pub mod remotecommand;
 mod server;
@@ -36,6 +39,8 @@ pub use tokens::Pending;
 pub struct Streaming {
     tokens: tokens::Tokens,
     base: OnceLock<String>,
+    limits: limits::Limits,
+    sessions: limits::Sessions,
 }
 
 impl Streaming {
@@ -44,6 +49,8 @@ impl Streaming {
         Streaming {
             tokens: tokens::Tokens::new(Duration::from_secs(cfg.stream.token_timeout_seconds.max(1))),
             base: OnceLock::new(),
+            limits: limits::Limits::from_config(&cfg.stream),
+            sessions: limits::Sessions::default(),
         }
     }
 
@@ -56,6 +63,11 @@ impl Streaming {
         let kind = p.kind();
         let token = self.tokens.insert(p);
         Ok(format!("{base}/{kind}/{token}"))
+    }
+
+    /// Sessions running now.
+    pub fn sessions_running(&self) -> usize {
+        self.sessions.running()
     }
 
     /// The base URL (`http://host:port`), once listening.

@@ -1,12 +1,15 @@
 //! Port-forward (`portforward.k8s.io`): per forwarded connection the client opens an error stream and a
 //! data stream with the same `requestid` and a `port` header; we connect to 127.0.0.1:port inside the
 //! pod's network namespace (a short-lived thread that `setns()`es into the pinned netns, so no socat
-//! or nsenter), copy both ways, and report failures as text on the error stream.
+//! or nsenter), copy both ways, and report failures as text on the error stream. At most
+//! `stream.max_port_forwards_per_connection` forwarded connections run at once on one client
+//! connection; a pair beyond it gets the refusal on its error stream and both streams closed.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +34,9 @@ pub async fn serve_spdy(d: Arc<Daemon>, req: v1::PortForwardRequest, mut conn: C
             return;
         }
     };
+    let max_pairs = d.streaming.limits.max_port_forwards_per_connection;
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut refusal_logged = false;
     // requestid → (data, error)
     let mut halves: HashMap<String, (Option<Incoming>, Option<Incoming>)> = HashMap::new();
     while let Some(st) = conn.streams.recv().await {
@@ -60,9 +66,32 @@ pub async fn serve_spdy(d: Arc<Daemon>, req: v1::PortForwardRequest, mut conn: C
         if let Some((Some(data), Some(err))) = halves.remove(&rid) {
             let port = header(&data.headers, "port").unwrap_or("").to_string();
             let out = conn.out.clone();
+            if active.load(Ordering::Relaxed) >= max_pairs {
+                if !refusal_logged {
+                    refusal_logged = true;
+                    tracing::warn!(
+                        conn = %what,
+                        limit = max_pairs,
+                        "refusing port-forward connections beyond stream.max_port_forwards_per_connection"
+                    );
+                }
+                let text = format!(
+                    "error forwarding port {port} to pod {}: too many port-forward connections on this connection ({max_pairs} open, stream.max_port_forwards_per_connection)",
+                    req.pod_sandbox_id
+                );
+                tokio::spawn(async move {
+                    let err_sink = Sink::new(err.id, out.clone());
+                    err_sink.send(text.as_bytes()).await;
+                    err_sink.close().await;
+                    Sink::new(data.id, out).close().await;
+                });
+                continue;
+            }
+            let slot = PairSlot::take(&active);
             let netns = netns.clone();
             let pod = req.pod_sandbox_id.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let err_sink = Sink::new(err.id, out.clone());
                 let data_sink = Sink::new(data.id, out);
                 if let Err(msg) = forward(netns, &port, data.rx, data_sink.clone()).await {
@@ -76,6 +105,22 @@ pub async fn serve_spdy(d: Arc<Daemon>, req: v1::PortForwardRequest, mut conn: C
         }
     }
     let _ = conn.out.send(Out::Finish).await;
+}
+
+/// One forwarded connection counted against the connection's limit while it lives.
+struct PairSlot(Arc<AtomicUsize>);
+
+impl PairSlot {
+    fn take(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        PairSlot(Arc::clone(active))
+    }
+}
+
+impl Drop for PairSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Connects to `port` in the pod and copies until the target closes.

@@ -1,5 +1,6 @@
 //! The HTTP side of the streaming server (hyper, HTTP/1.1): `/<exec|attach|portforward>/<token>`, the
-//! protocol negotiation, the upgrade to SPDY/3.1 or WebSocket, and the hand-off to the handlers.
+//! protocol negotiation, the session limits (HTTP 429), the upgrade to SPDY/3.1 or WebSocket (with the
+//! idle timeout around it), and the hand-off to the handlers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsAcceptor;
 
+use super::limits::IdleIo;
 use super::remotecommand::{self, SPDY_PROTOCOLS, Wanted};
 use super::tokens::Pending;
 use super::{attach, exec, portforward, spdy, websocket};
@@ -142,6 +144,19 @@ fn handle(mut req: Request<Incoming>, d: Weak<Daemon>, peer: SocketAddr) -> Resp
         .unwrap_or("")
         .to_ascii_lowercase();
     let what = format!("{kind} from {peer}");
+    let limits = d.streaming.limits;
+    let key = match &pending {
+        Pending::Exec(r) => r.container_id.clone(),
+        Pending::Attach(r) => r.container_id.clone(),
+        Pending::PortForward(r) => r.pod_sandbox_id.clone(),
+    };
+    let session = match d.streaming.sessions.admit(&key, &limits) {
+        Ok(g) => g,
+        Err(msg) => {
+            tracing::warn!(peer = %peer, kind, "streaming session refused: {msg}");
+            return plain(StatusCode::TOO_MANY_REQUESTS, format!("{msg}\n"));
+        }
+    };
     if upgrade == "spdy/3.1" {
         let ours = if matches!(pending, Pending::PortForward(_)) {
             PORTFORWARD_SPDY
@@ -157,8 +172,10 @@ fn handle(mut req: Request<Incoming>, d: Weak<Daemon>, peer: SocketAddr) -> Resp
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(up) => {
-                    let conn = spdy::serve(TokioIo::new(up), what.clone());
+                    let io = IdleIo::new(TokioIo::new(up), limits.idle_timeout, what.clone());
+                    let conn = spdy::serve(io, what.clone(), limits.max_streams_per_connection);
                     run_spdy(d, pending, conn, version, what).await;
+                    drop(session);
                 }
                 Err(e) => tracing::warn!(conn = %what, error = %e, "upgrade failed"),
             }
@@ -200,10 +217,23 @@ fn handle(mut req: Request<Incoming>, d: Weak<Daemon>, peer: SocketAddr) -> Resp
             .flat_map(|v| v.split(','))
             .filter_map(|p| p.parse().ok())
             .collect();
+        if ports.len() > limits.max_port_forwards_per_connection {
+            let msg = format!(
+                "too many ports on one port-forward connection: {} (stream.max_port_forwards_per_connection is {})",
+                ports.len(),
+                limits.max_port_forwards_per_connection
+            );
+            tracing::warn!(peer = %peer, "streaming session refused: {msg}");
+            return plain(StatusCode::TOO_MANY_REQUESTS, format!("{msg}\n"));
+        }
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(up) => websocket::run(d, pending, TokioIo::new(up), chosen.1, ports, what).await,
+                Ok(up) => {
+                    let io = IdleIo::new(TokioIo::new(up), limits.idle_timeout, what.clone());
+                    websocket::run(d, pending, io, chosen.1, ports, what).await;
+                    drop(session);
+                }
                 Err(e) => tracing::warn!(conn = %what, error = %e, "upgrade failed"),
             }
         });

@@ -2,10 +2,11 @@
 //! SPDY/3.1 and WebSocket client (`harness::streamclient`), and by kubectl (a real Go client) when it is
 //! on PATH, against real containers (runc, busybox). `exec`: exec over SPDY and WebSocket, tty, resize,
 //! flow control, clients going away, malformed frames, leaks; `attach_pf`: attach and port-forward;
-//! `kubectl`; `tls`.
+//! `kubectl`; `tls`; `abuse`: limits, idle timeout, stalled attach clients.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod attach_pf;
 mod exec;
 mod kubectl;

@@ -23,8 +23,6 @@ use self::flow::{Flow, SETTINGS_INITIAL_WINDOW_SIZE};
 use self::frame::{Decoder, Encoder, FLAG_FIN, Frame, Headers};
 use super::channel::{Gone, Out};
 
-/// Most streams one connection may have open (client side) at once.
-const MAX_STREAMS: usize = 1024;
 /// Control frames (replies, window updates, pings) the writer may owe the peer at once; a peer that
 /// makes more pile up (by not reading) is dropped.
 const MAX_PENDING_CONTROL: usize = 4096;
@@ -52,8 +50,9 @@ pub struct Conn {
     pub gone: Gone,
 }
 
-/// Starts serving `io`; `what` names the connection in log lines.
-pub fn serve<IO>(io: IO, what: String) -> Conn
+/// Starts serving `io`; `what` names the connection in log lines. A client may have `max_streams`
+/// streams open at once; more are reset with REFUSED_STREAM (logged once per connection).
+pub fn serve<IO>(io: IO, what: String, max_streams: usize) -> Conn
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -70,6 +69,8 @@ where
         streams: streams_tx,
         flow,
         what,
+        max_streams,
+        refused: std::sync::atomic::AtomicBool::new(false),
     };
     tokio::spawn(reader.run(r, gone_tx, done_rx));
     Conn {
@@ -229,6 +230,10 @@ struct Reader {
     streams: mpsc::Sender<Incoming>,
     flow: Arc<Flow>,
     what: String,
+    /// Most streams the client may have open at once.
+    max_streams: usize,
+    /// Whether a refusal was logged already.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 /// Why reading stops.
@@ -331,7 +336,14 @@ impl Reader {
                 flags,
                 headers,
             } => {
-                let full = open.len() >= MAX_STREAMS;
+                let full = open.len() >= self.max_streams;
+                if full && !self.refused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        conn = %self.what,
+                        limit = self.max_streams,
+                        "refusing SPDY streams beyond stream.max_streams_per_connection (RST_STREAM REFUSED_STREAM)"
+                    );
+                }
                 if stream_id % 2 == 0 || stream_id <= *last_id || full {
                     // PROTOCOL_ERROR (1) or REFUSED_STREAM (3).
                     let status = if full { 3 } else { 1 };
