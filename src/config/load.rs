@@ -327,6 +327,18 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.stream.token_timeout_seconds == 0 {
         return bad("stream.token_timeout_seconds", "must be at least 1".into());
     }
+    if c.runtime.writable_layer_refresh_seconds == 0 {
+        return bad(
+            "runtime.writable_layer_refresh_seconds",
+            "must be at least 1".into(),
+        );
+    }
+    if !c.metrics.address.is_empty() && c.metrics.address.parse::<std::net::SocketAddr>().is_err() {
+        return bad(
+            "metrics.address",
+            format!("must be ip:port (or empty: off), got {:?}", c.metrics.address),
+        );
+    }
     Ok(())
 }
 
