@@ -415,6 +415,30 @@ mod tests {
     }
 
     #[test]
+    fn metrics_address_is_ip_port_or_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "crust.toml", "[metrics]\naddress = \"localhost\"\n");
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "metrics.address", "{e}");
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "[metrics]\naddress = \"127.0.0.1:9090\"\n",
+        );
+        assert_eq!(
+            load(Some(&main), &Overrides::default()).unwrap().metrics.address,
+            "127.0.0.1:9090"
+        );
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "[runtime]\nwritable_layer_refresh_seconds = 0\n",
+        );
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "runtime.writable_layer_refresh_seconds", "{e}");
+    }
+
+    #[test]
     fn seccomp_profile_root_must_be_absolute() {
         let d = tempfile::tempdir().unwrap();
         let main = write(
