@@ -64,6 +64,9 @@ impl Daemon {
             user_namespaces,
         });
         d.recover().await;
+        d.containers.start_layer_refresh(std::time::Duration::from_secs(
+            d.config.runtime.writable_layer_refresh_seconds.max(1),
+        ));
         crate::streaming::start(&d).await?;
         Ok(d)
     }

@@ -92,6 +92,25 @@ impl Error {
         }
     }
 
+    /// The kind as a short metric label (`not_found`, `unavailable`, `timeout`, ...): failure
+    /// counters are broken down by it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "invalid_argument",
+            Error::NotFound(_) => "not_found",
+            Error::AlreadyExists(_) => "already_exists",
+            Error::FailedPrecondition(_) => "failed_precondition",
+            Error::Unavailable(_) => "unavailable",
+            Error::DeadlineExceeded(_) => "timeout",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
+            Error::Unimplemented(_) => "unimplemented",
+            Error::ResourceExhausted(_) => "too_large",
+            Error::Io { .. } => "io",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// A copy with the same kind and message, for an outcome handed to several callers (I/O errors,
     /// which cannot be cloned, become `Internal` with the same text).
     pub fn duplicate(&self) -> Self {

@@ -101,6 +101,19 @@ async fn run(cfg: config::Config) -> ExitCode {
         }
     };
     let socket = cfg.api.socket.clone();
+    let metrics_address = cfg.metrics.address.clone();
+    let metrics = if metrics_address.is_empty() {
+        None
+    } else {
+        match crust::server::metrics_http::bind(&metrics_address).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("crustd: cannot serve metrics on {metrics_address}: {e}");
+                let _ = std::fs::remove_file(&socket);
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let daemon = match crust::daemon::Daemon::new(cfg).await {
         Ok(d) => d,
         Err(e) => {
@@ -109,6 +122,10 @@ async fn run(cfg: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(l) = metrics {
+        tracing::info!(address = %metrics_address, "serving metrics on /metrics");
+        crust::server::metrics_http::spawn(l, &daemon);
+    }
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving CRI v1");
     notify_systemd("READY=1");
     let result = crust::server::serve(

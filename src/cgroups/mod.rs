@@ -1,6 +1,7 @@
 //! cgroups (cgroupfs driver, v1 hybrid hosts and pure v2): the pod cgroup (create, remove) and the
 //! usage numbers stats need. Paths are relative to each hierarchy's root, without a leading '/'.
 
+pub mod parse;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,8 @@ use std::path::{Path, PathBuf};
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
-pub use stats::{CgroupStats, stats};
+pub use parse::{Psi, PsiLine};
+pub use stats::{CgroupStats, stats, stats_v1, stats_v2};
 
 /// The cgroup filesystem root.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -244,7 +246,7 @@ mod tests {
             assert!(!cpus.trim().is_empty());
         }
         let s = stats(&rel).unwrap();
-        assert_eq!(s.pids, 0);
+        assert_eq!(s.threads, 0);
         // A child (like a container's) is removed with it.
         create(&format!("{rel}/child")).unwrap();
         let top = rel.split('/').next().unwrap().to_string();

@@ -352,6 +352,18 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be at least 5 (an exec or attach opens up to 5 streams)".into(),
         );
     }
+    if c.runtime.writable_layer_refresh_seconds == 0 {
+        return bad(
+            "runtime.writable_layer_refresh_seconds",
+            "must be at least 1".into(),
+        );
+    }
+    if !c.metrics.address.is_empty() && c.metrics.address.parse::<std::net::SocketAddr>().is_err() {
+        return bad(
+            "metrics.address",
+            format!("must be ip:port (or empty: off), got {:?}", c.metrics.address),
+        );
+    }
     Ok(())
 }
 
@@ -425,6 +437,30 @@ mod tests {
         let e = load(Some(&main), &Overrides::default()).unwrap_err();
         assert!(e.file.ends_with("50-x.toml"), "{e}");
         assert!(e.key.contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn metrics_address_is_ip_port_or_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "crust.toml", "[metrics]\naddress = \"localhost\"\n");
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "metrics.address", "{e}");
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "[metrics]\naddress = \"127.0.0.1:9090\"\n",
+        );
+        assert_eq!(
+            load(Some(&main), &Overrides::default()).unwrap().metrics.address,
+            "127.0.0.1:9090"
+        );
+        let main = write(
+            d.path(),
+            "crust.toml",
+            "[runtime]\nwritable_layer_refresh_seconds = 0\n",
+        );
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "runtime.writable_layer_refresh_seconds", "{e}");
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cni: CniConfig,
     pub stream: StreamConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -40,6 +41,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             cni: CniConfig::default(),
             stream: StreamConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -87,6 +89,10 @@ pub struct RuntimeConfig {
     pub masked_paths: Vec<String>,
     /// Override the default read-only paths (empty: the built-in list).
     pub readonly_paths: Vec<String>,
+    /// Seconds between two measurements of a running container's writable layer (its bytes and
+    /// inodes, for ContainerStats and the `container_fs_usage_bytes` metric): a background task walks
+    /// each running container's layer at most this often, and the stats RPCs answer from that.
+    pub writable_layer_refresh_seconds: u64,
     /// Seccomp profiles for `Localhost` references that are relative paths (kubelet's absolute
     /// paths are read where they point).
     pub seccomp_profile_root: PathBuf,
@@ -107,6 +113,7 @@ impl Default for RuntimeConfig {
             exec_sync_max_output: 16 * 1024 * 1024,
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
+            writable_layer_refresh_seconds: 10,
             seccomp_profile_root: "/var/lib/crust/seccomp".into(),
         }
     }
@@ -298,6 +305,14 @@ impl Default for StreamConfig {
             max_port_forwards_per_connection: 64,
         }
     }
+}
+
+/// crustd's own Prometheus metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ip:port` serving `/metrics` over HTTP (e.g. `127.0.0.1:9090`); empty turns the metrics off.
+    pub address: String,
 }
 
 impl Config {

@@ -13,6 +13,7 @@ pub mod apparmor;
 mod create;
 mod exec;
 pub mod idmap;
+mod layer_usage;
 mod mounts;
 pub mod record;
 pub mod resources;
@@ -58,8 +59,10 @@ pub(crate) struct Inner {
     /// Creates in progress, by name: a retry waits for the result.
     inflight: Mutex<HashMap<NameKey, tokio::sync::watch::Receiver<Option<create::Shared>>>>,
     locks: Locks,
-    /// Last CPU sample per container (timestamp ns, cumulative CPU ns) for nanocores.
-    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// Last CPU sample per container, for nanocores.
+    cpu_samples: crate::stats::CpuSampler,
+    /// Writable-layer usage, refreshed in the background.
+    layer_usage: layer_usage::LayerUsageCache,
     /// Each container's process spec, the template of its execs.
     exec_procs: Mutex<HashMap<String, Arc<oci_spec::runtime::Process>>>,
     /// Containers whose monitors are watched and run: lists need not look for their exit files.
@@ -122,7 +125,8 @@ impl Containers {
                 names: Mutex::new(names),
                 inflight: Mutex::new(HashMap::new()),
                 locks: Locks::default(),
-                cpu_samples: Mutex::new(HashMap::new()),
+                cpu_samples: Default::default(),
+                layer_usage: Default::default(),
                 exec_procs: Mutex::new(HashMap::new()),
                 targets: Mutex::new(HashMap::new()),
                 running: crate::monitor::Running::default(),
@@ -134,6 +138,17 @@ impl Containers {
     /// A container's record, refreshed from its exit file.
     pub fn get(&self, id: &str) -> Result<ContainerRecord> {
         self.inner.get(id)
+    }
+
+    /// Starts measuring running containers' writable layers in the background, every `every`.
+    pub fn start_layer_refresh(&self, every: Duration) {
+        layer_usage::start_refresh(&self.inner, every);
+    }
+
+    /// Measures every running container's writable layer now (what the background refresh does
+    /// each period); returns how many.
+    pub async fn refresh_layers(&self) -> usize {
+        self.inner.refresh_layers().await
     }
 
     /// IDs of a pod's containers.
@@ -250,6 +265,9 @@ impl Inner {
                 E::ContainerStoppedEvent,
             ),
         ];
+        if changes[2].0 && new.reason == "OOMKilled" {
+            crate::metrics::global().oom_kill();
+        }
         for (happened, kind) in changes {
             if happened {
                 self.events.send(&new.id, &new.pod_id, kind);
@@ -297,7 +315,8 @@ impl Inner {
             }
         }
         lock(&self.names).remove(&(rec.pod_id.clone(), rec.name.clone(), rec.attempt));
-        lock(&self.cpu_samples).remove(&rec.id);
+        self.cpu_samples.forget(&rec.id);
+        self.layer_usage.forget(&rec.id);
         lock(&self.exec_procs).remove(&rec.id);
         Ok(())
     }

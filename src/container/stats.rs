@@ -1,66 +1,44 @@
-//! ContainerStats / ListContainerStats: CPU (cumulative, and nanocores from the previous sample),
-//! memory (working set, usage, RSS, page faults) from the container's cgroup, and the writable layer's
-//! bytes and inodes.
+//! ContainerStats / ListContainerStats, the containers of a PodSandboxStats, and the container
+//! series of ListPodSandboxMetrics: CPU (cumulative, and nanocores from the previous sample),
+//! memory, swap and IO pressure from the container's cgroup (see [`crate::stats`]), and the writable
+//! layer's bytes and inodes from the background-refreshed cache (`layer_usage`).
 
 use cri_api::v1;
 
 use super::record::ContainerRecord;
 use super::status::ListFilter;
-use super::{Inner, lock, rootfs};
+use super::{Inner, Step};
 use crate::Result;
+use crate::cgroups::CgroupStats;
 use crate::daemon::Daemon;
-
-fn u(v: u64) -> Option<v1::UInt64Value> {
-    Some(v1::UInt64Value { value: v })
-}
+use crate::stats::{self, u};
 
 impl Inner {
-    /// Stats of one container (an exited one has no cgroup left: attributes and writable layer only).
+    /// The cgroup usage of a container that runs (an exited one has no cgroup left).
+    fn cgroup_stats(r: &ContainerRecord) -> Option<CgroupStats> {
+        if r.exited || r.started_at == 0 {
+            return None;
+        }
+        crate::cgroups::stats(&r.cgroup).ok()
+    }
+
+    /// Stats of one container.
     async fn stats(&self, r: &ContainerRecord) -> v1::ContainerStats {
         let now = crate::state::now_nanos();
-        let cg = if r.exited {
-            None
-        } else {
-            crate::cgroups::stats(&r.cgroup).ok()
-        };
-        let (cpu, memory) = match cg {
+        let cg = Self::cgroup_stats(r);
+        let layer = self.layer_usage(&r.id).await;
+        let (cpu, memory, swap, io) = match &cg {
             Some(s) => {
-                let prev = lock(&self.cpu_samples).insert(r.id.clone(), (now, s.cpu_usage_ns));
-                let nano_cores = prev.and_then(|(t, c)| {
-                    let dt = now.checked_sub(t).filter(|d| *d > 0)? as u128;
-                    let dc = s.cpu_usage_ns.checked_sub(c)? as u128;
-                    Some((dc * 1_000_000_000 / dt) as u64)
-                });
-                let limit = r.resources.memory_limit_in_bytes.max(0) as u64;
+                let nano_cores = self.cpu_samples.nano_cores(&r.id, now, s.cpu_usage_ns);
                 (
-                    Some(v1::CpuUsage {
-                        timestamp: now,
-                        usage_core_nano_seconds: u(s.cpu_usage_ns),
-                        usage_nano_cores: nano_cores.and_then(u),
-                        psi: None,
-                    }),
-                    Some(v1::MemoryUsage {
-                        timestamp: now,
-                        working_set_bytes: u(s.memory_working_set),
-                        available_bytes: if limit > 0 {
-                            u(limit.saturating_sub(s.memory_working_set))
-                        } else {
-                            None
-                        },
-                        usage_bytes: u(s.memory_usage),
-                        rss_bytes: u(s.memory_rss),
-                        page_faults: u(s.page_faults),
-                        major_page_faults: u(s.major_page_faults),
-                        psi: None,
-                    }),
+                    Some(stats::cpu(s, now, nano_cores)),
+                    Some(stats::memory(s, now)),
+                    stats::swap(s, now),
+                    stats::io(s, now),
                 )
             }
-            None => (None, None),
+            None => (None, None, None, None),
         };
-        let upper = self.rootfs_paths(&r.id).upper();
-        let (bytes, inodes) = tokio::task::spawn_blocking(move || rootfs::usage(&upper))
-            .await
-            .unwrap_or((0, 0));
         v1::ContainerStats {
             attributes: Some(v1::ContainerAttributes {
                 id: r.id.clone(),
@@ -74,15 +52,41 @@ impl Inner {
             cpu,
             memory,
             writable_layer: Some(v1::FilesystemUsage {
-                timestamp: now,
+                timestamp: layer.timestamp,
                 fs_id: Some(v1::FilesystemIdentifier {
                     mountpoint: self.dirs.container_records().display().to_string(),
                 }),
-                used_bytes: u(bytes),
-                inodes_used: u(inodes),
+                used_bytes: u(layer.bytes),
+                inodes_used: u(layer.inodes),
             }),
-            swap: None,
-            io: None,
+            swap,
+            io,
+        }
+    }
+
+    /// The metrics of one container (pod `namespace`/`pod` for the labels).
+    async fn metrics(&self, r: &ContainerRecord, namespace: &str, pod: &str) -> v1::ContainerMetrics {
+        let now = crate::state::now_nanos();
+        let cg = Self::cgroup_stats(r);
+        let layer = self.layer_usage(&r.id).await;
+        let device = self.dirs.container_records().display().to_string();
+        let id = stats::cri_metrics::Identity {
+            container: r.name.clone(),
+            cgroup: format!("/{}", r.cgroup.trim_start_matches('/')),
+            image: r.image.clone(),
+            name: r.id.clone(),
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+        };
+        v1::ContainerMetrics {
+            container_id: r.id.clone(),
+            metrics: stats::cri_metrics::container(
+                &id,
+                cg.as_ref(),
+                Some((&device, layer.bytes, layer.inodes)),
+                r.started_at,
+                now,
+            ),
         }
     }
 }
@@ -99,6 +103,42 @@ impl Daemon {
         let mut out = Vec::new();
         for r in self.containers.list(f) {
             out.push(self.containers.inner.stats(&r).await);
+        }
+        out
+    }
+
+    /// The running containers of a pod (PodSandboxStats' `linux.containers`).
+    fn running_in_pod(&self, pod_id: &str) -> Vec<ContainerRecord> {
+        let f = ListFilter {
+            pod_id: pod_id.to_string(),
+            ..Default::default()
+        };
+        self.containers
+            .list(&f)
+            .into_iter()
+            .filter(|r| r.pod_id == pod_id && r.step == Step::Created && !r.exited && r.started_at != 0)
+            .collect()
+    }
+
+    /// Stats of a pod's running containers.
+    pub async fn pod_container_stats(&self, pod_id: &str) -> Vec<v1::ContainerStats> {
+        let mut out = Vec::new();
+        for r in self.running_in_pod(pod_id) {
+            out.push(self.containers.inner.stats(&r).await);
+        }
+        out
+    }
+
+    /// Metrics of a pod's running containers.
+    pub async fn pod_container_metrics(
+        &self,
+        pod_id: &str,
+        namespace: &str,
+        pod: &str,
+    ) -> Vec<v1::ContainerMetrics> {
+        let mut out = Vec::new();
+        for r in self.running_in_pod(pod_id) {
+            out.push(self.containers.inner.metrics(&r, namespace, pod).await);
         }
         out
     }

@@ -253,8 +253,13 @@ impl ImageStore {
 
     /// Pulls an image; returns its ID. `creds` come from the request (else per-host configuration).
     pub async fn pull(&self, image: &str, creds: Option<Credentials>) -> Result<String> {
-        let r = Reference::parse(image)?;
-        pull::pull(&self.inner, r, creds).await
+        let start = std::time::Instant::now();
+        let r = match Reference::parse(image) {
+            Ok(r) => pull::pull(&self.inner, r, creds).await,
+            Err(e) => Err(e),
+        };
+        crate::metrics::global().pull_done(&r, start.elapsed());
+        r
     }
 
     /// The record of an image and whether it is pinned.

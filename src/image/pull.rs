@@ -388,6 +388,9 @@ async fn ensure_blob(
     let tpath = tmp.0.clone().unwrap_or_default();
     let size = (d.size > 0).then_some(d.size);
     registry::download_to(s, &d.digest, what, size, max, &tpath).await?;
+    if let Ok(m) = std::fs::metadata(&tpath) {
+        crate::metrics::global().pull_bytes(m.len());
+    }
     commit(&tpath, &path)?;
     tmp.0 = None;
     Ok(path)
@@ -425,6 +428,7 @@ async fn ensure_layer(
     let u = stream::fetch_and_unpack(s, d, diff_id, &tpath, limits)
         .await
         .ctx(format!("layer {}", d.digest))?;
+    crate::metrics::global().pull_bytes(d.size);
     commit(&tpath, &dir)?;
     tmp.0 = None;
     let usage = Usage {

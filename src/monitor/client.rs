@@ -24,6 +24,14 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 /// left behind: no monitor process, no runtime state, no monitor files (the bundle and the state dir
 /// itself stay: they are the caller's).
 pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
+    let r = spawn_monitor(spec).await;
+    if let Err(e) = &r {
+        crate::metrics::global().monitor_failure(e);
+    }
+    r
+}
+
+async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
     let what = format!("start monitor for {}", spec.id);
     if spec.id.is_empty() {
         return Err(Error::invalid("container_id", "empty container ID"));

@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     events: crate::events::Events,
     /// Ready pods whose pause died and that were announced stopped for it (not again at the stop).
     announced_stopped: Mutex<std::collections::HashSet<String>>,
+    /// Last CPU sample per pod, for nanocores.
+    cpu_samples: crate::stats::CpuSampler,
 }
 
 /// All pod sandboxes, served from memory, backed by records under `<root>/pods`.
@@ -137,6 +139,7 @@ impl Sandboxes {
                 running: crate::monitor::Running::default(),
                 events,
                 announced_stopped: Mutex::default(),
+                cpu_samples: Default::default(),
             }),
         })
     }
@@ -251,6 +254,7 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.id);
         self.announced().remove(&rec.id);
+        self.cpu_samples.forget(&rec.id);
         // A pod rolled back before it was ready was never announced.
         if old.is_some_and(|o| o.state != PodState::Creating) {
             let kind = cri_api::v1::ContainerEventType::ContainerDeletedEvent;

@@ -179,6 +179,7 @@ pub async fn add(cni: &Cni, rec: &PodRecord, net: &NetworkRecord) -> Result<CniR
     cni.add(&conf, &runtime_conf(rec, net))
         .await
         .map_err(|e| cni_error("ADD", &net.name, e))
+        .inspect_err(|e| crate::metrics::global().cni_failure("ADD", e))
 }
 
 /// Runs DEL for the pod's network with the cached ADD result.
@@ -187,6 +188,7 @@ pub async fn del(cni: &Cni, rec: &PodRecord, net: &NetworkRecord) -> Result<()> 
     cni.del(&conf, &runtime_conf(rec, net), net.result.as_ref())
         .await
         .map_err(|e| cni_error("DEL", &net.name, e))
+        .inspect_err(|e| crate::metrics::global().cni_failure("DEL", e))
 }
 
 /// The pod's IPs from a result: container-side addresses, IPv4 first.

@@ -1,19 +1,25 @@
-//! PodSandboxStats and ListPodSandboxStats: CPU, memory and process count from the pod cgroup, network
-//! bytes from the pod netns (`/proc/<pause pid>/net/dev`).
+//! PodSandboxStats, ListPodSandboxStats and ListPodSandboxMetrics: CPU (with nanocores from the
+//! previous sample), memory, swap, IO pressure and process count from the pod cgroup, network
+//! bytes from the pod netns (`/proc/<pause pid>/net/dev`), and the pod's running containers
+//! (`linux.containers`, `container_metrics`) from `container`.
+
+use std::collections::HashMap;
 
 use cri_api::v1;
 
+use super::Inner;
 use super::record::PodRecord;
 use super::status::labels_match;
-use super::{Inner, Sandboxes};
 use crate::Result;
+use crate::cgroups::CgroupStats;
+use crate::daemon::Daemon;
+use crate::stats::{self, u};
 
-fn u(v: u64) -> Option<v1::UInt64Value> {
-    Some(v1::UInt64Value { value: v })
-}
+/// One interface's counters: (name, rx bytes, rx errors, tx bytes, tx errors).
+pub type IfCounters = (String, u64, u64, u64, u64);
 
-/// Interface counters from a `/proc/<pid>/net/dev` text: (name, rx bytes, rx errors, tx bytes, tx errors).
-pub fn parse_net_dev(text: &str) -> Vec<(String, u64, u64, u64, u64)> {
+/// Interface counters from a `/proc/<pid>/net/dev` text.
+pub fn parse_net_dev(text: &str) -> Vec<IfCounters> {
     text.lines()
         .skip(2)
         .filter_map(|l| {
@@ -31,21 +37,32 @@ pub fn parse_net_dev(text: &str) -> Vec<(String, u64, u64, u64, u64)> {
 }
 
 impl Inner {
-    fn stats_of(&self, rec: &PodRecord) -> v1::PodSandboxStats {
-        let now = crate::state::now_nanos();
-        let cg = rec
-            .cgroup
-            .as_deref()
-            .and_then(|c| crate::cgroups::stats(c).ok())
-            .unwrap_or_default();
-        let network = if rec.namespaces.host_network() || rec.pause_pid == 0 || !self.is_ready(rec) {
-            None
-        } else {
-            let text =
-                std::fs::read_to_string(format!("/proc/{}/net/dev", rec.pause_pid)).unwrap_or_default();
-            let ifs: Vec<v1::NetworkInterfaceUsage> = parse_net_dev(&text)
+    /// The pod's interfaces but `lo`, read in its netns through the pause (none on the host network
+    /// or when the pod is not ready).
+    fn interfaces(&self, rec: &PodRecord) -> Option<Vec<IfCounters>> {
+        if rec.namespaces.host_network() || rec.pause_pid == 0 || !self.is_ready(rec) {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/{}/net/dev", rec.pause_pid)).unwrap_or_default();
+        Some(
+            parse_net_dev(&text)
                 .into_iter()
                 .filter(|(n, ..)| n != "lo")
+                .collect(),
+        )
+    }
+
+    fn cgroup_stats(rec: &PodRecord) -> Option<CgroupStats> {
+        rec.cgroup.as_deref().and_then(|c| crate::cgroups::stats(c).ok())
+    }
+
+    fn stats_of(&self, rec: &PodRecord) -> v1::PodSandboxStats {
+        let now = crate::state::now_nanos();
+        let cg = Self::cgroup_stats(rec).unwrap_or_default();
+        let nano_cores = self.cpu_samples.nano_cores(&rec.id, now, cg.cpu_usage_ns);
+        let network = self.interfaces(rec).map(|ifs| {
+            let ifs: Vec<v1::NetworkInterfaceUsage> = ifs
+                .into_iter()
                 .map(|(name, rx, rxe, tx, txe)| v1::NetworkInterfaceUsage {
                     name,
                     rx_bytes: u(rx),
@@ -54,12 +71,12 @@ impl Inner {
                     tx_errors: u(txe),
                 })
                 .collect();
-            Some(v1::NetworkUsage {
+            v1::NetworkUsage {
                 timestamp: now,
                 default_interface: ifs.iter().find(|i| i.name == "eth0").or(ifs.first()).cloned(),
                 interfaces: ifs,
-            })
-        };
+            }
+        });
         v1::PodSandboxStats {
             attributes: Some(v1::PodSandboxAttributes {
                 id: rec.id.clone(),
@@ -73,56 +90,88 @@ impl Inner {
                 annotations: rec.annotations.clone(),
             }),
             linux: Some(v1::LinuxPodSandboxStats {
-                cpu: Some(v1::CpuUsage {
-                    timestamp: now,
-                    usage_core_nano_seconds: u(cg.cpu_usage_ns),
-                    usage_nano_cores: None,
-                    psi: None,
-                }),
-                memory: Some(v1::MemoryUsage {
-                    timestamp: now,
-                    working_set_bytes: u(cg.memory_working_set),
-                    available_bytes: None,
-                    usage_bytes: u(cg.memory_usage),
-                    rss_bytes: u(cg.memory_rss),
-                    page_faults: u(cg.page_faults),
-                    major_page_faults: u(cg.major_page_faults),
-                    psi: None,
-                }),
+                cpu: Some(stats::cpu(&cg, now, nano_cores)),
+                memory: Some(stats::memory(&cg, now)),
                 network,
                 process: Some(v1::ProcessUsage {
                     timestamp: now,
-                    process_count: u(cg.pids),
+                    process_count: u(cg.processes),
                 }),
                 containers: Vec::new(),
-                io: None,
+                io: stats::io(&cg, now),
             }),
             windows: None,
         }
     }
-}
 
-impl Sandboxes {
-    /// PodSandboxStats of one pod.
-    pub fn stats(&self, id: &str) -> Result<v1::PodSandboxStats> {
-        let rec = self.inner.get(id)?;
-        Ok(self.inner.stats_of(&rec))
-    }
-
-    /// ListPodSandboxStats: ready pods matching the filter.
-    pub fn list_stats(
-        &self,
-        id: &str,
-        labels: &std::collections::HashMap<String, String>,
-    ) -> Vec<v1::PodSandboxStats> {
-        self.inner
-            .snapshot()
-            .iter()
+    /// Ready pods matching the filter.
+    fn ready_matching(&self, id: &str, labels: &HashMap<String, String>) -> Vec<PodRecord> {
+        self.snapshot()
+            .into_iter()
             .filter(|r| id.is_empty() || r.id.starts_with(id))
             .filter(|r| labels_match(labels, &r.labels))
-            .filter(|r| self.inner.is_ready(r))
-            .map(|r| self.inner.stats_of(r))
+            .filter(|r| self.is_ready(r))
             .collect()
+    }
+}
+
+impl Daemon {
+    /// PodSandboxStats of one pod, with its running containers.
+    pub async fn pod_sandbox_stats(&self, id: &str) -> Result<v1::PodSandboxStats> {
+        let rec = self.sandboxes.inner.get(id)?;
+        let mut s = self.sandboxes.inner.stats_of(&rec);
+        if let Some(l) = s.linux.as_mut() {
+            l.containers = self.pod_container_stats(&rec.id).await;
+        }
+        Ok(s)
+    }
+
+    /// ListPodSandboxStats: ready pods matching the filter, with their running containers.
+    pub async fn list_pod_sandbox_stats(
+        &self,
+        id: &str,
+        labels: &HashMap<String, String>,
+    ) -> Vec<v1::PodSandboxStats> {
+        let mut out = Vec::new();
+        for rec in self.sandboxes.inner.ready_matching(id, labels) {
+            let mut s = self.sandboxes.inner.stats_of(&rec);
+            if let Some(l) = s.linux.as_mut() {
+                l.containers = self.pod_container_stats(&rec.id).await;
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    /// ListPodSandboxMetrics: every ready pod's cgroup and network series, and its running
+    /// containers' series (see [`crate::stats::cri_metrics`]).
+    pub async fn list_pod_sandbox_metrics(&self) -> Vec<v1::PodSandboxMetrics> {
+        let mut out = Vec::new();
+        for rec in self.sandboxes.inner.ready_matching("", &HashMap::new()) {
+            let now = crate::state::now_nanos();
+            let id = stats::cri_metrics::Identity {
+                container: String::new(),
+                cgroup: rec
+                    .cgroup
+                    .as_deref()
+                    .map(|c| format!("/{}", c.trim_start_matches('/')))
+                    .unwrap_or_default(),
+                image: String::new(),
+                name: rec.id.clone(),
+                namespace: rec.namespace.clone(),
+                pod: rec.name.clone(),
+            };
+            let cg = Inner::cgroup_stats(&rec);
+            let ifs = self.sandboxes.inner.interfaces(&rec).unwrap_or_default();
+            out.push(v1::PodSandboxMetrics {
+                pod_sandbox_id: rec.id.clone(),
+                metrics: stats::cri_metrics::pod(&id, cg.as_ref(), &ifs, now),
+                container_metrics: self
+                    .pod_container_metrics(&rec.id, &rec.namespace, &rec.name)
+                    .await,
+            });
+        }
+        out
     }
 }
 

@@ -1,7 +1,8 @@
 //! The gRPC layer: `RuntimeService` and `ImageService` on a unix socket. Handlers only validate the
 //! request, call one core function on the `Daemon`, and map its error (`status`). A tracing span per
 //! request names the RPC. Each accepted connection goes through `authority`, which answers clients that
-//! send the socket path as `:authority` (gRPC's C core, grpc-java).
+//! send the socket path as `:authority` (gRPC's C core, grpc-java). `rpc_metrics` counts and times
+//! each request; `metrics_http` serves `/metrics`.
 
 mod authority;
 mod container;
@@ -10,6 +11,8 @@ mod image;
 mod images;
 mod inflight;
 mod info;
+pub mod metrics_http;
+mod rpc_metrics;
 mod runtime;
 mod sandbox;
 mod socket;
@@ -56,6 +59,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .layer(inflight.clone())
+        .layer(rpc_metrics::RpcMetrics)
         .add_service(
             RuntimeServiceServer::new(cri.clone())
                 .max_decoding_message_size(16 << 20)

@@ -76,6 +76,18 @@ impl RuntimeService for Cri {
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
         respond(sandbox::list_pod_sandbox_stats(&self.d, r.into_inner()).await)
     }
+    async fn list_metric_descriptors(
+        &self,
+        r: Request<v1::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
+        respond(sandbox::list_metric_descriptors(&self.d, r.into_inner()).await)
+    }
+    async fn list_pod_sandbox_metrics(
+        &self,
+        r: Request<v1::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
+        respond(sandbox::list_pod_sandbox_metrics(&self.d, r.into_inner()).await)
+    }
     async fn update_pod_sandbox_resources(
         &self,
         r: Request<v1::UpdatePodSandboxResourcesRequest>,

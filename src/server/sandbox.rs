@@ -78,7 +78,7 @@ pub async fn pod_sandbox_stats(
     req: v1::PodSandboxStatsRequest,
 ) -> Result<v1::PodSandboxStatsResponse> {
     validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
-    let stats = d.sandboxes.stats(&req.pod_sandbox_id)?;
+    let stats = d.pod_sandbox_stats(&req.pod_sandbox_id).await?;
     Ok(v1::PodSandboxStatsResponse { stats: Some(stats) })
 }
 
@@ -88,8 +88,28 @@ pub async fn list_pod_sandbox_stats(
     req: v1::ListPodSandboxStatsRequest,
 ) -> Result<v1::ListPodSandboxStatsResponse> {
     let f = req.filter.unwrap_or_default();
-    let stats = d.sandboxes.list_stats(&f.id, &f.label_selector);
+    let stats = d.list_pod_sandbox_stats(&f.id, &f.label_selector).await;
     Ok(v1::ListPodSandboxStatsResponse { stats })
+}
+
+/// `ListMetricDescriptors`.
+pub async fn list_metric_descriptors(
+    _d: &Daemon,
+    _req: v1::ListMetricDescriptorsRequest,
+) -> Result<v1::ListMetricDescriptorsResponse> {
+    Ok(v1::ListMetricDescriptorsResponse {
+        descriptors: crate::stats::cri_metrics::descriptors(),
+    })
+}
+
+/// `ListPodSandboxMetrics`.
+pub async fn list_pod_sandbox_metrics(
+    d: &Daemon,
+    _req: v1::ListPodSandboxMetricsRequest,
+) -> Result<v1::ListPodSandboxMetricsResponse> {
+    Ok(v1::ListPodSandboxMetricsResponse {
+        pod_metrics: d.list_pod_sandbox_metrics().await,
+    })
 }
 
 /// `UpdatePodSandboxResources`.

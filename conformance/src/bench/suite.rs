@@ -400,6 +400,29 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
             record(rows, "ListContainers (100 containers)", t0.elapsed());
             anyhow::ensure!(n >= 100, "ListContainers returned {n} containers");
         }
+        // Stats as kubelet polls them: the writable layers come from crust's background-refreshed
+        // cache, not a walk of each layer per call.
+        for _ in 0..20 {
+            let t0 = Instant::now();
+            let n = rt
+                .list_container_stats(ListContainerStatsRequest::default())
+                .await
+                .context("ListContainerStats")?
+                .into_inner()
+                .stats
+                .len();
+            record(rows, "ListContainerStats (100 containers)", t0.elapsed());
+            anyhow::ensure!(n >= 100, "ListContainerStats returned {n} containers");
+            let t0 = Instant::now();
+            rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+                .await
+                .context("ListPodSandboxStats")?;
+            record(
+                rows,
+                "ListPodSandboxStats (20 pods, 100 containers)",
+                t0.elapsed(),
+            );
+        }
         anyhow::Ok(())
     }
     .await;

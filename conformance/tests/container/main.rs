@@ -278,4 +278,5 @@ mod image_user;
 mod lifecycle;
 mod seccomp;
 mod security;
+mod stats;
 mod userns;
