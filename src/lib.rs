@@ -15,6 +15,7 @@ pub mod events;
 pub mod image;
 pub mod monitor;
 pub mod oci;
+pub mod reload;
 pub mod sandbox;
 pub mod server;
 pub mod state;

@@ -3,6 +3,7 @@
 //! request names the RPC. Each accepted connection goes through `authority`, which answers clients that
 //! send the socket path as `:authority` (gRPC's C core, grpc-java).
 
+pub mod admin;
 mod authority;
 mod container;
 mod events;
