@@ -26,7 +26,7 @@ pause:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile tiny -p crust-pause \
 		--target $(STATIC_TARGET) --target-dir target/static
 
-## build: release binaries (crustd, crust-monitor, crust-pause) in target/release.
+## build: release binaries (crustd, crust-monitor, crustctl, crust-pause) in target/release.
 build: pause
 	$(CARGO) build --release --bins -p crust
 	install -m 0755 $(PAUSE_STATIC) target/release/crust-pause

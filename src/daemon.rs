@@ -9,8 +9,10 @@ use crate::{Error, Result, container, image, sandbox};
 
 /// crustd's core.
 pub struct Daemon {
-    /// The effective configuration.
+    /// The configuration crustd started with.
     pub config: Config,
+    /// The configuration in effect: the start-up one with what reloads changed (`reload`).
+    pub effective: Mutex<Config>,
     /// Where things live.
     pub dirs: Dirs,
     /// Images: pulls and the store.
@@ -53,6 +55,7 @@ impl Daemon {
             tracing::info!(reason = %why, "pods cannot have user namespaces here");
         }
         let d = Arc::new(Daemon {
+            effective: Mutex::new(config.clone()),
             config,
             dirs,
             images,
@@ -69,6 +72,18 @@ impl Daemon {
         ));
         crate::streaming::start(&d).await?;
         Ok(d)
+    }
+
+    /// Applies a reloaded configuration (SIGHUP): registries and pinned images now (the log level is
+    /// the caller's, which owns the subscriber); returns what changed and what needs a restart.
+    pub fn reload(&self, new: &Config) -> crate::reload::Report {
+        let mut eff = self.effective.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, report) = crate::reload::merge(&eff, new);
+        if report.applied.iter().any(|k| k != "log_level") {
+            self.images.reload(&next);
+        }
+        *eff = next;
+        report
     }
 
     /// Start-up recovery (see DESIGN.md): sandboxes first, then containers.

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod oci;
 pub mod reaper;
+pub mod reload;
 pub mod sandbox;
 pub mod server;
 pub mod state;

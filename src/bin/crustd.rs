@@ -1,4 +1,6 @@
-//! `crustd`: serves CRI v1 on a unix socket. `crustd config` prints the effective configuration.
+//! `crustd`: serves CRI v1 on a unix socket (and crustctl's admin socket). `crustd config` prints the
+//! effective configuration. SIGHUP reloads the configuration files: the log level, registries and
+//! pinned images change at once; other changed keys are logged as needing a restart.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         state: cli.state,
         log_level: cli.log_level,
     };
+    let config_path = cli.config.clone();
     let cfg = match config::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
@@ -61,13 +64,25 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(log_filter(&cfg.log_level))
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none(),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, log_handle) = tracing_subscriber::reload::Layer::new(log_filter(&cfg.log_level));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(
+                    std::io::IsTerminal::is_terminal(&std::io::stderr())
+                        && std::env::var_os("NO_COLOR").is_none(),
+                )
+                .with_writer(std::io::stderr),
         )
-        .with_writer(std::io::stderr)
         .init();
+    let reloader = Reloader {
+        path: config_path,
+        overrides,
+        log_handle,
+    };
     // A known umask, whatever the caller's: files crustd and its children make are never group- or
     // world-writable (and those holding secrets are made 0600 explicitly).
     // SAFETY: umask(2) takes an integer and cannot fail.
@@ -88,11 +103,61 @@ fn main() -> ExitCode {
         // reaper (CNI plugins through the spawner hook) so that their statuses stay their waiters'.
         crust_cni::set_spawner(crust::reaper::spawn);
         tokio::spawn(crust::reaper::run());
-        run(cfg).await
+        run(cfg, reloader).await
     })
 }
 
-async fn run(cfg: config::Config) -> ExitCode {
+/// What a SIGHUP needs: where the configuration came from, and the log filter's handle.
+struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    log_handle:
+        tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+}
+
+impl Reloader {
+    /// Reads the configuration again and applies it; an invalid one changes nothing.
+    fn reload(&self, daemon: &crust::daemon::Daemon) {
+        let new = match config::load(self.path.as_deref(), &self.overrides) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: invalid configuration, nothing changed");
+                return;
+            }
+        };
+        let report = daemon.reload(&new);
+        if report.applied.iter().any(|k| k == "log_level")
+            && let Err(e) = self.log_handle.reload(log_filter(&new.log_level))
+        {
+            tracing::error!(error = %e, "SIGHUP: cannot change the log level");
+        }
+        if report.is_empty() {
+            tracing::info!("SIGHUP: configuration reloaded, nothing changed");
+            return;
+        }
+        tracing::info!(applied = ?report.applied, "SIGHUP: configuration reloaded");
+        if !report.needs_restart.is_empty() {
+            tracing::warn!(keys = ?report.needs_restart, "SIGHUP: these changes take effect at the next restart of crustd");
+        }
+    }
+}
+
+/// Reloads the configuration at every SIGHUP.
+async fn reload_on_sighup(daemon: std::sync::Arc<crust::daemon::Daemon>, reloader: Reloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the configuration");
+        reloader.reload(&daemon);
+    }
+}
+
+async fn run(cfg: config::Config, reloader: Reloader) -> ExitCode {
+    // SIGHUP must not kill crustd while it starts: take it over before anything else.
+    let early_hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let listener = match crust::server::bind(&cfg.api.socket, cfg.socket_mode()) {
         Ok(l) => l,
         Err(e) => {
@@ -126,6 +191,16 @@ async fn run(cfg: config::Config) -> ExitCode {
         tracing::info!(address = %metrics_address, "serving metrics on /metrics");
         crust::server::metrics_http::spawn(l, &daemon);
     }
+    let admin = match crust::server::admin::start(daemon.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("crustd: cannot serve the admin socket: {e}");
+            let _ = std::fs::remove_file(&socket);
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(early_hup);
+    tokio::spawn(reload_on_sighup(daemon.clone(), reloader));
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving CRI v1");
     notify_systemd("READY=1");
     let result = crust::server::serve(
@@ -137,6 +212,7 @@ async fn run(cfg: config::Config) -> ExitCode {
     .await;
     notify_systemd("STOPPING=1");
     let _ = std::fs::remove_file(&socket);
+    admin.stop();
     match result {
         Ok(()) => {
             tracing::info!("crustd stopped; containers keep running");

@@ -191,6 +191,20 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    for (key, p) in [
+        ("api.admin_socket", &c.api.admin_socket),
+        ("registry.config_path", &c.registry.config_path),
+    ] {
+        if !p.as_os_str().is_empty() && !p.is_absolute() {
+            return bad(
+                key,
+                format!(
+                    "must be empty or an absolute path, got {:?}",
+                    p.display().to_string()
+                ),
+            );
+        }
+    }
     if c.root == c.state {
         return bad("state", "must differ from root".into());
     }

@@ -54,6 +54,9 @@ pub struct ApiConfig {
     pub socket: PathBuf,
     /// File mode of the socket, in octal.
     pub socket_mode: String,
+    /// The admin socket `crustctl` uses for what CRI cannot express (import, export, tag, the
+    /// configuration in effect): line-delimited JSON, mode 0600; empty means `<state>/admin.sock`.
+    pub admin_socket: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +64,7 @@ impl Default for ApiConfig {
         ApiConfig {
             socket: "/run/crust/crust.sock".into(),
             socket_mode: "0660".into(),
+            admin_socket: PathBuf::new(),
         }
     }
 }
@@ -185,6 +189,10 @@ pub struct RegistryConfig {
     pub mirrors: BTreeMap<String, Mirror>,
     /// Registry host (or mirror host) → auth and TLS.
     pub configs: BTreeMap<String, HostConfig>,
+    /// A containerd-style `certs.d` directory: `<config_path>/<host>/hosts.toml` (or `_default/`)
+    /// configures a registry host's endpoints and TLS, read at each pull and preferred over `mirrors`.
+    /// Empty: not used.
+    pub config_path: PathBuf,
 }
 
 /// Mirrors of one registry host.
@@ -335,6 +343,15 @@ impl Config {
     /// The monitor binary.
     pub fn monitor_binary(&self) -> PathBuf {
         Self::helper_binary(&self.runtime.monitor_path, "crust-monitor")
+    }
+
+    /// The admin socket (`api.admin_socket`, else `<state>/admin.sock`).
+    pub fn admin_socket(&self) -> PathBuf {
+        if self.api.admin_socket.as_os_str().is_empty() {
+            self.state.join("admin.sock")
+        } else {
+            self.api.admin_socket.clone()
+        }
     }
 
     /// The pause binary.

@@ -4,6 +4,8 @@
 //! `reference` parses names, `registry` talks to registries, `manifest` reads manifests and indexes,
 //! `pull` runs a pull, `unpack` unpacks layers safely, `store` is the on-disk layout, `index` the records.
 
+pub mod archive;
+pub mod check;
 pub mod index;
 pub mod manifest;
 mod pull;
@@ -66,10 +68,18 @@ struct State {
     active: HashMap<String, usize>,
 }
 
-struct Inner {
-    layout: Layout,
+/// What a configuration reload (SIGHUP) replaces: the registries and the pinned images.
+struct Live {
+    /// The reloaded configuration; only `registry` and `image.pinned_images` are read from it.
     cfg: Config,
     clients: registry::Clients,
+}
+
+struct Inner {
+    layout: Layout,
+    /// The start-up configuration (limits, platform, timeouts).
+    cfg: Config,
+    live: std::sync::RwLock<Arc<Live>>,
     state: Mutex<State>,
     inflight: Mutex<HashMap<String, watch::Receiver<Option<pull::Shared>>>>,
     blob_locks: Locks,
@@ -79,6 +89,11 @@ struct Inner {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The registries and pinned images in effect now.
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn save(&self, st: &State) -> Result<()> {
@@ -138,7 +153,8 @@ impl Inner {
 
     fn is_pinned(&self, r: &ImageRecord) -> bool {
         let pause = &self.cfg.image.pause_image;
-        self.cfg
+        self.live()
+            .cfg
             .image
             .pinned_images
             .iter()
@@ -193,7 +209,10 @@ impl ImageStore {
         let inner = Arc::new(Inner {
             layout,
             cfg: cfg.clone(),
-            clients: registry::Clients::new(cfg),
+            live: std::sync::RwLock::new(Arc::new(Live {
+                cfg: cfg.clone(),
+                clients: registry::Clients::new(cfg),
+            })),
             state: Mutex::new(State {
                 index,
                 configs,
@@ -225,6 +244,16 @@ impl ImageStore {
                 tracing::warn!(image = %p, error = %e, "cannot pull the pause image");
             }
         });
+    }
+
+    /// Takes the registries (`registry.*`, `hosts.toml` directory included) and the pinned images of a
+    /// reloaded configuration: the next pull uses them (pulls under way finish with the old ones).
+    pub fn reload(&self, cfg: &Config) {
+        let live = Arc::new(Live {
+            cfg: cfg.clone(),
+            clients: registry::Clients::new(cfg),
+        });
+        *self.inner.live.write().unwrap_or_else(|p| p.into_inner()) = live;
     }
 
     /// The store's directory.

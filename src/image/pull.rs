@@ -108,14 +108,22 @@ fn unshare((k, m): (u8, String)) -> Error {
     }
 }
 
-/// Keeps what a pull in progress uses safe from garbage collection until dropped.
-struct Active<'a> {
+/// Keeps what a pull (or an import or export) in progress uses safe from garbage collection until
+/// dropped. Keys: `b:<hex>` for blobs, `l:<hex>` for layers.
+pub(super) struct Active<'a> {
     inner: &'a Inner,
     keys: Vec<String>,
 }
 
 impl<'a> Active<'a> {
-    fn add(&mut self, key: String) {
+    pub(super) fn new(inner: &'a Inner) -> Self {
+        Active {
+            inner,
+            keys: Vec::new(),
+        }
+    }
+
+    pub(super) fn add(&mut self, key: String) {
         let mut st = self.inner.lock();
         *st.active.entry(key.clone()).or_insert(0) += 1;
         self.keys.push(key);
@@ -149,10 +157,7 @@ impl Drop for TempPath {
 
 async fn run(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>) -> Result<String> {
     let res = {
-        let mut active = Active {
-            inner,
-            keys: Vec::new(),
-        };
+        let mut active = Active::new(inner);
         fetch(inner, r, creds, &mut active).await
     };
     if res.is_err() {
@@ -166,7 +171,7 @@ async fn run(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>) -> R
 /// endpoint gets what is configured for its own host (and the registry itself what is configured for
 /// its name), never a mirror the registry's.
 fn credentials_for(
-    inner: &Inner,
+    clients: &registry::Clients,
     r: &Reference,
     ep: &registry::Endpoint,
     creds: Option<&Credentials>,
@@ -181,7 +186,7 @@ fn credentials_for(
     };
     hosts
         .iter()
-        .filter_map(|h| inner.clients.host_config(h))
+        .filter_map(|h| clients.host_config(h))
         .map(|h| Credentials::from_config(&h.auth))
         .find(|c| !c.is_empty())
         .unwrap_or_default()
@@ -192,9 +197,10 @@ async fn resolve(inner: &Inner, r: &Reference, creds: Option<Credentials>) -> Re
     let stall = Duration::from_secs(inner.cfg.image.stall_timeout_seconds.max(1));
     let request = Duration::from_secs(inner.cfg.image.request_timeout_seconds.max(1));
     let mut errors: Vec<Error> = Vec::new();
-    for ep in registry::endpoints(&inner.cfg, &r.registry) {
-        let client = inner.clients.get(&ep.host)?;
-        let c = credentials_for(inner, r, &ep, creds.as_ref());
+    let live = inner.live();
+    for ep in registry::endpoints_for(&live.cfg, &r.registry, r.digest.is_none())? {
+        let client = live.clients.get(&ep)?;
+        let c = credentials_for(&live.clients, r, &ep, creds.as_ref());
         let host = ep.host.clone();
         let s = Session::new(client, ep, &r.repository, c, stall, request);
         match s.manifest(r.reference()).await {
@@ -363,7 +369,7 @@ async fn fetch(
 }
 
 /// Flushes the store's filesystem.
-fn sync_fs(dir: &Path) -> Result<()> {
+pub(super) fn sync_fs(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(|e| Error::io(format!("open {}", dir.display()), e))?;
     nix::unistd::syncfs(&f).map_err(|e| Error::io(format!("syncfs {}", dir.display()), e.into()))
 }

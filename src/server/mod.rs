@@ -4,6 +4,7 @@
 //! send the socket path as `:authority` (gRPC's C core, grpc-java). `rpc_metrics` counts and times
 //! each request; `metrics_http` serves `/metrics`.
 
+pub mod admin;
 mod authority;
 mod container;
 mod events;

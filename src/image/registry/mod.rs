@@ -4,6 +4,7 @@
 
 mod auth;
 mod download;
+pub mod hosts;
 mod session;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use crate::config::{Config, HostConfig};
 use crate::{Error, Result};
 
 /// One place an image can be pulled from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     /// `scheme://host[:port][/prefix]`, without a trailing `/` or `/v2`.
     pub base: String,
@@ -27,6 +28,45 @@ pub struct Endpoint {
     pub host: String,
     /// A mirror (not the registry itself).
     pub mirror: bool,
+    /// TLS settings from a `hosts.toml` (else `registry.configs` of `host` apply).
+    pub tls: Option<HostConfig>,
+}
+
+/// An endpoint from a base URL (`scheme://host[:port][/prefix][/v2]`).
+pub(crate) fn endpoint_of(url: &str, mirror: bool) -> Endpoint {
+    let base = url.trim_end_matches('/');
+    let base = base.strip_suffix("/v2").unwrap_or(base).to_string();
+    let host = base
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .unwrap_or(&base)
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    Endpoint {
+        base,
+        host,
+        mirror,
+        tls: None,
+    }
+}
+
+/// The endpoints for a registry host: from its `hosts.toml` under `registry.config_path` when there is
+/// one (read now, so edits apply to the next pull), else from `registry.mirrors`. `by_tag`: the
+/// reference is a tag, not a digest.
+pub fn endpoints_for(cfg: &Config, registry: &str, by_tag: bool) -> Result<Vec<Endpoint>> {
+    let dir = &cfg.registry.config_path;
+    if !dir.as_os_str().is_empty()
+        && let Some(file) = hosts::file_for(dir, registry)
+    {
+        let upstream = endpoints(&Config::default(), registry)
+            .pop()
+            .map(|e| e.base)
+            .unwrap_or_else(|| format!("https://{registry}"));
+        return hosts::endpoints(&file, &upstream, by_tag);
+    }
+    Ok(endpoints(cfg, registry))
 }
 
 /// The endpoints to try for a registry host, in order.
@@ -39,21 +79,7 @@ pub fn endpoints(cfg: &Config, registry: &str) -> Vec<Endpoint> {
     let mut out = Vec::new();
     if let Some(m) = mirror {
         for ep in &m.endpoint {
-            let base = ep.trim_end_matches('/');
-            let base = base.strip_suffix("/v2").unwrap_or(base).to_string();
-            let host = base
-                .split_once("://")
-                .map(|(_, rest)| rest)
-                .unwrap_or(&base)
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_string();
-            out.push(Endpoint {
-                base,
-                host,
-                mirror: true,
-            });
+            out.push(endpoint_of(ep, true));
         }
     }
     if mirror.is_none_or(|m| m.fallback_to_upstream) {
@@ -68,6 +94,7 @@ pub fn endpoints(cfg: &Config, registry: &str) -> Vec<Endpoint> {
             base: format!("{scheme}://{host}"),
             host,
             mirror: false,
+            tls: None,
         });
     }
     out
@@ -103,15 +130,23 @@ impl Clients {
         self.cfg.registry.configs.get(host)
     }
 
-    /// The client for an endpoint host.
-    pub fn get(&self, host: &str) -> Result<reqwest::Client> {
+    /// The client for an endpoint: its `hosts.toml` TLS settings, else its host's configuration.
+    pub fn get(&self, ep: &Endpoint) -> Result<reqwest::Client> {
+        let host = &ep.host;
+        let key = match &ep.tls {
+            Some(t) => format!("{host}\n{:?}", t.tls),
+            None => host.clone(),
+        };
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(host) {
+        if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let c = build_client(self.host_config(host))
-            .map_err(|e| e.context(format!("registry.configs.{host:?}")))?;
-        map.insert(host.to_string(), c.clone());
+        let c = match &ep.tls {
+            Some(t) => build_client(Some(t)).map_err(|e| e.context(format!("hosts.toml of {host:?}")))?,
+            None => build_client(self.host_config(host))
+                .map_err(|e| e.context(format!("registry.configs.{host:?}")))?,
+        };
+        map.insert(key, c.clone());
         Ok(c)
     }
 }

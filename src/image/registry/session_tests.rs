@@ -78,6 +78,7 @@ fn session(addr: &str, creds: Credentials) -> Session {
         base: format!("http://{addr}"),
         host: addr.to_string(),
         mirror: false,
+        tls: None,
     };
     Session::new(
         client,
