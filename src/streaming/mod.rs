@@ -14,7 +14,6 @@ mod exec;
 mod portforward;
 pub mod remotecommand;
 mod server;
-mod sha1;
 pub mod spdy;
 pub mod tokens;
 pub mod websocket;

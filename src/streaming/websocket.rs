@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use sha1::{Digest, Sha1};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::channel::{Gone, Out, Sink, Streams};
 use super::server::{dispatch, wanted};
-use super::sha1::sha1;
 use super::tokens::Pending;
 use crate::daemon::Daemon;
 
@@ -28,9 +28,10 @@ const MAX_MESSAGE: usize = 1 << 20;
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`.
 pub fn accept_key(key: &str) -> String {
-    let mut s = key.trim().as_bytes().to_vec();
-    s.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha1(&s))
+    let mut h = Sha1::new();
+    h.update(key.trim().as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
 }
 
 /// A protocol violation by the client.
