@@ -90,6 +90,9 @@ pub struct RuntimeConfig {
     /// Seccomp profiles for `Localhost` references that are relative paths (kubelet's absolute
     /// paths are read where they point).
     pub seccomp_profile_root: PathBuf,
+    /// Directories of CDI device specs (JSON or YAML), for `cdi_devices` and the `cdi.k8s.io/*`
+    /// annotations; a device declared in a later directory overrides an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -108,6 +111,7 @@ impl Default for RuntimeConfig {
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),
             seccomp_profile_root: "/var/lib/crust/seccomp".into(),
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }

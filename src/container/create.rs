@@ -448,6 +448,7 @@ impl Inner {
         tokio::task::spawn_blocking(move || rootfs::mount(&paths2, &layers, idmap.as_ref()))
             .await
             .map_err(|e| Error::Internal(format!("mount task failed: {e}")))??;
+        let cdi_requests = super::cdi::requests(cfg);
         let mut devices = Vec::new();
         for (i, d) in cfg.devices.iter().enumerate() {
             devices.extend(spec::host_devices(&format!("config.devices[{i}]"), d)?);
@@ -487,6 +488,14 @@ impl Inner {
         } else {
             std::collections::HashMap::new()
         };
+        let cdi = if cdi_requests.is_empty() {
+            Vec::new()
+        } else {
+            let dirs = self.host.cdi_spec_dirs.clone();
+            tokio::task::spawn_blocking(move || super::cdi::resolve(&dirs, &cdi_requests))
+                .await
+                .map_err(|e| Error::Internal(format!("CDI task failed: {e}")))??
+        };
         let built = spec::build(&SpecInput {
             id: &p.id,
             config: cfg,
@@ -505,6 +514,7 @@ impl Inner {
             target_pid: p.target_pid,
             host: &self.host,
             idmapped_volumes: &idmapped_volumes,
+            cdi: &cdi,
         })?;
         rec.uid = built.user.uid;
         rec.gid = built.user.gid;

@@ -10,6 +10,7 @@
 //! exited, reason `Unknown`.
 
 pub mod apparmor;
+pub mod cdi;
 mod create;
 mod exec;
 pub mod idmap;
@@ -109,6 +110,7 @@ impl Containers {
             all_caps: security::current_caps(),
             masked_paths: cfg.runtime.masked_paths.clone(),
             readonly_paths: cfg.runtime.readonly_paths.clone(),
+            cdi_spec_dirs: cfg.runtime.cdi_spec_dirs.clone(),
         };
         Ok(Containers {
             inner: Arc::new(Inner {

@@ -49,11 +49,9 @@ fn validate_create(req: &v1::CreateContainerRequest) -> Result<()> {
     for (i, d) in c.devices.iter().enumerate() {
         validate::required(&format!("config.devices[{i}].host_path"), &d.host_path)?;
     }
-    if !c.cdi_devices.is_empty() {
-        return Err(Error::invalid(
-            "config.cdi_devices",
-            "CDI devices are not supported",
-        ));
+    for (i, d) in c.cdi_devices.iter().enumerate() {
+        crate::container::cdi::parse_name(&d.name)
+            .map_err(|m| Error::invalid(format!("config.cdi_devices[{i}].name"), m))?;
     }
     Ok(())
 }

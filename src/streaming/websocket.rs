@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use sha1::{Digest, Sha1};
 use bytes::{Buf, Bytes, BytesMut};
+use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
