@@ -14,6 +14,7 @@ pub mod cdi;
 mod create;
 mod exec;
 pub mod idmap;
+pub mod image_volume;
 mod mounts;
 pub mod record;
 pub mod resources;

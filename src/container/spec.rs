@@ -93,6 +93,8 @@ pub struct SpecInput<'a> {
     pub idmapped_volumes: &'a HashMap<usize, std::path::PathBuf>,
     /// The edits of the container's CDI devices, resolved on the host.
     pub cdi: &'a super::cdi::Resolved,
+    /// Mounted image volumes (by index in `config.mounts`): the host path to bind.
+    pub image_volumes: &'a HashMap<usize, std::path::PathBuf>,
 }
 
 /// The spec plus what the status reports about it.

@@ -101,6 +101,7 @@ fn build_with(c: &v1::ContainerConfig, p: &PodInfo, img: &ImageDefaults) -> crat
         host: &h,
         idmapped_volumes: &no_volumes,
         cdi: &no_cdi,
+        image_volumes: &no_volumes,
     })?;
     Ok((serde_json::to_value(&b.spec).unwrap(), b))
 }

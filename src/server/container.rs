@@ -45,6 +45,10 @@ fn validate_create(req: &v1::CreateContainerRequest) -> Result<()> {
         if mnt.image.is_none() {
             validate::required(&format!("config.mounts[{i}].host_path"), &mnt.host_path)?;
         }
+        crate::container::image_volume::check_sub_path(
+            &format!("config.mounts[{i}].image_sub_path"),
+            &mnt.image_sub_path,
+        )?;
     }
     for (i, d) in c.devices.iter().enumerate() {
         validate::required(&format!("config.devices[{i}].host_path"), &d.host_path)?;

@@ -281,6 +281,7 @@ mod exec;
 mod foreign;
 mod hardening;
 mod image_user;
+mod image_volume;
 mod lifecycle;
 mod seccomp;
 mod security;
