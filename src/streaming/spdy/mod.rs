@@ -158,7 +158,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 })?;
             }
             Out::Control(f) => self.encode(&f)?,
-            Out::WsControl(..) => {}
             Out::Finish => return Ok(true),
         }
         Ok(false)
