@@ -205,6 +205,14 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    for (i, d) in c.runtime.cdi_spec_dirs.iter().enumerate() {
+        if !d.is_absolute() {
+            return bad(
+                &format!("runtime.cdi_spec_dirs[{i}]"),
+                format!("must be an absolute path, got {:?}", d.display().to_string()),
+            );
+        }
+    }
     if c.root == c.state {
         return bad("state", "must differ from root".into());
     }

@@ -100,6 +100,9 @@ pub struct RuntimeConfig {
     /// Seccomp profiles for `Localhost` references that are relative paths (kubelet's absolute
     /// paths are read where they point).
     pub seccomp_profile_root: PathBuf,
+    /// Directories of CDI device specs (JSON or YAML), for `cdi_devices` and the `cdi.k8s.io/*`
+    /// annotations; a device declared in a later directory overrides an earlier one.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -119,6 +122,7 @@ impl Default for RuntimeConfig {
             readonly_paths: Vec::new(),
             writable_layer_refresh_seconds: 10,
             seccomp_profile_root: "/var/lib/crust/seccomp".into(),
+            cdi_spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
         }
     }
 }

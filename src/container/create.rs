@@ -44,6 +44,8 @@ struct Plan {
     target_pid: Option<u32>,
     /// A pidfd of the target's process, kept until StartContainer.
     target_pidfd: Mutex<Option<std::os::fd::OwnedFd>>,
+    /// The images of image volumes.
+    image_volumes: Vec<super::image_volume::ImageVolume>,
 }
 
 impl Daemon {
@@ -120,6 +122,23 @@ impl Daemon {
             Some(o) if o.pid == v1::NamespaceMode::Target as i32 => self.target(&o.target_id, &pod.id)?,
             _ => (None, None),
         };
+        let mut image_volumes = Vec::new();
+        for (index, m) in req.config.mounts.iter().enumerate() {
+            let Some(spec) = m.image.as_ref().filter(|s| !s.image.is_empty()) else {
+                continue;
+            };
+            let view = self.image_view(&spec.image).map_err(|_| {
+                Error::NotFound(format!(
+                    "config.mounts[{index}].image.image: image {:?} of an image volume not found (pull it first)",
+                    spec.image
+                ))
+            })?;
+            image_volumes.push(super::image_volume::ImageVolume {
+                index,
+                layers: view.layers,
+                sub_path: m.image_sub_path.clone(),
+            });
+        }
         let pod_info = pod_info(&pod, req.sandbox_config.as_ref());
         let meta = req.config.metadata.clone().unwrap_or_default();
         let key = (pod.id.clone(), meta.name.clone(), meta.attempt);
@@ -165,6 +184,7 @@ impl Daemon {
             image,
             target_pid,
             target_pidfd: Mutex::new(target_pidfd),
+            image_volumes,
         };
         let inner = Arc::clone(&self.containers.inner);
         // In a task of its own: a caller that goes away must not leave a half-made container.
@@ -448,6 +468,7 @@ impl Inner {
         tokio::task::spawn_blocking(move || rootfs::mount(&paths2, &layers, idmap.as_ref()))
             .await
             .map_err(|e| Error::Internal(format!("mount task failed: {e}")))??;
+        let cdi_requests = super::cdi::requests(cfg);
         let mut devices = Vec::new();
         for (i, d) in cfg.devices.iter().enumerate() {
             devices.extend(spec::host_devices(&format!("config.devices[{i}]"), d)?);
@@ -487,6 +508,22 @@ impl Inner {
         } else {
             std::collections::HashMap::new()
         };
+        let cdi = if cdi_requests.is_empty() {
+            Vec::new()
+        } else {
+            let dirs = self.host.cdi_spec_dirs.clone();
+            tokio::task::spawn_blocking(move || super::cdi::resolve(&dirs, &cdi_requests))
+                .await
+                .map_err(|e| Error::Internal(format!("CDI task failed: {e}")))??
+        };
+        let image_volumes = if p.image_volumes.is_empty() {
+            std::collections::HashMap::new()
+        } else {
+            let (state, vols) = (dir.clone(), p.image_volumes.clone());
+            tokio::task::spawn_blocking(move || super::image_volume::stage(&state, &vols))
+                .await
+                .map_err(|e| Error::Internal(format!("image volume task failed: {e}")))??
+        };
         let built = spec::build(&SpecInput {
             id: &p.id,
             config: cfg,
@@ -505,6 +542,8 @@ impl Inner {
             target_pid: p.target_pid,
             host: &self.host,
             idmapped_volumes: &idmapped_volumes,
+            cdi: &cdi,
+            image_volumes: &image_volumes,
         })?;
         rec.uid = built.user.uid;
         rec.gid = built.user.gid;
@@ -533,6 +572,9 @@ impl Inner {
         }
         if let Err(e) = super::idmap::release_volumes(&self.dirs.container_state(&rec.id)) {
             tracing::warn!(id = %rec.id, error = %e, "detaching the idmapped volumes failed");
+        }
+        if let Err(e) = super::image_volume::release(&self.dirs.container_state(&rec.id)) {
+            tracing::warn!(id = %rec.id, error = %e, "unmounting the image volumes failed");
         }
         let _ = crate::state::remove_dir_idempotent(&self.dirs.container_state(&rec.id));
         let _ = ContainerRecord::delete(&self.dirs, &rec.id);

@@ -10,9 +10,11 @@
 //! exited, reason `Unknown`.
 
 pub mod apparmor;
+pub mod cdi;
 mod create;
 mod exec;
 pub mod idmap;
+pub mod image_volume;
 mod layer_usage;
 mod mounts;
 pub mod record;
@@ -112,6 +114,7 @@ impl Containers {
             all_caps: security::current_caps(),
             masked_paths: cfg.runtime.masked_paths.clone(),
             readonly_paths: cfg.runtime.readonly_paths.clone(),
+            cdi_spec_dirs: cfg.runtime.cdi_spec_dirs.clone(),
         };
         Ok(Containers {
             inner: Arc::new(Inner {

@@ -90,9 +90,22 @@ pub(super) fn mounts(
             ));
         }
         if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
-            return Err(Error::Unimplemented(format!(
-                "{f}.image: image volumes are not supported"
-            )));
+            // Always read-only, nosuid and nodev (the image's overlay is too), as containerd binds it.
+            let src = inp
+                .image_volumes
+                .get(&i)
+                .ok_or_else(|| Error::Internal(format!("{f}.image: the image volume was not mounted")))?;
+            let prop = match MountPropagation::try_from(m.propagation) {
+                Ok(MountPropagation::PropagationPrivate) | Err(_) => "rprivate",
+                // An image volume has no mounts of its own to propagate.
+                Ok(_) => "rslave",
+            };
+            out.push(bind(
+                &clean(&m.container_path),
+                src,
+                &["rbind", prop, "ro", "nosuid", "nodev"],
+            ));
+            continue;
         }
         if m.host_path.is_empty() {
             return Err(Error::invalid(format!("{f}.host_path"), "must not be empty"));

@@ -28,6 +28,11 @@ pub struct MountRecord {
     pub readonly: bool,
     pub propagation: i32,
     pub recursive_read_only: bool,
+    /// An image volume's image and sub-path.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_sub_path: String,
 }
 
 impl MountRecord {
@@ -38,6 +43,8 @@ impl MountRecord {
             readonly: m.readonly,
             propagation: m.propagation,
             recursive_read_only: m.recursive_read_only,
+            image: m.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
+            image_sub_path: m.image_sub_path.clone(),
         }
     }
     pub fn to_cri(&self) -> v1::Mount {
@@ -47,6 +54,11 @@ impl MountRecord {
             readonly: self.readonly,
             propagation: self.propagation,
             recursive_read_only: self.recursive_read_only,
+            image: (!self.image.is_empty()).then(|| v1::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            image_sub_path: self.image_sub_path.clone(),
             ..Default::default()
         }
     }

@@ -172,6 +172,11 @@ fn fsconfig_string(fd: &OwnedFd, key: &str, value: &str) -> Result<()> {
 }
 
 fn mount_fsconfig(paths: &RootfsPaths, lowers: &[PathBuf]) -> Result<()> {
+    fsconfig_overlay(&paths.mountpoint, lowers, Some(paths))
+}
+
+/// An overlay through the new mount API; without `rw` (no upper layer) it is read-only.
+fn fsconfig_overlay(mountpoint: &Path, lowers: &[PathBuf], rw: Option<&RootfsPaths>) -> Result<()> {
     use std::os::fd::AsRawFd;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -187,8 +192,10 @@ fn mount_fsconfig(paths: &RootfsPaths, lowers: &[PathBuf]) -> Result<()> {
     for l in lowers {
         fsconfig_string(&fs, "lowerdir+", &l.to_string_lossy())?;
     }
-    fsconfig_string(&fs, "upperdir", &paths.upper().to_string_lossy())?;
-    fsconfig_string(&fs, "workdir", &paths.work().to_string_lossy())?;
+    if let Some(paths) = rw {
+        fsconfig_string(&fs, "upperdir", &paths.upper().to_string_lossy())?;
+        fsconfig_string(&fs, "workdir", &paths.work().to_string_lossy())?;
+    }
     // SAFETY: as above; null key and value are what FSCONFIG_CMD_CREATE takes.
     let r = unsafe {
         libc::syscall(
@@ -206,15 +213,22 @@ fn mount_fsconfig(paths: &RootfsPaths, lowers: &[PathBuf]) -> Result<()> {
             std::io::Error::last_os_error(),
         ));
     }
+    // Read-only overlays (image volumes) are also nosuid and nodev.
+    const MOUNT_ATTR_RDONLY_NOSUID_NODEV: libc::c_uint = 0x1 | 0x2 | 0x4;
+    let attrs = if rw.is_some() {
+        0
+    } else {
+        MOUNT_ATTR_RDONLY_NOSUID_NODEV
+    };
     // SAFETY: as above.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0u32) };
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) };
     if m < 0 {
         return Err(Error::io("fsmount overlay", std::io::Error::last_os_error()));
     }
     // SAFETY: fsmount returned a new fd that nothing else owns.
     let m = unsafe { OwnedFd::from_raw_fd(m as i32) };
     let empty = cstr("")?;
-    let target = cstr(&paths.mountpoint.to_string_lossy())?;
+    let target = cstr(&mountpoint.to_string_lossy())?;
     // SAFETY: as above.
     let r = unsafe {
         libc::syscall(
@@ -230,6 +244,30 @@ fn mount_fsconfig(paths: &RootfsPaths, lowers: &[PathBuf]) -> Result<()> {
         return Err(Error::io("move_mount overlay", std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Mounts a read-only (and nosuid, nodev) overlay of `lowers` (topmost first, at least two: an
+/// overlay without an upper layer needs two) at `mountpoint`: an image volume.
+pub fn mount_readonly(mountpoint: &Path, lowers: &[PathBuf]) -> Result<()> {
+    let what = format!("mount image layers read-only at {}", mountpoint.display());
+    let lowerdir = lowers
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(":");
+    if lowers.iter().any(|l| l.to_string_lossy().contains([':', ','])) || lowerdir.len() + 10 > MAX_MOUNT_DATA
+    {
+        return fsconfig_overlay(mountpoint, lowers, None).ctx(what);
+    }
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("overlay"),
+        mountpoint,
+        Some("overlay"),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("lowerdir={lowerdir}").as_str()),
+    )
+    .map_err(|e| Error::io(format!("{what}: mount overlay"), e.into()))
 }
 
 /// Unmounts the rootfs (lazily, so a process still inside cannot block removal); not mounted or gone

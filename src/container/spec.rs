@@ -68,6 +68,8 @@ pub struct HostInfo {
     /// `runtime.masked_paths` / `runtime.readonly_paths` overrides (empty: built-in defaults).
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
+    /// `runtime.cdi_spec_dirs`.
+    pub cdi_spec_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Everything the builder reads.
@@ -89,6 +91,10 @@ pub struct SpecInput<'a> {
     pub host: &'a HostInfo,
     /// Idmapped clones of CRI mounts (by index in `config.mounts`) to bind instead of their host paths.
     pub idmapped_volumes: &'a HashMap<usize, std::path::PathBuf>,
+    /// The edits of the container's CDI devices, resolved on the host.
+    pub cdi: &'a super::cdi::Resolved,
+    /// Mounted image volumes (by index in `config.mounts`): the host path to bind.
+    pub image_volumes: &'a HashMap<usize, std::path::PathBuf>,
 }
 
 /// The spec plus what the status reports about it.
@@ -447,7 +453,7 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     ] {
         annotations.insert(k.to_string(), v.to_string());
     }
-    let spec = json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "root": {"path": inp.rootfs, "readonly": sc.readonly_rootfs},
         "process": process,
@@ -455,6 +461,7 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
         "annotations": annotations,
         "linux": linux,
     });
+    super::cdi::apply(&mut spec, inp.cdi)?;
     let spec: Spec = serde_json::from_value(spec)
         .map_err(|e| Error::Internal(format!("built an invalid OCI spec: {e}")))?;
     Ok(Built {

@@ -48,6 +48,7 @@ fn host() -> HostInfo {
         all_caps: super::security::ALL_CAPS.iter().map(|s| s.to_string()).collect(),
         masked_paths: vec![],
         readonly_paths: vec![],
+        cdi_spec_dirs: vec![],
     }
 }
 
@@ -75,6 +76,7 @@ fn cfg() -> v1::ContainerConfig {
 fn build_with(c: &v1::ContainerConfig, p: &PodInfo, img: &ImageDefaults) -> crate::Result<(Value, Built)> {
     let h = host();
     let no_volumes = HashMap::new();
+    let no_cdi = Vec::new();
     let b = build(&SpecInput {
         id: "ctr1",
         config: c,
@@ -98,6 +100,8 @@ fn build_with(c: &v1::ContainerConfig, p: &PodInfo, img: &ImageDefaults) -> crat
         target_pid: Some(777),
         host: &h,
         idmapped_volumes: &no_volumes,
+        cdi: &no_cdi,
+        image_volumes: &no_volumes,
     })?;
     Ok((serde_json::to_value(&b.spec).unwrap(), b))
 }

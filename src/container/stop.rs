@@ -32,9 +32,17 @@ impl Daemon {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        let had_images = inner
+            .get(&id)
+            .is_ok_and(|r| r.mounts.iter().any(|m| !m.image.is_empty()));
         tokio::spawn(async move { inner.remove(&id).await })
             .await
-            .map_err(|e| Error::Internal(format!("remove task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
+        if had_images {
+            // The layers of an image removed while this container showed it are no longer in use.
+            self.images.collect().await;
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +173,7 @@ impl Inner {
         }
         let dir = self.dirs.container_state(&rec.id);
         super::idmap::release_volumes(&dir)?;
+        super::image_volume::release(&dir)?;
         crate::state::remove_dir_idempotent(&dir)
             .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
     }

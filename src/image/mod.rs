@@ -354,6 +354,12 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Discards the blobs and layers nothing uses any more (as after a RemoveImage): those of images
+    /// removed while a container still had them mounted.
+    pub async fn collect(&self) {
+        self.inner.gc().await;
+    }
+
     /// Bytes and inodes the store uses, and its directory.
     pub async fn fs_usage(&self) -> FsUsage {
         let (mut bytes, mut inodes) = {

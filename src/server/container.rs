@@ -45,15 +45,17 @@ fn validate_create(req: &v1::CreateContainerRequest) -> Result<()> {
         if mnt.image.is_none() {
             validate::required(&format!("config.mounts[{i}].host_path"), &mnt.host_path)?;
         }
+        crate::container::image_volume::check_sub_path(
+            &format!("config.mounts[{i}].image_sub_path"),
+            &mnt.image_sub_path,
+        )?;
     }
     for (i, d) in c.devices.iter().enumerate() {
         validate::required(&format!("config.devices[{i}].host_path"), &d.host_path)?;
     }
-    if !c.cdi_devices.is_empty() {
-        return Err(Error::invalid(
-            "config.cdi_devices",
-            "CDI devices are not supported",
-        ));
+    for (i, d) in c.cdi_devices.iter().enumerate() {
+        crate::container::cdi::parse_name(&d.name)
+            .map_err(|m| Error::invalid(format!("config.cdi_devices[{i}].name"), m))?;
     }
     Ok(())
 }

@@ -17,8 +17,6 @@ pub enum Out {
     Close { stream: u32 },
     /// A SPDY control frame (replies, pings, window updates).
     Control(Frame),
-    /// A WebSocket control frame (opcode, payload): pong, close.
-    WsControl(u8, Bytes),
     /// Everything is sent: flush, close our side, end the connection.
     Finish,
 }

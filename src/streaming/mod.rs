@@ -17,7 +17,6 @@ pub mod limits;
 mod portforward;
 pub mod remotecommand;
 mod server;
-mod sha1;
 pub mod spdy;
 pub mod tokens;
 pub mod websocket;

@@ -20,12 +20,17 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with("").await
+}
+
+/// A crustd with `extra_toml` as a configuration drop-in.
+async fn env_with(extra_toml: &str) -> Env {
     let reg = Registry::start();
     let imgs = harness::images::push_standard(&reg);
     let c = Crustd::start(CrustdOptions {
         registry: Some(&reg),
         cni: true,
-        ..Default::default()
+        extra_toml: extra_toml.to_string(),
     })
     .await;
     for r in [&imgs.busybox.reference, &imgs.configured.reference] {
@@ -271,10 +276,12 @@ async fn wait_for_log(path: &str, needle: &str) {
 }
 
 mod api;
+mod cdi;
 mod exec;
 mod foreign;
 mod hardening;
 mod image_user;
+mod image_volume;
 mod lifecycle;
 mod seccomp;
 mod security;

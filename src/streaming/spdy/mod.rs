@@ -159,7 +159,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 })?;
             }
             Out::Control(f) => self.encode(&f)?,
-            Out::WsControl(..) => {}
             Out::Finish => return Ok(true),
         }
         Ok(false)
