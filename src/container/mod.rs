@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     locks: Locks,
     /// Last CPU sample per container (timestamp ns, cumulative CPU ns) for nanocores.
     cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+    /// Cached writable-layer usage (stats).
+    layer_usage: stats::LayerUsage,
     /// Each container's process spec, the template of its execs.
     exec_procs: Mutex<HashMap<String, Arc<oci_spec::runtime::Process>>>,
     /// Containers whose monitors are watched and run: lists need not look for their exit files.
@@ -123,6 +125,7 @@ impl Containers {
                 inflight: Mutex::new(HashMap::new()),
                 locks: Locks::default(),
                 cpu_samples: Mutex::new(HashMap::new()),
+                layer_usage: stats::LayerUsage::default(),
                 exec_procs: Mutex::new(HashMap::new()),
                 targets: Mutex::new(HashMap::new()),
                 running: crate::monitor::Running::default(),
@@ -170,7 +173,17 @@ impl Inner {
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
-        Ok(self.refresh(rec))
+        Ok(if self.needs_refresh(&rec) {
+            self.refresh(rec)
+        } else {
+            rec
+        })
+    }
+
+    /// Whether a record's exit may have to be taken from its exit file: started, not known to have
+    /// exited, and its monitor not watched (a watched monitor's exit is taken by its watcher).
+    fn needs_refresh(&self, rec: &ContainerRecord) -> bool {
+        !rec.exited && rec.step == Step::Created && rec.started_at != 0 && !self.running.contains(&rec.id)
     }
 
     /// Takes a new exit from the exit file into the record (and saves it). A container not started yet
@@ -298,6 +311,7 @@ impl Inner {
         }
         lock(&self.names).remove(&(rec.pod_id.clone(), rec.name.clone(), rec.attempt));
         lock(&self.cpu_samples).remove(&rec.id);
+        self.layer_usage.forget(&rec.id);
         lock(&self.exec_procs).remove(&rec.id);
         Ok(())
     }
