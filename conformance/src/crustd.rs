@@ -139,6 +139,38 @@ impl Crustd {
     }
 
     async fn spawn(&mut self) {
+        self.spawn_process();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(ch) = channel(&self.socket).await {
+                let mut rt = RuntimeServiceClient::new(ch);
+                if rt.version(cri_api::v1::VersionRequest::default()).await.is_ok() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("crustd exited during start-up ({st}):\n{}", self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "crustd did not answer within 30 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops crustd (SIGTERM) and starts it again without waiting for it to answer: the caller times
+    /// how long the new process takes (the bench's cold node). Returns the new PID.
+    pub fn respawn_nowait(&mut self) -> u32 {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        self.spawn_process();
+        self.pid().unwrap_or(0)
+    }
+
+    fn spawn_process(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -161,24 +193,6 @@ impl Crustd {
             .spawn()
             .expect("spawn crustd");
         self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(ch) = channel(&self.socket).await {
-                let mut rt = RuntimeServiceClient::new(ch);
-                if rt.version(cri_api::v1::VersionRequest::default()).await.is_ok() {
-                    return;
-                }
-            }
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("crustd exited during start-up ({st}):\n{}", self.log());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "crustd did not answer within 30 s:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// A RuntimeService client.

@@ -17,7 +17,9 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Whether the host runs the unified (v2-only) hierarchy.
 pub fn is_v2() -> bool {
-    Path::new(CGROUP_ROOT).join("cgroup.controllers").exists()
+    // Asked for every stats call; the host's cgroup layout does not change under a running crustd.
+    static V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *V2.get_or_init(|| Path::new(CGROUP_ROOT).join("cgroup.controllers").exists())
 }
 
 /// Every hierarchy mount point (v1 controllers, named hierarchies, and `unified`), or the root on v2.

@@ -188,7 +188,17 @@ impl Inner {
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
-        Ok(self.refresh(rec))
+        Ok(if self.needs_refresh(&rec) {
+            self.refresh(rec)
+        } else {
+            rec
+        })
+    }
+
+    /// Whether a record's exit may have to be taken from its exit file: started, not known to have
+    /// exited, and its monitor not watched (a watched monitor's exit is taken by its watcher).
+    fn needs_refresh(&self, rec: &ContainerRecord) -> bool {
+        !rec.exited && rec.step == Step::Created && rec.started_at != 0 && !self.running.contains(&rec.id)
     }
 
     /// Takes a new exit from the exit file into the record (and saves it). A container not started yet

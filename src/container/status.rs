@@ -44,64 +44,115 @@ fn metadata(r: &ContainerRecord) -> v1::ContainerMetadata {
     }
 }
 
-/// The CRI `Signal` enum value of a signal number (0, RUNTIME_DEFAULT, when it has none).
+/// The CRI `Signal` enum value of a signal number (0, RUNTIME_DEFAULT, when it has none); the table is
+/// made once (every status asks).
 fn cri_signal(n: i32) -> i32 {
-    (1..=65)
-        .filter_map(|v| v1::Signal::try_from(v).ok())
-        .find(|s| super::security::parse_signal(s.as_str_name()) == Some(n))
-        .map(|s| s as i32)
-        .unwrap_or(0)
+    static TABLE: std::sync::OnceLock<HashMap<i32, i32>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = HashMap::new();
+        for s in (1..=65).filter_map(|v| v1::Signal::try_from(v).ok()) {
+            if let Some(n) = super::security::parse_signal(s.as_str_name()) {
+                t.entry(n).or_insert(s as i32);
+            }
+        }
+        t
+    });
+    table.get(&n).copied().unwrap_or(0)
+}
+
+/// A container's CRI status (without the verbose info).
+fn status_of(r: &ContainerRecord) -> v1::ContainerStatus {
+    v1::ContainerStatus {
+        id: r.id.clone(),
+        metadata: Some(metadata(r)),
+        state: cri_state(r) as i32,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        exit_code: r.exit_code,
+        image: Some(image_spec(r)),
+        image_ref: r.image_ref.clone(),
+        reason: r.reason.clone(),
+        message: r.message.clone(),
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
+        mounts: r.mounts.iter().map(|m| m.to_cri()).collect(),
+        log_path: r.log_path.clone(),
+        resources: Some(v1::ContainerResources {
+            linux: Some(r.resources.to_cri()),
+            windows: None,
+        }),
+        image_id: r.image_id.clone(),
+        user: Some(v1::ContainerUser {
+            linux: Some(v1::LinuxContainerUser {
+                uid: r.uid as i64,
+                gid: r.gid as i64,
+                supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
+            }),
+        }),
+        stop_signal: cri_signal(r.stop_signal),
+    }
 }
 
 impl Containers {
     /// Records matching `f`, refreshed from exit files (except those of watched, running monitors);
     /// creations in progress are left out.
     pub fn list(&self, f: &ListFilter) -> Vec<ContainerRecord> {
-        let all: Vec<ContainerRecord> = lock(&self.inner.records)
-            .values()
-            .filter(|r| r.step == super::Step::Created)
-            .filter(|r| {
-                // Pre-filter on the fields a refresh cannot change.
-                (f.id.is_empty() || r.id.starts_with(&f.id))
-                    && (f.pod_id.is_empty() || r.pod_id.starts_with(&f.pod_id))
-            })
-            .cloned()
-            .collect();
-        all.into_iter()
-            .map(|r| {
-                if self.inner.running.contains(&r.id) {
-                    r
-                } else {
-                    self.inner.refresh(r)
-                }
-            })
-            .filter(|r| f.matches(r))
+        self.list_map(f, |r| r.clone())
+            .into_iter()
+            .map(|(_, r)| r)
             .collect()
+    }
+
+    /// `list`, mapped by `map` under the records lock: only records whose exit may have to be taken
+    /// from the exit file (not watched, not known to have exited) are copied out and refreshed.
+    pub(crate) fn list_map<T>(&self, f: &ListFilter, map: impl Fn(&ContainerRecord) -> T) -> Vec<(i64, T)> {
+        let mut out = Vec::new();
+        let mut stale = Vec::new();
+        {
+            let recs = lock(&self.inner.records);
+            for r in recs.values() {
+                // Creations in progress are left out; the ID and pod are fields no refresh changes.
+                if r.step != super::Step::Created
+                    || !(f.id.is_empty() || r.id.starts_with(&f.id))
+                    || !(f.pod_id.is_empty() || r.pod_id.starts_with(&f.pod_id))
+                {
+                    continue;
+                }
+                if self.inner.needs_refresh(r) {
+                    stale.push(r.clone());
+                } else if f.matches(r) {
+                    out.push((r.created_at, map(r)));
+                }
+            }
+        }
+        for r in stale {
+            let r = self.inner.refresh(r);
+            if f.matches(&r) {
+                out.push((r.created_at, map(&r)));
+            }
+        }
+        out
     }
 }
 
 impl Daemon {
     /// ListContainers.
     pub fn list_containers(&self, f: &ListFilter) -> Vec<v1::Container> {
-        let mut out: Vec<v1::Container> = self
-            .containers
-            .list(f)
-            .iter()
-            .map(|r| v1::Container {
-                id: r.id.clone(),
-                pod_sandbox_id: r.pod_id.clone(),
-                metadata: Some(metadata(r)),
-                image: Some(image_spec(r)),
-                image_ref: r.image_ref.clone(),
-                state: cri_state(r) as i32,
-                created_at: r.created_at,
-                labels: r.labels.clone(),
-                annotations: r.annotations.clone(),
-                image_id: r.image_id.clone(),
-            })
-            .collect();
-        out.sort_by_key(|c| c.created_at);
-        out
+        let mut out = self.containers.list_map(f, |r| v1::Container {
+            id: r.id.clone(),
+            pod_sandbox_id: r.pod_id.clone(),
+            metadata: Some(metadata(r)),
+            image: Some(image_spec(r)),
+            image_ref: r.image_ref.clone(),
+            state: cri_state(r) as i32,
+            created_at: r.created_at,
+            labels: r.labels.clone(),
+            annotations: r.annotations.clone(),
+            image_id: r.image_id.clone(),
+        });
+        out.sort_unstable_by_key(|(created, _)| *created);
+        out.into_iter().map(|(_, c)| c).collect()
     }
 
     /// ContainerStatus; `verbose` adds `info["info"]`, a JSON object with the pid and the spec.
@@ -111,36 +162,7 @@ impl Daemon {
         verbose: bool,
     ) -> Result<(v1::ContainerStatus, HashMap<String, String>)> {
         let r = self.containers.get(id)?;
-        let status = v1::ContainerStatus {
-            id: r.id.clone(),
-            metadata: Some(metadata(&r)),
-            state: cri_state(&r) as i32,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            exit_code: r.exit_code,
-            image: Some(image_spec(&r)),
-            image_ref: r.image_ref.clone(),
-            reason: r.reason.clone(),
-            message: r.message.clone(),
-            labels: r.labels.clone(),
-            annotations: r.annotations.clone(),
-            mounts: r.mounts.iter().map(|m| m.to_cri()).collect(),
-            log_path: r.log_path.clone(),
-            resources: Some(v1::ContainerResources {
-                linux: Some(r.resources.to_cri()),
-                windows: None,
-            }),
-            image_id: r.image_id.clone(),
-            user: Some(v1::ContainerUser {
-                linux: Some(v1::LinuxContainerUser {
-                    uid: r.uid as i64,
-                    gid: r.gid as i64,
-                    supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
-                }),
-            }),
-            stop_signal: cri_signal(r.stop_signal),
-        };
+        let status = status_of(&r);
         let mut info = HashMap::new();
         if verbose {
             let dir = self.dirs.container_state(&r.id);
@@ -161,14 +183,19 @@ impl Daemon {
         Ok((status, info))
     }
 
-    /// The statuses of a pod's containers, oldest first: kubelet's evented PLEG reads them from
-    /// PodSandboxStatus and from each container event.
+    /// The statuses of a pod's containers (`pod_id` in full), oldest first: kubelet's evented PLEG
+    /// reads them from PodSandboxStatus and from each container event. Built under the records lock,
+    /// without copying the records (every pod's status is asked for every second).
     pub fn pod_container_statuses(&self, pod_id: &str) -> Vec<v1::ContainerStatus> {
+        let f = ListFilter {
+            pod_id: pod_id.to_string(),
+            ..Default::default()
+        };
         let mut out: Vec<v1::ContainerStatus> = self
             .containers
-            .pod_container_ids(pod_id)
-            .iter()
-            .filter_map(|id| self.container_status(id, false).ok().map(|(s, _)| s))
+            .list_map(&f, status_of)
+            .into_iter()
+            .map(|(_, s)| s)
             .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         out

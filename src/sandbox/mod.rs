@@ -179,12 +179,29 @@ impl Inner {
             .collect()
     }
 
+    /// `f` over every record, under the lock.
+    fn with_pods<T>(&self, f: impl FnOnce(&HashMap<String, PodRecord>) -> T) -> T {
+        f(&self.pods.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `f` over one pod's record (full ID or unique prefix), under the lock: no copy of the record.
+    fn with_pod<T>(&self, id: &str, f: impl FnOnce(&PodRecord) -> T) -> Result<T> {
+        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        let key = Self::resolve_in(&pods, id)?;
+        pods.get(&key)
+            .map(f)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
     /// Resolves a full ID or a unique prefix.
     fn resolve(&self, id: &str) -> Result<String> {
+        Self::resolve_in(&self.pods.lock().unwrap_or_else(|p| p.into_inner()), id)
+    }
+
+    fn resolve_in(pods: &HashMap<String, PodRecord>, id: &str) -> Result<String> {
         if id.is_empty() {
             return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
         }
-        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
         if pods.contains_key(id) {
             return Ok(id.to_string());
         }

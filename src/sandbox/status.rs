@@ -48,73 +48,80 @@ impl Sandboxes {
         verbose: bool,
     ) -> crate::Result<(v1::PodSandboxStatus, HashMap<String, String>)> {
         let inner = &self.inner;
-        let rec = inner.get(id)?;
-        let mut ips = rec.ips.iter();
-        let network = v1::PodSandboxNetworkStatus {
-            ip: ips.next().cloned().unwrap_or_default(),
-            additional_ips: ips.map(|ip| v1::PodIp { ip: ip.clone() }).collect(),
-        };
-        let status = v1::PodSandboxStatus {
-            id: rec.id.clone(),
-            metadata: Some(metadata(&rec)),
-            state: inner.cri_state(&rec) as i32,
-            created_at: rec.created_at,
-            network: Some(network),
-            linux: Some(v1::LinuxPodSandboxStatus {
-                namespaces: Some(v1::Namespace {
-                    options: Some(rec.namespaces.to_cri()),
-                }),
-            }),
-            labels: rec.labels.clone(),
-            annotations: rec.annotations.clone(),
-            runtime_handler: rec.runtime_handler.clone(),
-        };
-        let mut info = HashMap::new();
-        if verbose {
-            let ctx = inner.context(&rec);
-            let v = serde_json::json!({
-                "pid": rec.pause_pid,
-                "state": rec.state,
-                "step": rec.step,
-                "netnsPath": ctx.netns_path,
-                "cgroupParent": ctx.cgroup_parent,
-                "runtimeHandler": rec.runtime_handler,
-                "runtimeSpec": pause::read_spec(&inner.pause_dir(&rec.id)),
-                "cniResult": rec.network.as_ref().and_then(|n| n.result.clone()),
-                "network": rec.network.as_ref().map(|n| n.name.clone()),
-                "resources": rec.resources,
-            });
-            info.insert("info".to_string(), v.to_string());
+        if !verbose {
+            // Every pod's status is asked for every second: built under the lock, no record copied.
+            return inner.with_pod(id, |rec| (status_of(inner, rec), HashMap::new()));
         }
+        let rec = inner.get(id)?;
+        let status = status_of(inner, &rec);
+        let mut info = HashMap::new();
+        let ctx = inner.context(&rec);
+        let v = serde_json::json!({
+            "pid": rec.pause_pid,
+            "state": rec.state,
+            "step": rec.step,
+            "netnsPath": ctx.netns_path,
+            "cgroupParent": ctx.cgroup_parent,
+            "runtimeHandler": rec.runtime_handler,
+            "runtimeSpec": pause::read_spec(&inner.pause_dir(&rec.id)),
+            "cniResult": rec.network.as_ref().and_then(|n| n.result.clone()),
+            "network": rec.network.as_ref().map(|n| n.name.clone()),
+            "resources": rec.resources,
+        });
+        info.insert("info".to_string(), v.to_string());
         Ok((status, info))
     }
 
-    /// ListPodSandbox.
+    /// ListPodSandbox, built under the lock without copying the records.
     pub fn list(&self, f: &ListFilter) -> Vec<v1::PodSandbox> {
         let inner = &self.inner;
-        let mut out: Vec<v1::PodSandbox> = inner
-            .snapshot()
-            .into_iter()
-            .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
-            .filter(|r| labels_match(&f.labels, &r.labels))
-            .filter_map(|r| {
-                let state = inner.cri_state(&r);
-                if f.state.is_some_and(|s| s != state) {
-                    return None;
-                }
-                Some(v1::PodSandbox {
-                    id: r.id.clone(),
-                    metadata: Some(metadata(&r)),
-                    state: state as i32,
-                    created_at: r.created_at,
-                    labels: r.labels.clone(),
-                    annotations: r.annotations.clone(),
-                    runtime_handler: r.runtime_handler.clone(),
+        let mut out: Vec<v1::PodSandbox> = inner.with_pods(|pods| {
+            pods.values()
+                .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
+                .filter(|r| labels_match(&f.labels, &r.labels))
+                .filter_map(|r| {
+                    let state = inner.cri_state(r);
+                    if f.state.is_some_and(|s| s != state) {
+                        return None;
+                    }
+                    Some(v1::PodSandbox {
+                        id: r.id.clone(),
+                        metadata: Some(metadata(r)),
+                        state: state as i32,
+                        created_at: r.created_at,
+                        labels: r.labels.clone(),
+                        annotations: r.annotations.clone(),
+                        runtime_handler: r.runtime_handler.clone(),
+                    })
                 })
-            })
-            .collect();
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+                .collect()
+        });
+        out.sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
+    }
+}
+
+/// A pod's CRI status (without the verbose info).
+fn status_of(inner: &Inner, rec: &PodRecord) -> v1::PodSandboxStatus {
+    let mut ips = rec.ips.iter();
+    let network = v1::PodSandboxNetworkStatus {
+        ip: ips.next().cloned().unwrap_or_default(),
+        additional_ips: ips.map(|ip| v1::PodIp { ip: ip.clone() }).collect(),
+    };
+    v1::PodSandboxStatus {
+        id: rec.id.clone(),
+        metadata: Some(metadata(rec)),
+        state: inner.cri_state(rec) as i32,
+        created_at: rec.created_at,
+        network: Some(network),
+        linux: Some(v1::LinuxPodSandboxStatus {
+            namespaces: Some(v1::Namespace {
+                options: Some(rec.namespaces.to_cri()),
+            }),
+        }),
+        labels: rec.labels.clone(),
+        annotations: rec.annotations.clone(),
+        runtime_handler: rec.runtime_handler.clone(),
     }
 }
 

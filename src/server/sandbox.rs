@@ -42,9 +42,9 @@ pub async fn pod_sandbox_status(
     validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
     let (status, info) = d.sandboxes.status(&req.pod_sandbox_id, req.verbose)?;
     Ok(v1::PodSandboxStatusResponse {
+        containers_statuses: d.pod_container_statuses(&status.id),
         status: Some(status),
         info,
-        containers_statuses: d.pod_container_statuses(&req.pod_sandbox_id),
         timestamp: crate::state::now_nanos(),
     })
 }

@@ -19,6 +19,7 @@ pub struct Containerd {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     child: Child,
+    cfg_path: PathBuf,
     _network: TestNetwork,
     /// containerd makes its default cgroup parent, `k8s.io`, in every hierarchy; when this run made it,
     /// the run removes it.
@@ -92,23 +93,13 @@ state = "{state}"
         );
         let cfg_path = dir.path().join("config.toml");
         std::fs::write(&cfg_path, cfg)?;
-        let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-        let child = Command::new("/usr/bin/containerd")
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .env("HTTP_PROXY", "http://127.0.0.1:9")
-            .env("HTTPS_PROXY", "http://127.0.0.1:9")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .spawn()
-            .context("spawn containerd")?;
+        let child = spawn(&cfg_path, dir.path())?;
         let made_cgroup_parent = !cgroup_parent_exists();
         let c = Containerd {
             dir,
             socket,
             child,
+            cfg_path,
             _network: network,
             made_cgroup_parent,
         };
@@ -132,10 +123,16 @@ state = "{state}"
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
-}
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
+    /// Stops containerd (SIGTERM; its shims and containers live on) and starts it again with the same
+    /// configuration, without waiting for it to answer (the bench's cold node). Returns the new PID.
+    pub fn respawn_nowait(&mut self) -> Result<u32> {
+        self.stop_daemon();
+        self.child = spawn(&self.cfg_path, self.dir.path())?;
+        Ok(self.child.id())
+    }
+
+    fn stop_daemon(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         for _ in 0..100 {
@@ -146,6 +143,30 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn spawn(cfg_path: &Path, dir: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("containerd.log"))?;
+    Command::new("/usr/bin/containerd")
+        .arg("--config")
+        .arg(cfg_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .spawn()
+        .context("spawn containerd")
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop_daemon();
         // Shims outlive containerd by design; these are the ones this run started.
         let needle = self.socket.display().to_string();
         for p in super::memory::find("containerd-shim", &needle) {

@@ -2,11 +2,14 @@
 //! lifecycle latencies (sequential and 2 at a time), ExecSync, pulls, ListContainers with 100 containers,
 //! and the memory of the daemon and of the per-container monitors — for crust and, when installed, for
 //! containerd in the same run, plus a floor made of the same parts called directly (ip netns, the CNI
-//! plugins, runc).
+//! plugins, runc); and a node scenario (`node`): 110 pods x 3 containers under kubelet's polling, a
+//! burst of 30 pods, and a cold restart under the running pods.
 
 pub mod containerd;
 pub mod floor;
 pub mod memory;
+pub mod node;
+pub mod node_report;
 pub mod report;
 pub mod suite;
 

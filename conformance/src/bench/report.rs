@@ -83,12 +83,20 @@ impl Report {
                 ratio(c.map(|m| m.pss_kib as f64), d.map(|m| m.pss_kib as f64)),
             );
         }
+        if let Some(n) = &self.crust.node {
+            let d = self.containerd.as_ref().and_then(|c| c.node.as_ref());
+            out.push_str(&super::node_report::table(n, d));
+        }
         for (who, r) in [
             ("crust", Some(&self.crust)),
             ("containerd", self.containerd.as_ref()),
         ] {
             for e in r.map(|r| r.errors.as_slice()).unwrap_or_default() {
                 let _ = writeln!(out, "error ({who}): {e}");
+            }
+            let node = r.and_then(|r| r.node.as_ref());
+            for e in node.map(|n| n.errors.as_slice()).unwrap_or_default() {
+                let _ = writeln!(out, "error ({who}, node): {e}");
             }
         }
         for n in &self.notes {

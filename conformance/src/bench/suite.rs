@@ -47,6 +47,8 @@ pub struct TargetResults {
     pub latency: BTreeMap<String, Latency>,
     pub memory: BTreeMap<String, Mem>,
     pub errors: Vec<String>,
+    /// The node scenario (`bench::node`), when run.
+    pub node: Option<super::node::NodeResults>,
 }
 
 type Rows = Arc<Mutex<BTreeMap<String, Samples>>>;
@@ -253,6 +255,15 @@ async fn pull(t: &Target, image: &str) -> Result<Duration> {
     .await
     .with_context(|| format!("PullImage {image}"))?;
     Ok(t0.elapsed())
+}
+
+/// Only pulls the small image (what the node scenario needs), for a quick run.
+pub async fn pull_only(t: &Target) -> TargetResults {
+    let mut res = TargetResults::default();
+    if let Err(e) = pull(t, &t.small_image).await {
+        res.errors.push(format!("{e:#}"));
+    }
+    res
 }
 
 /// Runs the whole workload against `t`.

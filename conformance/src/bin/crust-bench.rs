@@ -1,11 +1,12 @@
 //! `crust-bench` (`make bench`): see `harness::bench`. Usage:
-//! `crust-bench [--cycles N] [--json FILE] [--no-containerd]`.
+//! `crust-bench [--cycles N] [--json FILE] [--no-containerd] [--node-pods N] [--node-seconds S]
+//! [--node-burst N] [--no-node | --node-only]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 
-use harness::bench::{containerd, floor, report::Report, suite};
+use harness::bench::{containerd, floor, node, report::Report, suite};
 use harness::images::{self, Compression, ImageConfig, ImageSpec, Layer, LayerBuilder};
 use harness::{Crustd, CrustdOptions, Registry};
 
@@ -13,24 +14,43 @@ struct Args {
     cycles: usize,
     json: std::path::PathBuf,
     containerd: bool,
+    node: Option<node::NodeOptions>,
+    /// Only the node scenario (a quick run).
+    node_only: bool,
 }
+
+const USAGE: &str = "usage: crust-bench [--cycles N] [--json FILE] [--no-containerd] [--node-pods N] \
+[--node-seconds S] [--node-burst N] [--no-node | --node-only]";
 
 fn args() -> Args {
     let mut a = Args {
         cycles: 100,
         json: "conformance/results/bench.json".into(),
         containerd: true,
+        node: Some(node::NodeOptions::default()),
+        node_only: false,
     };
     let mut it = std::env::args().skip(1);
+    let mut n = node::NodeOptions::default();
+    let num = |v: Option<String>, what: &str| -> usize {
+        v.and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{what} N; {USAGE}"))
+    };
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--cycles" => a.cycles = it.next().and_then(|v| v.parse().ok()).expect("--cycles N"),
+            "--cycles" => a.cycles = num(it.next(), "--cycles"),
             "--json" => a.json = it.next().expect("--json FILE").into(),
             "--no-containerd" => a.containerd = false,
-            other => panic!(
-                "unknown argument {other:?}; usage: crust-bench [--cycles N] [--json FILE] [--no-containerd]"
-            ),
+            "--node-pods" => n.pods = num(it.next(), "--node-pods"),
+            "--node-seconds" => n.seconds = num(it.next(), "--node-seconds") as u64,
+            "--node-burst" => n.burst = num(it.next(), "--node-burst"),
+            "--no-node" => a.node = None,
+            "--node-only" => a.node_only = true,
+            other => panic!("unknown argument {other:?}; {USAGE}"),
         }
+    }
+    if a.node.is_some() {
+        a.node = Some(n);
     }
     a
 }
@@ -113,7 +133,7 @@ async fn main() {
 
     eprintln!("bench: crust ({} cycles)", a.cycles);
     let crust = {
-        let d = Crustd::start(CrustdOptions {
+        let mut d = Crustd::start(CrustdOptions {
             registry: Some(&reg),
             cni: true,
             extra_toml: "log_level = \"warn\"\n".into(),
@@ -129,13 +149,19 @@ async fn main() {
             small_image: small.clone(),
             large_image: large.clone(),
         };
-        suite::run(&t, a.cycles).await
+        let mut res = run_suite(&t, &a).await;
+        if let Some(o) = a.node {
+            eprintln!("bench: crust, node scenario ({} pods, {} s)", o.pods, o.seconds);
+            let mut respawn = || Ok(d.respawn_nowait());
+            res.node = Some(node::run(&t, o, &mut respawn).await);
+        }
+        res
     };
 
     let containerd = if a.containerd && containerd::installed() {
         eprintln!("bench: containerd ({} cycles)", a.cycles);
         match containerd::Containerd::start(&reg).await {
-            Ok(c) => {
+            Ok(mut c) => {
                 let t = suite::Target {
                     name: "containerd".into(),
                     socket: c.socket.clone(),
@@ -146,7 +172,16 @@ async fn main() {
                     small_image: small.clone(),
                     large_image: large.clone(),
                 };
-                Some(suite::run(&t, a.cycles).await)
+                let mut res = run_suite(&t, &a).await;
+                if let Some(o) = a.node {
+                    eprintln!(
+                        "bench: containerd, node scenario ({} pods, {} s)",
+                        o.pods, o.seconds
+                    );
+                    let mut respawn = || c.respawn_nowait();
+                    res.node = Some(node::run(&t, o, &mut respawn).await);
+                }
+                Some(res)
             }
             Err(e) => {
                 notes.push(format!("containerd not measured: {e:#}"));
@@ -162,6 +197,7 @@ async fn main() {
 
     eprintln!("bench: floor");
     let floor = match harness::pause_binary() {
+        _ if a.node_only => Default::default(),
         Some(p) => floor::measure(a.cycles.min(50), &p).unwrap_or_else(|e| {
             notes.push(format!("floor not measured: {e:#}"));
             Default::default()
@@ -189,6 +225,15 @@ async fn main() {
     f.write_all(&serde_json::to_vec_pretty(&report).expect("json"))
         .expect("write json");
     eprintln!("bench: results written to {}", a.json.display());
+}
+
+/// The workload of `suite` (nothing but the pulls the node needs with `--node-only`).
+async fn run_suite(t: &suite::Target, a: &Args) -> suite::TargetResults {
+    if a.node_only {
+        suite::pull_only(t).await
+    } else {
+        suite::run(t, a.cycles).await
+    }
 }
 
 /// UTC date and time, `YYYY-MM-DD HH:MM UTC`, without a date crate.
