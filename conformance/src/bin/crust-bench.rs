@@ -122,6 +122,34 @@ fn push_images(reg: &Registry) -> (String, String) {
     (std.busybox.reference, big.reference)
 }
 
+/// The request counts and latency sums crustd's `/metrics` gave for the RPCs the bench drives most.
+fn metrics_note(addr: &str, text: &str) -> String {
+    let mut out = format!("crustd /metrics (http://{addr}/metrics) after its runs:");
+    for m in [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "ListContainers",
+        "PodSandboxStatus",
+        "ListContainerStats",
+    ] {
+        let method = format!("method=\"/runtime.v1.RuntimeService/{m}\"");
+        let value = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains(&method))
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or("-")
+                .to_string()
+        };
+        out.push_str(&format!(
+            " {m} count {} sum {} s;",
+            value("crust_grpc_request_duration_seconds_count"),
+            value("crust_grpc_request_duration_seconds_sum")
+        ));
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -132,11 +160,13 @@ async fn main() {
     let mut notes = Vec::new();
 
     eprintln!("bench: crust ({} cycles)", a.cycles);
+    // crustd serves its Prometheus metrics during the run; what they counted is shown at the end.
+    let metrics_addr = format!("127.0.0.1:{}", harness::free_port());
     let crust = {
         let mut d = Crustd::start(CrustdOptions {
             registry: Some(&reg),
             cni: true,
-            extra_toml: "log_level = \"warn\"\n".into(),
+            extra_toml: format!("log_level = \"warn\"\n[metrics]\naddress = \"{metrics_addr}\"\n"),
         })
         .await;
         let t = suite::Target {
@@ -154,6 +184,10 @@ async fn main() {
             eprintln!("bench: crust, node scenario ({} pods, {} s)", o.pods, o.seconds);
             let mut respawn = || Ok(d.respawn_nowait());
             res.node = Some(node::run(&t, o, &mut respawn).await);
+        }
+        match harness::http::request(&metrics_addr, "GET", "/metrics", &[], b"") {
+            Ok(r) => notes.push(metrics_note(&metrics_addr, &String::from_utf8_lossy(&r.body))),
+            Err(e) => notes.push(format!("crustd's /metrics at {metrics_addr} did not answer: {e}")),
         }
         res
     };
