@@ -63,8 +63,8 @@ pub fn normalize(rel: &str) -> Result<String> {
 }
 
 /// Creates `rel` in every controller hierarchy (v1: not in named or unified ones; those are made by
-/// the runtime when it needs them). On v1, `cpuset.cpus` and `cpuset.mems` of each new level are copied
-/// from its parent so tasks can join it.
+/// the runtime when it needs them). On v1, `cpuset.cpus` and `cpuset.mems` of each level left empty
+/// are copied from its parent so tasks can join it (concurrent creates under one new parent included).
 pub fn create(rel: &str) -> Result<()> {
     let rel = normalize(rel)?;
     for h in hierarchies() {
@@ -77,17 +77,21 @@ pub fn create(rel: &str) -> Result<()> {
             let parent = cur.clone();
             cur.push(part);
             match std::fs::create_dir(&cur) {
-                Ok(()) => {
-                    if name == "cpuset" {
-                        for f in ["cpuset.cpus", "cpuset.mems"] {
-                            let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
-                            std::fs::write(cur.join(f), v.trim())
-                                .ctx(format!("write {}", cur.join(f).display()))?;
-                        }
-                    }
-                }
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::io(format!("create cgroup {}", cur.display()), e)),
+            }
+            if name == "cpuset" {
+                // Also for a level that exists: a concurrent create may have made it and not yet
+                // filled it in, and a task cannot join below an empty cpuset (ENOSPC).
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let here = std::fs::read_to_string(cur.join(f)).unwrap_or_default();
+                    if here.trim().is_empty() {
+                        let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+                        std::fs::write(cur.join(f), v.trim())
+                            .ctx(format!("write {}", cur.join(f).display()))?;
+                    }
+                }
             }
         }
     }
@@ -254,6 +258,30 @@ mod tests {
         let top = rel.split('/').next().unwrap().to_string();
         remove(&top).unwrap();
         assert!(!exists(&rel) && !exists(&top));
+        remove(&top).unwrap();
+    }
+
+    #[test]
+    fn a_level_another_create_left_empty_is_filled_in() {
+        if is_v2() {
+            return; // cpuset.cpus/mems of v2 are not copied
+        }
+        // What a concurrent create leaves for a moment: the new parent made, its cpuset not yet set.
+        let top = format!("crust-unit-race-{}", std::process::id());
+        let dir = Path::new(CGROUP_ROOT).join("cpuset").join(&top);
+        std::fs::create_dir(&dir).unwrap();
+        assert!(
+            std::fs::read_to_string(dir.join("cpuset.cpus"))
+                .unwrap()
+                .trim()
+                .is_empty()
+        );
+        let rel = format!("{top}/pod");
+        create(&rel).unwrap();
+        for d in [dir.clone(), dir.join("pod")] {
+            let cpus = std::fs::read_to_string(d.join("cpuset.cpus")).unwrap();
+            assert!(!cpus.trim().is_empty(), "{}", d.display());
+        }
         remove(&top).unwrap();
     }
 
