@@ -357,7 +357,12 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
     let mut pods = Vec::new();
     let result = async {
         for p in 0..20 {
-            let cfg = pod_config(t, "crowd", p);
+            let mut cfg = pod_config(t, "crowd", p);
+            // A cgroup parent per pod, as kubelet gives it: containerd's pod stats need one.
+            cfg.linux = Some(LinuxPodSandboxConfig {
+                cgroup_parent: format!("/{}/pod-{p}", crowd_cgroup(t)),
+                ..Default::default()
+            });
             let pod = rt
                 .run_pod_sandbox(RunPodSandboxRequest {
                     config: Some(cfg.clone()),
@@ -447,5 +452,11 @@ async fn crowd(t: &Target, rows: &Rows, res: &mut TargetResults) -> Result<()> {
             .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
             .await;
     }
+    crate::crustd::remove_cgroup_everywhere(&crowd_cgroup(t));
     result
+}
+
+/// The cgroup the crowd's pods go under; removed after them.
+fn crowd_cgroup(t: &Target) -> String {
+    format!("crust-bench-crowd-{}-{}", std::process::id(), t.name)
 }
