@@ -124,7 +124,7 @@ fn push_images(reg: &Registry) -> (String, String) {
 
 /// The request counts and latency sums crustd's `/metrics` gave for the RPCs the bench drives most.
 fn metrics_note(addr: &str, text: &str) -> String {
-    let mut out = format!("crustd /metrics (http://{addr}/metrics) after its runs:");
+    let mut out = format!("crustd /metrics (http://{addr}/metrics) after the cycles:");
     for m in [
         "RunPodSandbox",
         "CreateContainer",
@@ -180,14 +180,15 @@ async fn main() {
             large_image: large.clone(),
         };
         let mut res = run_suite(&t, &a).await;
+        // Before the node scenario, whose cold-node row restarts crustd (and so its counters).
+        match harness::http::request(&metrics_addr, "GET", "/metrics", &[], b"") {
+            Ok(r) => notes.push(metrics_note(&metrics_addr, &String::from_utf8_lossy(&r.body))),
+            Err(e) => notes.push(format!("crustd's /metrics at {metrics_addr} did not answer: {e}")),
+        }
         if let Some(o) = a.node {
             eprintln!("bench: crust, node scenario ({} pods, {} s)", o.pods, o.seconds);
             let mut respawn = || Ok(d.respawn_nowait());
             res.node = Some(node::run(&t, o, &mut respawn).await);
-        }
-        match harness::http::request(&metrics_addr, "GET", "/metrics", &[], b"") {
-            Ok(r) => notes.push(metrics_note(&metrics_addr, &String::from_utf8_lossy(&r.body))),
-            Err(e) => notes.push(format!("crustd's /metrics at {metrics_addr} did not answer: {e}")),
         }
         res
     };
