@@ -84,11 +84,22 @@ pub async fn run(
         code: None,
         msg: format!("{what} {}: {e}", binary.display()),
     };
-    let spawned = match SPAWNER.get() {
-        Some(spawn) => spawn(&mut cmd),
-        None => cmd.spawn(),
+    // ETXTBSY: a plugin binary just written (installed or updated) can still be open for writing in
+    // a child another thread of this process forked and has not exec'd yet; that passes in moments.
+    let mut attempt = 0;
+    let mut child = loop {
+        let spawned = match SPAWNER.get() {
+            Some(spawn) => spawn(&mut cmd),
+            None => cmd.spawn(),
+        };
+        match spawned {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            other => break other.map_err(|e| io_err("run", e))?,
+        }
     };
-    let mut child = spawned.map_err(|e| io_err("run", e))?;
     let work = async {
         if let Some(mut stdin) = child.stdin.take() {
             // A plugin that fails before reading its config closes stdin early: its exit status and
