@@ -9,7 +9,7 @@ STATIC_TARGET := x86_64-unknown-linux-gnu
 PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
 CNI_CONF_DIR := /etc/cni/net.d
 
-.PHONY: all deps build build-debug pause run test test-images unit lint fmt bench conformance clean
+.PHONY: all deps build build-debug pause install uninstall run test test-images unit lint fmt bench conformance clean
 
 all: build
 
@@ -31,13 +31,23 @@ build: pause
 	$(CARGO) build --release --bins -p crust
 	install -m 0755 $(PAUSE_STATIC) target/release/crust-pause
 
+## install: the release binaries to $(BINDIR), the systemd unit, /etc/crust/crust.toml when absent, the
+## default CNI conflist when no network exists (deploy/install.sh; DESTDIR=... for a staging root).
+BINDIR ?= /usr/local/bin
+install: build
+	deploy/install.sh install --from target/release --bindir $(BINDIR) $(if $(DESTDIR),--destdir $(DESTDIR))
+
+## uninstall: the binaries and the unit; configuration, CNI network and state stay.
+uninstall:
+	deploy/install.sh uninstall --bindir $(BINDIR) $(if $(DESTDIR),--destdir $(DESTDIR))
+
 build-debug: pause
 	$(CARGO) build --bins -p crust
 	install -m 0755 $(PAUSE_STATIC) target/debug/crust-pause
 
 ## run: set up the host, build, install the default CNI config if none, run crustd in the foreground.
 run: deps build
-	@if ! ls $(CNI_CONF_DIR)/*.conf $(CNI_CONF_DIR)/*.conflist $(CNI_CONF_DIR)/*.json >/dev/null 2>&1; then \
+	@if ! find $(CNI_CONF_DIR) -maxdepth 1 \( -name '*.conf' -o -name '*.conflist' -o -name '*.json' \) 2>/dev/null | grep -q .; then \
 		install -D -m 0644 deploy/10-crust.conflist $(CNI_CONF_DIR)/10-crust.conflist; \
 		echo "installed $(CNI_CONF_DIR)/10-crust.conflist"; \
 	fi
