@@ -7,6 +7,7 @@
 pub mod admin;
 mod authority;
 mod container;
+mod deadline;
 mod events;
 mod image;
 mod images;
@@ -61,6 +62,7 @@ pub async fn serve(
         .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
         .layer(inflight.clone())
         .layer(rpc_metrics::RpcMetrics)
+        .layer(deadline::Deadline)
         .add_service(
             RuntimeServiceServer::new(cri.clone())
                 .max_decoding_message_size(16 << 20)
