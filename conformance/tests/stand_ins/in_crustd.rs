@@ -272,7 +272,9 @@ async fn the_stand_ins_work_in_pods() {
         "0"
     );
     // (Only this shell's children: the pod's other containers run sleep too.)
-    let script = "sleep 300 & p=$!; [ \"$(pgrep -P $$ -x sleep)\" = \"$p\" ] && echo found; \
+    // The background child is `sh` until it has exec'd sleep: look a few times.
+    let script = "sleep 300 & p=$!; for i in 1 2 3 4 5 6 7 8 9 10; do \
+                  [ \"$(pgrep -P $$ -x sleep)\" = \"$p\" ] && { echo found; break; }; sleep 0.1; done; \
                   pkill -P $$ -x sleep; wait $p; echo $?";
     assert_eq!(exec(masked.clone(), &["sh", "-c", script]).await, "found\n143\n");
     assert!(exec(masked, &["printenv", "PATH"]).await.contains("/bin"));
