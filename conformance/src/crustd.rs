@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::net::TestNetwork;
 use crate::registry::Registry;
@@ -62,17 +62,7 @@ pub struct Crustd {
 
 /// A gRPC channel to a unix socket.
 pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
-    let path = socket.to_path_buf();
-    Endpoint::from_static("http://[::]:50051")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
+    crust::server::connect(socket).await
 }
 
 impl Crustd {

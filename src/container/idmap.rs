@@ -241,33 +241,5 @@ pub fn stage_volumes(
 /// removes their mount points, never recursively; idempotent. A mount that cannot be detached is an
 /// error and keeps its directory.
 pub fn release_volumes(container_state: &Path) -> Result<()> {
-    let dir = volumes_dir(container_state);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        match nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(err) => return Err(Error::io(format!("detach {}", p.display()), err.into())),
-        }
-        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        if let Err(err) = removed
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(Error::io(format!("remove {}", p.display()), err));
-        }
-    }
-    match std::fs::remove_dir(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io(format!("remove {}", dir.display()), e))
-        }
-        _ => Ok(()),
-    }
+    super::rootfs::release_staged(&volumes_dir(container_state)).map(drop)
 }

@@ -98,27 +98,7 @@ fn sub_path(root: &Path, sub: &str) -> std::result::Result<PathBuf, String> {
 /// Unmounts a container's image volumes and removes their mount points, never recursively;
 /// idempotent. Whether it held any.
 pub fn release(container_state: &Path) -> Result<bool> {
-    let base = dir(container_state);
-    let entries = match std::fs::read_dir(&base) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io(format!("read {}", base.display()), e)),
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        super::rootfs::unmount(&p)?;
-        if let Err(err) = std::fs::remove_dir(&p)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(Error::io(format!("remove {}", p.display()), err));
-        }
-    }
-    match std::fs::remove_dir(&base) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io(format!("remove {}", base.display()), e))
-        }
-        _ => Ok(true),
-    }
+    super::rootfs::release_staged(&dir(container_state))
 }
 
 #[cfg(test)]

@@ -284,6 +284,38 @@ pub fn unmount(mountpoint: &Path) -> Result<()> {
     }
 }
 
+/// Detaches every mount staged in `dir` (idmapped volumes, image volumes: the container's own mounts,
+/// made from them, stay) and removes their mount points and `dir`, never recursively: a mount that
+/// cannot be detached is an error and keeps what is under it untouched. Idempotent; returns whether
+/// `dir` existed.
+pub fn release_staged(dir: &Path) -> Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        unmount(&p)?;
+        let removed = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        if let Err(err) = removed
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(Error::io(format!("remove {}", p.display()), err));
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::io(format!("remove {}", dir.display()), e))
+        }
+        _ => Ok(true),
+    }
+}
+
 /// Removes the writable layer and the mount point (after [`unmount`]).
 pub fn remove(paths: &RootfsPaths) -> Result<()> {
     unmount(&paths.mountpoint)?;

@@ -95,3 +95,18 @@ pub async fn serve(
         }
     }
 }
+
+/// A gRPC channel to a CRI unix socket (crustctl's, the test harness's and the bench's client).
+pub async fn connect(socket: &std::path::Path) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+}

@@ -7,22 +7,13 @@ use cri_api::v1::image_service_client::ImageServiceClient;
 use cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use crust::server::admin::{Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{CtlError, Ctx};
 
 /// A gRPC channel to crustd's CRI socket.
 pub async fn channel(socket: &Path) -> Result<Channel, CtlError> {
-    let path = socket.to_path_buf();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    crust::server::connect(socket)
         .await
         .map_err(|e| CtlError::Connect {
             path: socket.display().to_string(),
