@@ -357,11 +357,17 @@ impl Inner {
             } else if crate::monitor::is_alive(&dir) {
                 self.watch(&rec.id);
                 // Crashed between `runtime start` and the record update: ask the runtime.
-                if rec.started_at == 0
-                    && let Ok(rt) = self.runtime(&rec)
+                if rec.started_at != 0 {
+                    // Running as recorded: nothing to save (a synced write per container would
+                    // keep a restarted crustd from answering for seconds on a full node).
+                    continue;
+                }
+                if let Ok(rt) = self.runtime(&rec)
                     && rt.state(&rec.id).await.is_ok_and(|s| s.status == "running")
                 {
                     rec.started_at = crate::state::now_nanos();
+                } else {
+                    continue;
                 }
             } else if rec.started_at == 0 && dir.join("config.json").exists() {
                 // Never started (a start runs the monitor): still CREATED. Without its bundle (the
