@@ -238,19 +238,19 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             ),
         );
     }
-    if c.runtime.cgroup_driver != "cgroupfs" {
-        return bad(
-            "runtime.cgroup_driver",
-            format!(
-                "only \"cgroupfs\" is supported, got {:?}",
-                c.runtime.cgroup_driver
-            ),
-        );
-    }
-    if c.runtime.cgroup_parent.starts_with('/') || c.runtime.cgroup_parent.contains("..") {
+    let driver = match crate::cgroups::driver::resolve(
+        &c.runtime.cgroup_driver,
+        crate::cgroups::driver::systemd_booted(),
+    ) {
+        Ok(d) => d,
+        Err(e) => return bad("runtime.cgroup_driver", e),
+    };
+    if !c.runtime.cgroup_parent.is_empty()
+        && let Err(e) = crate::cgroups::check_config_parent(driver, &c.runtime.cgroup_parent)
+    {
         return bad(
             "runtime.cgroup_parent",
-            "must be a relative cgroup path without \"..\"".into(),
+            format!("{e} (cgroup driver {})", driver.as_str()),
         );
     }
     if !c.runtime.handlers.contains_key(&c.runtime.default_handler) {
