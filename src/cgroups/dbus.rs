@@ -108,7 +108,7 @@ impl Dbus {
             Ok(j) => j,
             Err(e) => {
                 self.maybe_reset(&e).await;
-                return Err(JobError::Call(error_name(&e), e.to_string()).into_error(what));
+                return Err(call_error(error_name(&e).as_deref(), &e.to_string(), what));
             }
         };
         let wait = async {
@@ -139,19 +139,14 @@ impl Dbus {
     }
 }
 
-enum JobError {
-    Call(Option<String>, String),
-}
-
-impl JobError {
-    fn into_error(self, what: &str) -> Error {
-        let JobError::Call(name, text) = self;
-        match name.as_deref() {
-            Some("org.freedesktop.systemd1.UnitExists") => Error::AlreadyExists(format!("{what}: {text}")),
-            Some("org.freedesktop.systemd1.NoSuchUnit") => Error::NotFound(format!("{what}: {text}")),
-            Some(_) => Error::Internal(format!("{what}: {text}")),
-            None => Error::Unavailable(format!("{what}: {text}")),
-        }
+/// The error for a manager call systemd refused (`name`: its D-Bus error name) or that never reached
+/// it (`None`).
+fn call_error(name: Option<&str>, text: &str, what: &str) -> Error {
+    match name {
+        Some("org.freedesktop.systemd1.UnitExists") => Error::AlreadyExists(format!("{what}: {text}")),
+        Some("org.freedesktop.systemd1.NoSuchUnit") => Error::NotFound(format!("{what}: {text}")),
+        Some(_) => Error::Internal(format!("{what}: {text}")),
+        None => Error::Unavailable(format!("{what}: {text}")),
     }
 }
 
@@ -213,13 +208,17 @@ mod tests {
 
     #[test]
     fn systemd_error_names_map_to_kinds() {
-        let e = JobError::Call(
-            Some("org.freedesktop.systemd1.NoSuchUnit".into()),
-            "Unit x.scope not loaded.".into(),
-        )
-        .into_error("stop x");
+        let e = call_error(
+            Some("org.freedesktop.systemd1.NoSuchUnit"),
+            "Unit x.scope not loaded.",
+            "stop x",
+        );
         assert!(matches!(e, Error::NotFound(_)));
-        let e = JobError::Call(None, "connection reset".into()).into_error("start x");
-        assert!(matches!(e, Error::Unavailable(_)));
+        let e = call_error(Some("org.freedesktop.systemd1.UnitExists"), "exists", "start x");
+        assert!(matches!(e, Error::AlreadyExists(_)));
+        assert!(matches!(
+            call_error(None, "connection reset", "start x"),
+            Error::Unavailable(_)
+        ));
     }
 }

@@ -39,15 +39,14 @@ pub struct ScopeSpec {
 
 impl ScopeSpec {
     /// The unit's properties for `StartTransientUnit`: the processes, the slice, a description,
-    /// collected once inactive or failed (nothing lingers for `reset-failed`), no stop-before-shutdown
-    /// ordering that would make the node's shutdown wait on a pod; then what the scope asks for.
+    /// collected once inactive or failed (nothing lingers for `reset-failed`), accounting on (the
+    /// stats read the scope's files); then what the scope asks for.
     pub fn properties(&self) -> Vec<(&'static str, Prop)> {
         let mut p = vec![
             ("Description", Prop::Str(self.description.clone())),
             ("Slice", Prop::Str(self.slice.clone())),
             ("PIDs", Prop::U32s(self.pids.clone())),
             ("CollectMode", Prop::Str("inactive-or-failed".into())),
-            ("DefaultDependencies", Prop::Bool(false)),
             ("MemoryAccounting", Prop::Bool(true)),
             ("CPUAccounting", Prop::Bool(true)),
             ("TasksAccounting", Prop::Bool(true)),
@@ -169,8 +168,7 @@ mod tests {
         assert!(p.contains(&("Delegate", Prop::Bool(true))));
         assert!(p.contains(&("MemoryMax", Prop::U64(1 << 20))));
         assert!(p.contains(&("TasksMax", Prop::U64(16))));
-        // Each property once: systemd refuses a transient unit that sets one twice? It takes the
-        // last; crust never relies on that.
+        // Each property once.
         let mut names: Vec<_> = p.iter().map(|(n, _)| *n).collect();
         names.sort_unstable();
         names.dedup();
