@@ -42,6 +42,8 @@ trait Manager {
 /// systemd over D-Bus.
 #[derive(Debug, Default)]
 pub struct Dbus {
+    /// The bus; `None`: the system bus.
+    address: Option<String>,
     proxy: tokio::sync::Mutex<Option<ManagerProxy<'static>>>,
 }
 
@@ -67,13 +69,31 @@ fn error_name(e: &zbus::Error) -> Option<String> {
 }
 
 impl Dbus {
+    /// systemd on the bus at `address` (a D-Bus address, e.g. `unix:path=/tmp/bus`) instead of the
+    /// system bus (which `DBUS_SYSTEM_BUS_ADDRESS` can point elsewhere too).
+    #[cfg(test)]
+    pub fn at(address: &str) -> Self {
+        Dbus {
+            address: Some(address.to_string()),
+            ..Default::default()
+        }
+    }
+
+    async fn connect(&self) -> zbus::Result<zbus::Connection> {
+        match &self.address {
+            None => zbus::Connection::system().await,
+            Some(a) => zbus::connection::Builder::address(a.as_str())?.build().await,
+        }
+    }
+
     /// The manager proxy, connecting (and subscribing to its signals) first if needed.
     async fn proxy(&self) -> Result<ManagerProxy<'static>> {
         let mut g = self.proxy.lock().await;
         if let Some(p) = g.as_ref() {
             return Ok(p.clone());
         }
-        let conn = zbus::Connection::system()
+        let conn = self
+            .connect()
             .await
             .map_err(|e| Error::Unavailable(format!("connect to the system D-Bus (systemd): {e}")))?;
         let p = ManagerProxy::new(&conn)
@@ -179,6 +199,10 @@ impl SystemdManager for Dbus {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "dbus_tests.rs"]
+mod bus_tests;
 
 #[cfg(test)]
 mod tests {
