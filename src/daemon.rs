@@ -29,6 +29,8 @@ pub struct Daemon {
     pub events: crate::events::Events,
     /// Whether pods can have user namespaces here (probed at start-up), or why not.
     pub user_namespaces: std::result::Result<(), String>,
+    /// The cgroup driver in effect (and, with systemd, its D-Bus connection).
+    pub cgroups: Arc<crate::cgroups::Cgroups>,
 }
 
 impl Daemon {
@@ -43,8 +45,13 @@ impl Daemon {
         })?;
         let images = image::ImageStore::open(&config, &dirs).await?;
         let events = crate::events::Events::default();
-        let sandboxes = sandbox::Sandboxes::open(&config, &dirs, events.clone()).await?;
-        let containers = container::Containers::open(&config, &dirs, events.clone()).await?;
+        let cgroups = Arc::new(crate::cgroups::Cgroups::new(
+            &config.runtime.cgroup_driver,
+            &config.runtime.cgroup_parent,
+        )?);
+        tracing::info!(driver = cgroups.driver().as_str(), "cgroup driver");
+        let sandboxes = sandbox::Sandboxes::open(&config, &dirs, events.clone(), cgroups.clone()).await?;
+        let containers = container::Containers::open(&config, &dirs, events.clone(), cgroups.clone()).await?;
         let streaming = crate::streaming::Streaming::new(&config);
         let images_dir = dirs.images();
         let user_namespaces = tokio::task::spawn_blocking(move || container::idmap::probe(&images_dir))
@@ -65,6 +72,7 @@ impl Daemon {
             streaming,
             events,
             user_namespaces,
+            cgroups,
         });
         d.recover().await;
         d.containers.start_layer_refresh(std::time::Duration::from_secs(

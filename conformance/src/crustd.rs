@@ -52,8 +52,12 @@ pub struct Crustd {
     pub socket: PathBuf,
     pub config: PathBuf,
     pub cni_conf_dir: PathBuf,
-    /// The pod cgroup parent this instance uses (relative, per test).
+    /// The pod cgroup parent this instance uses (relative, per test): a cgroup path with the
+    /// cgroupfs driver, a top-level slice (`crusttest_<pid>_<n>.slice`, its own dir under the cgroup
+    /// root too) where systemd is PID 1 and `auto` picks the systemd driver.
     pub cgroup_parent: String,
+    /// Whether crustd runs the systemd cgroup driver (systemd is PID 1 here).
+    pub systemd: bool,
     /// The CNI network, when asked for.
     pub network: Option<TestNetwork>,
     child: Option<Child>,
@@ -66,6 +70,23 @@ pub async fn channel(socket: &Path) -> Result<Channel, tonic::transport::Error> 
 }
 
 impl Crustd {
+    /// The cgroup (relative to a hierarchy's root) of pod `id` when its request names no parent.
+    pub fn pod_cgroup(&self, id: &str) -> String {
+        match self.cgroup_parent.strip_suffix(".slice") {
+            Some(stem) => format!("{}/{stem}-pod{id}.slice", self.cgroup_parent),
+            None => format!("{}/{id}", self.cgroup_parent),
+        }
+    }
+
+    /// The cgroup of pod `id`'s pause.
+    pub fn pause_cgroup(&self, id: &str) -> String {
+        if self.systemd {
+            format!("{}/crust-pause-{id}.scope", self.pod_cgroup(id))
+        } else {
+            format!("{}/pause", self.pod_cgroup(id))
+        }
+    }
+
     /// Writes the config and starts crustd; returns once it answers `Version`.
     pub async fn start(opts: CrustdOptions<'_>) -> Crustd {
         let dir = tempfile::Builder::new()
@@ -83,7 +104,12 @@ impl Crustd {
         let cni_conf_dir = dir.path().join("cni");
         std::fs::create_dir_all(&cni_conf_dir).expect("cni dir");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let cgroup_parent = format!("crust-test-{}-{n}", std::process::id());
+        let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+        let cgroup_parent = if systemd {
+            format!("crusttest_{}_{n}.slice", std::process::id())
+        } else {
+            format!("crust-test-{}-{n}", std::process::id())
+        };
         let network = opts.cni.then(|| TestNetwork::reserve(&cni_conf_dir, dir.path()));
 
         let mut toml = format!(
@@ -120,6 +146,7 @@ impl Crustd {
             config,
             cni_conf_dir,
             cgroup_parent,
+            systemd,
             network,
             child: None,
             log_path,

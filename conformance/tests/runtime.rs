@@ -84,7 +84,13 @@ async fn runtime_config_and_pod_cidr() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(c.linux.unwrap().cgroup_driver, CgroupDriver::Cgroupfs as i32);
+    // `auto`: systemd where systemd is PID 1, else cgroupfs.
+    let want = if d.systemd {
+        CgroupDriver::Systemd
+    } else {
+        CgroupDriver::Cgroupfs
+    };
+    assert_eq!(c.linux.unwrap().cgroup_driver, want as i32);
 
     let req = |cidr: &str| UpdateRuntimeConfigRequest {
         runtime_config: Some(RuntimeConfig {

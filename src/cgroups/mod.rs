@@ -1,14 +1,24 @@
-//! cgroups (cgroupfs driver, v1 hybrid hosts and pure v2): the pod cgroup (create, remove) and the
-//! usage numbers stats need. Paths are relative to each hierarchy's root, without a leading '/'.
+//! cgroups, v1 hybrid hosts and pure v2: the cgroupfs primitives here (create, remove, kill, the
+//! hierarchies) and the usage numbers stats need (`stats`); the driver setting (`driver`); where pods
+//! and containers go under each driver and the systemd units crust starts (`manager`); systemd's unit
+//! names and slice paths (`slice`); systemd's manager API (`systemd`, and `dbus` over D-Bus). Paths
+//! are relative to each hierarchy's root, without a leading '/'.
 
+mod dbus;
+pub mod driver;
+mod manager;
 pub mod parse;
+pub mod slice;
 mod stats;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::ResultExt;
 use crate::{Error, Result};
 
+pub use driver::Driver;
+pub use manager::{Cgroups, PodCgroup, check_config_parent};
 pub use parse::{Psi, PsiLine};
 pub use stats::{CgroupStats, stats, stats_v1, stats_v2};
 

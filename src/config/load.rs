@@ -68,6 +68,7 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
         record_origin(&table, "", &name, &mut origin);
         merge(&mut merged, table);
     }
+    keep_default_handlers(&mut merged);
     let mut cfg: Config = toml::Value::Table(merged)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError {
@@ -99,6 +100,27 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Config
         return Err(ConfigError { file, key, msg });
     }
     Ok(cfg)
+}
+
+/// Handlers are added to the built-in ones, as in CRI-O: a `[runtime.handlers.crun]` table alone
+/// makes crun a second handler beside runc rather than the only one (a table for `runc` itself still
+/// sets its values).
+fn keep_default_handlers(merged: &mut toml::Table) {
+    let Some(toml::Value::Table(handlers)) = merged
+        .get_mut("runtime")
+        .and_then(|r| r.as_table_mut())
+        .and_then(|r| r.get_mut("handlers"))
+    else {
+        return;
+    };
+    for (name, h) in super::RuntimeConfig::default().handlers {
+        if handlers.contains_key(&name) {
+            continue;
+        }
+        if let Ok(t) = toml::Table::try_from(h) {
+            handlers.insert(name, toml::Value::Table(t));
+        }
+    }
 }
 
 /// Turns a toml error into one naming the file, the dotted key (from the error's span: the key on that
@@ -238,19 +260,19 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             ),
         );
     }
-    if c.runtime.cgroup_driver != "cgroupfs" {
-        return bad(
-            "runtime.cgroup_driver",
-            format!(
-                "only \"cgroupfs\" is supported, got {:?}",
-                c.runtime.cgroup_driver
-            ),
-        );
-    }
-    if c.runtime.cgroup_parent.starts_with('/') || c.runtime.cgroup_parent.contains("..") {
+    let driver = match crate::cgroups::driver::resolve(
+        &c.runtime.cgroup_driver,
+        crate::cgroups::driver::systemd_booted(),
+    ) {
+        Ok(d) => d,
+        Err(e) => return bad("runtime.cgroup_driver", e),
+    };
+    if !c.runtime.cgroup_parent.is_empty()
+        && let Err(e) = crate::cgroups::check_config_parent(driver, &c.runtime.cgroup_parent)
+    {
         return bad(
             "runtime.cgroup_parent",
-            "must be a relative cgroup path without \"..\"".into(),
+            format!("{e} (cgroup driver {})", driver.as_str()),
         );
     }
     if !c.runtime.handlers.contains_key(&c.runtime.default_handler) {
@@ -435,6 +457,37 @@ mod tests {
         assert_eq!(c.image.stall_timeout_seconds, 7);
         assert_eq!(c.image.max_concurrent_downloads, 2);
         assert_eq!(c.log_level, "warn");
+    }
+
+    #[test]
+    fn cgroup_driver_and_parent_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let key = |text: &str| {
+            let main = write(d.path(), "crust.toml", text);
+            load(Some(&main), &Overrides::default()).map_err(|e| e.key)
+        };
+        assert_eq!(
+            key("[runtime]\ncgroup_driver = \"bogus\"\n").unwrap_err(),
+            "runtime.cgroup_driver"
+        );
+        assert_eq!(
+            key("[runtime]\ncgroup_driver = \"cgroupfs\"\ncgroup_parent = \"/abs\"\n").unwrap_err(),
+            "runtime.cgroup_parent"
+        );
+        let c = key(
+            "[runtime]\ncgroup_driver = \"cgroupfs\"\n[runtime.handlers.crun]\nruntime_path = \"crun\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.runtime.handlers["crun"].path, Path::new("crun"));
+        // crun beside the built-in runc, as a CRI-O user writes it.
+        assert_eq!(c.runtime.handlers["runc"].path, Path::new("/usr/sbin/runc"));
+        assert_eq!(c.cgroup_driver(), crate::cgroups::Driver::Cgroupfs);
+        if !crate::cgroups::driver::systemd_booted() {
+            assert_eq!(
+                key("[runtime]\ncgroup_driver = \"systemd\"\n").unwrap_err(),
+                "runtime.cgroup_driver"
+            );
+        }
     }
 
     #[test]

@@ -81,9 +81,14 @@ pub struct RuntimeConfig {
     pub monitor_path: PathBuf,
     /// The built-in pause binary; empty means `crust-pause` beside `crustd`.
     pub pause_path: PathBuf,
-    /// Only `cgroupfs` is supported.
+    /// Who manages cgroups: `systemd` (pods in slices, containers and crust's processes in
+    /// scopes; as kubelet's `cgroupDriver: systemd`), `cgroupfs` (crust writes the tree itself),
+    /// or `auto`: systemd when PID 1 is systemd. kubelet's driver must be the same (RuntimeConfig
+    /// tells kubelet ≥ 1.31 which).
     pub cgroup_driver: String,
-    /// Parent cgroup for pods whose config names none.
+    /// Parent for pods whose config names none; each gets its own cgroup below it. A relative
+    /// cgroup path with cgroupfs, a slice name with systemd (each pod then gets
+    /// `<stem>-pod<id>.slice`, which crust stops with the pod). Empty: `crust` or `crust.slice`.
     pub cgroup_parent: String,
     /// Seconds to wait for a container to stop after SIGKILL before giving up.
     pub kill_timeout_seconds: u64,
@@ -114,8 +119,8 @@ impl Default for RuntimeConfig {
             handlers,
             monitor_path: PathBuf::new(),
             pause_path: PathBuf::new(),
-            cgroup_driver: "cgroupfs".into(),
-            cgroup_parent: "crust".into(),
+            cgroup_driver: "auto".into(),
+            cgroup_parent: String::new(),
             kill_timeout_seconds: 10,
             exec_sync_max_output: 16 * 1024 * 1024,
             masked_paths: Vec::new(),
@@ -131,7 +136,9 @@ impl Default for RuntimeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeHandler {
-    /// The runtime binary.
+    /// The runtime binary (runc or crun); a bare name is looked up in `PATH`. Also read as
+    /// `runtime_path`, CRI-O's name for it.
+    #[serde(alias = "runtime_path")]
     pub path: PathBuf,
     /// The runtime's own state dir (`--root`); empty means `<state>/runtime/<handler>`.
     pub root: PathBuf,
@@ -342,6 +349,16 @@ impl Config {
             .ok()
             .and_then(|p| p.parent().map(|d| d.join(name)))
             .unwrap_or_else(|| PathBuf::from(name))
+    }
+
+    /// The cgroup driver `runtime.cgroup_driver` means on this host (`auto` resolved); a value
+    /// `load` would refuse counts as cgroupfs.
+    pub fn cgroup_driver(&self) -> crate::cgroups::Driver {
+        crate::cgroups::driver::resolve(
+            &self.runtime.cgroup_driver,
+            crate::cgroups::driver::systemd_booted(),
+        )
+        .unwrap_or(crate::cgroups::Driver::Cgroupfs)
     }
 
     /// The monitor binary.

@@ -249,6 +249,7 @@ impl Daemon {
             bundle: dir.clone(),
             runtime_path: rt.path().to_path_buf(),
             runtime_root: rt.root().to_path_buf(),
+            systemd_cgroup: rt.systemd_cgroup(),
             state_dir: dir,
             log_path: (!rec.log_path.is_empty()).then(|| PathBuf::from(&rec.log_path)),
             tty: rec.tty,
@@ -264,6 +265,23 @@ impl Daemon {
         if let Err(e) = super::idmap::release_volumes(&inner.dirs.container_state(&id)) {
             tracing::warn!(%id, error = %e, "detaching the idmapped volumes after the start");
         }
+        // systemd: the monitor into its own scope, out of crustd's unit, before the start is reported;
+        // a monitor that cannot be placed would die with crustd's unit: the start fails instead.
+        let spawned = match spawned {
+            Ok(mon) => match inner.cgroups.place_monitor(&id, mon.pid).await {
+                Ok(()) => Ok(mon),
+                Err(e) => {
+                    let dir = inner.dirs.container_state(&id);
+                    let _ = crate::monitor::signal_container(&dir, libc::SIGKILL);
+                    let _ = crate::monitor::wait_exit(&dir, inner.kill_timeout).await;
+                    if let Err(u) = inner.cgroups.remove_monitor(&id).await {
+                        tracing::warn!(%id, error = %u, "stopping the monitor's scope after a failure");
+                    }
+                    Err(e.context("place the monitor in its systemd scope"))
+                }
+            },
+            Err(e) => Err(e),
+        };
         match spawned {
             Ok(mon) => {
                 rec.pid = mon.container_pid;
@@ -413,7 +431,12 @@ impl Inner {
             groups: Vec::new(),
             stop_signal: libc::SIGTERM,
             runtime_handler: p.pod.runtime_handler.clone(),
-            cgroup: format!("{}/{}", p.pod.cgroup_parent.trim_matches('/'), p.id),
+            cgroup: crate::cgroups::Cgroups::container_paths(
+                &p.pod.cgroup_parent,
+                p.pod.cgroup_slice.as_deref(),
+                &p.id,
+            )
+            .0,
             pid: 0,
             tty: cfg.tty,
             stdin: cfg.stdin,

@@ -52,6 +52,8 @@ type NameKey = (String, String, u32);
 pub(crate) struct Inner {
     dirs: Dirs,
     runtimes: Runtimes,
+    /// The cgroup driver: with systemd, monitors go into scopes of their own.
+    cgroups: Arc<crate::cgroups::Cgroups>,
     monitor_binary: PathBuf,
     kill_timeout: Duration,
     exec_max_output: usize,
@@ -88,7 +90,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Containers {
     /// Loads the records.
-    pub async fn open(cfg: &Config, dirs: &Dirs, events: crate::events::Events) -> Result<Self> {
+    pub async fn open(
+        cfg: &Config,
+        dirs: &Dirs,
+        events: crate::events::Events,
+        cgroups: Arc<crate::cgroups::Cgroups>,
+    ) -> Result<Self> {
         for d in [dirs.container_records(), dirs.state.join("containers")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
@@ -120,6 +127,7 @@ impl Containers {
             inner: Arc::new(Inner {
                 dirs: dirs.clone(),
                 runtimes: Runtimes::from_config(cfg, dirs)?,
+                cgroups,
                 monitor_binary: cfg.monitor_binary(),
                 kill_timeout: Duration::from_secs(cfg.runtime.kill_timeout_seconds.max(1)),
                 exec_max_output: usize::try_from(cfg.runtime.exec_sync_max_output).unwrap_or(usize::MAX),

@@ -77,13 +77,54 @@ pub fn to_json(r: &v1::LinuxContainerResources, v2: bool, field: &str) -> Result
         out.insert("hugepageLimits".into(), Value::Array(hp));
     }
     if !r.unified.is_empty() {
-        if v2 {
-            out.insert("unified".into(), json!(r.unified));
-        } else {
-            tracing::warn!("ignoring unified cgroup settings: the host uses cgroup v1");
+        let f = format!("{field}.unified");
+        if !v2 {
+            // runc and crun refuse them on v1 too; said here, naming the field, instead.
+            return Err(Error::invalid(
+                f,
+                "cgroup v2 (unified) settings cannot apply: this host uses cgroup v1",
+            ));
         }
+        for (k, v) in &r.unified {
+            check_unified(&f, k, v)?;
+        }
+        out.insert("unified".into(), json!(r.unified));
     }
     Ok(Value::Object(out))
+}
+
+/// A `unified` entry names a cgroup v2 interface file of the container's own cgroup
+/// (`<controller>.<name>`: no path, no `..`) that sets something: the files that move or kill
+/// processes are refused, as are values a file could not take (newline, NUL).
+fn check_unified(field: &str, key: &str, value: &str) -> Result<()> {
+    let f = format!("{field}[{key}]");
+    let well_formed = key.len() <= 64
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        && !key.contains("..")
+        && key
+            .split_once('.')
+            .is_some_and(|(c, n)| !c.is_empty() && !n.is_empty());
+    if !well_formed {
+        return Err(Error::invalid(
+            f,
+            "not a cgroup v2 interface file name (<controller>.<name>, no '/' or '..')",
+        ));
+    }
+    if matches!(
+        key,
+        "cgroup.procs" | "cgroup.threads" | "cgroup.kill" | "cgroup.subtree_control" | "cgroup.type"
+    ) {
+        return Err(Error::invalid(
+            f,
+            "moves, kills or restructures processes rather than setting a limit",
+        ));
+    }
+    if value.contains(['\n', '\0']) {
+        return Err(Error::invalid(f, "the value holds a newline or NUL"));
+    }
+    Ok(())
 }
 
 /// The typed OCI resources for `r` (for `OciRuntime::update`).
@@ -166,12 +207,50 @@ mod tests {
         assert_eq!(v["unified"]["memory.high"], "1000000");
         let typed: LinuxResources = serde_json::from_value(v).unwrap();
         assert_eq!(typed.memory().unwrap().limit(), Some(16 << 20));
-        assert!(to_json(&r, false, "r").unwrap().get("unified").is_none());
+        let e = to_json(&r, false, "r").unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument { field, .. } if field == "r.unified"),
+            "{e}"
+        );
         let bad = v1::LinuxContainerResources {
             memory_limit_in_bytes: -1,
             ..Default::default()
         };
         let e = to_json(&bad, false, "config.linux.resources").unwrap_err();
         assert!(e.to_string().contains("memory_limit_in_bytes"), "{e}");
+    }
+
+    #[test]
+    fn unified_keys_are_checked() {
+        let with = |k: &str, v: &str| v1::LinuxContainerResources {
+            unified: [(k.to_string(), v.to_string())].into(),
+            ..Default::default()
+        };
+        for ok in [
+            "memory.high",
+            "cpu.weight",
+            "io.max",
+            "memory.oom.group",
+            "hugetlb.2MB.max",
+        ] {
+            assert!(to_json(&with(ok, "1"), true, "r").is_ok(), "{ok}");
+        }
+        for bad in [
+            "../memory.max",
+            "memory/x",
+            "memory",
+            ".max",
+            "memory.",
+            "cgroup.procs",
+            "cgroup.kill",
+            "",
+        ] {
+            let e = to_json(&with(bad, "1"), true, "r").unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument { field, .. } if field == &format!("r.unified[{bad}]")),
+                "{bad}: {e}"
+            );
+        }
+        assert!(to_json(&with("memory.high", "1\nmax"), true, "r").is_err());
     }
 }

@@ -357,9 +357,21 @@ pub fn build(inp: &SpecInput) -> Result<Built> {
     }
 
     let (mounts, rootfs_propagation) = super::mounts::mounts(inp, privileged, sc.readonly_rootfs)?;
+    let mut ns = namespaces(inp)?;
+    if !privileged {
+        // A cgroup namespace of its own: the container sees its cgroup as the root (`0::/` on v2),
+        // not the host's tree, as containerd and CRI-O give every non-privileged container (on v1
+        // too: runc mounts each hierarchy's own cgroup there). Privileged ones keep the host's.
+        ns.push(json!({"type": "cgroup"}));
+    }
     let mut linux = json!({
-        "namespaces": namespaces(inp)?,
-        "cgroupsPath": format!("/{}/{}", inp.pod.ctx.cgroup_parent.trim_matches('/'), inp.id),
+        "namespaces": ns,
+        "cgroupsPath": crate::cgroups::Cgroups::container_paths(
+            &inp.pod.ctx.cgroup_parent,
+            inp.pod.ctx.cgroup_slice.as_deref(),
+            inp.id,
+        )
+        .1,
         "resources": resources::to_json(&resources_cfg, inp.host.cgroup_v2, "config.linux.resources")?,
     });
     if inp.pod.ctx.userns_path.is_some()

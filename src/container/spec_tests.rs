@@ -27,6 +27,7 @@ fn pod() -> PodInfo {
             resolv_path: "/run/crust/pods/pod1/resolv.conf".into(),
             shm_path: Some("/run/crust/pods/pod1/shm".into()),
             cgroup_parent: "crust/pod1".into(),
+            cgroup_slice: None,
             log_directory: String::new(),
             runtime_handler: String::new(),
             ready: true,

@@ -171,6 +171,8 @@ impl Inner {
                 .await
                 .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
         }
+        // systemd: the monitor's scope went when the monitor exited; stopped here all the same.
+        self.cgroups.remove_monitor(&rec.id).await?;
         let dir = self.dirs.container_state(&rec.id);
         super::idmap::release_volumes(&dir)?;
         super::image_volume::release(&dir)?;

@@ -33,6 +33,7 @@ pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
         (spec.stdin, "--stdin"),
         (spec.stdin_once, "--stdin-once"),
         (spec.start, "--start"),
+        (spec.systemd_cgroup, "--systemd-cgroup"),
     ] {
         if on {
             a.push(flag.into());
@@ -51,6 +52,7 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<MonitorSpec, Stri
             "--stdin" => s.stdin = true,
             "--stdin-once" => s.stdin_once = true,
             "--start" => s.start = true,
+            "--systemd-cgroup" => s.systemd_cgroup = true,
             _ => {
                 let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
                 match k.as_str() {
@@ -95,6 +97,7 @@ mod tests {
             bundle: "/b".into(),
             runtime_path: "/usr/bin/runc".into(),
             runtime_root: "/run/r".into(),
+            systemd_cgroup: true,
             state_dir: "/run/s".into(),
             log_path: Some("/var/log/x.log".into()),
             tty: true,

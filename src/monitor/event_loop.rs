@@ -55,6 +55,39 @@ pub struct Oom {
     seen: bool,
 }
 
+/// Where a container's OOM kills are counted.
+#[derive(Debug, PartialEq, Eq)]
+enum OomSource {
+    /// The v1 memory cgroup's directory (`memory.oom_control`, `cgroup.event_control`).
+    V1(String),
+    /// The v2 cgroup's `memory.events` (`oom_kill`).
+    V2(String),
+}
+
+/// From a process's `/proc/<pid>/cgroup` (read in the host's cgroup namespace, so paths are from the
+/// root): the v1 memory hierarchy when the host has one, else the v2 cgroup's `memory.events`, in the
+/// unified hierarchy of a hybrid host or at the root of a pure v2 one (whichever `exists`).
+fn oom_source(text: &str, exists: impl Fn(&str) -> bool) -> Option<OomSource> {
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut it = line.splitn(3, ':');
+        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        if ctrls.split(',').any(|c| c == "memory") {
+            return Some(OomSource::V1(format!("/sys/fs/cgroup/memory{path}")));
+        } else if ctrls.is_empty() {
+            v2 = Some(path);
+        }
+    }
+    let p = v2?;
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(|base| format!("{base}{p}/memory.events"))
+        .find(|f| exists(f))
+        .map(OomSource::V2)
+}
+
 impl Oom {
     /// Finds the container's memory cgroup from `/proc/<pid>/cgroup` and arms the notification.
     pub fn setup(pid: i32) -> Oom {
@@ -67,32 +100,16 @@ impl Oom {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
             return oom;
         };
-        let mut v1 = None;
-        let mut v2 = None;
-        for line in text.lines() {
-            let mut it = line.splitn(3, ':');
-            let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            if ctrls.split(',').any(|c| c == "memory") {
-                v1 = Some(path.to_string());
-            } else if ctrls.is_empty() {
-                v2 = Some(path.to_string());
+        match oom_source(&text, |p| std::path::Path::new(p).exists()) {
+            Some(OomSource::V1(dir)) => {
+                oom.counter_path = CString::new(format!("{dir}/memory.oom_control")).ok();
+                oom.notify = arm_v1(&dir);
             }
-        }
-        if let Some(p) = v1 {
-            let dir = format!("/sys/fs/cgroup/memory{p}");
-            oom.counter_path = CString::new(format!("{dir}/memory.oom_control")).ok();
-            oom.notify = arm_v1(&dir);
-        } else if let Some(p) = v2 {
-            for base in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-                let f = format!("{base}{p}/memory.events");
-                if std::path::Path::new(&f).exists() {
-                    oom.notify = arm_inotify(&f);
-                    oom.counter_path = CString::new(f).ok();
-                    break;
-                }
+            Some(OomSource::V2(file)) => {
+                oom.notify = arm_inotify(&file);
+                oom.counter_path = CString::new(file).ok();
             }
+            None => {}
         }
         oom.start = oom.count();
         oom
@@ -338,4 +355,32 @@ fn write_exit_file(code: i32, signal: i32, oom: bool, created: i64, finished: i6
     let _ = EXIT_FILE;
     // SAFETY: rename between two NUL-terminated relative paths.
     unsafe { libc::rename(tmp.as_ptr(), c"exit".as_ptr()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_counters_on_v1_hybrid_and_v2_hosts() {
+        let hybrid = "12:memory:/crust/p1/c1\n4:cpu,cpuacct:/crust/p1/c1\n0::/crust/p1/c1\n";
+        assert_eq!(
+            oom_source(hybrid, |_| true),
+            Some(OomSource::V1("/sys/fs/cgroup/memory/crust/p1/c1".into()))
+        );
+        // A pure v2 host with the systemd driver: the container's scope.
+        let v2 = "0::/kubepods.slice/kubepods-pod1.slice/crust-c1.scope\n";
+        assert_eq!(
+            oom_source(v2, |p| !p.starts_with("/sys/fs/cgroup/unified")),
+            Some(OomSource::V2(
+                "/sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/crust-c1.scope/memory.events".into()
+            ))
+        );
+        assert_eq!(
+            oom_source("0::/a\n", |p| p.starts_with("/sys/fs/cgroup/unified")),
+            Some(OomSource::V2("/sys/fs/cgroup/unified/a/memory.events".into()))
+        );
+        assert_eq!(oom_source("0::/a\n", |_| false), None);
+        assert_eq!(oom_source("garbage", |_| true), None);
+    }
 }

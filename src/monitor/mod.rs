@@ -63,6 +63,8 @@ pub struct MonitorSpec {
     pub runtime_path: PathBuf,
     /// The runtime's `--root` (`OciRuntime::root()`).
     pub runtime_root: PathBuf,
+    /// Run the runtime in its systemd cgroup mode (`--systemd-cgroup`; `OciRuntime::systemd_cgroup()`).
+    pub systemd_cgroup: bool,
     /// The container's state dir: exit file, `ctl.sock`, `monitor.pid`, `container.pid`. Created if
     /// missing.
     pub state_dir: PathBuf,

@@ -100,8 +100,10 @@ fn cleanup(spec: &MonitorSpec) {
 /// Runs `<runtime> --root R <args>` with stdio on /dev/null and waits for it.
 fn run_runtime(spec: &MonitorSpec, args: &[&str]) -> std::io::Result<std::process::ExitStatus> {
     std::process::Command::new(&spec.runtime_path)
-        .arg("--root")
-        .arg(&spec.runtime_root)
+        .args(crate::oci::Runc::global_args(
+            &spec.runtime_root,
+            spec.systemd_cgroup,
+        ))
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -219,8 +221,8 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
 
     let mut argv: Vec<CString> = Vec::new();
     argv.push(cstr(spec.runtime_path.as_os_str())?);
-    for a in [OsStr::new("--root"), spec.runtime_root.as_os_str()] {
-        argv.push(cstr(a)?);
+    for a in crate::oci::Runc::global_args(&spec.runtime_root, spec.systemd_cgroup) {
+        argv.push(cstr(&a)?);
     }
     let runtime_log = sd.join(RUNTIME_LOG);
     let pid_file = sd.join(CONTAINER_PID_FILE);

@@ -51,6 +51,10 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     fn path(&self) -> &Path;
     /// The runtime's state dir, `--root` (for `monitor::MonitorSpec::runtime_root`).
     fn root(&self) -> &Path;
+    /// Whether the runtime runs in its systemd cgroup mode (for `monitor::MonitorSpec::systemd_cgroup`).
+    fn systemd_cgroup(&self) -> bool {
+        false
+    }
     /// Whether the runtime holds state for container `id` (runc-style `<root>/<id>`): a container
     /// it never ran, or has deleted, needs no call to it.
     fn knows(&self, id: &str) -> bool {
@@ -90,8 +94,11 @@ pub struct Runtimes {
 }
 
 impl Runtimes {
-    /// One `Runc` per configured handler; a handler with an empty `root` gets `<state>/runtime/<name>`.
+    /// One `Runc` per configured handler; a handler with an empty `root` gets `<state>/runtime/<name>`;
+    /// a `path` without a '/' is looked up in `PATH` (as CRI-O does); every runtime runs in its systemd
+    /// cgroup mode when the cgroup driver is systemd.
     pub fn from_config(cfg: &Config, dirs: &Dirs) -> Result<Runtimes> {
+        let systemd = cfg.cgroup_driver() == crate::cgroups::Driver::Systemd;
         let mut handlers: BTreeMap<String, Arc<dyn OciRuntime>> = BTreeMap::new();
         for (name, h) in &cfg.runtime.handlers {
             let root = if h.root.as_os_str().is_empty() {
@@ -99,7 +106,11 @@ impl Runtimes {
             } else {
                 h.root.clone()
             };
-            handlers.insert(name.clone(), Arc::new(Runc::new(h.path.clone(), root)));
+            let path = find_binary(&h.path);
+            handlers.insert(
+                name.clone(),
+                Arc::new(Runc::new(path, root).with_systemd_cgroup(systemd)),
+            );
         }
         if !handlers.contains_key(&cfg.runtime.default_handler) {
             return Err(Error::invalid(
@@ -132,6 +143,25 @@ impl Runtimes {
         })
     }
 
+    /// As [`Runtimes::get`], for making something new: a handler whose binary is missing or not
+    /// executable is `FailedPrecondition` naming the handler, its configured key and the binary.
+    pub fn get_usable(&self, handler: &str) -> Result<Arc<dyn OciRuntime>> {
+        let rt = self.get(handler)?;
+        let name = if handler.is_empty() {
+            self.default_handler.as_str()
+        } else {
+            handler
+        };
+        if !is_executable(rt.path()) {
+            return Err(Error::FailedPrecondition(format!(
+                "runtime handler {name:?}: its binary {} (runtime.handlers.{name}.path) is missing or not \
+                 executable",
+                rt.path().display()
+            )));
+        }
+        Ok(rt)
+    }
+
     /// The default handler's name.
     pub fn default_handler(&self) -> &str {
         &self.default_handler
@@ -140,5 +170,59 @@ impl Runtimes {
     /// Configured handler names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.handlers.keys().cloned().collect()
+    }
+}
+
+/// A runtime binary: a path with a '/' as it is, a bare name from `PATH` (left as it is when not found,
+/// for `Runtimes::get_usable` to refuse).
+fn find_binary(p: &Path) -> std::path::PathBuf {
+    if p.as_os_str().is_empty() || p.to_string_lossy().contains('/') {
+        return p.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .map(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(p))
+                .find(|c| is_executable(c))
+        })
+        .unwrap_or_default()
+        .unwrap_or_else(|| p.to_path_buf())
+}
+
+/// Whether `p` is a regular file someone may execute.
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_binaries() {
+        assert_eq!(
+            find_binary(Path::new("/nonexistent/crun")),
+            Path::new("/nonexistent/crun")
+        );
+        assert!(find_binary(Path::new("sh")).is_absolute());
+        assert_eq!(
+            find_binary(Path::new("no-such-runtime-x")),
+            Path::new("no-such-runtime-x")
+        );
+        let mut cfg = Config::default();
+        cfg.runtime.handlers.insert(
+            "crun".into(),
+            crate::config::RuntimeHandler {
+                path: "no-such-runtime-x".into(),
+                root: "/tmp/x".into(),
+            },
+        );
+        let dirs = Dirs::new(&cfg);
+        let rts = Runtimes::from_config(&cfg, &dirs).unwrap();
+        let e = rts.get_usable("crun").unwrap_err();
+        assert!(matches!(e, Error::FailedPrecondition(_)), "{e}");
+        assert!(e.to_string().contains("runtime.handlers.crun.path"), "{e}");
+        assert!(rts.get("crun").is_ok());
     }
 }

@@ -21,6 +21,9 @@ pub struct Runc {
     pub path: PathBuf,
     /// Its state dir, passed as `--root`.
     pub root: PathBuf,
+    /// Its systemd cgroup mode (`--systemd-cgroup` before every command, runc's and crun's flag):
+    /// `cgroupsPath` is `<slice>:<prefix>:<name>` and the runtime asks systemd for the scope.
+    pub systemd_cgroup: bool,
 }
 
 static EXEC_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -28,12 +31,31 @@ static EXEC_SEQ: AtomicU64 = AtomicU64::new(0);
 impl Runc {
     /// A runtime at `path` keeping its state under `root`.
     pub fn new(path: PathBuf, root: PathBuf) -> Self {
-        Runc { path, root }
+        Runc {
+            path,
+            root,
+            systemd_cgroup: false,
+        }
+    }
+
+    /// The same runtime in its systemd cgroup mode (or not).
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
+    }
+
+    /// The global flags before every command: `--root R` and, in systemd mode, `--systemd-cgroup`.
+    pub fn global_args(root: &Path, systemd_cgroup: bool) -> Vec<std::ffi::OsString> {
+        let mut a = vec!["--root".into(), root.as_os_str().to_os_string()];
+        if systemd_cgroup {
+            a.push("--systemd-cgroup".into());
+        }
+        a
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
-        c.arg("--root").arg(&self.root);
+        c.args(Self::global_args(&self.root, self.systemd_cgroup));
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -126,6 +148,10 @@ impl OciRuntime for Runc {
         &self.root
     }
 
+    fn systemd_cgroup(&self) -> bool {
+        self.systemd_cgroup
+    }
+
     fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
         async move { self.run("start", id, &["start", id], None).await.map(drop) }.boxed()
     }
@@ -180,9 +206,21 @@ impl OciRuntime for Runc {
         async move {
             let data = serde_json::to_vec(resources)
                 .map_err(|e| Error::Internal(format!("runtime update {id}: encode resources: {e}")))?;
-            self.run("update", id, &["update", "--resources", "-", id], Some(data))
+            // A file, not `-` (stdin): runc reads either, crun's `--resources` takes a file.
+            let seq = EXEC_SEQ.fetch_add(1, Ordering::Relaxed);
+            let file = self
+                .root
+                .join(format!(".update-{}-{seq}.json", std::process::id()));
+            let _ = std::fs::create_dir_all(&self.root);
+            std::fs::write(&file, &data)
+                .map_err(|e| Error::io(format!("runtime update {id}: write {}", file.display()), e))?;
+            let path = file.to_string_lossy().into_owned();
+            let r = self
+                .run("update", id, &["update", "--resources", &path, id], None)
                 .await
-                .map(drop)
+                .map(drop);
+            let _ = std::fs::remove_file(&file);
+            r
         }
         .boxed()
     }

@@ -28,15 +28,7 @@ impl Inner {
                 return None;
             }
             let r = match self.runtimes.get(&snapshot.runtime_handler) {
-                Ok(rt) => {
-                    pause::stop(
-                        &rt,
-                        &self.pause_dir(&snapshot.id),
-                        &snapshot.id,
-                        snapshot.cgroup.as_deref(),
-                    )
-                    .await
-                }
+                Ok(rt) => pause::stop(&rt, &self.pause_dir(&snapshot.id), &snapshot).await,
                 Err(e) => Err(e),
             };
             Some(r.ctx("stop the pause container"))
@@ -99,10 +91,15 @@ impl Inner {
                 crate::state::remove_dir_idempotent(&dir).ctx(format!("remove {}", dir.display())),
             );
         }
-        if let Some(cg) = rec.cgroup.clone() {
-            let r = crate::cgroups::remove(&cg).ctx("remove the pod cgroup");
+        if let Some(cg) = rec.pod_cgroup() {
+            let r = self
+                .cgroups
+                .remove_pod(&cg, &rec.id)
+                .await
+                .ctx("remove the pod cgroup");
             if r.is_ok() {
                 rec.cgroup = None;
+                rec.slice = None;
             }
             keep_first(&mut first, r);
         }

@@ -55,6 +55,8 @@ pub struct PodContext {
     pub shm_path: Option<PathBuf>,
     /// The pod cgroup, relative, no leading '/'.
     pub cgroup_parent: String,
+    /// The pod's slice, with the systemd cgroup driver.
+    pub cgroup_slice: Option<String>,
     pub log_directory: String,
     pub runtime_handler: String,
     pub ready: bool,
@@ -73,7 +75,7 @@ pub(crate) struct Inner {
     cni_conf_dir: PathBuf,
     cni: crust_cni::Cni,
     runtimes: Runtimes,
-    cgroup_parent: String,
+    cgroups: Arc<crate::cgroups::Cgroups>,
     monitor_binary: PathBuf,
     pause_binary: PathBuf,
     pause_rootfs: PathBuf,
@@ -100,7 +102,12 @@ pub struct Sandboxes {
 
 impl Sandboxes {
     /// Loads the records.
-    pub async fn open(cfg: &Config, dirs: &Dirs, events: crate::events::Events) -> Result<Self> {
+    pub async fn open(
+        cfg: &Config,
+        dirs: &Dirs,
+        events: crate::events::Events,
+        cgroups: Arc<crate::cgroups::Cgroups>,
+    ) -> Result<Self> {
         for d in [
             dirs.pod_records(),
             dirs.netns_dir(),
@@ -128,7 +135,7 @@ impl Sandboxes {
                     Duration::from_secs(cfg.cni.plugin_timeout_seconds.max(1)),
                 ),
                 runtimes: Runtimes::from_config(cfg, dirs)?,
-                cgroup_parent: cfg.runtime.cgroup_parent.clone(),
+                cgroups,
                 monitor_binary: cfg.monitor_binary(),
                 pause_binary: cfg.pause_binary(),
                 pause_rootfs: dirs.state.join("pause").join("rootfs"),
@@ -335,6 +342,7 @@ impl Inner {
             resolv_path: files.resolv,
             shm_path: (!ns.host_ipc()).then_some(files.shm),
             cgroup_parent: rec.cgroup.clone().unwrap_or_default(),
+            cgroup_slice: rec.slice.clone(),
             log_directory: rec.log_directory.clone(),
             runtime_handler: rec.runtime_handler.clone(),
             ready: self.is_ready(rec),

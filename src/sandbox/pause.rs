@@ -27,14 +27,12 @@ pub struct PauseParams<'a> {
     pub sysctls: &'a HashMap<String, String>,
 }
 
-/// The pause's cgroup: `<pod cgroup>/pause` (containers use their 64-hex IDs, so no clash), absolute
-/// as in a runtime spec.
-pub fn cgroup_path(pod_cgroup: &str) -> String {
-    format!("/{}", cgroup_rel(pod_cgroup))
-}
-
-fn cgroup_rel(pod_cgroup: &str) -> String {
-    format!("{}/pause", pod_cgroup.trim_matches('/'))
+/// The pause's cgroup path (relative) and its spec's `cgroupsPath`: `<pod cgroup>/pause` with cgroupfs
+/// (containers use their 64-hex IDs, so no clash), `crust-pause-<pod id>.scope` in the pod's slice with
+/// systemd.
+fn cgroup_paths(rec: &PodRecord) -> (String, String) {
+    let pod = rec.pod_cgroup().unwrap_or_default();
+    crate::cgroups::Cgroups::pause_paths(&pod, &rec.id)
 }
 
 /// Makes the pause cgroup (no device access) and says what the monitor's launcher is to do for the
@@ -42,16 +40,20 @@ fn cgroup_rel(pod_cgroup: &str) -> String {
 fn launch(p: &PauseParams<'_>) -> Result<monitor::PauseLaunch> {
     let rec = p.rec;
     let ns = &rec.namespaces;
-    let cgroup = cgroup_rel(rec.cgroup.as_deref().unwrap_or_default());
-    crate::cgroups::create(&cgroup).ctx("create the pause cgroup")?;
-    // No device access (v1: the devices controller; v2 has none without a BPF program, and the root
-    // holds no device nodes).
-    let deny = Path::new(crate::cgroups::CGROUP_ROOT)
-        .join("devices")
-        .join(&cgroup)
-        .join("devices.deny");
-    if deny.exists() {
-        std::fs::write(&deny, "a").ctx(format!("write {}", deny.display()))?;
+    let (cgroup, _) = cgroup_paths(rec);
+    // With systemd, crustd moves the pause into its scope once it runs (`Cgroups::place_pause`).
+    let systemd = rec.slice.is_some();
+    if !systemd {
+        crate::cgroups::create(&cgroup).ctx("create the pause cgroup")?;
+        // No device access (v1: the devices controller; v2 has none without a BPF program, and the
+        // root holds no device nodes; systemd's scope gets DevicePolicy=strict).
+        let deny = Path::new(crate::cgroups::CGROUP_ROOT)
+            .join("devices")
+            .join(&cgroup)
+            .join("devices.deny");
+        if deny.exists() {
+            std::fs::write(&deny, "a").ctx(format!("write {}", deny.display()))?;
+        }
     }
     let mut sysctls: Vec<(String, String)> = p.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     sysctls.sort();
@@ -71,7 +73,11 @@ fn launch(p: &PauseParams<'_>) -> Result<monitor::PauseLaunch> {
         new_uts: !ns.host_network(),
         hostname: (!ns.host_network() && !rec.hostname.is_empty()).then(|| rec.hostname.clone()),
         sysctls,
-        cgroup_procs: crate::cgroups::procs_files(&cgroup)?,
+        cgroup_procs: if systemd {
+            Vec::new()
+        } else {
+            crate::cgroups::procs_files(&cgroup)?
+        },
         userns: rec.userns.clone(),
         // In the pod's user namespace the pause user must be mapped; else it is that namespace's root
         // (an unprivileged host uid all the same), still without capabilities.
@@ -110,7 +116,7 @@ pub fn spec(p: &PauseParams<'_>) -> Result<oci_spec::runtime::Spec> {
     let caps: Vec<&str> = Vec::new();
     let mut linux = json!({
         "namespaces": namespaces,
-        "cgroupsPath": cgroup_path(rec.cgroup.as_deref().unwrap_or_default()),
+        "cgroupsPath": cgroup_paths(rec).1,
         "resources": {"devices": [{"allow": false, "access": "rwm"}]},
         "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                         "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
@@ -152,14 +158,15 @@ pub fn spec(p: &PauseParams<'_>) -> Result<oci_spec::runtime::Spec> {
     serde_json::from_value(spec).map_err(|e| Error::Internal(format!("build pause spec: {e}")))
 }
 
-/// Writes the bundle (for status) and starts the pause under a monitor; returns its pid. On failure
-/// nothing runs: the monitor leaves nothing behind (the pause cgroup goes with the pod's).
+/// Writes the bundle (for status) and starts the pause under a monitor; returns the monitor's and the
+/// pause's pids. On failure nothing runs: the monitor leaves nothing behind (the pause cgroup goes
+/// with the pod's).
 pub async fn start(
     rt: &Arc<dyn OciRuntime>,
     monitor_path: PathBuf,
     dir: &Path,
     params: &PauseParams<'_>,
-) -> Result<u32> {
+) -> Result<monitor::Monitor> {
     let id = &params.rec.id;
     std::fs::create_dir_all(dir).ctx(format!("create {}", dir.display()))?;
     let spec = spec(params)?;
@@ -176,6 +183,7 @@ pub async fn start(
         bundle: dir.to_path_buf(),
         runtime_path: rt.path().to_path_buf(),
         runtime_root: rt.root().to_path_buf(),
+        systemd_cgroup: rt.systemd_cgroup(),
         state_dir: dir.to_path_buf(),
         log_path: None,
         tty: false,
@@ -186,13 +194,14 @@ pub async fn start(
         monitor_path,
     })
     .await?;
-    Ok(m.container_pid)
+    Ok(m)
 }
 
 /// Kills the pause (SIGKILL: it holds nothing to flush) and waits for its monitor to see it exit; a
 /// pause whose monitor is gone is killed through its cgroup; one started through the runtime (by an
 /// older crustd) is deleted from it. Idempotent.
-pub async fn stop(rt: &Arc<dyn OciRuntime>, dir: &Path, id: &str, pod_cgroup: Option<&str>) -> Result<()> {
+pub async fn stop(rt: &Arc<dyn OciRuntime>, dir: &Path, rec: &PodRecord) -> Result<()> {
+    let id = &rec.id;
     if monitor::is_alive(dir) && monitor::read_exit(dir).is_none() {
         monitor::signal_container(dir, libc::SIGKILL).ctx("kill pause")?;
         if monitor::wait_exit(dir, Duration::from_secs(10)).await.is_none() && monitor::is_alive(dir) {
@@ -201,8 +210,8 @@ pub async fn stop(rt: &Arc<dyn OciRuntime>, dir: &Path, id: &str, pod_cgroup: Op
             )));
         }
     }
-    if let Some(cg) = pod_cgroup {
-        crate::cgroups::kill_listed(&cgroup_rel(cg));
+    if rec.cgroup.is_some() {
+        crate::cgroups::kill_listed(&cgroup_paths(rec).0);
     }
     if rt.knows(id) {
         rt.delete(id, true).await.ctx("delete pause")?;

@@ -159,6 +159,12 @@ pub struct PodRecord {
     pub namespaces: Namespaces,
     /// The pod cgroup (relative, no leading '/'); set before it is created.
     pub cgroup: Option<String>,
+    /// With the systemd cgroup driver: the pod's slice, whose path `cgroup` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<String>,
+    /// crust made `slice` (the request named no parent) and stops it with the pod.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slice_owned: bool,
     /// The pinned netns; set before it is made. `None`: host network.
     pub netns: Option<PathBuf>,
     /// The pinned user namespace (owner of the netns); set before it is made. `None`: the host's.
@@ -191,6 +197,15 @@ pub struct PodRecord {
 }
 
 impl PodRecord {
+    /// Where the pod's cgroup is (`None` before one was chosen, or after it was removed).
+    pub fn pod_cgroup(&self) -> Option<crate::cgroups::PodCgroup> {
+        Some(crate::cgroups::PodCgroup {
+            path: self.cgroup.clone()?,
+            slice: self.slice.clone(),
+            owned: self.slice_owned,
+        })
+    }
+
     /// The key of the name reservation.
     pub fn name_key(&self) -> NameKey {
         NameKey {

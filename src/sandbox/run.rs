@@ -30,8 +30,8 @@ pub struct NewPod {
     pub namespaces: Namespaces,
     pub sysctls: HashMap<String, String>,
     pub privileged: bool,
-    /// The request's cgroup parent (normalised), if any.
-    pub cgroup_parent: Option<String>,
+    /// The request's cgroup parent as sent ("" for none); the cgroup driver reads it.
+    pub cgroup_parent: String,
     pub runtime_handler: String,
 }
 
@@ -70,14 +70,13 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
         sc.privileged,
     )?;
     let sysctls = sysctls(&linux.sysctls, &namespaces)?;
-    let cgroup_parent = if linux.cgroup_parent.is_empty() {
-        None
-    } else {
-        Some(
-            crate::cgroups::normalize(&linux.cgroup_parent)
-                .map_err(|e| Error::invalid("config.linux.cgroup_parent", e.to_string()))?,
-        )
-    };
+    if linux.cgroup_parent.contains(['\0', '\n']) {
+        return Err(Error::invalid(
+            "config.linux.cgroup_parent",
+            "holds a NUL or newline, which no cgroup name can",
+        ));
+    }
+    let cgroup_parent = linux.cgroup_parent.clone();
     Ok(NewPod {
         key: NameKey {
             name: md.name.clone(),
@@ -228,8 +227,10 @@ impl Daemon {
     /// RunPodSandbox: makes the pod (or waits for an in-flight identical request) and returns its ID.
     pub async fn run_pod_sandbox(&self, p: NewPod) -> Result<String> {
         let inner = self.sandboxes.inner.clone();
-        // An unknown handler is refused before anything is reserved.
-        inner.runtimes.get(&p.runtime_handler)?;
+        // An unknown handler, or one whose binary is missing, and a parent the cgroup driver cannot
+        // take are refused before anything is reserved.
+        inner.runtimes.get_usable(&p.runtime_handler)?;
+        inner.cgroups.pod_cgroup(&p.cgroup_parent, &"0".repeat(64))?;
         if p.namespaces.userns.is_some()
             && let Err(why) = &self.user_namespaces
         {
@@ -272,10 +273,7 @@ impl Inner {
                 bandwidth: p.bandwidth.clone(),
             })
         };
-        let parent = p
-            .cgroup_parent
-            .clone()
-            .unwrap_or_else(|| self.cgroup_parent.clone());
+        let pod_cgroup = self.cgroups.pod_cgroup(&p.cgroup_parent, &id)?;
         let files_dir = PodRecord::files_dir(&self.dirs, &id);
         // Everything that will be made is named in the record before any of it is made; undoing a thing
         // not made yet is a no-op, so one write covers every step.
@@ -294,7 +292,9 @@ impl Inner {
             log_directory: p.log_directory.clone(),
             runtime_handler: p.runtime_handler.clone(),
             namespaces: ns.clone(),
-            cgroup: Some(format!("{}/{}", parent.trim_end_matches('/'), id)),
+            cgroup: Some(pod_cgroup.path.clone()),
+            slice: pod_cgroup.slice.clone(),
+            slice_owned: pod_cgroup.owned,
             netns: (!ns.host_network()).then(|| self.netns_path(&id)),
             userns: ns.userns.is_some().then(|| self.userns_path(&id)),
             network,
@@ -336,8 +336,8 @@ impl Inner {
             tracing::debug!(pod = %p.key, step, ms = t0.elapsed().as_secs_f64() * 1e3, "RunPodSandbox step done");
         };
         rec.step = "create the pod cgroup".into();
-        if let Some(cg) = &rec.cgroup {
-            crate::cgroups::create(cg)?;
+        if let Some(cg) = rec.pod_cgroup() {
+            self.cgroups.create_pod(&cg)?;
         }
         match (rec.netns.clone(), rec.userns.clone(), rec.namespaces.userns) {
             (Some(net), Some(user), Some(maps)) => {
@@ -442,14 +442,23 @@ impl Inner {
             rootfs: &self.pause_rootfs,
             sysctls: &p.sysctls,
         };
-        pause::start(
+        let m = pause::start(
             runtime,
             self.monitor_binary.clone(),
             &self.pause_dir(&rec.id),
             &params,
         )
         .await
-        .ctx("start the pause container")
+        .ctx("start the pause container")?;
+        // systemd: the pause into its scope in the pod's slice, its monitor into one of its own,
+        // both before any container of the pod starts (the rollback stops them).
+        if let Some(cg) = rec.pod_cgroup() {
+            self.cgroups
+                .place_pause(&cg, &rec.id, m.pid, m.container_pid)
+                .await
+                .ctx("place the pause and its monitor in systemd scopes")?;
+        }
+        Ok(m.container_pid)
     }
 }
 

@@ -81,13 +81,14 @@ fn runtime_handlers(d: &Daemon) -> Vec<v1::RuntimeHandler> {
 }
 
 /// `RuntimeConfig`: the cgroup driver.
-pub async fn runtime_config(
-    _d: &Daemon,
-    _req: v1::RuntimeConfigRequest,
-) -> Result<v1::RuntimeConfigResponse> {
+pub async fn runtime_config(d: &Daemon, _req: v1::RuntimeConfigRequest) -> Result<v1::RuntimeConfigResponse> {
+    let driver = match d.cgroups.driver() {
+        crate::cgroups::Driver::Systemd => v1::CgroupDriver::Systemd,
+        crate::cgroups::Driver::Cgroupfs => v1::CgroupDriver::Cgroupfs,
+    };
     Ok(v1::RuntimeConfigResponse {
         linux: Some(v1::LinuxRuntimeConfiguration {
-            cgroup_driver: v1::CgroupDriver::Cgroupfs as i32,
+            cgroup_driver: driver as i32,
         }),
     })
 }

@@ -106,6 +106,7 @@ impl Ctr {
             bundle: self.tmp.path().join("bundle"),
             runtime_path: RUNC.into(),
             runtime_root: self.runc.root.clone(),
+            systemd_cgroup: false,
             state_dir: self.state.clone(),
             log_path: Some(self.log()),
             tty,

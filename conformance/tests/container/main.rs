@@ -277,6 +277,7 @@ async fn wait_for_log(path: &str, needle: &str) {
 
 mod api;
 mod cdi;
+mod cgroupns;
 mod exec;
 mod foreign;
 mod hardening;
