@@ -109,8 +109,9 @@ check "crust serves $SOCK" test -S "$SOCK"
 # ---- the node tests --------------------------------------------------------------------------------
 export CRUST_TEST_BUSYBOX=$TESTIMAGES/busybox CRUST_TEST_REGISTRY=$REGISTRY CRUST_NODE_SOCKET=$SOCK
 if [ -x "$BIN/node_systemd" ]; then
+    # --nocapture: a failure's message shows on the console when it happens, not after every test.
     say "running the node tests (tests/node_systemd.rs)"
-    (cd /tmp && CRUST_NODE_TEST=1 RUST_BACKTRACE=1 "$BIN/node_systemd" --include-ignored --test-threads=1 \
+    (cd /tmp && CRUST_NODE_TEST=1 RUST_BACKTRACE=1 "$BIN/node_systemd" --include-ignored --test-threads=1 --nocapture \
         2>&1 | tee "$RESULTS/node-tests.log")
     ok=$(grep -c '^test .* \.\.\. ok$' "$RESULTS/node-tests.log")
     bad=$(grep -c '^test .* \.\.\. FAILED$' "$RESULTS/node-tests.log")

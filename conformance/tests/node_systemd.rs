@@ -434,8 +434,8 @@ async fn stats_report_cpu_and_memory() {
             .unwrap_or_default();
         let cpu = value(&cs.cpu.unwrap_or_default().usage_core_nano_seconds);
         let mem = value(&cs.memory.unwrap_or_default().working_set_bytes);
-        let pod_cpu = value(&pod_stats.cpu.clone().unwrap_or_default().usage_core_nano_seconds);
-        let pod_mem = value(&pod_stats.memory.clone().unwrap_or_default().working_set_bytes);
+        let pod_cpu = value(&pod_stats.cpu.unwrap_or_default().usage_core_nano_seconds);
+        let pod_mem = value(&pod_stats.memory.unwrap_or_default().working_set_bytes);
         let in_list = listed
             .iter()
             .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id));
