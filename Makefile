@@ -8,8 +8,11 @@ PACKAGES := runc containernetworking-plugins docker-registry busybox-static ipro
 STATIC_TARGET := x86_64-unknown-linux-gnu
 PAUSE_STATIC := target/static/$(STATIC_TARGET)/tiny/crust-pause
 CNI_CONF_DIR := /etc/cni/net.d
+# Where cargo puts its outputs: $CARGO_TARGET_DIR when set, as cargo does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all deps build build-debug pause install uninstall run test test-images unit lint fmt bench conformance clean
+.PHONY: all deps build build-debug pause install uninstall run test test-images unit lint fmt bench conformance \
+	node-test clean
 
 all: build
 
@@ -29,13 +32,16 @@ pause:
 ## build: release binaries (crustd, crust-monitor, crustctl, crust-pause) in target/release.
 build: pause
 	$(CARGO) build --release --bins -p crust
-	install -m 0755 $(PAUSE_STATIC) target/release/crust-pause
+	install -m 0755 $(PAUSE_STATIC) $(TARGET_DIR)/release/crust-pause
 
 ## install: the release binaries to $(BINDIR), the systemd unit, /etc/crust/crust.toml when absent, the
 ## default CNI conflist when no network exists (deploy/install.sh; DESTDIR=... for a staging root).
+## NOBUILD=1 installs binaries built before, from INSTALL_FROM (default the release dir), without cargo:
+## the test node (conformance/node) installs the host's build this way.
 BINDIR ?= /usr/local/bin
-install: build
-	deploy/install.sh install --from target/release --bindir $(BINDIR) $(if $(DESTDIR),--destdir $(DESTDIR))
+INSTALL_FROM ?= $(TARGET_DIR)/release
+install: $(if $(NOBUILD),,build)
+	deploy/install.sh install --from $(INSTALL_FROM) --bindir $(BINDIR) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 ## uninstall: the binaries and the unit; configuration, CNI network and state stay.
 uninstall:
@@ -43,7 +49,7 @@ uninstall:
 
 build-debug: pause
 	$(CARGO) build --bins -p crust
-	install -m 0755 $(PAUSE_STATIC) target/debug/crust-pause
+	install -m 0755 $(PAUSE_STATIC) $(TARGET_DIR)/debug/crust-pause
 
 ## run: set up the host, build, install the default CNI config if none, run crustd in the foreground.
 run: deps build
@@ -52,7 +58,7 @@ run: deps build
 		echo "installed $(CNI_CONF_DIR)/10-crust.conflist"; \
 	fi
 	sysctl -qw net.ipv4.ip_forward=1
-	exec target/release/crustd
+	exec $(TARGET_DIR)/release/crustd
 
 ## test-images: the static busybox the test images and critest stand-ins are made of, built once per
 ## machine from Debian's busybox source package (conformance/busybox.sh, cached in
@@ -79,6 +85,15 @@ fmt:
 ## local registry ($CRUST_TEST_REGISTRY) of stand-ins. Arguments for critest: CRITEST_ARGS=...
 conformance: test-images
 	CRITEST_ARGS="$(CRITEST_ARGS)" conformance/critest.sh
+
+## node-test: crust installed as a systemd service on a Debian 12 VM (systemd, cgroup v2, AppArmor) booted
+## under qemu with no network device: the node tests (conformance/tests/node_systemd.rs) and critest (when
+## on PATH) inside; one line `node-test: N passed, M failed` (conformance/node/node-test.sh). Installs
+## qemu and debootstrap from bookworm-backports when missing; the image is cached in
+## /var/cache/crust-node-test.
+node-test: deps
+	conformance/node/node-test.sh --deps
+	conformance/node/node-test.sh
 
 clean:
 	$(CARGO) clean

@@ -21,6 +21,11 @@
 # expected failures as skipped, so that M is what needs fixing.
 # Extra arguments (and $CRITEST_ARGS) go to critest, e.g. `--ginkgo.focus=Image` or `--parallel=2`.
 # CRUST_CONFORMANCE_NO_BUILD=1 uses the binaries already built (target/release, else target/debug).
+# CRUST_CRITEST_SOCKET=/run/crust/crust.sock runs critest against a crustd already serving that socket
+# (an installed service, e.g. on the test node of `make node-test`, whose configuration mirrors the
+# registries to $CRUST_TEST_REGISTRY): nothing is built, no crustd is started, stopped or swept, and its
+# own CNI network serves the pods; CRUST_TEST_IMAGES_BIN and CRUST_TEST_PAUSE name crust-test-images and
+# the pause binary then.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -61,23 +66,31 @@ REG_ADDR=${REG_HOST%:*}
 REG_PORT=${REG_HOST##*:}
 [ "$REG_PORT" != "$REG_HOST" ] || REG_PORT=80
 
+EXTERNAL_SOCK=${CRUST_CRITEST_SOCKET:-}
+
 # ---- binaries ----------------------------------------------------------------------------------------
-if [ "${CRUST_CONFORMANCE_NO_BUILD:-0}" != 1 ]; then
+if [ -n "$EXTERNAL_SOCK" ]; then
+    [ -S "$EXTERNAL_SOCK" ] || fail "CRUST_CRITEST_SOCKET=$EXTERNAL_SOCK: no socket there"
+elif [ "${CRUST_CONFORMANCE_NO_BUILD:-0}" != 1 ]; then
     say "building crust (make build) and crust-test-images"
     make --no-print-directory build
     cargo build -q -p crust-conformance --bin crust-test-images
 fi
 BIN=""
-for d in target/release target/debug; do
-    if [ -x "$d/crustd" ] && [ -x "$d/crust-monitor" ]; then BIN=$REPO/$d; break; fi
-done
-[ -n "$BIN" ] || fail "crustd is not built: run \`make build\`"
-IMAGES=""
-for d in target/debug target/release; do
-    if [ -x "$d/crust-test-images" ]; then IMAGES=$REPO/$d/crust-test-images; break; fi
-done
+IMAGES=${CRUST_TEST_IMAGES_BIN:-}
+PAUSE=${CRUST_TEST_PAUSE:-$REPO/target/static/x86_64-unknown-linux-gnu/tiny/crust-pause}
+if [ -z "$EXTERNAL_SOCK" ]; then
+    for d in target/release target/debug; do
+        if [ -x "$d/crustd" ] && [ -x "$d/crust-monitor" ]; then BIN=$REPO/$d; break; fi
+    done
+    [ -n "$BIN" ] || fail "crustd is not built: run \`make build\`"
+fi
+if [ -z "$IMAGES" ]; then
+    for d in target/debug target/release; do
+        if [ -x "$d/crust-test-images" ]; then IMAGES=$REPO/$d/crust-test-images; break; fi
+    done
+fi
 [ -n "$IMAGES" ] || fail "crust-test-images is not built: cargo build -p crust-conformance --bin crust-test-images"
-PAUSE=$REPO/target/static/x86_64-unknown-linux-gnu/tiny/crust-pause
 [ -x "$PAUSE" ] || PAUSE=""
 # The busybox of the stand-ins: built once per machine (cached), or $CRUST_TEST_BUSYBOX.
 if [ -z "${CRUST_TEST_BUSYBOX:-}" ]; then
@@ -226,6 +239,10 @@ fi
     fail "pushing the stand-in images failed: see $RESULTS/images.txt"
 say "pushed the stand-in images (list in $RESULTS/images.txt)"
 
+if [ -n "$EXTERNAL_SOCK" ]; then
+    SOCK=$EXTERNAL_SOCK
+    say "using the crustd that serves $SOCK (its configuration, its CNI network); running critest"
+else
 # ---- crustd's network and configuration --------------------------------------------------------------
 N=""
 for i in $(seq 1 250); do
@@ -298,6 +315,7 @@ for _ in $(seq 1 300); do
 done
 [ -S "$SOCK" ] || fail "crustd did not create $SOCK within 30 s: see $RESULTS/crustd.log"
 say "crustd (PID $CRUSTD_PID, $BIN) serves $SOCK; running critest"
+fi
 
 # ---- critest -----------------------------------------------------------------------------------------
 JUNIT=$RESULTS/junit.xml
@@ -367,7 +385,7 @@ awk -v expected="$expected" '
 ' "$JUNIT" | tee "$RESULTS/summary.txt"
 SUMMARY_RC=${PIPESTATUS[0]}
 set -e
-echo "results: $RESULTS (junit.xml, critest.log, crustd.log, images.txt, crust.toml)"
+echo "results: $RESULTS (junit.xml, critest.log, images.txt$([ -n "$EXTERNAL_SOCK" ] || echo ', crustd.log, crust.toml'))"
 if [ "$SUMMARY_RC" != 0 ]; then
     echo "critest.sh: exit status 1 because specs failed that are not expected to"
     exit 1
