@@ -23,7 +23,7 @@ MIRROR=${CRUST_NODE_MIRROR:-http://deb.debian.org/debian}
 HASH=$(sha256sum "$HERE/image.sh" | cut -c1-16)
 OUT=$CACHE/$HASH
 PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,iptables,runc,crun,ca-certificates
-PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor-utils,dbus,make,procps
+PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor-utils,dbus,make,procps,sudo
 
 say() { echo "image.sh: $*" >&2; }
 

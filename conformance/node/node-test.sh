@@ -19,7 +19,8 @@
 # `node-test.sh --deps` installs qemu and debootstrap (bookworm-backports) when missing.
 # Environment: NODE_TEST_TIMEOUT, NODE_TEST_MEM (MiB, 2048), NODE_TEST_CPUS (2),
 # CRUST_NODE_CACHE (image cache), CRUST_NODE_CRITEST=0 (do not share critest in), NODE_TEST_VERBOSE=1
-# (boot messages on the console).
+# (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it),
+# CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -131,6 +132,11 @@ if [ "${CRUST_NODE_CRITEST:-1}" != 0 ]; then
     done
 fi
 qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
+# What the runner inside reads of this run's settings (it sources the file).
+{
+    printf 'NODE_TEST_FILTER=%q\n' "${NODE_TEST_FILTER:-}"
+    printf 'CRUST_NODE_CRITEST_ARGS=%q\n' "${CRUST_NODE_CRITEST_ARGS:-}"
+} >"$RESULTS/settings"
 
 # ---- boot ------------------------------------------------------------------------------------------------
 # NODE_TEST_VERBOSE=1: the kernel's and systemd's boot messages on the console too.
@@ -172,6 +178,8 @@ SUMMARY=$(grep -aoE 'node-test: [0-9]+ passed, [0-9]+ failed' "$RESULTS/console.
 echo
 say "boot to the runner: ${BOOTED:-?} s; VM run: $VM_TIME s; total (builds and image included): $TOTAL s"
 say "results: $RESULTS (console.log, node-tests.log, critest/, crust.journal)"
+# The start latencies measured inside (tests/node_systemd.rs start_latency_of_runc_and_crun).
+grep -aoE 'node-bench: .*' "$RESULTS/console.log" | sed 's/\r$//' | tee "$RESULTS/node-bench.txt" || true
 if [ -z "$SUMMARY" ]; then
     echo "node-test: no summary line from the node (see $RESULTS/console.log)"
     exit 1

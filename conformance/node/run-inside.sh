@@ -58,6 +58,27 @@ for share in bin:/mnt/bin:ro results:/mnt/results:rw testimages:/mnt/testimages:
     fi
 done
 
+# The host's settings for this run (node-test.sh writes them): NODE_TEST_FILTER, CRUST_NODE_CRITEST_ARGS.
+NODE_TEST_FILTER=""
+# shellcheck disable=SC1091
+[ -r "$RESULTS/settings" ] && . "$RESULTS/settings"
+
+# What the node looks like after a failure: processes, the cgroup tree, crust's units and journal.
+diagnose() {
+    say "diagnostics after a failure ($RESULTS/diagnostics.txt)"
+    {
+        echo "--- ps"; ps -eo pid,ppid,stat,wchan:32,cmd --forest
+        echo "--- systemd-cgls"; systemd-cgls --no-pager
+        echo "--- crust units"; systemctl list-units --all --no-pager 'crust*'
+        echo "--- journal of crust"; journalctl -u crust --no-pager -o short-precise | tail -n 200
+        for p in $(pgrep -x runc) $(pgrep -f 'runc init'); do
+            echo "--- /proc/$p: $(tr '\0' ' ' </proc/$p/cmdline)"; cat /proc/$p/stack 2>/dev/null
+            grep -E 'State|NSpid' /proc/$p/status; cat /proc/$p/cgroup
+        done
+        echo "--- dmesg"; dmesg | tail -n 60
+    } >"$RESULTS/diagnostics.txt" 2>&1
+}
+
 # ---- the node --------------------------------------------------------------------------------------
 say "kernel $(uname -r); PID 1 $(cat /proc/1/comm); $(systemctl --version | head -n 1)"
 say "cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
@@ -100,6 +121,9 @@ say "registry at $REGISTRY (PID $REG_PID)"
         echo "endpoint = [\"$REGISTRY\"]"
         echo "fallback_to_upstream = false"
     done
+    # crun as a second handler (RuntimeClass "crun"), as an operator adds it.
+    echo "[runtime.handlers.crun]"
+    echo "runtime_path = \"crun\""
 } >/etc/crust/crust.d/50-node-test.toml
 start=$(date +%s%N)
 check "systemctl enable --now crust" systemctl enable --now crust
@@ -111,14 +135,32 @@ export CRUST_TEST_BUSYBOX=$TESTIMAGES/busybox CRUST_TEST_REGISTRY=$REGISTRY CRUS
 if [ -x "$BIN/node_systemd" ]; then
     # --nocapture: a failure's message shows on the console when it happens, not after every test.
     say "running the node tests (tests/node_systemd.rs)"
+    # A runtime call that hangs (runc older than 30 s) is looked at while it hangs, once.
+    (
+        while sleep 5; do
+            for p in $(pgrep -x runc); do
+                if [ "$(ps -o etimes= -p "$p" | tr -d ' ')" -gt 30 ] 2>/dev/null; then
+                    say "runc $p has run for over 30 s"
+                    diagnose
+                    exit 0
+                fi
+            done
+        done
+    ) &
+    WATCH_PID=$!
     (cd /tmp && CRUST_NODE_TEST=1 RUST_BACKTRACE=1 "$BIN/node_systemd" --include-ignored --test-threads=1 --nocapture \
-        2>&1 | tee "$RESULTS/node-tests.log")
-    ok=$(grep -c '^test .* \.\.\. ok$' "$RESULTS/node-tests.log")
-    bad=$(grep -c '^test .* \.\.\. FAILED$' "$RESULTS/node-tests.log")
+        ${NODE_TEST_FILTER:+"$NODE_TEST_FILTER"} 2>&1 | tee "$RESULTS/node-tests.log")
+    # libtest's own count (with --nocapture a test's output may split its `test … ok` line).
+    read -r ok bad < <(sed -n -E 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' \
+        "$RESULTS/node-tests.log" | tail -n 1)
+    ok=${ok:-0}
+    bad=${bad:-0}
     PASSED=$((PASSED + ok))
     FAILED=$((FAILED + bad))
-    while IFS= read -r t; do FAILURES+=("node test $t"); done < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$RESULTS/node-tests.log")
+    while IFS= read -r t; do FAILURES+=("node test $t"); done < <(sed -n '/^failures:$/,/^test result:/s/^    \([a-z_0-9]*\)$/\1/p' "$RESULTS/node-tests.log")
     if ! grep -q '^test result:' "$RESULTS/node-tests.log"; then fail "the node test binary finished"; fi
+    kill "$WATCH_PID" 2>/dev/null
+    [ "$bad" = 0 ] || [ -e "$RESULTS/diagnostics.txt" ] || diagnose
 else
     fail "the node test binary is shared in"
 fi

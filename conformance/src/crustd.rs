@@ -28,6 +28,8 @@ pub struct CrustdOptions<'a> {
     pub cni: bool,
     /// TOML written as a drop-in after the generated config (so it may override anything).
     pub extra_toml: String,
+    /// More environment for crustd (on top of the proxy guard, which it cannot override).
+    pub env: Vec<(String, String)>,
 }
 
 /// Hosts whose pulls the tests mirror to the local registry.
@@ -60,6 +62,7 @@ pub struct Crustd {
     pub systemd: bool,
     /// The CNI network, when asked for.
     pub network: Option<TestNetwork>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -148,6 +151,7 @@ impl Crustd {
             cgroup_parent,
             systemd,
             network,
+            env: opts.env,
             child: None,
             log_path,
         };
@@ -199,6 +203,7 @@ impl Crustd {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup"))
             .stderr(log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             // Second guard against leaving the machine: any proxied request goes to a closed port.
             .env("HTTP_PROXY", "http://127.0.0.1:9")
             .env("HTTPS_PROXY", "http://127.0.0.1:9")

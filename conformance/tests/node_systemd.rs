@@ -142,6 +142,11 @@ async fn remove_pod(id: &str) -> Result<(), tonic::Status> {
 /// reports (a slice under systemd, a path under cgroupfs); on the pod network when `network`, else the
 /// node's.
 async fn pod(name: &str, network: bool) -> Pod {
+    pod_with_handler(name, network, "").await
+}
+
+/// [`pod`] with a runtime handler (RuntimeClass): "" is the default (runc), "crun" the second one.
+async fn pod_with_handler(name: &str, network: bool, handler: &str) -> Pod {
     let uid = format!("{:08x}-node-{name}", std::process::id());
     let parent = match cgroup_driver().await {
         CgroupDriver::Systemd => pod_slice(&uid).0,
@@ -181,7 +186,7 @@ async fn pod(name: &str, network: bool) -> Pod {
         .await
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: String::new(),
+            runtime_handler: handler.into(),
         })
         .await
         .expect("RunPodSandbox")
@@ -548,15 +553,17 @@ async fn containers_pause_and_monitors_are_scopes_in_the_pod_slice_until_removed
     let id = run(&p, ctr("scoped", &imgs.busybox.reference, &argv)).await;
     let pid = the_pid_of(&argv).await;
     let (_, slice) = pod_slice(&p.uid);
+    // The container and the pause in the pod's slice; the monitor in system.slice (as CRI-O's conmon),
+    // outside the pod's limits and out of crustd's own unit.
     let units = [
-        format!("crust-{id}.scope"),
-        format!("crust-pause-{}.scope", p.id),
-        format!("crust-monitor-{id}.scope"),
+        (format!("crust-{id}.scope"), slice.clone()),
+        (format!("crust-pause-{}.scope", p.id), slice.clone()),
+        (format!("crust-monitor-{id}.scope"), "/system.slice".to_string()),
     ];
-    for u in &units {
+    for (u, parent) in &units {
         assert_eq!(
             unit(u),
-            ("active".to_string(), format!("{slice}/{u}")),
+            ("active".to_string(), format!("{parent}/{u}")),
             "unit {u} (ActiveState, ControlGroup); cgroup driver {:?}",
             cgroup_driver().await
         );
@@ -564,13 +571,13 @@ async fn containers_pause_and_monitors_are_scopes_in_the_pod_slice_until_removed
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert_eq!(
         cg,
-        format!("0::{slice}/{}\n", units[0]),
+        format!("0::{slice}/{}\n", units[0].0),
         "the container process's cgroup"
     );
     remove_pod(&p.id)
         .await
         .expect("StopPodSandbox + RemovePodSandbox");
-    for u in &units {
+    for (u, parent) in &units {
         let deadline = Instant::now() + Duration::from_secs(30);
         while unit(u).0 != "inactive" {
             assert!(
@@ -581,7 +588,7 @@ async fn containers_pause_and_monitors_are_scopes_in_the_pod_slice_until_removed
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(
-            !std::path::Path::new(&format!("/sys/fs/cgroup{slice}/{u}")).exists(),
+            !std::path::Path::new(&format!("/sys/fs/cgroup{parent}/{u}")).exists(),
             "the cgroup of {u} is gone"
         );
     }
@@ -614,4 +621,105 @@ async fn apparmor_confines_containers_with_crust_default() {
     assert_eq!(stdout_of(&p, "confined", &id).await, "crust-default (enforce)\n");
     let loaded = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles").unwrap_or_default();
     assert!(loaded.lines().any(|l| l == "crust-default (enforce)"), "{loaded}");
+}
+
+#[tokio::test]
+#[ignore = "runs on the test node: make node-test"]
+async fn crun_runs_containers_as_a_second_handler() {
+    if !on_node() {
+        return;
+    }
+    let imgs = images().await;
+    let p = pod_with_handler("crun", false, "crun").await;
+    let argv = ["sleep", "86403"];
+    let id = run(&p, ctr("crun", &imgs.busybox.reference, &argv)).await;
+    assert_eq!(status(&id).await.state, ContainerState::ContainerRunning as i32);
+    let pid = the_pid_of(&argv).await;
+    let cmdline = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    // The container's monitor ran crun, not runc.
+    let monitor = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| cmdline(*p).contains("crust-monitor") && cmdline(*p).contains(&id))
+        .expect("the container's monitor");
+    assert!(
+        cmdline(monitor)
+            .split('\0')
+            .any(|a| a.ends_with("/crun") || a == "crun"),
+        "the monitor runs crun: {:?}",
+        cmdline(monitor)
+    );
+    if cgroup_driver().await == CgroupDriver::Systemd {
+        let (_, slice) = pod_slice(&p.uid);
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(
+            cg.starts_with(&format!("0::{slice}/crust-{id}.scope")),
+            "crun put the container in its scope: {cg}"
+        );
+    }
+    let short = run(
+        &p,
+        ctr("crun-ns", &imgs.busybox.reference, &["cat", "/proc/self/cgroup"]),
+    )
+    .await;
+    assert_eq!(stdout_of(&p, "crun-ns", &short).await, "0::/\n");
+    let mut c = rt().await;
+    c.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    assert_eq!(wait_exited(&id).await.exit_code, 137);
+}
+
+/// Not a check but a measurement, for the bench rows of `make node-test`: CreateContainer +
+/// StartContainer of a `sleep` container on this node, with runc and with crun, each in a pod of its
+/// own, alternating, 10 times each. Prints `node-bench: <handler> p50 <ms> p90 <ms> n <n>` lines.
+#[tokio::test]
+#[ignore = "runs on the test node: make node-test"]
+async fn start_latency_of_runc_and_crun() {
+    if !on_node() {
+        return;
+    }
+    let imgs = images().await;
+    let handlers = ["runc", "crun"];
+    let pods = [
+        pod_with_handler("lat-runc", false, "").await,
+        pod_with_handler("lat-crun", false, "crun").await,
+    ];
+    let mut times: [Vec<f64>; 2] = Default::default();
+    for round in 0..11 {
+        for (i, p) in pods.iter().enumerate() {
+            let name = format!("lat-{round}");
+            let t0 = Instant::now();
+            let id = run(p, ctr(&name, &imgs.busybox.reference, &["sleep", "600"])).await;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            // The first round warms the image's layers and the runtime binary up: not counted.
+            if round > 0 {
+                times[i].push(ms);
+            }
+            let mut c = rt().await;
+            c.stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .expect("StopContainer");
+            c.remove_container(RemoveContainerRequest { container_id: id })
+                .await
+                .expect("RemoveContainer");
+        }
+    }
+    for (h, t) in handlers.iter().zip(times.iter_mut()) {
+        t.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "node-bench: {h} CreateContainer+StartContainer p50 {:.1} ms p90 {:.1} ms n {}",
+            at(0.5),
+            at(0.9),
+            t.len()
+        );
+    }
 }

@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    take_service_environment();
     let cli = Cli::parse();
     let overrides = Overrides {
         socket: cli.socket,
@@ -250,9 +251,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// systemd's notification socket (Type=notify), taken out of the environment at start.
+static NOTIFY_SOCKET: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
+
+/// Takes what systemd gives crustd alone out of the environment, before any thread starts, so that
+/// no child inherits it: with NOTIFY_SOCKET set, `runc run --detach` waits for the container itself
+/// to send READY=1 and never returns (every container start hung on a systemd node); the socket
+/// activation and watchdog variables name crustd's PID and fds, not a child's.
+fn take_service_environment() {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
+        let _ = NOTIFY_SOCKET.set(path);
+    }
+    for var in [
+        "NOTIFY_SOCKET",
+        "LISTEN_PID",
+        "LISTEN_FDS",
+        "LISTEN_FDNAMES",
+        "WATCHDOG_PID",
+        "WATCHDOG_USEC",
+    ] {
+        // SAFETY: called first thing in main, while the process has one thread (no runtime, no
+        // logger yet), so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(var) };
+    }
+}
+
 /// Tells systemd (Type=notify) about our state, when started by it.
 fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(path) = NOTIFY_SOCKET.get() else {
         return;
     };
     let sock = match std::os::unix::net::UnixDatagram::unbound() {
@@ -265,7 +291,7 @@ fn notify_systemd(state: &str) {
         std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
             .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
     } else {
-        sock.send_to(state.as_bytes(), &path)
+        sock.send_to(state.as_bytes(), path)
     };
     if let Err(e) = res {
         tracing::warn!(error = %e, "sd_notify failed");

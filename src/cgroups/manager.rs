@@ -231,7 +231,15 @@ impl Cgroups {
             description: format!("crust monitor of container {id}"),
             ..Default::default()
         };
-        self.manager()?.start_transient_scope(&scope).await
+        match self.manager()?.start_transient_scope(&scope).await {
+            // A short-lived container's monitor may have recorded the exit and ended already
+            // (systemd: "Process with ID … does not exist"): there is nothing left to place.
+            Err(e) if !alive(monitor_pid) => {
+                tracing::debug!(%id, error = %e, "the monitor ended before it could be placed");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// systemd: stops container `id`'s monitor scope (idempotent; it went by itself when the monitor
@@ -260,6 +268,17 @@ pub fn check_config_parent(d: Driver, parent: &str) -> std::result::Result<(), S
         }
         Driver::Systemd => slice::check_slice(parent).map(drop),
     }
+}
+
+/// Whether process `pid` is running (not gone, not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
 }
 
 #[cfg(test)]

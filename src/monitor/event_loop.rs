@@ -53,6 +53,10 @@ pub struct Oom {
     notify: Option<OwnedFd>,
     start: Option<u64>,
     seen: bool,
+    /// v2: the parent cgroup's `memory.events` (hierarchical: it counts the container's kills too)
+    /// and its count from before the runtime ran, for when the container's own cgroup is gone by the
+    /// time it is read (systemd removes a scope as soon as it empties).
+    parent: Option<(CString, u64)>,
 }
 
 /// Where a container's OOM kills are counted.
@@ -88,14 +92,53 @@ fn oom_source(text: &str, exists: impl Fn(&str) -> bool) -> Option<OomSource> {
         .map(OomSource::V2)
 }
 
+/// The v2 `memory.events` of the parent of a container's cgroup, from its spec's `cgroupsPath`
+/// (cgroupfs: `/a/b/<id>`; systemd: `<slice>:<prefix>:<name>`), when the host has v2 memory accounting
+/// there.
+pub fn parent_memory_events(cgroups_path: &str) -> Option<CString> {
+    let parent = parent_cgroup(cgroups_path)?;
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(|base| format!("{base}/{parent}/memory.events"))
+        .find(|f| std::path::Path::new(f).exists())
+        .and_then(|f| CString::new(f).ok())
+}
+
+/// The parent of a container's cgroup, relative to the hierarchy's root, from its `cgroupsPath`.
+fn parent_cgroup(cgroups_path: &str) -> Option<String> {
+    let parent = match cgroups_path.split(':').collect::<Vec<_>>()[..] {
+        [slice, _, _] => crate::cgroups::slice::expand_slice(slice).ok()?,
+        [path] => path.rsplit_once('/')?.0.to_string(),
+        _ => return None,
+    };
+    Some(parent.trim_matches('/').to_string()).filter(|p| !p.is_empty())
+}
+
+/// The `oom_kill` count in a `memory.events` (or `memory.oom_control`) file.
+fn read_count(path: &CString) -> Option<u64> {
+    let mut buf = [0u8; 512];
+    let text = sysutil::read_small(path, &mut buf).ok()?;
+    field(text, b"oom_kill")
+}
+
 impl Oom {
+    /// The parent cgroup's count now, before the runtime makes the container's cgroup below it.
+    pub fn parent_baseline(parent_events: Option<CString>) -> Option<(CString, u64)> {
+        let p = parent_events?;
+        let n = read_count(&p)?;
+        Some((p, n))
+    }
+
     /// Finds the container's memory cgroup from `/proc/<pid>/cgroup` and arms the notification.
-    pub fn setup(pid: i32) -> Oom {
+    /// `fresh`: the cgroup was made for this container (its kills all count, even one that happened
+    /// before this call); else (the pause, which may join an existing cgroup) only later ones do.
+    pub fn setup(pid: i32, fresh: bool, parent: Option<(CString, u64)>) -> Oom {
         let mut oom = Oom {
             counter_path: None,
             notify: None,
             start: None,
             seen: false,
+            parent,
         };
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
             return oom;
@@ -111,15 +154,16 @@ impl Oom {
             }
             None => {}
         }
-        oom.start = oom.count();
+        oom.start = if fresh && oom.counter_path.is_some() {
+            Some(0)
+        } else {
+            oom.count()
+        };
         oom
     }
 
     fn count(&self) -> Option<u64> {
-        let p = self.counter_path.as_ref()?;
-        let mut buf = [0u8; 512];
-        let text = sysutil::read_small(p, &mut buf).ok()?;
-        field(text, b"oom_kill")
+        read_count(self.counter_path.as_ref()?)
     }
 
     fn fd(&self) -> RawFd {
@@ -141,12 +185,21 @@ impl Oom {
         }
     }
 
-    /// Whether a process of the cgroup was OOM-killed during the container's life.
-    fn killed(&mut self) -> bool {
-        if let (Some(s), Some(n)) = (self.start, self.count())
-            && n > s
-        {
-            self.seen = true;
+    /// Whether a process of the cgroup was OOM-killed during the container's life. `sigkilled`: the
+    /// container's init died of SIGKILL (as the OOM killer kills), which the parent's count, shared
+    /// with the pod's other containers, is only trusted with when the container's own is gone.
+    fn killed(&mut self, sigkilled: bool) -> bool {
+        match (self.start, self.count()) {
+            (Some(s), Some(n)) if n > s => self.seen = true,
+            (_, Some(_)) => {}
+            (_, None) => {
+                if sigkilled
+                    && let Some((p, base)) = &self.parent
+                    && read_count(p).is_some_and(|n| n > *base)
+                {
+                    self.seen = true;
+                }
+            }
         }
         self.seen
     }
@@ -324,7 +377,7 @@ pub fn run(st: &mut State) -> ! {
     } else {
         (libc::WEXITSTATUS(status), 0)
     };
-    let oom = st.oom.killed();
+    let oom = st.oom.killed(signal == libc::SIGKILL);
     write_exit_file(code, signal, oom, st.created_at_ns, finished);
     let _ = std::fs::remove_file(CTL_SOCKET);
     // SAFETY: ending the process; nothing is buffered.
@@ -360,6 +413,18 @@ fn write_exit_file(code: i32, signal: i32, oom: bool, created: i64, finished: i6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parent_cgroup_of_both_drivers_cgroups_paths() {
+        assert_eq!(parent_cgroup("/crust/p1/c1").as_deref(), Some("crust/p1"));
+        assert_eq!(
+            parent_cgroup("kubepods-burstable-pod1_2.slice:crust:c1").as_deref(),
+            Some("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1_2.slice")
+        );
+        assert_eq!(parent_cgroup("/c1"), None);
+        assert_eq!(parent_cgroup("../x.slice:crust:c1"), None);
+        assert_eq!(parent_cgroup("a:b"), None);
+    }
 
     #[test]
     fn oom_counters_on_v1_hybrid_and_v2_hosts() {

@@ -351,7 +351,14 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
             b"detach the host root"
         );
         check!(err, libc::chdir(c"/".as_ptr()) == 0, b"chdir /");
-        let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        let mut ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        // In a user namespace the flags the bind inherited from the host's mount are locked: the
+        // remount must keep them (systemd mounts /run strictatime; a remount that asks for the
+        // default relatime is EPERM).
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c"/".as_ptr(), &mut st) == 0 {
+            ro |= locked_flags(st.f_flag);
+        }
         check!(
             err,
             libc::mount(null, c"/".as_ptr(), null, ro, std::ptr::null()) == 0,
@@ -394,9 +401,43 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
     }
 }
 
+/// The mount flags (`MS_*`) a remount must repeat, from `statvfs`'s `f_flag` (`ST_*`): noexec and the
+/// atime mode (none of `ST_NOATIME`/`ST_RELATIME` is strictatime).
+fn locked_flags(st: libc::c_ulong) -> libc::c_ulong {
+    let has = |f: libc::c_ulong| st & f != 0;
+    let mut ms = 0;
+    if has(libc::ST_NOEXEC) {
+        ms |= libc::MS_NOEXEC;
+    }
+    if has(libc::ST_NODIRATIME) {
+        ms |= libc::MS_NODIRATIME;
+    }
+    ms | if has(libc::ST_NOATIME) {
+        libc::MS_NOATIME
+    } else if has(libc::ST_RELATIME) {
+        libc::MS_RELATIME
+    } else {
+        libc::MS_STRICTATIME
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remount_keeps_noexec_and_the_atime_mode() {
+        let relatime = libc::ST_NOSUID | libc::ST_NODEV | libc::ST_RELATIME;
+        assert_eq!(locked_flags(relatime), libc::MS_RELATIME);
+        assert_eq!(
+            locked_flags(libc::ST_NOSUID | libc::ST_NODEV),
+            libc::MS_STRICTATIME
+        );
+        assert_eq!(
+            locked_flags(libc::ST_NOEXEC | libc::ST_NOATIME),
+            libc::MS_NOEXEC | libc::MS_NOATIME
+        );
+    }
 
     #[test]
     fn prepare_refuses_bad_sysctls_and_encodes_paths() {

@@ -17,6 +17,11 @@ use super::{CONSOLE_SOCKET, CONTAINER_PID_FILE, CTL_SOCKET, MONITOR_PID_FILE, Mo
 
 /// The monitor's main: never returns.
 pub fn main() -> ! {
+    // With NOTIFY_SOCKET set, `runc run --detach` waits for the container to send READY=1 and never
+    // returns; crustd takes it out of its own environment, and a monitor started otherwise must too.
+    // SAFETY: the monitor has one thread (it never starts a runtime), and nothing reads the
+    // environment concurrently.
+    unsafe { std::env::remove_var("NOTIFY_SOCKET") };
     let spec = match args::parse(std::env::args_os().skip(1)) {
         Ok(s) => s,
         Err(e) => {
@@ -184,11 +189,20 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
             log,
             log_cpath,
             io: Io::default(),
-            oom: Oom::setup(container_pid),
+            oom: Oom::setup(container_pid, false, None),
             stdin_once: false,
             early: Default::default(),
         });
     }
+    // Before the runtime makes the container's cgroup: the parent's OOM count, in case the container
+    // is killed and its cgroup removed before the monitor looks (systemd scopes go when empty).
+    let oom_parent = Oom::parent_baseline(
+        std::fs::read(spec.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+            .and_then(|p| super::event_loop::parent_memory_events(&p)),
+    );
     let mut io = Io::default();
     // The fds the runtime gets as 0, 1, 2.
     let child_stdio: [RawFd; 3];
@@ -304,7 +318,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
     if spec.tty && io.tty.is_none() {
         return Err("the runtime sent no pty over the console socket".into());
     }
-    let oom = Oom::setup(container_pid);
+    let oom = Oom::setup(container_pid, true, oom_parent);
     Ok(event_loop::State {
         container_pid,
         created_at_ns: super::log::now_ns(),

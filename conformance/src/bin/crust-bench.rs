@@ -167,6 +167,7 @@ async fn main() {
             registry: Some(&reg),
             cni: true,
             extra_toml: format!("log_level = \"warn\"\n[metrics]\naddress = \"{metrics_addr}\"\n"),
+            ..Default::default()
         })
         .await;
         let t = suite::Target {

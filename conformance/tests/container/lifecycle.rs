@@ -388,3 +388,45 @@ async fn a_container_created_by_an_older_crustd_starts_after_an_upgrade() {
     assert_eq!(wait_exited(&e, &id).await.exit_code, 137);
     remove(&e, &id).await.unwrap();
 }
+
+/// Started as a Type=notify service (NOTIFY_SOCKET set, as systemd does): crustd says READY=1 on it,
+/// keeps it to itself, and containers start. With the variable passed down, `runc run --detach` waited
+/// for the container to send READY=1 and StartContainer hung on every systemd node.
+#[tokio::test]
+async fn under_a_notify_socket_crustd_is_ready_and_containers_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let e = env_with_environment("", vec![("NOTIFY_SOCKET".into(), path.display().to_string())]).await;
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("crustd notified the socket");
+    assert_eq!(&buf[..n], b"READY=1");
+
+    let p = pod(&e, "notify").await;
+    let id = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        run(&e, &p, ctr("c", &e.imgs.busybox.reference, &["sleep", "1000"])),
+    )
+    .await
+    .expect("the container started");
+    let st = status(&e, &id).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
+    // crustd's children (here the container's monitor, which runs runc) do not inherit it.
+    let monitor =
+        std::fs::read_to_string(e.c.state.join("containers").join(&id).join("monitor.pid")).unwrap();
+    let monitor = monitor.split_whitespace().next().unwrap();
+    let environ = std::fs::read(format!("/proc/{monitor}/environ")).unwrap();
+    assert!(
+        !environ
+            .split(|b| *b == 0)
+            .any(|v| v.starts_with(b"NOTIFY_SOCKET=")),
+        "the monitor inherited NOTIFY_SOCKET from crustd"
+    );
+    let r = exec(&e, &id, &["sh", "-c", "echo ${NOTIFY_SOCKET:-unset}"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"unset\n");
+    stop_and_remove_pod(&e, &p.id).await;
+}

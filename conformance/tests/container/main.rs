@@ -25,12 +25,18 @@ async fn env() -> Env {
 
 /// A crustd with `extra_toml` as a configuration drop-in.
 async fn env_with(extra_toml: &str) -> Env {
+    env_with_environment(extra_toml, Vec::new()).await
+}
+
+/// A crustd with `extra_toml` as a configuration drop-in and `environment` added to its own.
+async fn env_with_environment(extra_toml: &str, environment: Vec<(String, String)>) -> Env {
     let reg = Registry::start();
     let imgs = harness::images::push_standard(&reg);
     let c = Crustd::start(CrustdOptions {
         registry: Some(&reg),
         cni: true,
         extra_toml: extra_toml.to_string(),
+        env: environment,
     })
     .await;
     for r in [&imgs.busybox.reference, &imgs.configured.reference] {

@@ -16,6 +16,7 @@ async fn probe_env(extra_toml: String) -> (Env, String) {
         registry: Some(&reg),
         cni: true,
         extra_toml,
+        ..Default::default()
     })
     .await;
     c.images()

@@ -13,6 +13,7 @@ async fn env_with_metrics() -> (Env, String) {
         registry: Some(&reg),
         cni: true,
         extra_toml: format!("[metrics]\naddress = {addr:?}\n"),
+        ..Default::default()
     })
     .await;
     c.images()

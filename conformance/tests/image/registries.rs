@@ -283,3 +283,26 @@ async fn the_proxy_environment_is_honoured() {
         "the registry was contacted directly, not through the proxy"
     );
 }
+
+/// A node without system root certificates (no ca-certificates package: a minimal image) still pulls
+/// from a plain-HTTP registry; the client was refused before ("cannot build the HTTP client").
+#[tokio::test]
+async fn a_node_without_root_certificates_pulls_over_plain_http() {
+    let reg = Registry::start();
+    let imgs = images::push_standard(&reg);
+    let none = tempfile::tempdir().unwrap();
+    let missing = none.path().join("none.pem").display().to_string();
+    let d = Crustd::start(CrustdOptions {
+        registry: Some(&reg),
+        env: vec![
+            ("SSL_CERT_FILE".into(), missing),
+            ("SSL_CERT_DIR".into(), none.path().display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        pull(&d, &imgs.busybox.reference, None).await.unwrap(),
+        imgs.busybox.id
+    );
+}

@@ -19,6 +19,7 @@ async fn env_with(stream: &str) -> Env {
         registry: Some(&reg),
         cni: true,
         extra_toml: format!("[stream]\n{stream}\n"),
+        ..Default::default()
     })
     .await;
     c.images()

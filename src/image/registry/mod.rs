@@ -152,6 +152,23 @@ impl Clients {
 }
 
 fn build_client(h: Option<&HostConfig>) -> Result<reqwest::Client> {
+    match builder(h, false)?.build() {
+        Ok(c) => Ok(c),
+        // The platform verifier finds no root certificates (a node without ca-certificates): plain-HTTP
+        // registries and those with their own `ca_file` still work, TLS to others fails verification.
+        Err(first) => match builder(h, true)?.build() {
+            Ok(c) => {
+                tracing::warn!(error = %first, "no system root certificates (install ca-certificates): \
+                    only plain-HTTP registries and those with a ca_file can be verified");
+                Ok(c)
+            }
+            Err(_) => Err(Error::Internal(format!("cannot build the HTTP client: {first}"))),
+        },
+    }
+}
+
+/// The client's settings; `own_roots_only`: the configured `ca_file` alone as roots, not the system's.
+fn builder(h: Option<&HostConfig>, own_roots_only: bool) -> Result<reqwest::ClientBuilder> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(30))
@@ -163,7 +180,13 @@ fn build_client(h: Option<&HostConfig>) -> Result<reqwest::Client> {
                 .map_err(|e| Error::io(format!("read {}", t.ca_file.display()), e))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::invalid("tls.ca_file", format!("{}: {e}", t.ca_file.display())))?;
-            b = b.tls_certs_merge(certs);
+            b = if own_roots_only {
+                b.tls_certs_only(certs)
+            } else {
+                b.tls_certs_merge(certs)
+            };
+        } else if own_roots_only {
+            b = b.tls_certs_only(Vec::new());
         }
         if !t.cert_file.as_os_str().is_empty() {
             let mut pem = std::fs::read(&t.cert_file)
@@ -179,9 +202,10 @@ fn build_client(h: Option<&HostConfig>) -> Result<reqwest::Client> {
         if t.insecure_skip_verify {
             b = b.tls_danger_accept_invalid_certs(true);
         }
+    } else if own_roots_only {
+        b = b.tls_certs_only(Vec::new());
     }
-    b.build()
-        .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))
+    Ok(b)
 }
 
 #[cfg(test)]
