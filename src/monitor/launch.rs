@@ -401,14 +401,12 @@ unsafe fn child(p: &Prepared, err: RawFd) -> ! {
     }
 }
 
-/// The mount flags (`MS_*`) a remount must repeat, from `statvfs`'s `f_flag` (`ST_*`): noexec and the
-/// atime mode (none of `ST_NOATIME`/`ST_RELATIME` is strictatime).
+/// The mount flags (`MS_*`) a remount must repeat, from `statvfs`'s `f_flag` (`ST_*`): the atime mode
+/// (none of `ST_NOATIME`/`ST_RELATIME` is strictatime). Not noexec: the pause must exec, and crustd
+/// gives its root a mount of its own without it (`oci::pause::prepare_rootfs`).
 fn locked_flags(st: libc::c_ulong) -> libc::c_ulong {
     let has = |f: libc::c_ulong| st & f != 0;
     let mut ms = 0;
-    if has(libc::ST_NOEXEC) {
-        ms |= libc::MS_NOEXEC;
-    }
     if has(libc::ST_NODIRATIME) {
         ms |= libc::MS_NODIRATIME;
     }
@@ -426,17 +424,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_remount_keeps_noexec_and_the_atime_mode() {
+    fn a_remount_keeps_the_atime_mode() {
         let relatime = libc::ST_NOSUID | libc::ST_NODEV | libc::ST_RELATIME;
         assert_eq!(locked_flags(relatime), libc::MS_RELATIME);
         assert_eq!(
             locked_flags(libc::ST_NOSUID | libc::ST_NODEV),
             libc::MS_STRICTATIME
         );
-        assert_eq!(
-            locked_flags(libc::ST_NOEXEC | libc::ST_NOATIME),
-            libc::MS_NOEXEC | libc::MS_NOATIME
-        );
+        assert_eq!(locked_flags(libc::ST_NOEXEC | libc::ST_NOATIME), libc::MS_NOATIME);
     }
 
     #[test]

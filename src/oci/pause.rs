@@ -58,7 +58,25 @@ pub fn prepare_rootfs(dir: &Path, pause_binary: &Path) -> Result<()> {
             return Err(Error::io(format!("rename to {}", target.display()), e));
         }
     }
-    Ok(())
+    exec_mount(dir)
+}
+
+/// Gives `dir` a mount of its own without `noexec` when the filesystem under it has it (Debian mounts
+/// /run noexec): a pause in a user namespace inherits the flags of the mount its root is bound from,
+/// locked, and could neither exec from it nor remount it without them. Idempotent.
+fn exec_mount(dir: &Path) -> Result<()> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let noexec = |p: &Path| statvfs(p).is_ok_and(|s| s.flags().contains(FsFlags::ST_NOEXEC));
+    if !noexec(dir) {
+        return Ok(());
+    }
+    let none: Option<&str> = None;
+    mount(Some(dir), dir, none, MsFlags::MS_BIND, none)
+        .map_err(|e| Error::io(format!("bind {} onto itself", dir.display()), e.into()))?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(none, dir, none, flags, none)
+        .map_err(|e| Error::io(format!("remount {} exec", dir.display()), e.into()))
 }
 
 fn write_if_changed(path: &Path, data: &[u8]) -> Result<()> {
