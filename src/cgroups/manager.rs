@@ -426,9 +426,22 @@ mod tests {
         let (sd, rec) = systemd();
         rec.fail.lock().unwrap().push("crust-monitor-p1.scope".into());
         let pod = sd.pod_cgroup("", "p1").unwrap();
-        assert!(sd.place_pause(&pod, "p1", 100, 101).await.is_err());
+        // A monitor that runs (this process) and cannot be placed fails the pod.
+        assert!(sd.place_pause(&pod, "p1", std::process::id(), 101).await.is_err());
         assert_eq!(rec.started_names(), vec!["crust-pause-p1.scope"]);
         assert_eq!(rec.stopped_names(), vec!["crust-pause-p1.scope"]);
+    }
+
+    #[tokio::test]
+    async fn a_monitor_gone_before_its_placement_is_not_an_error() {
+        let (sd, rec) = systemd();
+        rec.fail.lock().unwrap().push("crust-monitor-c1.scope".into());
+        // The monitor of a container that ended at once, reaped already: no such process.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        sd.place_monitor("c1", gone).await.unwrap();
+        assert!(sd.place_monitor("c1", std::process::id()).await.is_err());
     }
 
     #[tokio::test]
