@@ -47,13 +47,6 @@ EXPECTED_FAILURES=(
     # image built here can have that digest, and nothing may be fetched from outside the machine.
     'public image with digest should be pulled and removed'
 )
-# A kernel older than 6.3 (Debian 12's 6.1, the node of `make node-test`): the overlay crust mounts over
-# idmapped layers for a pod in its own user namespace is refused there (EINVAL at fsconfig create), and
-# containerd too documents 6.3 as the minimum for user-namespaced pods. Expected on such a kernel only.
-read -r KMAJOR KMINOR < <(uname -r | sed -E 's/^([0-9]+)\.([0-9]+).*/\1 \2/')
-if [ "${KMAJOR:-0}" -lt 6 ] || { [ "${KMAJOR:-0}" -eq 6 ] && [ "${KMINOR:-0}" -lt 3 ]; }; then
-    EXPECTED_FAILURES+=('UserNamespaces when Host idmap mount support is needed runtime should support NamespaceMode_POD')
-fi
 
 REGISTRY=${CRUST_TEST_REGISTRY:-http://127.0.0.1:5000}
 REGISTRY=${REGISTRY%/}

@@ -107,14 +107,30 @@ pub fn attach(src: &Path, userns: &OwnedFd, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether pods can have user namespaces here: a user namespace can be made and a directory of `dir`'s
-/// filesystem (where the layers live) can be idmapped with it. Checked once at start-up.
+/// Whether pods can have user namespaces here: a user namespace can be made, a directory of `dir`'s
+/// filesystem (where the layers live) can be idmapped with it, and an overlay can be made over such
+/// layers as a pod's rootfs is (Debian 12's kernel 6.1 refuses that last step: EINVAL). Checked once
+/// at start-up.
 pub fn probe(dir: &Path) -> Result<()> {
     let line = "0 100000 65536\n";
     crate::sys::in_new_userns(0, line, line, |pid| {
         let fd: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
         idmapped_tree(dir, &fd, "probe").map_err(std::io::Error::other)?;
-        Ok(())
+        let base = dir.with_file_name(format!("userns-probe-{}", std::process::id()));
+        let r = probe_rootfs(&base, pid);
+        // Never into a mount left behind: only when the rootfs is not mounted (or never was).
+        let rootfs = base.join("rootfs");
+        let mounted = |p: &Path| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p)
+                .ok()
+                .zip(std::fs::metadata(base.as_path()).ok())
+                .is_some_and(|(m, b)| m.dev() != b.dev())
+        };
+        if !mounted(&rootfs) {
+            let _ = std::fs::remove_dir_all(&base);
+        }
+        r
     })
     .map_err(|e| {
         Error::io(
@@ -122,6 +138,26 @@ pub fn probe(dir: &Path) -> Result<()> {
             e,
         )
     })
+}
+
+/// A one-layer rootfs under `base` for the user namespace of process `pid`, mounted and unmounted.
+fn probe_rootfs(base: &Path, pid: i32) -> std::io::Result<()> {
+    let lower = base.join("lower");
+    std::fs::create_dir_all(&lower)?;
+    std::fs::write(lower.join("probe"), b"")?;
+    let paths = super::rootfs::RootfsPaths {
+        layer_dir: base.join("layer"),
+        mountpoint: base.join("rootfs"),
+    };
+    let idmap = super::rootfs::Idmap {
+        userns: PathBuf::from(format!("/proc/{pid}/ns/user")),
+        root_uid: 100000,
+        root_gid: 100000,
+    };
+    super::rootfs::mount(&paths, &[lower], Some(&idmap)).map_err(std::io::Error::other)?;
+    let seen = std::fs::metadata(paths.mountpoint.join("probe"));
+    super::rootfs::unmount(&paths.mountpoint).map_err(std::io::Error::other)?;
+    seen.map(drop)
 }
 
 /// The staging directory of a rootfs's idmapped layers, and the mounts attached in it.

@@ -59,6 +59,14 @@ fn host_uid(pid: u32) -> u32 {
 #[tokio::test]
 async fn a_pod_in_its_own_user_namespace_is_root_inside_and_unprivileged_outside() {
     let e = env().await;
+    // The start-up probe (an overlay over an idmapped layer) left nothing in crustd's root.
+    let left: Vec<_> = std::fs::read_dir(&e.c.root)
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("userns-probe"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let st =
         e.c.runtime()
             .await
