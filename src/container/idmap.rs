@@ -116,21 +116,10 @@ pub fn probe(dir: &Path) -> Result<()> {
     crate::sys::in_new_userns(0, line, line, |pid| {
         let fd: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
         idmapped_tree(dir, &fd, "probe").map_err(std::io::Error::other)?;
-        let base = dir.with_file_name(format!("userns-probe-{}", std::process::id()));
-        let r = probe_rootfs(&base, pid);
-        // Never into a mount left behind: only when the rootfs is not mounted (or never was).
-        let rootfs = base.join("rootfs");
-        let mounted = |p: &Path| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(p)
-                .ok()
-                .zip(std::fs::metadata(base.as_path()).ok())
-                .is_some_and(|(m, b)| m.dev() != b.dev())
-        };
-        if !mounted(&rootfs) {
-            let _ = std::fs::remove_dir_all(&base);
-        }
-        r
+        probe_rootfs(
+            &dir.with_file_name(format!("userns-probe-{}", std::process::id())),
+            pid,
+        )
     })
     .map_err(|e| {
         Error::io(
@@ -140,11 +129,10 @@ pub fn probe(dir: &Path) -> Result<()> {
     })
 }
 
-/// A one-layer rootfs under `base` for the user namespace of process `pid`, mounted and unmounted.
+/// A one-layer rootfs under `base` for the user namespace of process `pid`, mounted and unmounted;
+/// `base` is removed again, unless the rootfs could not be unmounted (never recursively into a mount).
 fn probe_rootfs(base: &Path, pid: i32) -> std::io::Result<()> {
     let lower = base.join("lower");
-    std::fs::create_dir_all(&lower)?;
-    std::fs::write(lower.join("probe"), b"")?;
     let paths = super::rootfs::RootfsPaths {
         layer_dir: base.join("layer"),
         mountpoint: base.join("rootfs"),
@@ -154,10 +142,24 @@ fn probe_rootfs(base: &Path, pid: i32) -> std::io::Result<()> {
         root_uid: 100000,
         root_gid: 100000,
     };
-    super::rootfs::mount(&paths, &[lower], Some(&idmap)).map_err(std::io::Error::other)?;
-    let seen = std::fs::metadata(paths.mountpoint.join("probe"));
-    super::rootfs::unmount(&paths.mountpoint).map_err(std::io::Error::other)?;
-    seen.map(drop)
+    let mounted = std::fs::create_dir_all(&lower)
+        .and_then(|()| std::fs::write(lower.join("probe"), b""))
+        .and_then(|()| {
+            super::rootfs::mount(&paths, std::slice::from_ref(&lower), Some(&idmap))
+                .map_err(std::io::Error::other)
+        });
+    // A failed mount leaves nothing mounted (`rootfs::mount` rolls back).
+    let r = match mounted {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let seen = std::fs::metadata(paths.mountpoint.join("probe"));
+            // Still mounted: `base` stays as it is.
+            super::rootfs::unmount(&paths.mountpoint).map_err(std::io::Error::other)?;
+            seen.map(drop)
+        }
+    };
+    let _ = std::fs::remove_dir_all(base);
+    r
 }
 
 /// The staging directory of a rootfs's idmapped layers, and the mounts attached in it.

@@ -84,12 +84,17 @@ fn oom_source(text: &str, exists: impl Fn(&str) -> bool) -> Option<OomSource> {
             v2 = Some(path);
         }
     }
-    let p = v2?;
+    v2_memory_events(v2?, exists).map(OomSource::V2)
+}
+
+/// The `memory.events` of v2 cgroup `rel` (from the root), in the unified hierarchy of a hybrid host or
+/// at the root of a pure v2 one, whichever `exists`.
+fn v2_memory_events(rel: &str, exists: impl Fn(&str) -> bool) -> Option<String> {
+    let rel = rel.trim_start_matches('/');
     ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
         .iter()
-        .map(|base| format!("{base}{p}/memory.events"))
+        .map(|base| format!("{base}/{rel}/memory.events"))
         .find(|f| exists(f))
-        .map(OomSource::V2)
 }
 
 /// The v2 `memory.events` of the parent of a container's cgroup, from its spec's `cgroupsPath`
@@ -97,11 +102,7 @@ fn oom_source(text: &str, exists: impl Fn(&str) -> bool) -> Option<OomSource> {
 /// there.
 pub fn parent_memory_events(cgroups_path: &str) -> Option<CString> {
     let parent = parent_cgroup(cgroups_path)?;
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .iter()
-        .map(|base| format!("{base}/{parent}/memory.events"))
-        .find(|f| std::path::Path::new(f).exists())
-        .and_then(|f| CString::new(f).ok())
+    v2_memory_events(&parent, |f| std::path::Path::new(f).exists()).and_then(|f| CString::new(f).ok())
 }
 
 /// The parent of a container's cgroup, relative to the hierarchy's root, from its `cgroupsPath`.

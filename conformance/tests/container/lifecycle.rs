@@ -202,14 +202,8 @@ async fn containers_outlive_crustd() {
     )
     .await;
     let orphan_pid: i32 = pid_of(&e, &orphan).trim().parse().unwrap();
-    let monitor_pid: i32 =
-        std::fs::read_to_string(e.c.state.join("containers").join(&orphan).join("monitor.pid"))
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+    let monitor_pid =
+        crust::monitor::monitor_pid(&e.c.state.join("containers").join(&orphan)).unwrap() as i32;
 
     e.c.kill9();
     // A monitor that dies with crustd down leaves no exit file: its container's end is unknown.
@@ -414,9 +408,7 @@ async fn under_a_notify_socket_crustd_is_ready_and_containers_start() {
     let st = status(&e, &id).await;
     assert_eq!(st.state, ContainerState::ContainerRunning as i32, "{st:?}");
     // crustd's children (here the container's monitor, which runs runc) do not inherit it.
-    let monitor =
-        std::fs::read_to_string(e.c.state.join("containers").join(&id).join("monitor.pid")).unwrap();
-    let monitor = monitor.split_whitespace().next().unwrap();
+    let monitor = crust::monitor::monitor_pid(&e.c.state.join("containers").join(&id)).unwrap();
     let environ = std::fs::read(format!("/proc/{monitor}/environ")).unwrap();
     assert!(
         !environ
