@@ -11,8 +11,10 @@
 //! dropped unwaited: its orphan queue still waits for it by pid, so it stays owned until then).
 //!
 //! The reaper ([`run`]) wakes at SIGCHLD (tokio's process driver listens to the same signal and only
-//! ever waits for its own children by pid, so nobody waits with -1) and every few seconds, lists
-//! crustd's children (`/proc/self/task/*/children`, with a full `/proc` scan now and then as those
+//! ever waits for its own children by pid, so nobody waits with -1) and every few seconds, asks the
+//! kernel whether any child is a zombie at all (`waitid(P_ALL, WNOWAIT)`, which reaps nothing: with
+//! hundreds of monitors as children, the common answer costs one syscall instead of a file per child),
+//! and only then lists crustd's children (`/proc/self/task/*/children`, with a full `/proc` scan now and then as those
 //! files may miss a child that moves between threads), and `waitpid(pid, WNOHANG)`s each zombie that
 //! is not owned. An adopted process whose status crustd does want (a tty exec's process) is
 //! [`claim`]ed under the same lock as soon as crustd knows its pid: from then on it is owned (so its
@@ -205,6 +207,10 @@ pub async fn run() {
 
 /// One pass: reaps every zombie child that is not owned; returns how many.
 pub fn scan(full: bool) -> usize {
+    if !zombie_child() {
+        forget_owned_gone(&mut lock());
+        return 0;
+    }
     let me = std::process::id() as i32;
     let children = if full { None } else { children_from_tasks() };
     reap_among(&children.unwrap_or_else(|| children_from_proc(me)))
@@ -214,9 +220,7 @@ pub fn scan(full: bool) -> usize {
 fn reap_among(children: &[i32]) -> usize {
     let me = std::process::id() as i32;
     let mut reg = lock();
-    // Forget owned pids that are no longer our children with their start time (reaped by tokio).
-    reg.owned
-        .retain(|pid, start| proc_stat(*pid).is_some_and(|s| s.ppid == me && s.start == *start));
+    forget_owned_gone(&mut reg);
     let now = Instant::now();
     reg.reaped
         .retain(|_, (t, _)| now.duration_since(*t) < KEEP_STATUS);
@@ -244,6 +248,36 @@ fn reap_among(children: &[i32]) -> usize {
         }
     }
     n
+}
+
+/// Forgets owned pids that are no longer crustd's children with their start time (tokio reaped them).
+fn forget_owned_gone(reg: &mut Registry) {
+    let me = std::process::id() as i32;
+    reg.owned
+        .retain(|pid, start| proc_stat(*pid).is_some_and(|s| s.ppid == me && s.start == *start));
+}
+
+/// Whether any child of crustd is a zombie now (owned or not); nothing is reaped. True when the kernel
+/// cannot tell (then the scan looks).
+fn zombie_child() -> bool {
+    // SAFETY: an all-zero siginfo_t is valid; waitid writes into it and, with WNOWAIT, leaves the
+    // child waitable.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: P_ALL with a zero id and a local out-parameter; WNOHANG so it never blocks.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if r != 0 {
+        // ECHILD: no children at all.
+        return std::io::Error::last_os_error().raw_os_error() != Some(libc::ECHILD);
+    }
+    // SAFETY: waitid filled `info` (si_pid stays 0 when no child was waitable).
+    unsafe { info.si_pid() != 0 }
 }
 
 /// What the reaper reads of `/proc/<pid>/stat`.
@@ -311,6 +345,26 @@ mod tests {
         assert_eq!(st.ppid, unsafe { libc::getppid() });
         assert!(st.start > 0);
         assert!(!st.comm.is_empty());
+    }
+
+    #[test]
+    fn a_zombie_child_is_seen_and_left_waitable() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        std::mem::forget(child);
+        let zombie = || proc_stat(pid).is_some_and(|s| s.state == 'Z');
+        for _ in 0..250 {
+            if zombie() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(zombie());
+        assert!(zombie_child());
+        assert!(zombie(), "waitid with WNOWAIT reaped the child");
+        let mut status = 0;
+        // SAFETY: waitpid on this test's own zombie child, into a local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     }
 
     #[tokio::test]

@@ -400,6 +400,30 @@ async fn invalid_requests_name_the_field() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("runtime_handler"), "{}", e.message());
     assert!(list(&c, None).await.is_empty());
+    // The two lists (served from responses encoded by the core) refuse a state no enum has.
+    let mut rt = c.runtime().await;
+    let e = rt
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                state: Some(PodSandboxStateValue { state: 7 }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("filter.state.state"), "{}", e.message());
+    let e = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                state: Some(ContainerStateValue { state: -1 }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("filter.state.state"), "{}", e.message());
 }
 
 #[tokio::test]

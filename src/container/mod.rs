@@ -206,7 +206,12 @@ impl Inner {
     /// Whether a record's exit may have to be taken from its exit file: started, not known to have
     /// exited, and its monitor not watched (a watched monitor's exit is taken by its watcher).
     fn needs_refresh(&self, rec: &ContainerRecord) -> bool {
-        !rec.exited && rec.step == Step::Created && rec.started_at != 0 && !self.running.contains(&rec.id)
+        Self::needs_refresh_among(rec, &self.running.watched())
+    }
+
+    /// `needs_refresh`, with the watched IDs already locked (`Running::watched`).
+    fn needs_refresh_among(rec: &ContainerRecord, watched: &std::collections::HashSet<String>) -> bool {
+        !rec.exited && rec.step == Step::Created && rec.started_at != 0 && !watched.contains(&rec.id)
     }
 
     /// Takes a new exit from the exit file into the record (and saves it). A container not started yet

@@ -44,4 +44,9 @@ impl Running {
     pub fn contains(&self, id: &str) -> bool {
         lock(&self.ids).contains(id)
     }
+
+    /// The watched IDs, locked: a list asks about every record under one lock, not one lock each.
+    pub fn watched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        lock(&self.ids)
+    }
 }

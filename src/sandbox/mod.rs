@@ -306,8 +306,13 @@ impl Inner {
 
     /// Ready: created, not stopped, and the pause still runs.
     fn is_ready(&self, rec: &PodRecord) -> bool {
+        self.is_ready_among(rec, &self.running.watched())
+    }
+
+    /// `is_ready`, with the watched pause IDs already locked (`Running::watched`).
+    fn is_ready_among(&self, rec: &PodRecord, watched: &std::collections::HashSet<String>) -> bool {
         rec.state == PodState::Ready
-            && (self.running.contains(&rec.id) || !pause::exited(&self.pause_dir(&rec.id)))
+            && (watched.contains(&rec.id) || !pause::exited(&self.pause_dir(&rec.id)))
     }
 
     /// Watches the pause's monitor of a ready pod (see `is_ready`); when the pause dies on its own, the

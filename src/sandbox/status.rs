@@ -1,6 +1,6 @@
 //! PodSandboxStatus and ListPodSandbox, served from memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cri_api::v1;
 
@@ -18,7 +18,12 @@ pub struct ListFilter {
 
 impl Inner {
     fn cri_state(&self, rec: &PodRecord) -> v1::PodSandboxState {
-        if self.is_ready(rec) {
+        self.cri_state_among(rec, &self.running.watched())
+    }
+
+    /// `cri_state`, with the watched pause IDs already locked.
+    fn cri_state_among(&self, rec: &PodRecord, watched: &HashSet<String>) -> v1::PodSandboxState {
+        if self.is_ready_among(rec, watched) {
             v1::PodSandboxState::SandboxReady
         } else {
             v1::PodSandboxState::SandboxNotready
@@ -72,6 +77,27 @@ impl Sandboxes {
         Ok((status, info))
     }
 
+    /// ListPodSandbox's response, encoded (`v1::ListPodSandboxResponse`): the same pods in the same
+    /// order as [`Sandboxes::list`], written from the records under the lock without building them.
+    pub fn list_encoded(&self, f: &ListFilter) -> Vec<u8> {
+        let inner = &self.inner;
+        inner.with_pods(|pods| {
+            let watched = inner.running.watched();
+            let mut items = crate::wire::Items::with_capacity(pods.len(), 256);
+            for r in pods.values() {
+                if !(f.id.is_empty() || r.id.starts_with(&f.id)) || !labels_match(&f.labels, &r.labels) {
+                    continue;
+                }
+                let state = inner.cri_state_among(r, &watched);
+                if f.state.is_some_and(|s| s != state) {
+                    continue;
+                }
+                items.push((r.created_at, r.id.as_str()), |b| encode_pod(r, state, b));
+            }
+            items.into_message(1)
+        })
+    }
+
     /// ListPodSandbox, built under the lock without copying the records.
     pub fn list(&self, f: &ListFilter) -> Vec<v1::PodSandbox> {
         let inner = &self.inner;
@@ -84,21 +110,45 @@ impl Sandboxes {
                     if f.state.is_some_and(|s| s != state) {
                         return None;
                     }
-                    Some(v1::PodSandbox {
-                        id: r.id.clone(),
-                        metadata: Some(metadata(r)),
-                        state: state as i32,
-                        created_at: r.created_at,
-                        labels: r.labels.clone(),
-                        annotations: r.annotations.clone(),
-                        runtime_handler: r.runtime_handler.clone(),
-                    })
+                    Some(pod_of(r, state))
                 })
                 .collect()
         });
         out.sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
     }
+}
+
+/// One `v1::PodSandbox` of ListPodSandbox.
+fn pod_of(r: &PodRecord, state: v1::PodSandboxState) -> v1::PodSandbox {
+    v1::PodSandbox {
+        id: r.id.clone(),
+        metadata: Some(metadata(r)),
+        state: state as i32,
+        created_at: r.created_at,
+        labels: r.labels.clone(),
+        annotations: r.annotations.clone(),
+        runtime_handler: r.runtime_handler.clone(),
+    }
+}
+
+/// [`pod_of`] encoded (the message's body, without key and length) straight from the record.
+fn encode_pod(r: &PodRecord, state: v1::PodSandboxState, buf: &mut Vec<u8>) {
+    use crate::wire::{put_map, put_msg_head, put_str, put_varint, str_len, varint_len};
+    let meta =
+        str_len(1, &r.name) + str_len(2, &r.uid) + str_len(3, &r.namespace) + varint_len(4, r.attempt.into());
+    let state = state as i32 as u64;
+    put_str(1, &r.id, buf);
+    put_msg_head(2, meta, buf);
+    put_str(1, &r.name, buf);
+    put_str(2, &r.uid, buf);
+    put_str(3, &r.namespace, buf);
+    put_varint(4, r.attempt.into(), buf);
+    put_varint(3, state, buf);
+    put_varint(4, r.created_at as u64, buf);
+    put_map(5, &r.labels, buf);
+    put_map(6, &r.annotations, buf);
+    put_str(7, &r.runtime_handler, buf);
 }
 
 /// A pod's CRI status (without the verbose info).
@@ -128,6 +178,48 @@ fn status_of(inner: &Inner, rec: &PodRecord) -> v1::PodSandboxStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
+
+    #[test]
+    fn encoded_pod_is_the_built_one() {
+        let pod = |id: &str, created_at: i64, attempt: u32, labels: serde_json::Value| -> PodRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "name": "web-0", "namespace": "Default", "uid": "u-1", "attempt": attempt,
+                "state": "ready", "step": "ready", "created_at": created_at, "labels": labels,
+                "annotations": {"kubernetes.io/config.seen": "2026", "": "x".repeat(200)},
+                "hostname": "h", "log_directory": "/var/log/pods/x", "runtime_handler": "",
+                "namespaces": {"network": 0, "pid": 1, "ipc": 0}, "cgroup": null, "netns": null,
+                "network": null,
+            }))
+            .unwrap()
+        };
+        let recs = [
+            (
+                pod("b", 9, 1, serde_json::json!({"app": "web", "t": ""})),
+                v1::PodSandboxState::SandboxReady,
+            ),
+            (
+                pod("a", 9, 0, serde_json::json!({})),
+                v1::PodSandboxState::SandboxNotready,
+            ),
+            (
+                pod("c", -1, 2, serde_json::json!({"app": "x"})),
+                v1::PodSandboxState::SandboxReady,
+            ),
+        ];
+        let mut items = crate::wire::Items::with_capacity(3, 256);
+        for (r, state) in &recs {
+            let mut got = Vec::new();
+            encode_pod(r, *state, &mut got);
+            let want = pod_of(r, *state);
+            assert_eq!(v1::PodSandbox::decode(&got[..]).unwrap(), want, "{}", r.id);
+            assert_eq!(got.len(), want.encoded_len(), "{}", r.id);
+            items.push((r.created_at, r.id.as_str()), |b| encode_pod(r, *state, b));
+        }
+        let list = v1::ListPodSandboxResponse::decode(&items.into_message(1)[..]).unwrap();
+        let ids: Vec<_> = list.items.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+    }
 
     #[test]
     fn label_selector() {

@@ -104,11 +104,8 @@ pub async fn remove_container(
     Ok(v1::RemoveContainerResponse {})
 }
 
-/// `ListContainers`.
-pub async fn list_containers(
-    d: &Daemon,
-    req: v1::ListContainersRequest,
-) -> Result<v1::ListContainersResponse> {
+/// ListContainers' filter from the request (an unknown state is refused).
+fn list_filter(req: v1::ListContainersRequest) -> Result<ListFilter> {
     let f = req.filter.unwrap_or_default();
     let state = match f.state {
         None => None,
@@ -119,13 +116,26 @@ pub async fn list_containers(
             )
         })?),
     };
-    let containers = d.list_containers(&ListFilter {
+    Ok(ListFilter {
         id: f.id,
         state,
         pod_id: f.pod_sandbox_id,
         labels: f.label_selector,
-    });
+    })
+}
+
+/// `ListContainers`.
+pub async fn list_containers(
+    d: &Daemon,
+    req: v1::ListContainersRequest,
+) -> Result<v1::ListContainersResponse> {
+    let containers = d.list_containers(&list_filter(req)?);
     Ok(v1::ListContainersResponse { containers })
+}
+
+/// `ListContainers`, its response encoded by the core (what crustd serves; see `lists`).
+pub async fn list_containers_encoded(d: &Daemon, req: v1::ListContainersRequest) -> Result<Vec<u8>> {
+    Ok(d.list_containers_encoded(&list_filter(req)?))
 }
 
 /// `ContainerStatus`.

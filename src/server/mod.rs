@@ -2,7 +2,8 @@
 //! request, call one core function on the `Daemon`, and map its error (`status`). A tracing span per
 //! request names the RPC. Each accepted connection goes through `authority`, which answers clients that
 //! send the socket path as `:authority` (gRPC's C core, grpc-java). `rpc_metrics` counts and times
-//! each request; `metrics_http` serves `/metrics`.
+//! each request; `metrics_http` serves `/metrics`. `lists` answers the two lists kubelet relists every
+//! second with responses the core encodes straight from its records.
 
 pub mod admin;
 mod authority;
@@ -13,6 +14,7 @@ mod image;
 mod images;
 mod inflight;
 mod info;
+mod lists;
 pub mod metrics_http;
 mod rpc_metrics;
 mod runtime;
@@ -24,7 +26,6 @@ mod streaming;
 use std::sync::Arc;
 
 use cri_api::v1::image_service_server::ImageServiceServer;
-use cri_api::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use socket::{SocketError, bind};
 
@@ -63,15 +64,11 @@ pub async fn serve(
         .layer(inflight.clone())
         .layer(rpc_metrics::RpcMetrics)
         .layer(deadline::Deadline)
-        .add_service(
-            RuntimeServiceServer::new(cri.clone())
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(64 << 20),
-        )
+        .add_service(lists::Runtime::new(cri.clone()))
         .add_service(
             ImageServiceServer::new(cri)
-                .max_decoding_message_size(16 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(lists::MAX_DECODING)
+                .max_encoding_message_size(lists::MAX_ENCODING),
         )
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;

@@ -49,11 +49,8 @@ pub async fn pod_sandbox_status(
     })
 }
 
-/// `ListPodSandbox`.
-pub async fn list_pod_sandbox(
-    d: &Daemon,
-    req: v1::ListPodSandboxRequest,
-) -> Result<v1::ListPodSandboxResponse> {
+/// ListPodSandbox's filter from the request (an unknown state is refused).
+fn list_filter(req: v1::ListPodSandboxRequest) -> Result<ListFilter> {
     let f = req.filter.unwrap_or_default();
     let state = match f.state {
         None => None,
@@ -64,12 +61,25 @@ pub async fn list_pod_sandbox(
             )
         })?),
     };
-    let items = d.sandboxes.list(&ListFilter {
+    Ok(ListFilter {
         id: f.id,
         state,
         labels: f.label_selector,
-    });
+    })
+}
+
+/// `ListPodSandbox`.
+pub async fn list_pod_sandbox(
+    d: &Daemon,
+    req: v1::ListPodSandboxRequest,
+) -> Result<v1::ListPodSandboxResponse> {
+    let items = d.sandboxes.list(&list_filter(req)?);
     Ok(v1::ListPodSandboxResponse { items })
+}
+
+/// `ListPodSandbox`, its response encoded by the core (what crustd serves; see `lists`).
+pub async fn list_pod_sandbox_encoded(d: &Daemon, req: v1::ListPodSandboxRequest) -> Result<Vec<u8>> {
+    Ok(d.sandboxes.list_encoded(&list_filter(req)?))
 }
 
 /// `PodSandboxStats`.

@@ -100,6 +100,23 @@ pub fn table(c: &NodeResults, d: Option<&NodeResults>) -> String {
     let _ = writeln!(
         out,
         "\n{:<72} {:>9} {:>14} {:>7}",
+        "daemon CPU per call, 500 sent back to back (us, not a goal)", "crust", "containerd", "ratio"
+    );
+    for name in ["ListPodSandbox", "ListContainers", "PodSandboxStatus"] {
+        let a = c.cpu_per_call_us.get(name).copied();
+        let b = d.and_then(|d| d.cpu_per_call_us.get(name).copied());
+        let _ = writeln!(
+            out,
+            "{:<72} {:>9} {:>14} {:>7}",
+            name,
+            ms(a),
+            ms(b),
+            r(ratio(a, b))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<72} {:>9} {:>14} {:>7}",
         "node costs", "crust", "containerd", "ratio"
     );
     let dn = |f: &dyn Fn(&NodeResults) -> Option<f64>| d.and_then(f);

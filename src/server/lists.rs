@@ -1,0 +1,150 @@
+//! ListPodSandbox and ListContainers, which kubelet sends every second, answered with the response the
+//! core encodes straight from its records (`crate::wire`) rather than built as messages for prost to
+//! encode: [`Runtime`] sits in front of the generated `RuntimeServiceServer`, takes those two paths
+//! (same request decoding, validation, size limits and error mapping) and passes every other call on.
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BufMut;
+use cri_api::v1;
+use cri_api::v1::runtime_service_server::RuntimeServiceServer;
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Status, body::Body};
+use tonic_prost::ProstDecoder;
+
+use super::status::respond;
+use super::{Cri, container, sandbox};
+use crate::daemon::Daemon;
+
+const LIST_CONTAINERS: &str = "/runtime.v1.RuntimeService/ListContainers";
+const LIST_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/ListPodSandbox";
+
+/// The request size crustd takes, and the response size it sends, on every RuntimeService call.
+pub const MAX_DECODING: usize = 16 << 20;
+pub const MAX_ENCODING: usize = 64 << 20;
+
+type BoxFuture<T, E> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+/// `RuntimeService`, its two lists served from encoded responses.
+#[derive(Clone)]
+pub struct Runtime {
+    generated: RuntimeServiceServer<Cri>,
+    d: Arc<Daemon>,
+}
+
+impl Runtime {
+    /// The service over `cri`.
+    pub fn new(cri: Cri) -> Self {
+        Runtime {
+            d: Arc::clone(&cri.d),
+            generated: RuntimeServiceServer::new(cri)
+                .max_decoding_message_size(MAX_DECODING)
+                .max_encoding_message_size(MAX_ENCODING),
+        }
+    }
+}
+
+impl NamedService for Runtime {
+    const NAME: &'static str = <RuntimeServiceServer<Cri> as NamedService>::NAME;
+}
+
+impl tower::Service<http::Request<Body>> for Runtime {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let d = Arc::clone(&self.d);
+        match req.uri().path() {
+            LIST_CONTAINERS => Box::pin(async move { Ok(grpc().unary(ListContainers(d), req).await) }),
+            LIST_POD_SANDBOX => Box::pin(async move { Ok(grpc().unary(ListPodSandbox(d), req).await) }),
+            _ => self.generated.call(req),
+        }
+    }
+}
+
+fn grpc<U: prost::Message + Default + Send + 'static>() -> Grpc<Raw<U>> {
+    Grpc::new(Raw(PhantomData)).apply_max_message_size_config(Some(MAX_DECODING), Some(MAX_ENCODING))
+}
+
+struct ListContainers(Arc<Daemon>);
+
+impl UnaryService<v1::ListContainersRequest> for ListContainers {
+    type Response = Encoded;
+    type Future = BoxFuture<tonic::Response<Encoded>, Status>;
+
+    fn call(&mut self, r: tonic::Request<v1::ListContainersRequest>) -> Self::Future {
+        let d = Arc::clone(&self.0);
+        Box::pin(async move {
+            respond(
+                container::list_containers_encoded(&d, r.into_inner())
+                    .await
+                    .map(Encoded),
+            )
+        })
+    }
+}
+
+struct ListPodSandbox(Arc<Daemon>);
+
+impl UnaryService<v1::ListPodSandboxRequest> for ListPodSandbox {
+    type Response = Encoded;
+    type Future = BoxFuture<tonic::Response<Encoded>, Status>;
+
+    fn call(&mut self, r: tonic::Request<v1::ListPodSandboxRequest>) -> Self::Future {
+        let d = Arc::clone(&self.0);
+        Box::pin(async move {
+            respond(
+                sandbox::list_pod_sandbox_encoded(&d, r.into_inner())
+                    .await
+                    .map(Encoded),
+            )
+        })
+    }
+}
+
+/// A response message already encoded.
+pub struct Encoded(Vec<u8>);
+
+/// Requests decoded by prost as usual; responses written as they come, already encoded.
+struct Raw<U>(PhantomData<U>);
+
+impl<U: prost::Message + Default + Send + 'static> Codec for Raw<U> {
+    type Encode = Encoded;
+    type Decode = U;
+    type Encoder = RawEncoder;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<U> {
+        ProstDecoder::default()
+    }
+}
+
+struct RawEncoder;
+
+impl Encoder for RawEncoder {
+    type Item = Encoded;
+    type Error = Status;
+
+    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.0);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // A node's list is some 100 KiB: room for it at once, not grown from the default 8 KiB.
+        BufferSettings::new(128 << 10, 256 << 10)
+    }
+}
