@@ -1,5 +1,5 @@
 //! Small process-level helpers shared by crustd and the monitor: subreaper, pidfds, oom_score_adj
-//! clamping, and a child in a new user namespace.
+//! clamping, a child in a new user namespace, and what crust reads of `/proc/<pid>/stat`.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -14,6 +14,27 @@ pub fn set_child_subreaper() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// What crust reads of `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    pub state: char,
+    pub ppid: u32,
+    /// Start time in clock ticks since boot (with the pid, it names one process).
+    pub start: u64,
+}
+
+/// A process's [`ProcStat`].
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    // Fields after the comm start at field 3 (state), then ppid; starttime is field 22.
+    let state = f.next()?.chars().next()?;
+    let ppid = f.next()?.parse().ok()?;
+    let start = f.nth(17)?.parse().ok()?;
+    Some(ProcStat { state, ppid, start })
 }
 
 /// Whether the process a pidfd names is still alive (signal 0 through the pidfd).
@@ -154,4 +175,17 @@ pub fn set_fs_ids_keeping_caps(uid: u32, gid: u32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_of_self() {
+        let st = proc_stat(std::process::id()).unwrap();
+        assert!(matches!(st.state, 'R' | 'S'), "{st:?}");
+        assert!(st.start > 0);
+        assert_eq!(st.ppid, std::os::unix::process::parent_id());
+    }
 }

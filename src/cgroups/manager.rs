@@ -272,13 +272,7 @@ pub fn check_config_parent(d: Driver, parent: &str) -> std::result::Result<(), S
 
 /// Whether process `pid` is running (not gone, not a zombie waiting to be reaped).
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-        })
-        .is_some_and(|zombie| !zombie)
+    crate::sys::proc_stat(pid).is_some_and(|s| s.state != 'Z')
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::config::Config;
 use crate::error::ResultExt;
+use crate::sys::proc_stat;
 use crate::{Error, Result};
 
 /// How long `runtime run` (or `create`) may take before `spawn` gives up.
@@ -197,27 +198,6 @@ fn reap_on_exit(pid: u32) {
 /// not our child.
 fn try_reap(pid: i32) -> bool {
     crate::reaper::take_status(pid) != crate::reaper::Waited::Running
-}
-
-/// What crust reads of `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ProcStat {
-    pub state: char,
-    pub ppid: u32,
-    /// Start time in clock ticks since boot (with the pid, it names one process).
-    pub start: u64,
-}
-
-/// A process's [`ProcStat`].
-pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut f = rest.split_ascii_whitespace();
-    // Fields after the comm start at field 3 (state), then ppid; starttime is field 22.
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    let start = f.nth(17)?.parse().ok()?;
-    Some(ProcStat { state, ppid, start })
 }
 
 /// The monitor's pid from `monitor.pid`, whether or not it still runs.
@@ -468,14 +448,6 @@ async fn request(state_dir: &Path, line: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_stat_of_self() {
-        let st = proc_stat(std::process::id()).unwrap();
-        assert!(matches!(st.state, 'R' | 'S'), "{st:?}");
-        assert!(st.start > 0);
-        assert_eq!(st.ppid, std::os::unix::process::parent_id());
-    }
 
     #[test]
     fn liveness_needs_matching_start_time() {

@@ -501,7 +501,7 @@ fn create_error(runtime_log: &Path, stderr: &[u8], status: libc::c_int, run: boo
 /// `monitor.pid`: `<pid> <start time>`, written atomically in the cwd (the state dir).
 fn write_pid_file() -> std::io::Result<()> {
     let me = std::process::id();
-    let start = super::client::proc_stat(me).map(|s| s.start).unwrap_or(0);
+    let start = crate::sys::proc_stat(me).map(|s| s.start).unwrap_or(0);
     let tmp = format!(".{MONITOR_PID_FILE}.tmp");
     std::fs::write(&tmp, format!("{me} {start}\n"))?;
     std::fs::rename(&tmp, MONITOR_PID_FILE)

@@ -77,21 +77,32 @@ impl Sandboxes {
         Ok((status, info))
     }
 
-    /// ListPodSandbox's response, encoded (`v1::ListPodSandboxResponse`): the same pods in the same
-    /// order as [`Sandboxes::list`], written from the records under the lock without building them.
-    pub fn list_encoded(&self, f: &ListFilter) -> Vec<u8> {
+    /// `g` over the pods matching `f`, each with its state, under the pods lock (and the watched pauses
+    /// locked once, not once per pod): what both lists are built from.
+    fn with_matching<T>(
+        &self,
+        f: &ListFilter,
+        g: impl FnOnce(&mut dyn Iterator<Item = (&PodRecord, v1::PodSandboxState)>) -> T,
+    ) -> T {
         let inner = &self.inner;
         inner.with_pods(|pods| {
             let watched = inner.running.watched();
-            let mut items = crate::wire::Items::with_capacity(pods.len(), 256);
-            for r in pods.values() {
-                if !(f.id.is_empty() || r.id.starts_with(&f.id)) || !labels_match(&f.labels, &r.labels) {
-                    continue;
-                }
-                let state = inner.cri_state_among(r, &watched);
-                if f.state.is_some_and(|s| s != state) {
-                    continue;
-                }
+            let mut matching = pods
+                .values()
+                .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
+                .filter(|r| labels_match(&f.labels, &r.labels))
+                .map(|r| (r, inner.cri_state_among(r, &watched)))
+                .filter(|(_, state)| f.state.is_none_or(|s| s == *state));
+            g(&mut matching)
+        })
+    }
+
+    /// ListPodSandbox's response, encoded (`v1::ListPodSandboxResponse`): the same pods in the same
+    /// order as [`Sandboxes::list`], written from the records under the lock without building them.
+    pub fn list_encoded(&self, f: &ListFilter) -> Vec<u8> {
+        self.with_matching(f, |pods| {
+            let mut items = crate::wire::Items::with_capacity(128, 256);
+            for (r, state) in pods {
                 items.push((r.created_at, r.id.as_str()), |b| encode_pod(r, state, b));
             }
             items.into_message(1)
@@ -100,20 +111,8 @@ impl Sandboxes {
 
     /// ListPodSandbox, built under the lock without copying the records.
     pub fn list(&self, f: &ListFilter) -> Vec<v1::PodSandbox> {
-        let inner = &self.inner;
-        let mut out: Vec<v1::PodSandbox> = inner.with_pods(|pods| {
-            pods.values()
-                .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
-                .filter(|r| labels_match(&f.labels, &r.labels))
-                .filter_map(|r| {
-                    let state = inner.cri_state(r);
-                    if f.state.is_some_and(|s| s != state) {
-                        return None;
-                    }
-                    Some(pod_of(r, state))
-                })
-                .collect()
-        });
+        let mut out: Vec<v1::PodSandbox> =
+            self.with_matching(f, |pods| pods.map(|(r, state)| pod_of(r, state)).collect());
         out.sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
     }

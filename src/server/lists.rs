@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BufMut;
-use cri_api::v1;
 use cri_api::v1::runtime_service_server::RuntimeServiceServer;
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -64,50 +63,51 @@ impl tower::Service<http::Request<Body>> for Runtime {
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let d = Arc::clone(&self.d);
         match req.uri().path() {
-            LIST_CONTAINERS => Box::pin(async move { Ok(grpc().unary(ListContainers(d), req).await) }),
-            LIST_POD_SANDBOX => Box::pin(async move { Ok(grpc().unary(ListPodSandbox(d), req).await) }),
+            LIST_CONTAINERS => serve(
+                Handler {
+                    d,
+                    run: container::list_containers_encoded,
+                },
+                req,
+            ),
+            LIST_POD_SANDBOX => serve(
+                Handler {
+                    d,
+                    run: sandbox::list_pod_sandbox_encoded,
+                },
+                req,
+            ),
             _ => self.generated.call(req),
         }
     }
 }
 
-fn grpc<U: prost::Message + Default + Send + 'static>() -> Grpc<Raw<U>> {
-    Grpc::new(Raw(PhantomData)).apply_max_message_size_config(Some(MAX_DECODING), Some(MAX_ENCODING))
+/// One call of `handler`, its request decoded as the generated server decodes it, its response
+/// written as it comes.
+fn serve<U: prost::Message + Default + Send + 'static>(
+    handler: Handler<U>,
+    req: http::Request<Body>,
+) -> BoxFuture<http::Response<Body>, Infallible> {
+    Box::pin(async move {
+        let mut grpc =
+            Grpc::new(Raw(PhantomData)).apply_max_message_size_config(Some(MAX_DECODING), Some(MAX_ENCODING));
+        Ok(grpc.unary(handler, req).await)
+    })
 }
 
-struct ListContainers(Arc<Daemon>);
-
-impl UnaryService<v1::ListContainersRequest> for ListContainers {
-    type Response = Encoded;
-    type Future = BoxFuture<tonic::Response<Encoded>, Status>;
-
-    fn call(&mut self, r: tonic::Request<v1::ListContainersRequest>) -> Self::Future {
-        let d = Arc::clone(&self.0);
-        Box::pin(async move {
-            respond(
-                container::list_containers_encoded(&d, r.into_inner())
-                    .await
-                    .map(Encoded),
-            )
-        })
-    }
+/// A request of type `U` answered by `run` (a handler of `container` or `sandbox`) with an encoded
+/// response.
+struct Handler<U> {
+    d: Arc<Daemon>,
+    run: fn(&Daemon, U) -> crate::Result<Vec<u8>>,
 }
 
-struct ListPodSandbox(Arc<Daemon>);
-
-impl UnaryService<v1::ListPodSandboxRequest> for ListPodSandbox {
+impl<U: Send + 'static> UnaryService<U> for Handler<U> {
     type Response = Encoded;
-    type Future = BoxFuture<tonic::Response<Encoded>, Status>;
+    type Future = std::future::Ready<Result<tonic::Response<Encoded>, Status>>;
 
-    fn call(&mut self, r: tonic::Request<v1::ListPodSandboxRequest>) -> Self::Future {
-        let d = Arc::clone(&self.0);
-        Box::pin(async move {
-            respond(
-                sandbox::list_pod_sandbox_encoded(&d, r.into_inner())
-                    .await
-                    .map(Encoded),
-            )
-        })
+    fn call(&mut self, r: tonic::Request<U>) -> Self::Future {
+        std::future::ready(respond((self.run)(&self.d, r.into_inner()).map(Encoded)))
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn list_pod_sandbox(
 }
 
 /// `ListPodSandbox`, its response encoded by the core (what crustd serves; see `lists`).
-pub async fn list_pod_sandbox_encoded(d: &Daemon, req: v1::ListPodSandboxRequest) -> Result<Vec<u8>> {
+pub fn list_pod_sandbox_encoded(d: &Daemon, req: v1::ListPodSandboxRequest) -> Result<Vec<u8>> {
     Ok(d.sandboxes.list_encoded(&list_filter(req)?))
 }
 
