@@ -31,6 +31,8 @@ pub struct Daemon {
     pub user_namespaces: std::result::Result<(), String>,
     /// The cgroup driver in effect (and, with systemd, its D-Bus connection).
     pub cgroups: Arc<crate::cgroups::Cgroups>,
+    /// PodSandboxStatus' responses by requested pod ID, at the versions of the pods and containers.
+    pub status_kept: crate::wire::Kept<String, (crate::wire::Versions, crate::wire::Versions)>,
 }
 
 impl Daemon {
@@ -73,6 +75,7 @@ impl Daemon {
             events,
             user_namespaces,
             cgroups,
+            status_kept: Default::default(),
         });
         d.recover().await;
         d.containers.start_layer_refresh(std::time::Duration::from_secs(

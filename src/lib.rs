@@ -5,8 +5,8 @@
 //! trait, runc behind it), `monitor` (the per-container monitor process and crustd's side of it),
 //! `cgroups`, `reaper` (adopted orphans), `stats` (CRI stats and metrics of pods and containers),
 //! `metrics` (crustd's own Prometheus metrics), `streaming` (exec/attach/port-forward server), `state`
-//! (records that survive a restart), `wire` (protobuf written straight from records, for the lists
-//! kubelet polls). `daemon` ties them into one value the server calls.
+//! (records that survive a restart), `wire` (protobuf written straight from records, and kept between
+//! changes, for the lists and statuses kubelet polls). `daemon` ties them into one value the server calls.
 
 pub mod cgroups;
 pub mod config;

@@ -1,7 +1,9 @@
 //! Protobuf (proto3) encoding written straight from crust's records, for the list responses kubelet asks
 //! for every second: a list of 330 containers built as `v1::Container` values costs some 20 allocations
 //! per container (cloned strings and maps) before prost encodes and drops them all; written from the
-//! records under their lock, it costs one buffer.
+//! records under their lock, it costs one buffer. Since kubelet's questions seldom have new answers,
+//! the answers are also kept: each record's entry once encoded (`Frozen`, but for its state), and whole
+//! responses while the versions of what they were made from stay the same (`Kept`).
 //!
 //! The helpers mirror prost's generated code: a scalar or string field equal to its default is left
 //! out, a message field is written with its length first (computed by the caller with the `*_len`
@@ -116,6 +118,90 @@ impl<K: Ord> Items<K> {
     }
 }
 
+/// A listed record's message body, encoded on its first list and kept, but for one varint field
+/// written at each use: its state. Every other field of a listed container or pod is fixed once it
+/// is created, so a relist copies bytes instead of walking each record's strings and maps again.
+/// A cache, not part of the record: not saved, and equal to any other.
+#[derive(Clone, Default)]
+pub struct Frozen(std::sync::OnceLock<(std::sync::Arc<[u8]>, usize)>);
+
+impl Frozen {
+    /// Writes the body with the varint field `tag` = `v` in its place: `head` writes the fields
+    /// numbered before `tag`, `tail` those after (both only on the first use).
+    pub fn put(
+        &self,
+        tag: u32,
+        v: u64,
+        buf: &mut Vec<u8>,
+        head: impl FnOnce(&mut Vec<u8>),
+        tail: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let (bytes, at) = self.0.get_or_init(|| {
+            let mut b = Vec::new();
+            head(&mut b);
+            let at = b.len();
+            tail(&mut b);
+            (b.into(), at)
+        });
+        buf.extend_from_slice(&bytes[..*at]);
+        put_varint(tag, v, buf);
+        buf.extend_from_slice(&bytes[*at..]);
+    }
+}
+
+impl PartialEq for Frozen {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Frozen {}
+
+impl std::fmt::Debug for Frozen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Frozen")
+    }
+}
+
+/// The versions of a record table and of its set of watched monitors (`crate::state::Versioned`).
+pub type Versions = (u64, u64);
+
+/// Responses kept while what they were made from stays as it was: the versions (`V`) of the records
+/// and of the watched monitors (`crate::state::Versioned`), one response per key `K` (a list's state
+/// filter: kubelet relists everything every second, and only what is running or ready every few; a
+/// pod's ID for its status, asked for every pod every second). Only a response made from those alone
+/// is kept: none that read an exit from a file. Versions only grow, so a response kept at older ones
+/// is dropped when one at newer ones comes.
+#[derive(Debug)]
+pub struct Kept<K, V>(std::sync::Mutex<Vec<(K, V, bytes::Bytes)>>);
+
+impl<K, V> Default for Kept<K, V> {
+    fn default() -> Self {
+        Kept(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<K: PartialEq, V: PartialEq + Copy> Kept<K, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(K, V, bytes::Bytes)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The response kept for `key`, if it was made at `versions`.
+    pub fn get<Q: PartialEq<K> + ?Sized>(&self, key: &Q, versions: V) -> Option<bytes::Bytes> {
+        self.lock()
+            .iter()
+            .find(|(k, v, _)| key == k && *v == versions)
+            .map(|(_, _, b)| b.clone())
+    }
+
+    /// Keeps `response`, made for `key` at `versions`.
+    pub fn put(&self, key: K, versions: V, response: bytes::Bytes) {
+        let mut kept = self.lock();
+        kept.retain(|(k, v, _)| *k != key && *v == versions);
+        kept.push((key, versions, response));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +246,29 @@ mod tests {
             v1::Container::decode(&got[..]).unwrap(),
             v1::Container::decode(&want[..]).unwrap()
         );
+    }
+
+    #[test]
+    fn kept_per_state_filter_and_versions() {
+        let kept = Kept::<Option<i32>, (u64, u64)>::default();
+        kept.put(None, (1, 1), bytes::Bytes::from_static(b"all"));
+        kept.put(Some(1), (1, 1), bytes::Bytes::from_static(b"running"));
+        assert_eq!(kept.get(&None, (1, 1)).as_deref(), Some(&b"all"[..]));
+        assert_eq!(kept.get(&Some(1), (1, 1)).as_deref(), Some(&b"running"[..]));
+        assert_eq!(kept.get(&Some(2), (1, 1)), None);
+        assert_eq!(kept.get(&None, (2, 1)), None, "records changed");
+        assert_eq!(kept.get(&None, (1, 2)), None, "watched monitors changed");
+        kept.put(None, (2, 1), bytes::Bytes::from_static(b"all2"));
+        assert_eq!(kept.get(&None, (1, 1)), None, "replaced");
+        assert_eq!(kept.get(&None, (2, 1)).as_deref(), Some(&b"all2"[..]));
+        assert_eq!(
+            kept.get(&Some(1), (1, 1)),
+            None,
+            "dropped: made at older versions"
+        );
+        let by_id = Kept::<String, u64>::default();
+        by_id.put("a".into(), 1, bytes::Bytes::from_static(b"x"));
+        assert_eq!(by_id.get("a", 1).as_deref(), Some(&b"x"[..]));
     }
 
     #[test]

@@ -620,6 +620,29 @@ async fn a_pod_whose_pause_died_while_crustd_was_down_is_not_ready_and_its_lease
 async fn a_pod_whose_pause_dies_turns_not_ready() {
     let c = start_crustd().await;
     let id = run(&c, pod("fragile")).await.unwrap();
+    let notready = Some(PodSandboxStateValue {
+        state: PodSandboxState::SandboxNotready as i32,
+    });
+    let by_state = |state| PodSandboxFilter {
+        state,
+        ..Default::default()
+    };
+    // Listed and asked twice first: crustd keeps these responses while nothing changes (but for the
+    // status' timestamp), and the pause's death changes no record, only the set of pauses it watches.
+    let mut stamps = Vec::new();
+    for _ in 0..2 {
+        let all = list(&c, None).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].state, PodSandboxState::SandboxReady as i32);
+        assert!(list(&c, Some(by_state(notready))).await.is_empty());
+        let st = status(&c, &id, false).await;
+        assert_eq!(st.status.unwrap().state, PodSandboxState::SandboxReady as i32);
+        stamps.push(st.timestamp);
+    }
+    assert!(
+        stamps[1] > stamps[0],
+        "each status has its own timestamp: {stamps:?}"
+    );
     let pid = pause_pid(&c, &id).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
@@ -635,20 +658,10 @@ async fn a_pod_whose_pause_dies_turns_not_ready() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(state, PodSandboxState::SandboxNotready as i32);
-    let notready = Some(PodSandboxStateValue {
-        state: PodSandboxState::SandboxNotready as i32,
-    });
+    assert_eq!(list(&c, Some(by_state(notready))).await.len(), 1);
     assert_eq!(
-        list(
-            &c,
-            Some(PodSandboxFilter {
-                state: notready,
-                ..Default::default()
-            })
-        )
-        .await
-        .len(),
-        1
+        list(&c, None).await[0].state,
+        PodSandboxState::SandboxNotready as i32
     );
     stop(&c, &id).await.unwrap();
     remove(&c, &id).await.unwrap();

@@ -442,6 +442,7 @@ impl Inner {
             stdin: cfg.stdin,
             stdin_once: cfg.stdin_once,
             layers: p.image.layers.clone(),
+            listed: Default::default(),
         };
         // Fully synced: the record must be on disk before the writable layer under `root` exists, so
         // that a power loss mid-create leaves a record recovery rolls back, not a leaked layer.
@@ -457,7 +458,7 @@ impl Inner {
                         Ok(())
                     }
                     Err(e) => {
-                        lock(&self.records).remove(&rec.id);
+                        self.records.write().remove(&rec.id);
                         self.undo(&rec);
                         Err(e)
                     }

@@ -55,7 +55,7 @@ impl Inner {
             inodes,
         };
         // A container removed during the walk stays forgotten.
-        if lock(&self.records).contains_key(id) {
+        if self.records.read().contains_key(id) {
             self.layer_usage.put(id, u);
         }
         u
@@ -72,7 +72,9 @@ impl Inner {
     /// One refresh: measures every running container's layer, [`CONCURRENT_WALKS`] at a time.
     /// Returns how many were measured.
     pub(super) async fn refresh_layers(self: &Arc<Self>) -> usize {
-        let ids: Vec<String> = lock(&self.records)
+        let ids: Vec<String> = self
+            .records
+            .read()
             .values()
             .filter(|r| r.started_at != 0 && !r.exited)
             .map(|r| r.id.clone())

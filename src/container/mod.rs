@@ -58,7 +58,9 @@ pub(crate) struct Inner {
     kill_timeout: Duration,
     exec_max_output: usize,
     host: spec::HostInfo,
-    records: Mutex<HashMap<String, ContainerRecord>>,
+    records: crate::state::Versioned<HashMap<String, ContainerRecord>>,
+    /// ListContainers' responses, while the records and the watched monitors stay as they were.
+    kept: crate::wire::Kept<Option<i32>, crate::wire::Versions>,
     names: Mutex<HashMap<NameKey, String>>,
     /// Creates in progress, by name: a retry waits for the result.
     inflight: Mutex<HashMap<NameKey, tokio::sync::watch::Receiver<Option<create::Shared>>>>,
@@ -132,7 +134,8 @@ impl Containers {
                 kill_timeout: Duration::from_secs(cfg.runtime.kill_timeout_seconds.max(1)),
                 exec_max_output: usize::try_from(cfg.runtime.exec_sync_max_output).unwrap_or(usize::MAX),
                 host,
-                records: Mutex::new(records),
+                records: crate::state::Versioned::new(records),
+                kept: Default::default(),
                 names: Mutex::new(names),
                 inflight: Mutex::new(HashMap::new()),
                 locks: Locks::default(),
@@ -164,7 +167,9 @@ impl Containers {
 
     /// IDs of a pod's containers.
     pub fn pod_container_ids(&self, pod_id: &str) -> Vec<String> {
-        lock(&self.inner.records)
+        self.inner
+            .records
+            .read()
             .values()
             .filter(|r| r.pod_id == pod_id)
             .map(|r| r.id.clone())
@@ -175,7 +180,7 @@ impl Containers {
 impl Inner {
     /// The full ID for `id` (exact, or a unique prefix); NotFound naming it.
     fn resolve_id(&self, id: &str) -> Result<String> {
-        let recs = lock(&self.records);
+        let recs = self.records.read();
         if recs.contains_key(id) {
             return Ok(id.to_string());
         }
@@ -192,7 +197,9 @@ impl Inner {
     /// The record, with an exit that happened since last looked at taken from the exit file.
     fn get(&self, id: &str) -> Result<ContainerRecord> {
         let id = self.resolve_id(id)?;
-        let rec = lock(&self.records)
+        let rec = self
+            .records
+            .read()
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))?;
@@ -267,7 +274,7 @@ impl Inner {
 
     fn put_with(&self, rec: ContainerRecord, durability: crate::state::Durability) -> Result<()> {
         rec.save_with(&self.dirs, durability)?;
-        let mut recs = lock(&self.records);
+        let mut recs = self.records.write();
         self.announce(recs.get(&rec.id), &rec);
         recs.insert(rec.id.clone(), rec);
         Ok(())
@@ -304,7 +311,7 @@ impl Inner {
     /// Like `put`, for callers without the container's lock: a container removed meanwhile stays
     /// removed (the check and the write happen under the records lock).
     fn put_existing(&self, rec: ContainerRecord) -> Result<()> {
-        let mut recs = lock(&self.records);
+        let mut recs = self.records.write();
         if !recs.contains_key(&rec.id) {
             return Ok(());
         }
@@ -330,7 +337,7 @@ impl Inner {
     fn forget(&self, rec: &ContainerRecord) -> Result<()> {
         lock(&self.targets).remove(&rec.id);
         {
-            let mut recs = lock(&self.records);
+            let mut recs = self.records.write();
             ContainerRecord::delete(&self.dirs, &rec.id)?;
             if recs.remove(&rec.id).is_some_and(|r| r.step == Step::Created) {
                 self.events.send(
@@ -349,7 +356,7 @@ impl Inner {
 
     /// Start-up recovery (see the module doc).
     async fn recover(self: &Arc<Self>) {
-        let all: Vec<ContainerRecord> = lock(&self.records).values().cloned().collect();
+        let all: Vec<ContainerRecord> = self.records.read().values().cloned().collect();
         for mut rec in all {
             let dir = self.dirs.container_state(&rec.id);
             if rec.step == Step::Creating {

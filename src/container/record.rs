@@ -209,6 +209,9 @@ pub struct ContainerRecord {
     /// Layer dirs (lowest first) the rootfs is made of.
     #[serde(default)]
     pub layers: Vec<PathBuf>,
+    /// ListContainers' entry, kept once written (all but the state is fixed from creation on).
+    #[serde(skip)]
+    pub listed: crate::wire::Frozen,
 }
 
 /// CRI view of a record's lifecycle state.

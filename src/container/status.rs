@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use cri_api::v1;
 
+use super::Containers;
 use super::record::{ContainerRecord, cri_state};
-use super::{Containers, lock};
 use crate::Result;
 use crate::daemon::Daemon;
 
@@ -20,6 +20,12 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
+    /// `Some(state filter)` when the filter is on the state alone (the lists whose responses are kept).
+    fn state_only(&self) -> Option<Option<i32>> {
+        (self.id.is_empty() && self.pod_id.is_empty() && self.labels.is_empty())
+            .then(|| self.state.map(|s| s as i32))
+    }
+
     fn matches(&self, r: &ContainerRecord) -> bool {
         (self.id.is_empty() || r.id.starts_with(&self.id))
             && (self.pod_id.is_empty() || r.pod_id.starts_with(&self.pod_id))
@@ -99,22 +105,25 @@ impl Containers {
     /// creations in progress are left out.
     pub fn list(&self, f: &ListFilter) -> Vec<ContainerRecord> {
         self.list_map(f, |r| r.clone())
+            .0
             .into_iter()
             .map(|(_, r)| r)
             .collect()
     }
 
     /// `list`, mapped by `map` under the records lock: only records whose exit may have to be taken
-    /// from the exit file (not watched, not known to have exited) are copied out and refreshed.
+    /// from the exit file (not watched, not known to have exited) are copied out and refreshed. With
+    /// the versions of the records and of the watched monitors it was made at, unless an exit was
+    /// looked for in a file (the versions do not cover that).
     pub(crate) fn list_map<T>(
         &self,
         f: &ListFilter,
         mut map: impl FnMut(&ContainerRecord) -> T,
-    ) -> Vec<(i64, T)> {
+    ) -> (Vec<(i64, T)>, Option<crate::wire::Versions>) {
         let mut out = Vec::new();
         let mut stale = Vec::new();
-        {
-            let recs = lock(&self.inner.records);
+        let versions = {
+            let recs = self.inner.records.read();
             let watched = self.inner.running.watched();
             for r in recs.values() {
                 // Creations in progress are left out; the ID and pod are fields no refresh changes.
@@ -130,14 +139,34 @@ impl Containers {
                     out.push((r.created_at, map(r)));
                 }
             }
-        }
+            (recs.version(), watched.version())
+        };
+        let keepable = stale.is_empty();
         for r in stale {
             let r = self.inner.refresh(r);
             if f.matches(&r) {
                 out.push((r.created_at, map(&r)));
             }
         }
-        out
+        (out, keepable.then_some(versions))
+    }
+
+    /// The versions of the records and of the watched monitors (see [`crate::wire::Kept`]).
+    pub fn versions(&self) -> crate::wire::Versions {
+        let recs = self.inner.records.read();
+        let watched = self.inner.running.watched();
+        (recs.version(), watched.version())
+    }
+
+    /// Whether a response made since `versions` were read may be kept for them: nothing changed
+    /// since, and no container's exit is to be taken from its exit file.
+    pub fn keepable_at(&self, versions: crate::wire::Versions) -> bool {
+        let recs = self.inner.records.read();
+        let watched = self.inner.running.watched();
+        (recs.version(), watched.version()) == versions
+            && !recs
+                .values()
+                .any(|r| super::Inner::needs_refresh_among(r, &watched))
     }
 }
 
@@ -160,40 +189,55 @@ fn container_of(r: &ContainerRecord) -> v1::Container {
 /// [`container_of`] encoded (the message's body, without key and length) straight from the record.
 fn encode_container(r: &ContainerRecord, buf: &mut Vec<u8>) {
     use crate::wire::{map_len, put_map, put_msg_head, put_str, put_varint, str_len, varint_len};
-    let meta = str_len(1, &r.name) + varint_len(2, r.attempt.into());
-    let image =
-        str_len(1, &r.image) + map_len(2, &r.image_annotations) + str_len(18, &r.user_specified_image);
-    let state = cri_state(r) as i32 as u64;
-    put_str(1, &r.id, buf);
-    put_str(2, &r.pod_id, buf);
-    put_msg_head(3, meta, buf);
-    put_str(1, &r.name, buf);
-    put_varint(2, r.attempt.into(), buf);
-    put_msg_head(4, image, buf);
-    put_str(1, &r.image, buf);
-    put_map(2, &r.image_annotations, buf);
-    put_str(18, &r.user_specified_image, buf);
-    put_str(5, &r.image_ref, buf);
-    put_varint(6, state, buf);
-    put_varint(7, r.created_at as u64, buf);
-    put_map(8, &r.labels, buf);
-    put_map(9, &r.annotations, buf);
-    put_str(10, &r.image_id, buf);
+    let head = |buf: &mut Vec<u8>| {
+        let meta = str_len(1, &r.name) + varint_len(2, r.attempt.into());
+        let image =
+            str_len(1, &r.image) + map_len(2, &r.image_annotations) + str_len(18, &r.user_specified_image);
+        put_str(1, &r.id, buf);
+        put_str(2, &r.pod_id, buf);
+        put_msg_head(3, meta, buf);
+        put_str(1, &r.name, buf);
+        put_varint(2, r.attempt.into(), buf);
+        put_msg_head(4, image, buf);
+        put_str(1, &r.image, buf);
+        put_map(2, &r.image_annotations, buf);
+        put_str(18, &r.user_specified_image, buf);
+        put_str(5, &r.image_ref, buf);
+    };
+    let tail = |buf: &mut Vec<u8>| {
+        put_varint(7, r.created_at as u64, buf);
+        put_map(8, &r.labels, buf);
+        put_map(9, &r.annotations, buf);
+        put_str(10, &r.image_id, buf);
+    };
+    r.listed.put(6, cri_state(r) as i32 as u64, buf, head, tail);
 }
 
 impl Daemon {
     /// ListContainers' response, encoded (`v1::ListContainersResponse`): the same containers in the
     /// same order as [`Daemon::list_containers`], written from the records without building them.
-    pub fn list_containers_encoded(&self, f: &ListFilter) -> Vec<u8> {
+    /// A response made for a filter on the state alone is kept until a record or the set of watched
+    /// monitors changes: kubelet relists a node's containers every second, and they seldom change.
+    pub fn list_containers_encoded(&self, f: &ListFilter) -> bytes::Bytes {
+        let keep = f.state_only();
+        let kept = &self.containers.inner.kept;
+        if let Some(b) = keep.and_then(|state| kept.get(&state, self.containers.versions())) {
+            return b;
+        }
         let mut items = crate::wire::Items::with_capacity(64, 512);
-        self.containers
+        let (_, versions) = self
+            .containers
             .list_map(f, |r| items.push(r.created_at, |b| encode_container(r, b)));
-        items.into_message(1)
+        let response = bytes::Bytes::from(items.into_message(1));
+        if let (Some(state), Some(versions)) = (keep, versions) {
+            kept.put(state, versions, response.clone());
+        }
+        response
     }
 
     /// ListContainers.
     pub fn list_containers(&self, f: &ListFilter) -> Vec<v1::Container> {
-        let mut out = self.containers.list_map(f, container_of);
+        let mut out = self.containers.list_map(f, container_of).0;
         out.sort_unstable_by_key(|(created, _)| *created);
         out.into_iter().map(|(_, c)| c).collect()
     }
@@ -237,11 +281,47 @@ impl Daemon {
         let mut out: Vec<v1::ContainerStatus> = self
             .containers
             .list_map(&f, status_of)
+            .0
             .into_iter()
             .map(|(_, s)| s)
             .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
         out
+    }
+
+    /// PodSandboxStatus' response (`v1::PodSandboxStatusResponse`), with `info` when `verbose`.
+    pub fn pod_sandbox_status(&self, id: &str, verbose: bool) -> Result<v1::PodSandboxStatusResponse> {
+        let (status, info) = self.sandboxes.status(id, verbose)?;
+        Ok(v1::PodSandboxStatusResponse {
+            containers_statuses: self.pod_container_statuses(&status.id),
+            status: Some(status),
+            info,
+            timestamp: crate::state::now_nanos(),
+        })
+    }
+
+    /// PodSandboxStatus without `verbose`, encoded: kubelet asks for every pod's status every
+    /// second, so the response (but for its timestamp, the last field, written at each call) is kept
+    /// until a pod, a container or a watched monitor changes.
+    pub fn pod_sandbox_status_encoded(&self, id: &str) -> Result<bytes::Bytes> {
+        use prost::Message;
+        let versions = (self.sandboxes.versions(), self.containers.versions());
+        let body = match self.status_kept.get(id, versions) {
+            Some(b) => b,
+            None => {
+                let mut r = self.pod_sandbox_status(id, false)?;
+                r.timestamp = 0;
+                let b = bytes::Bytes::from(r.encode_to_vec());
+                if self.sandboxes.keepable_at(versions.0) && self.containers.keepable_at(versions.1) {
+                    self.status_kept.put(id.to_string(), versions, b.clone());
+                }
+                b
+            }
+        };
+        let mut out = Vec::with_capacity(body.len() + 11);
+        out.extend_from_slice(&body);
+        crate::wire::put_varint(4, crate::state::now_nanos() as u64, &mut out);
+        Ok(out.into())
     }
 }
 
@@ -293,6 +373,15 @@ mod tests {
             let want = container_of(r);
             assert_eq!(v1::Container::decode(&got[..]).unwrap(), want, "{}", r.id);
             assert_eq!(got.len(), want.encoded_len(), "{}", r.id);
+            // The entry is kept from the first list on, but for the state, which moves on.
+            for (started_at, exited) in [(5, false), (5, true)] {
+                let mut later = r.clone();
+                later.started_at = started_at;
+                later.exited = exited;
+                let mut again = Vec::new();
+                encode_container(&later, &mut again);
+                assert_eq!(v1::Container::decode(&again[..]).unwrap(), container_of(&later));
+            }
         }
         let mut items = crate::wire::Items::with_capacity(4, 512);
         for r in &recs {

@@ -5,18 +5,15 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::client::monitor_exit;
+use crate::state::{ReadGuard, Versioned};
 
-/// The IDs whose monitors run and are watched.
+/// The IDs whose monitors run and are watched (versioned: a kept list is good while it stays).
 #[derive(Debug, Default)]
 pub struct Running {
-    ids: Arc<Mutex<HashSet<String>>>,
-}
-
-fn lock(m: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    ids: Arc<Versioned<HashSet<String>>>,
 }
 
 impl Running {
@@ -30,23 +27,23 @@ impl Running {
             tokio::spawn(then);
             return;
         };
-        lock(&self.ids).insert(id.to_string());
+        self.ids.write().insert(id.to_string());
         let ids = Arc::clone(&self.ids);
         let id = id.to_string();
         tokio::spawn(async move {
             exited.await;
-            lock(&ids).remove(&id);
+            ids.write().remove(&id);
             then.await;
         });
     }
 
     /// Whether `id`'s monitor is watched and has not exited.
     pub fn contains(&self, id: &str) -> bool {
-        lock(&self.ids).contains(id)
+        self.ids.read().contains(id)
     }
 
     /// The watched IDs, locked: a list asks about every record under one lock, not one lock each.
-    pub fn watched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        lock(&self.ids)
+    pub fn watched(&self) -> ReadGuard<'_, HashSet<String>> {
+        self.ids.read()
     }
 }

@@ -81,7 +81,9 @@ pub(crate) struct Inner {
     pause_rootfs: PathBuf,
     pause_prepared: tokio::sync::OnceCell<()>,
     /// Every pod, by ID.
-    pods: Mutex<HashMap<String, PodRecord>>,
+    pods: crate::state::Versioned<HashMap<String, PodRecord>>,
+    /// ListPodSandbox's responses, while the pods and the watched pauses stay as they were.
+    kept: crate::wire::Kept<Option<i32>, crate::wire::Versions>,
     names: names::Names,
     /// One lock per pod ID around slow work.
     locks: Locks,
@@ -140,7 +142,8 @@ impl Sandboxes {
                 pause_binary: cfg.pause_binary(),
                 pause_rootfs: dirs.state.join("pause").join("rootfs"),
                 pause_prepared: tokio::sync::OnceCell::new(),
-                pods: Mutex::new(pods),
+                pods: crate::state::Versioned::new(pods),
+                kept: Default::default(),
                 names,
                 locks: Locks::default(),
                 running: crate::monitor::Running::default(),
@@ -178,22 +181,12 @@ impl Sandboxes {
 impl Inner {
     /// Copies of all records.
     fn snapshot(&self) -> Vec<PodRecord> {
-        self.pods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// `f` over every record, under the lock.
-    fn with_pods<T>(&self, f: impl FnOnce(&HashMap<String, PodRecord>) -> T) -> T {
-        f(&self.pods.lock().unwrap_or_else(|p| p.into_inner()))
+        self.pods.read().values().cloned().collect()
     }
 
     /// `f` over one pod's record (full ID or unique prefix), under the lock: no copy of the record.
     fn with_pod<T>(&self, id: &str, f: impl FnOnce(&PodRecord) -> T) -> Result<T> {
-        let pods = self.pods.lock().unwrap_or_else(|p| p.into_inner());
+        let pods = self.pods.read();
         let key = Self::resolve_in(&pods, id)?;
         pods.get(&key)
             .map(f)
@@ -202,7 +195,7 @@ impl Inner {
 
     /// Resolves a full ID or a unique prefix.
     fn resolve(&self, id: &str) -> Result<String> {
-        Self::resolve_in(&self.pods.lock().unwrap_or_else(|p| p.into_inner()), id)
+        Self::resolve_in(&self.pods.read(), id)
     }
 
     fn resolve_in(pods: &HashMap<String, PodRecord>, id: &str) -> Result<String> {
@@ -238,8 +231,7 @@ impl Inner {
     fn get(&self, id: &str) -> Result<PodRecord> {
         let id = self.resolve(id)?;
         self.pods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .read()
             .get(&id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
@@ -251,8 +243,7 @@ impl Inner {
         rec.save(&self.dirs)?;
         let old = self
             .pods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .write()
             .insert(rec.id.clone(), rec.clone())
             .map(|o| o.state);
         match (old, rec.state) {
@@ -272,11 +263,7 @@ impl Inner {
     /// Forgets a pod: record file, memory, name.
     fn forget(&self, rec: &PodRecord) -> Result<()> {
         PodRecord::delete(&self.dirs, &rec.id)?;
-        let old = self
-            .pods
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&rec.id);
+        let old = self.pods.write().remove(&rec.id);
         self.announced().remove(&rec.id);
         self.cpu_samples.forget(&rec.id);
         // A pod rolled back before it was ready was never announced.

@@ -194,6 +194,9 @@ pub struct PodRecord {
     /// The pod's namespaced sysctls (dotted keys), applied to its containers too.
     #[serde(default)]
     pub sysctls: HashMap<String, String>,
+    /// ListPodSandbox's entry, kept once written (all but the state is fixed from creation on).
+    #[serde(skip)]
+    pub listed: crate::wire::Frozen,
 }
 
 impl PodRecord {

@@ -305,9 +305,10 @@ impl Inner {
             resources: None,
             privileged: Some(p.privileged),
             sysctls: p.sysctls.clone(),
+            listed: Default::default(),
         };
         if let Err(e) = self.save(&rec) {
-            self.pods.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.pods.write().remove(&id);
             let _ = PodRecord::delete(&self.dirs, &id);
             return Err(e.context("RunPodSandbox: write the pod record"));
         }

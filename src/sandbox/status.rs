@@ -16,6 +16,13 @@ pub struct ListFilter {
     pub labels: HashMap<String, String>,
 }
 
+impl ListFilter {
+    /// `Some(state filter)` when the filter is on the state alone (the lists whose responses are kept).
+    fn state_only(&self) -> Option<Option<i32>> {
+        (self.id.is_empty() && self.labels.is_empty()).then(|| self.state.map(|s| s as i32))
+    }
+}
+
 impl Inner {
     fn cri_state(&self, rec: &PodRecord) -> v1::PodSandboxState {
         self.cri_state_among(rec, &self.running.watched())
@@ -78,44 +85,80 @@ impl Sandboxes {
     }
 
     /// `g` over the pods matching `f`, each with its state, under the pods lock (and the watched pauses
-    /// locked once, not once per pod): what both lists are built from.
+    /// locked once, not once per pod): what both lists are built from. With the versions of the pods
+    /// and of the watched pauses, unless a ready pod's pause is not watched (its state then comes
+    /// from a file, which the versions do not cover).
     fn with_matching<T>(
         &self,
         f: &ListFilter,
         g: impl FnOnce(&mut dyn Iterator<Item = (&PodRecord, v1::PodSandboxState)>) -> T,
-    ) -> T {
+    ) -> (T, Option<crate::wire::Versions>) {
         let inner = &self.inner;
-        inner.with_pods(|pods| {
-            let watched = inner.running.watched();
-            let mut matching = pods
-                .values()
-                .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
-                .filter(|r| labels_match(&f.labels, &r.labels))
-                .map(|r| (r, inner.cri_state_among(r, &watched)))
-                .filter(|(_, state)| f.state.is_none_or(|s| s == *state));
-            g(&mut matching)
-        })
+        let pods = inner.pods.read();
+        let watched = inner.running.watched();
+        let mut matching = pods
+            .values()
+            .filter(|r| f.id.is_empty() || r.id.starts_with(&f.id))
+            .filter(|r| labels_match(&f.labels, &r.labels))
+            .map(|r| (r, inner.cri_state_among(r, &watched)))
+            .filter(|(_, state)| f.state.is_none_or(|s| s == *state));
+        let out = g(&mut matching);
+        let keepable = states_are_versioned(&pods, &watched);
+        (out, keepable.then(|| (pods.version(), watched.version())))
+    }
+
+    /// The versions of the pods and of the watched pauses (see [`crate::wire::Kept`]).
+    pub fn versions(&self) -> crate::wire::Versions {
+        let pods = self.inner.pods.read();
+        let watched = self.inner.running.watched();
+        (pods.version(), watched.version())
+    }
+
+    /// Whether a response made since `versions` were read may be kept for them: nothing changed
+    /// since, and every pod's state comes from them alone.
+    pub fn keepable_at(&self, versions: crate::wire::Versions) -> bool {
+        let pods = self.inner.pods.read();
+        let watched = self.inner.running.watched();
+        (pods.version(), watched.version()) == versions && states_are_versioned(&pods, &watched)
     }
 
     /// ListPodSandbox's response, encoded (`v1::ListPodSandboxResponse`): the same pods in the same
     /// order as [`Sandboxes::list`], written from the records under the lock without building them.
-    pub fn list_encoded(&self, f: &ListFilter) -> Vec<u8> {
-        self.with_matching(f, |pods| {
+    /// A response made for a filter on the state alone is kept until a pod or the set of watched
+    /// pauses changes: kubelet relists a node's pods every second, and they seldom change.
+    pub fn list_encoded(&self, f: &ListFilter) -> bytes::Bytes {
+        let keep = f.state_only();
+        if let Some(b) = keep.and_then(|state| self.inner.kept.get(&state, self.versions())) {
+            return b;
+        }
+        let (response, versions) = self.with_matching(f, |pods| {
             let mut items = crate::wire::Items::with_capacity(128, 256);
             for (r, state) in pods {
                 items.push((r.created_at, r.id.as_str()), |b| encode_pod(r, state, b));
             }
-            items.into_message(1)
-        })
+            bytes::Bytes::from(items.into_message(1))
+        });
+        if let (Some(state), Some(versions)) = (keep, versions) {
+            self.inner.kept.put(state, versions, response.clone());
+        }
+        response
     }
 
     /// ListPodSandbox, built under the lock without copying the records.
     pub fn list(&self, f: &ListFilter) -> Vec<v1::PodSandbox> {
-        let mut out: Vec<v1::PodSandbox> =
-            self.with_matching(f, |pods| pods.map(|(r, state)| pod_of(r, state)).collect());
+        let mut out: Vec<v1::PodSandbox> = self
+            .with_matching(f, |pods| pods.map(|(r, state)| pod_of(r, state)).collect())
+            .0;
         out.sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
     }
+}
+
+/// Whether every pod's state comes from the records and the watched pauses alone: a ready pod whose
+/// pause is not watched has it from the pause's files, which no version covers.
+fn states_are_versioned(pods: &HashMap<String, PodRecord>, watched: &HashSet<String>) -> bool {
+    pods.values()
+        .all(|r| r.state != super::PodState::Ready || watched.contains(&r.id))
 }
 
 /// One `v1::PodSandbox` of ListPodSandbox.
@@ -134,20 +177,25 @@ fn pod_of(r: &PodRecord, state: v1::PodSandboxState) -> v1::PodSandbox {
 /// [`pod_of`] encoded (the message's body, without key and length) straight from the record.
 fn encode_pod(r: &PodRecord, state: v1::PodSandboxState, buf: &mut Vec<u8>) {
     use crate::wire::{put_map, put_msg_head, put_str, put_varint, str_len, varint_len};
-    let meta =
-        str_len(1, &r.name) + str_len(2, &r.uid) + str_len(3, &r.namespace) + varint_len(4, r.attempt.into());
-    let state = state as i32 as u64;
-    put_str(1, &r.id, buf);
-    put_msg_head(2, meta, buf);
-    put_str(1, &r.name, buf);
-    put_str(2, &r.uid, buf);
-    put_str(3, &r.namespace, buf);
-    put_varint(4, r.attempt.into(), buf);
-    put_varint(3, state, buf);
-    put_varint(4, r.created_at as u64, buf);
-    put_map(5, &r.labels, buf);
-    put_map(6, &r.annotations, buf);
-    put_str(7, &r.runtime_handler, buf);
+    let head = |buf: &mut Vec<u8>| {
+        let meta = str_len(1, &r.name)
+            + str_len(2, &r.uid)
+            + str_len(3, &r.namespace)
+            + varint_len(4, r.attempt.into());
+        put_str(1, &r.id, buf);
+        put_msg_head(2, meta, buf);
+        put_str(1, &r.name, buf);
+        put_str(2, &r.uid, buf);
+        put_str(3, &r.namespace, buf);
+        put_varint(4, r.attempt.into(), buf);
+    };
+    let tail = |buf: &mut Vec<u8>| {
+        put_varint(4, r.created_at as u64, buf);
+        put_map(5, &r.labels, buf);
+        put_map(6, &r.annotations, buf);
+        put_str(7, &r.runtime_handler, buf);
+    };
+    r.listed.put(3, state as i32 as u64, buf, head, tail);
 }
 
 /// A pod's CRI status (without the verbose info).
@@ -213,6 +261,15 @@ mod tests {
             let want = pod_of(r, *state);
             assert_eq!(v1::PodSandbox::decode(&got[..]).unwrap(), want, "{}", r.id);
             assert_eq!(got.len(), want.encoded_len(), "{}", r.id);
+            // The entry is kept from the first list on, but for the state, which moves on.
+            for later in [
+                v1::PodSandboxState::SandboxNotready,
+                v1::PodSandboxState::SandboxReady,
+            ] {
+                let mut again = Vec::new();
+                encode_pod(r, later, &mut again);
+                assert_eq!(v1::PodSandbox::decode(&again[..]).unwrap(), pod_of(r, later));
+            }
             items.push((r.created_at, r.id.as_str()), |b| encode_pod(r, *state, b));
         }
         let list = v1::ListPodSandboxResponse::decode(&items.into_message(1)[..]).unwrap();

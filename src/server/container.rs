@@ -134,7 +134,7 @@ pub async fn list_containers(
 }
 
 /// `ListContainers`, its response encoded by the core (what crustd serves; see `lists`).
-pub fn list_containers_encoded(d: &Daemon, req: v1::ListContainersRequest) -> Result<Vec<u8>> {
+pub fn list_containers_encoded(d: &Daemon, req: v1::ListContainersRequest) -> Result<bytes::Bytes> {
     Ok(d.list_containers_encoded(&list_filter(req)?))
 }
 

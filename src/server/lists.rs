@@ -1,7 +1,8 @@
-//! ListPodSandbox and ListContainers, which kubelet sends every second, answered with the response the
-//! core encodes straight from its records (`crate::wire`) rather than built as messages for prost to
-//! encode: [`Runtime`] sits in front of the generated `RuntimeServiceServer`, takes those two paths
-//! (same request decoding, validation, size limits and error mapping) and passes every other call on.
+//! ListPodSandbox, ListContainers and PodSandboxStatus, which kubelet sends every second, answered with
+//! the response the core encodes straight from its records or keeps between changes (`crate::wire`)
+//! rather than built as messages for prost to encode: [`Runtime`] sits in front of the generated
+//! `RuntimeServiceServer`, takes those three paths (same request decoding, validation, size limits and
+//! error mapping) and passes every other call on.
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -21,6 +22,7 @@ use crate::daemon::Daemon;
 
 const LIST_CONTAINERS: &str = "/runtime.v1.RuntimeService/ListContainers";
 const LIST_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/ListPodSandbox";
+const POD_SANDBOX_STATUS: &str = "/runtime.v1.RuntimeService/PodSandboxStatus";
 
 /// The request size crustd takes, and the response size it sends, on every RuntimeService call.
 pub const MAX_DECODING: usize = 16 << 20;
@@ -77,6 +79,13 @@ impl tower::Service<http::Request<Body>> for Runtime {
                 },
                 req,
             ),
+            POD_SANDBOX_STATUS => serve(
+                Handler {
+                    d,
+                    run: sandbox::pod_sandbox_status_encoded,
+                },
+                req,
+            ),
             _ => self.generated.call(req),
         }
     }
@@ -99,7 +108,7 @@ fn serve<U: prost::Message + Default + Send + 'static>(
 /// response.
 struct Handler<U> {
     d: Arc<Daemon>,
-    run: fn(&Daemon, U) -> crate::Result<Vec<u8>>,
+    run: fn(&Daemon, U) -> crate::Result<bytes::Bytes>,
 }
 
 impl<U: Send + 'static> UnaryService<U> for Handler<U> {
@@ -112,7 +121,7 @@ impl<U: Send + 'static> UnaryService<U> for Handler<U> {
 }
 
 /// A response message already encoded.
-pub struct Encoded(Vec<u8>);
+pub struct Encoded(bytes::Bytes);
 
 /// Requests decoded by prost as usual; responses written as they come, already encoded.
 struct Raw<U>(PhantomData<U>);

@@ -40,13 +40,21 @@ pub async fn pod_sandbox_status(
     req: v1::PodSandboxStatusRequest,
 ) -> Result<v1::PodSandboxStatusResponse> {
     validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
-    let (status, info) = d.sandboxes.status(&req.pod_sandbox_id, req.verbose)?;
-    Ok(v1::PodSandboxStatusResponse {
-        containers_statuses: d.pod_container_statuses(&status.id),
-        status: Some(status),
-        info,
-        timestamp: crate::state::now_nanos(),
-    })
+    d.pod_sandbox_status(&req.pod_sandbox_id, req.verbose)
+}
+
+/// `PodSandboxStatus`, its response encoded by the core (what crustd serves; see `lists`): kept
+/// between changes unless `verbose` (whose info reads the pod's files).
+pub fn pod_sandbox_status_encoded(d: &Daemon, req: v1::PodSandboxStatusRequest) -> Result<bytes::Bytes> {
+    use prost::Message;
+    validate::required("pod_sandbox_id", &req.pod_sandbox_id)?;
+    if req.verbose {
+        return Ok(d
+            .pod_sandbox_status(&req.pod_sandbox_id, true)?
+            .encode_to_vec()
+            .into());
+    }
+    d.pod_sandbox_status_encoded(&req.pod_sandbox_id)
 }
 
 /// ListPodSandbox's filter from the request (an unknown state is refused).
@@ -78,7 +86,7 @@ pub async fn list_pod_sandbox(
 }
 
 /// `ListPodSandbox`, its response encoded by the core (what crustd serves; see `lists`).
-pub fn list_pod_sandbox_encoded(d: &Daemon, req: v1::ListPodSandboxRequest) -> Result<Vec<u8>> {
+pub fn list_pod_sandbox_encoded(d: &Daemon, req: v1::ListPodSandboxRequest) -> Result<bytes::Bytes> {
     Ok(d.sandboxes.list_encoded(&list_filter(req)?))
 }
 

@@ -1,7 +1,9 @@
 //! What survives a restart: the directory layout under `root` (persistent) and `state` (tmpfs), crash-safe
-//! writes (write, fsync, rename), JSON records, and per-ID locks for request concurrency.
+//! writes (write, fsync, rename), JSON records, per-ID locks for request concurrency, and the in-memory
+//! record tables whose writes are counted (`Versioned`).
 
 mod locks;
+mod versioned;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use locks::{Guard, Locks};
+pub use versioned::{ReadGuard, Versioned, WriteGuard};
 
 use crate::config::Config;
 

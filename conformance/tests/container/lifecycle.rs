@@ -106,6 +106,88 @@ async fn exit_code_reason_and_oom_kill() {
     );
 }
 
+/// The containers' states in ListContainers with `state` as its filter (none: every container).
+async fn listed_states(e: &Env, state: Option<ContainerState>) -> Vec<(String, i32)> {
+    let filter = state.map(|s| ContainerFilter {
+        state: Some(ContainerStateValue { state: s as i32 }),
+        ..Default::default()
+    });
+    e.c.runtime()
+        .await
+        .list_containers(ListContainersRequest { filter })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| (c.id, c.state))
+        .collect()
+}
+
+/// crustd keeps the list and pod status responses kubelet asks for every second while nothing
+/// changes: an exit nobody asked about (crustd's watcher of the monitor records it) shows in the next
+/// lists, both the unfiltered one and those by state, and in the pod's status, all kept before it.
+#[tokio::test]
+async fn lists_show_an_exit_nobody_asked_about() {
+    let e = env().await;
+    let p = pod(&e, "relisted").await;
+    let id = run(
+        &e,
+        &p,
+        ctr("sleeper", &e.imgs.busybox.reference, &["sleep", "600"]),
+    )
+    .await;
+    let (running, exited) = (ContainerState::ContainerRunning, ContainerState::ContainerExited);
+    let in_pod_status = || async {
+        let st =
+            e.c.runtime()
+                .await
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: p.id.clone(),
+                    verbose: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+        st.containers_statuses
+            .iter()
+            .map(|c| (c.id.clone(), c.state))
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        assert_eq!(listed_states(&e, None).await, [(id.clone(), running as i32)]);
+        assert_eq!(
+            listed_states(&e, Some(running)).await,
+            [(id.clone(), running as i32)]
+        );
+        assert_eq!(listed_states(&e, Some(exited)).await, []);
+        assert_eq!(in_pod_status().await, [(id.clone(), running as i32)]);
+    }
+    let pid = container_info(&e, &id).await["pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while listed_states(&e, None).await != [(id.clone(), exited as i32)] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ListContainers never showed the exit: {:?}",
+            listed_states(&e, None).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed_states(&e, Some(running)).await, []);
+    assert_eq!(
+        listed_states(&e, Some(exited)).await,
+        [(id.clone(), exited as i32)]
+    );
+    assert_eq!(in_pod_status().await, [(id.clone(), exited as i32)]);
+    stop_and_remove_pod(&e, &p.id).await;
+    assert_eq!(listed_states(&e, None).await, []);
+}
+
 #[tokio::test]
 async fn stop_signal_comes_before_sigkill_and_stop_remove_are_idempotent() {
     let e = env().await;
