@@ -24,6 +24,12 @@ const LIST_CONTAINERS: &str = "/runtime.v1.RuntimeService/ListContainers";
 const LIST_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/ListPodSandbox";
 const POD_SANDBOX_STATUS: &str = "/runtime.v1.RuntimeService/PodSandboxStatus";
 
+/// A node's list is some 100 KiB: room for it at once, not grown from tonic's default 8 KiB.
+const LIST_BUFFER: usize = 128 << 10;
+/// A pod's status is a few KiB, and asked for every pod every second: tonic's default, not a list's
+/// 128 KiB for each.
+const STATUS_BUFFER: usize = 8 << 10;
+
 /// The request size crustd takes, and the response size it sends, on every RuntimeService call.
 pub const MAX_DECODING: usize = 16 << 20;
 pub const MAX_ENCODING: usize = 64 << 20;
@@ -69,6 +75,7 @@ impl tower::Service<http::Request<Body>> for Runtime {
                 Handler {
                     d,
                     run: container::list_containers_encoded,
+                    buffer: LIST_BUFFER,
                 },
                 req,
             ),
@@ -76,6 +83,7 @@ impl tower::Service<http::Request<Body>> for Runtime {
                 Handler {
                     d,
                     run: sandbox::list_pod_sandbox_encoded,
+                    buffer: LIST_BUFFER,
                 },
                 req,
             ),
@@ -83,6 +91,7 @@ impl tower::Service<http::Request<Body>> for Runtime {
                 Handler {
                     d,
                     run: sandbox::pod_sandbox_status_encoded,
+                    buffer: STATUS_BUFFER,
                 },
                 req,
             ),
@@ -98,8 +107,8 @@ fn serve<U: prost::Message + Default + Send + 'static>(
     req: http::Request<Body>,
 ) -> BoxFuture<http::Response<Body>, Infallible> {
     Box::pin(async move {
-        let mut grpc =
-            Grpc::new(Raw(PhantomData)).apply_max_message_size_config(Some(MAX_DECODING), Some(MAX_ENCODING));
+        let raw = Raw(handler.buffer, PhantomData);
+        let mut grpc = Grpc::new(raw).apply_max_message_size_config(Some(MAX_DECODING), Some(MAX_ENCODING));
         Ok(grpc.unary(handler, req).await)
     })
 }
@@ -109,6 +118,8 @@ fn serve<U: prost::Message + Default + Send + 'static>(
 struct Handler<U> {
     d: Arc<Daemon>,
     run: fn(&Daemon, U) -> crate::Result<bytes::Bytes>,
+    /// The response buffer's first size.
+    buffer: usize,
 }
 
 impl<U: Send + 'static> UnaryService<U> for Handler<U> {
@@ -123,8 +134,9 @@ impl<U: Send + 'static> UnaryService<U> for Handler<U> {
 /// A response message already encoded.
 pub struct Encoded(bytes::Bytes);
 
-/// Requests decoded by prost as usual; responses written as they come, already encoded.
-struct Raw<U>(PhantomData<U>);
+/// Requests decoded by prost as usual; responses written as they come, already encoded, into a
+/// buffer of the given first size.
+struct Raw<U>(usize, PhantomData<U>);
 
 impl<U: prost::Message + Default + Send + 'static> Codec for Raw<U> {
     type Encode = Encoded;
@@ -133,7 +145,7 @@ impl<U: prost::Message + Default + Send + 'static> Codec for Raw<U> {
     type Decoder = ProstDecoder<U>;
 
     fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
+        RawEncoder(self.0)
     }
 
     fn decoder(&mut self) -> ProstDecoder<U> {
@@ -141,7 +153,7 @@ impl<U: prost::Message + Default + Send + 'static> Codec for Raw<U> {
     }
 }
 
-struct RawEncoder;
+struct RawEncoder(usize);
 
 impl Encoder for RawEncoder {
     type Item = Encoded;
@@ -153,7 +165,6 @@ impl Encoder for RawEncoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        // A node's list is some 100 KiB: room for it at once, not grown from the default 8 KiB.
-        BufferSettings::new(128 << 10, 256 << 10)
+        BufferSettings::new(self.0, 256 << 10)
     }
 }
