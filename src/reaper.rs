@@ -133,7 +133,7 @@ pub fn claim(pid: i32, since: Instant) -> Claimed {
     let me = std::process::id() as i32;
     let mut reg = lock();
     if !reg.owned.contains_key(&pid)
-        && let Some(st) = proc_stat(pid).filter(|st| st.ppid == me)
+        && let Some(st) = proc_stat(pid).filter(|st| st.ppid as i32 == me)
     {
         reg.owned.insert(pid, st.start);
         return Claimed::Mine(Claim { pid, done: false });
@@ -230,7 +230,7 @@ fn reap_among(children: &[i32]) -> usize {
             continue;
         }
         let Some(st) = proc_stat(pid) else { continue };
-        if st.state != 'Z' || st.ppid != me {
+        if st.state != 'Z' || st.ppid as i32 != me {
             continue;
         }
         let mut status = 0;
@@ -254,7 +254,7 @@ fn reap_among(children: &[i32]) -> usize {
 fn forget_owned_gone(reg: &mut Registry) {
     let me = std::process::id() as i32;
     reg.owned
-        .retain(|pid, start| proc_stat(*pid).is_some_and(|s| s.ppid == me && s.start == *start));
+        .retain(|pid, start| proc_stat(*pid).is_some_and(|s| s.ppid as i32 == me && s.start == *start));
 }
 
 /// Whether any child of crustd is a zombie now (owned or not); nothing is reaped. True when the kernel
@@ -280,30 +280,9 @@ fn zombie_child() -> bool {
     unsafe { info.si_pid() != 0 }
 }
 
-/// What the reaper reads of `/proc/<pid>/stat`.
-struct Stat {
-    comm: String,
-    state: char,
-    ppid: i32,
-    start: u64,
-}
-
-fn proc_stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let mut f = text.get(close + 1..)?.split_ascii_whitespace();
-    let state = f.next()?.chars().next()?;
-    let ppid = f.next()?.parse().ok()?;
-    // Fields 5..=21 lie between ppid (4) and starttime (22).
-    let start = f.nth(17)?.parse().ok()?;
-    Some(Stat {
-        comm,
-        state,
-        ppid,
-        start,
-    })
+/// [`crate::sys::proc_stat`] by a `pid_t`.
+fn proc_stat(pid: i32) -> Option<crate::sys::ProcStat> {
+    crate::sys::proc_stat(u32::try_from(pid).ok()?)
 }
 
 /// crustd's children from `/proc/self/task/*/children` (None when the kernel lacks those files).
@@ -329,7 +308,7 @@ fn children_from_proc(me: i32) -> Vec<i32> {
     };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.ppid == me))
+        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.ppid as i32 == me))
         .collect()
 }
 
@@ -342,7 +321,7 @@ mod tests {
         let st = proc_stat(std::process::id() as i32).unwrap();
         assert!(matches!(st.state, 'R' | 'S'), "{}", st.state);
         // SAFETY: getppid has no preconditions.
-        assert_eq!(st.ppid, unsafe { libc::getppid() });
+        assert_eq!(st.ppid as i32, unsafe { libc::getppid() });
         assert!(st.start > 0);
         assert!(!st.comm.is_empty());
     }

@@ -17,8 +17,10 @@ pub fn set_child_subreaper() -> io::Result<()> {
 }
 
 /// What crust reads of `/proc/<pid>/stat`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProcStat {
+    /// The command name (for logs).
+    pub comm: String,
     pub state: char,
     pub ppid: u32,
     /// Start time in clock ticks since boot (with the pid, it names one process).
@@ -28,13 +30,20 @@ pub struct ProcStat {
 /// A process's [`ProcStat`].
 pub fn proc_stat(pid: u32) -> Option<ProcStat> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    let mut f = rest.split_ascii_whitespace();
+    // The comm is in parentheses and may hold any byte, ')' too: it ends at the last one.
+    let (open, close) = (s.find('(')?, s.rfind(')')?);
+    let comm = s.get(open + 1..close)?.to_string();
+    let mut f = s.get(close + 1..)?.split_ascii_whitespace();
     // Fields after the comm start at field 3 (state), then ppid; starttime is field 22.
     let state = f.next()?.chars().next()?;
     let ppid = f.next()?.parse().ok()?;
     let start = f.nth(17)?.parse().ok()?;
-    Some(ProcStat { state, ppid, start })
+    Some(ProcStat {
+        comm,
+        state,
+        ppid,
+        start,
+    })
 }
 
 /// Whether the process a pidfd names is still alive (signal 0 through the pidfd).
@@ -187,5 +196,6 @@ mod tests {
         assert!(matches!(st.state, 'R' | 'S'), "{st:?}");
         assert!(st.start > 0);
         assert_eq!(st.ppid, std::os::unix::process::parent_id());
+        assert!(!st.comm.is_empty());
     }
 }

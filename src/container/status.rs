@@ -105,24 +105,21 @@ impl Containers {
     /// creations in progress are left out.
     pub fn list(&self, f: &ListFilter) -> Vec<ContainerRecord> {
         self.list_map(f, |r| r.clone())
-            .0
             .into_iter()
             .map(|(_, r)| r)
             .collect()
     }
 
     /// `list`, mapped by `map` under the records lock: only records whose exit may have to be taken
-    /// from the exit file (not watched, not known to have exited) are copied out and refreshed. With
-    /// the versions of the records and of the watched monitors it was made at, unless an exit was
-    /// looked for in a file (the versions do not cover that).
+    /// from the exit file (not watched, not known to have exited) are copied out and refreshed.
     pub(crate) fn list_map<T>(
         &self,
         f: &ListFilter,
         mut map: impl FnMut(&ContainerRecord) -> T,
-    ) -> (Vec<(i64, T)>, Option<crate::wire::Versions>) {
+    ) -> Vec<(i64, T)> {
         let mut out = Vec::new();
         let mut stale = Vec::new();
-        let versions = {
+        {
             let recs = self.inner.records.read();
             let watched = self.inner.running.watched();
             for r in recs.values() {
@@ -139,16 +136,14 @@ impl Containers {
                     out.push((r.created_at, map(r)));
                 }
             }
-            (recs.version(), watched.version())
-        };
-        let keepable = stale.is_empty();
+        }
         for r in stale {
             let r = self.inner.refresh(r);
             if f.matches(&r) {
                 out.push((r.created_at, map(&r)));
             }
         }
-        (out, keepable.then_some(versions))
+        out
     }
 
     /// The versions of the records and of the watched monitors (see [`crate::wire::Kept`]).
@@ -220,16 +215,15 @@ impl Daemon {
     /// monitors changes: kubelet relists a node's containers every second, and they seldom change.
     pub fn list_containers_encoded(&self, f: &ListFilter) -> bytes::Bytes {
         let keep = f.state_only();
-        let kept = &self.containers.inner.kept;
-        if let Some(b) = keep.and_then(|state| kept.get(&state, self.containers.versions())) {
+        let (kept, versions) = (&self.containers.inner.kept, self.containers.versions());
+        if let Some(b) = keep.and_then(|state| kept.get(&state, versions)) {
             return b;
         }
         let mut items = crate::wire::Items::with_capacity(64, 512);
-        let (_, versions) = self
-            .containers
+        self.containers
             .list_map(f, |r| items.push(r.created_at, |b| encode_container(r, b)));
         let response = bytes::Bytes::from(items.into_message(1));
-        if let (Some(state), Some(versions)) = (keep, versions) {
+        if let Some(state) = keep.filter(|_| self.containers.keepable_at(versions)) {
             kept.put(state, versions, response.clone());
         }
         response
@@ -237,7 +231,7 @@ impl Daemon {
 
     /// ListContainers.
     pub fn list_containers(&self, f: &ListFilter) -> Vec<v1::Container> {
-        let mut out = self.containers.list_map(f, container_of).0;
+        let mut out = self.containers.list_map(f, container_of);
         out.sort_unstable_by_key(|(created, _)| *created);
         out.into_iter().map(|(_, c)| c).collect()
     }
@@ -281,7 +275,6 @@ impl Daemon {
         let mut out: Vec<v1::ContainerStatus> = self
             .containers
             .list_map(&f, status_of)
-            .0
             .into_iter()
             .map(|(_, s)| s)
             .collect();

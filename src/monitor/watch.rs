@@ -37,11 +37,6 @@ impl Running {
         });
     }
 
-    /// Whether `id`'s monitor is watched and has not exited.
-    pub fn contains(&self, id: &str) -> bool {
-        self.ids.read().contains(id)
-    }
-
     /// The watched IDs, locked: a list asks about every record under one lock, not one lock each.
     pub fn watched(&self) -> ReadGuard<'_, HashSet<String>> {
         self.ids.read()

@@ -85,14 +85,12 @@ impl Sandboxes {
     }
 
     /// `g` over the pods matching `f`, each with its state, under the pods lock (and the watched pauses
-    /// locked once, not once per pod): what both lists are built from. With the versions of the pods
-    /// and of the watched pauses, unless a ready pod's pause is not watched (its state then comes
-    /// from a file, which the versions do not cover).
+    /// locked once, not once per pod): what both lists are built from.
     fn with_matching<T>(
         &self,
         f: &ListFilter,
         g: impl FnOnce(&mut dyn Iterator<Item = (&PodRecord, v1::PodSandboxState)>) -> T,
-    ) -> (T, Option<crate::wire::Versions>) {
+    ) -> T {
         let inner = &self.inner;
         let pods = inner.pods.read();
         let watched = inner.running.watched();
@@ -102,9 +100,7 @@ impl Sandboxes {
             .filter(|r| labels_match(&f.labels, &r.labels))
             .map(|r| (r, inner.cri_state_among(r, &watched)))
             .filter(|(_, state)| f.state.is_none_or(|s| s == *state));
-        let out = g(&mut matching);
-        let keepable = states_are_versioned(&pods, &watched);
-        (out, keepable.then(|| (pods.version(), watched.version())))
+        g(&mut matching)
     }
 
     /// The versions of the pods and of the watched pauses (see [`crate::wire::Kept`]).
@@ -128,27 +124,27 @@ impl Sandboxes {
     /// pauses changes: kubelet relists a node's pods every second, and they seldom change.
     pub fn list_encoded(&self, f: &ListFilter) -> bytes::Bytes {
         let keep = f.state_only();
-        if let Some(b) = keep.and_then(|state| self.inner.kept.get(&state, self.versions())) {
+        let (kept, versions) = (&self.inner.kept, self.versions());
+        if let Some(b) = keep.and_then(|state| kept.get(&state, versions)) {
             return b;
         }
-        let (response, versions) = self.with_matching(f, |pods| {
+        let response = self.with_matching(f, |pods| {
             let mut items = crate::wire::Items::with_capacity(128, 256);
             for (r, state) in pods {
                 items.push((r.created_at, r.id.as_str()), |b| encode_pod(r, state, b));
             }
             bytes::Bytes::from(items.into_message(1))
         });
-        if let (Some(state), Some(versions)) = (keep, versions) {
-            self.inner.kept.put(state, versions, response.clone());
+        if let Some(state) = keep.filter(|_| self.keepable_at(versions)) {
+            kept.put(state, versions, response.clone());
         }
         response
     }
 
     /// ListPodSandbox, built under the lock without copying the records.
     pub fn list(&self, f: &ListFilter) -> Vec<v1::PodSandbox> {
-        let mut out: Vec<v1::PodSandbox> = self
-            .with_matching(f, |pods| pods.map(|(r, state)| pod_of(r, state)).collect())
-            .0;
+        let mut out: Vec<v1::PodSandbox> =
+            self.with_matching(f, |pods| pods.map(|(r, state)| pod_of(r, state)).collect());
         out.sort_unstable_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         out
     }
