@@ -12,7 +12,7 @@ CNI_CONF_DIR := /etc/cni/net.d
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all deps build build-debug pause install uninstall run test test-images unit lint fmt bench conformance \
-	node-test clean
+	node-test faults clean
 
 all: build
 
@@ -71,12 +71,20 @@ test: deps build-debug test-images
 	sysctl -qw net.ipv4.ip_forward=1
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 
+## faults: the fault-injection suite (conformance/tests/faults: full disks, failing registries, hung
+## runtimes and CNI plugins, crustd killed at chosen points), one line per scenario and
+## `faults: N passed, M failed` (conformance/faults.sh). FAULTS_ARGS=... filters scenarios.
+faults: deps build-debug test-images
+	sysctl -qw net.ipv4.ip_forward=1
+	conformance/faults.sh $(FAULTS_ARGS)
+
 unit:
 	$(CARGO) test --workspace --lib --bins
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p crust-conformance --test faults -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod crustd;
 pub mod fakereg;
+pub mod fault;
 pub mod http;
 pub mod images;
 pub mod net;

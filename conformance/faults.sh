@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# conformance/faults.sh (`make faults`): runs the fault-injection suite (tests/faults) against real parts and
+# counts its scenario lines (`fault <name>: held|FAILED ...`) into `faults: N passed, M failed`.
+# Arguments go to the test binary (a name filter, e.g. `disk::`).
+set -uo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+LOG=$(mktemp /tmp/crust-faults.XXXXXX)
+trap 'rm -f "$LOG"' EXIT
+cargo test -q -p crust-conformance --test faults -- --nocapture --test-threads="${FAULTS_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
+rc=${PIPESTATUS[0]}
+held=$(grep -cE '^fault [^ ]+: held$' "$LOG")
+failed=$(grep -cE '^fault [^ ]+: FAILED' "$LOG")
+echo
+grep -E '^fault [^ ]+: ' "$LOG"
+echo "faults: $held passed, $failed failed"
+if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
+    echo "faults.sh: the suite failed outside any scenario (exit $rc): see above" >&2
+fi
+exit "$rc"

@@ -1,0 +1,24 @@
+//! The fault-injection suite's reporting (`make faults`, `tests/faults/`): each scenario injects one fault
+//! into a real part (a full filesystem, a misbehaving registry proxy, a runc wrapper that hangs, a CNI
+//! plugin that fails) and prints one line, `fault <name>: held` or `fault <name>: FAILED <what was seen>`;
+//! `conformance/faults.sh` counts those lines into `faults: N passed, M failed`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+/// Runs scenario `name`: `held` when `f` returns normally, `FAILED` with the panic's message (an
+/// assertion's) when it panics, which then fails the test as well.
+pub fn scenario(name: &str, f: impl FnOnce()) {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => println!("fault {name}: held"),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into());
+            let what: String = what.split_whitespace().collect::<Vec<_>>().join(" ");
+            println!("fault {name}: FAILED {what}");
+            resume_unwind(p)
+        }
+    }
+}

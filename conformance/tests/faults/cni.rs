@@ -1,0 +1,1 @@
+//! Fault scenarios: cni (see main.rs).

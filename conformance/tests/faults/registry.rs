@@ -1,0 +1,1 @@
+//! Fault scenarios: registry (see main.rs).

@@ -1,0 +1,1 @@
+//! Fault scenarios: restart (see main.rs).

@@ -1,0 +1,1 @@
+//! Fault scenarios: runtime (see main.rs).
