@@ -6,13 +6,15 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 LOG=$(mktemp /tmp/crust-faults.XXXXXX)
-trap 'rm -f "$LOG"' EXIT
+trap 'rm -f "$LOG" "$LOG.lines"' EXIT
 cargo test -q -p crust-conformance --test faults -- --nocapture --test-threads="${FAULTS_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
-held=$(grep -cE '^fault [^ ]+: held$' "$LOG")
-failed=$(grep -cE '^fault [^ ]+: FAILED' "$LOG")
+# A scenario line may follow libtest's progress dots on the same line.
+grep -oE 'fault [^ ]+: (held$|FAILED.*)' "$LOG" >"$LOG.lines" || true
+held=$(grep -c ': held$' "$LOG.lines")
+failed=$(grep -c ': FAILED' "$LOG.lines")
 echo
-grep -E '^fault [^ ]+: ' "$LOG"
+cat "$LOG.lines"
 echo "faults: $held passed, $failed failed"
 if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
     echo "faults.sh: the suite failed outside any scenario (exit $rc): see above" >&2

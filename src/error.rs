@@ -60,11 +60,44 @@ impl Error {
         }
     }
 
-    /// An I/O error with what was being done (`context`), e.g. "create /run/crust/netns/abc".
+    /// An I/O error with what was being done (`context`), e.g. "create /run/crust/netns/abc". A full
+    /// filesystem (ENOSPC, or EDQUOT for a quota) is `ResourceExhausted` naming the mount that is full,
+    /// found from the first absolute path in `context`: kubelet and operators read the code, and
+    /// "no space" is not an internal error.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
+        let context = context.into();
+        if is_no_space(&source) {
+            return Error::no_space(&context, &source);
+        }
+        Error::Io { context, source }
+    }
+
+    /// The `ResourceExhausted` of a write that found its filesystem full; `context` says what was being
+    /// written (with its path, from which the full mount is found).
+    pub fn no_space(context: &str, source: &dyn std::fmt::Display) -> Self {
+        match full_mount(context) {
+            Some(m) => Error::ResourceExhausted(format!(
+                "{context}: {source} (the filesystem mounted at {} is full)",
+                m.display()
+            )),
+            None => Error::ResourceExhausted(format!("{context}: {source}{UNKNOWN_MOUNT}")),
+        }
+    }
+
+    /// Names the mount of `dir` in a full filesystem's error whose context had no absolute path (a
+    /// layer's entries are named relative to the layer, whose directory is `dir`); any other error is
+    /// returned as it is.
+    pub fn in_dir(self, dir: &std::path::Path) -> Self {
+        match self {
+            Error::ResourceExhausted(m) if m.ends_with(UNKNOWN_MOUNT) => {
+                let base = &m[..m.len() - UNKNOWN_MOUNT.len()];
+                let m = match full_mount(&dir.to_string_lossy()) {
+                    Some(mount) => format!("{base} (the filesystem mounted at {} is full)", mount.display()),
+                    None => format!("{base} (in {})", dir.display()),
+                };
+                Error::ResourceExhausted(m)
+            }
+            e => e,
         }
     }
 
@@ -130,6 +163,45 @@ impl Error {
     }
 }
 
+/// How a full filesystem's message ends when the mount could not be told from its context.
+const UNKNOWN_MOUNT: &str = " (a filesystem is full)";
+
+/// Whether `e` says that the filesystem is full (ENOSPC) or a quota is spent (EDQUOT).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// The mount point under which the first absolute path in `text` lies: the path's deepest existing
+/// ancestor, then up while the parent is on the same device.
+fn full_mount(text: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    // An absolute path starts the text or follows a space, a quote or an opening bracket ("a/b" is not one).
+    let start = text.char_indices().find_map(|(i, ch)| {
+        let before = text[..i].chars().next_back();
+        (ch == '/' && before.is_none_or(|b| b.is_whitespace() || matches!(b, '"' | '\'' | '(' | '=')))
+            .then_some(i)
+    })?;
+    let path = text[start..]
+        .split(|c: char| c.is_whitespace() || c == ':' || c == '"' || c == '\'' || c == ',')
+        .next()?;
+    let mut p = std::path::Path::new(path);
+    let mut dev = loop {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) => break m.dev(),
+            Err(_) => p = p.parent()?,
+        }
+    };
+    while let Some(parent) = p.parent() {
+        let pdev = std::fs::symlink_metadata(parent).ok()?.dev();
+        if pdev != dev {
+            break;
+        }
+        dev = pdev;
+        p = parent;
+    }
+    Some(p.to_path_buf())
+}
+
 /// Adds `.ctx(...)` to results and I/O results.
 pub trait ResultExt<T> {
     /// Attaches context to the error.
@@ -160,5 +232,40 @@ impl From<nix::Error> for Error {
 impl<T> ResultExt<T> for std::result::Result<T, nix::Error> {
     fn ctx(self, ctx: impl std::fmt::Display) -> Result<T> {
         self.map_err(|e| Error::io(ctx.to_string(), io::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_filesystem_is_resource_exhausted_naming_its_mount() {
+        let e = Error::io(
+            "write container record /proc/self/status.tmp",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        match e {
+            Error::ResourceExhausted(m) => {
+                assert!(m.contains("the filesystem mounted at /proc is full"), "{m}");
+                assert!(
+                    m.starts_with("write container record /proc/self/status.tmp: "),
+                    "{m}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let quota = Error::io("write \"a/b\"", io::Error::from_raw_os_error(libc::EDQUOT));
+        assert!(
+            matches!(&quota, Error::ResourceExhausted(m) if m.ends_with(UNKNOWN_MOUNT)),
+            "{quota:?}"
+        );
+        let named = quota.in_dir(std::path::Path::new("/proc/self/no-such-dir"));
+        assert!(
+            matches!(&named, Error::ResourceExhausted(m) if m.ends_with("(the filesystem mounted at /proc is full)")),
+            "{named:?}"
+        );
+        let other = Error::io("open /x", io::Error::from_raw_os_error(libc::EACCES));
+        assert!(matches!(other, Error::Io { .. }), "{other:?}");
     }
 }

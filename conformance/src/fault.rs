@@ -11,14 +11,34 @@ pub fn scenario(name: &str, f: impl FnOnce()) {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(()) => println!("fault {name}: held"),
         Err(p) => {
-            let what = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into());
-            let what: String = what.split_whitespace().collect::<Vec<_>>().join(" ");
-            println!("fault {name}: FAILED {what}");
+            println!("fault {name}: FAILED {}", message(&*p));
             resume_unwind(p)
         }
     }
+}
+
+/// [`scenario`] for an async body, whose value it returns (so that later scenarios can build on what
+/// this one made).
+pub async fn scenario_async<T>(name: &str, f: impl std::future::Future<Output = T>) -> T {
+    use futures::FutureExt;
+    match AssertUnwindSafe(f).catch_unwind().await {
+        Ok(v) => {
+            println!("fault {name}: held");
+            v
+        }
+        Err(p) => {
+            println!("fault {name}: FAILED {}", message(&*p));
+            resume_unwind(p)
+        }
+    }
+}
+
+/// A panic's message on one line.
+fn message(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panicked".into());
+    what.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -271,33 +271,48 @@ impl Daemon {
             Ok(mon) => match inner.cgroups.place_monitor(&id, mon.pid).await {
                 Ok(()) => Ok(mon),
                 Err(e) => {
-                    let dir = inner.dirs.container_state(&id);
-                    let _ = crate::monitor::signal_container(&dir, libc::SIGKILL);
-                    let _ = crate::monitor::wait_exit(&dir, inner.kill_timeout).await;
-                    if let Err(u) = inner.cgroups.remove_monitor(&id).await {
-                        tracing::warn!(%id, error = %u, "stopping the monitor's scope after a failure");
-                    }
+                    self.kill_started(&id).await;
                     Err(e.context("place the monitor in its systemd scope"))
                 }
             },
             Err(e) => Err(e),
         };
-        match spawned {
+        let e = match spawned {
             Ok(mon) => {
-                rec.pid = mon.container_pid;
-                rec.started_at = started_at;
-                inner.put_update(rec)?;
-                inner.watch(&id);
-                Ok(())
-            }
-            Err(e) => {
-                // The monitor leaves nothing running; the container is shown as having failed to start.
-                rec.set_start_error(&e.to_string());
-                if let Err(s) = inner.put(rec) {
-                    tracing::warn!(%id, error = %s, "saving a failed start failed");
+                let mut started = rec.clone();
+                started.pid = mon.container_pid;
+                started.started_at = started_at;
+                match inner.put_update(started) {
+                    Ok(()) => {
+                        inner.watch(&id);
+                        return Ok(());
+                    }
+                    // The start cannot be written down (a full disk): as containerd does when anything
+                    // after the task's start fails, the container is killed and shown as failed to start.
+                    Err(e) => {
+                        self.kill_started(&id).await;
+                        e
+                    }
                 }
-                Err(e.context(format!("StartContainer {id}")))
             }
+            Err(e) => e,
+        };
+        // Nothing is left running; the container is shown as having failed to start, also when that
+        // cannot be saved.
+        rec.set_start_error(&e.to_string());
+        inner.put_or_remember(rec);
+        Err(e.context(format!("StartContainer {id}")))
+    }
+
+    /// Kills a container whose start is being undone, waits for its monitor to record the exit, and
+    /// stops the monitor's systemd scope.
+    async fn kill_started(&self, id: &str) {
+        let inner = &self.containers.inner;
+        let dir = inner.dirs.container_state(id);
+        let _ = crate::monitor::signal_container(&dir, libc::SIGKILL);
+        let _ = crate::monitor::wait_exit(&dir, inner.kill_timeout).await;
+        if let Err(u) = inner.cgroups.remove_monitor(id).await {
+            tracing::warn!(%id, error = %u, "stopping the monitor's scope after a failure");
         }
     }
 
@@ -577,12 +592,9 @@ impl Inner {
             serde_json::to_vec(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
         // The bundle lives in the state dir (tmpfs, gone with the host, whose reboot ends the container
         // too): a sync would protect nothing; the rename keeps readers from seeing half a file.
-        crate::state::atomic_write_with(
-            &dir.join("config.json"),
-            &data,
-            crate::state::Durability::Volatile,
-        )
-        .ctx("write config.json")?;
+        let bundle = dir.join("config.json");
+        crate::state::atomic_write_with(&bundle, &data, crate::state::Durability::Volatile)
+            .ctx(format!("write {}", bundle.display()))?;
         if let Some(parent) = log.as_ref().and_then(|l| l.parent()) {
             std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
         }

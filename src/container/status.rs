@@ -258,6 +258,8 @@ impl Daemon {
                 "cgroup": r.cgroup,
                 "monitorPid": crate::monitor::monitor_pid(&dir),
                 "runtimeSpec": spec,
+                // Log lines the monitor dropped because the log's filesystem was full.
+                "logLinesDropped": crate::monitor::log_lines_dropped(&dir),
             });
             info.insert("info".to_string(), v.to_string());
         }

@@ -140,7 +140,7 @@ pub fn unpack<R: BufRead>(
     if hashed.over {
         return Err(over_bytes(limits.bytes));
     }
-    res?;
+    res.map_err(|e| e.in_dir(dest))?;
     // Hash the rest (tar padding) so that the digest covers the whole stream.
     let rest = std::io::copy(&mut hashed, &mut std::io::sink());
     if hashed.over {
@@ -300,7 +300,13 @@ impl Unpacker {
                 } else {
                     copy_big(&mut e, &mut f, &mut self.buf)
                 }
-                .map_err(|err| refused(format!("writing {shown:?}: {err}")))?;
+                .map_err(|err| {
+                    if crate::error::is_no_space(&err) {
+                        Error::no_space(&format!("writing {shown:?}"), &err)
+                    } else {
+                        refused(format!("writing {shown:?}: {err}"))
+                    }
+                })?;
                 self.out.bytes += n;
                 self.out.inodes += 1;
                 nix::unistd::fchown(&f, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))

@@ -205,6 +205,15 @@ pub fn monitor_pid(state_dir: &Path) -> Option<u32> {
     read_pid_file(state_dir).map(|(p, _)| p)
 }
 
+/// How many log lines the container's monitor dropped because the log's filesystem was full (0 when
+/// none was).
+pub fn log_lines_dropped(state_dir: &Path) -> u64 {
+    std::fs::read_to_string(state_dir.join(super::log::DROPPED_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn read_pid_file(state_dir: &Path) -> Option<(u32, u64)> {
     let s = std::fs::read_to_string(state_dir.join(MONITOR_PID_FILE)).ok()?;
     let mut it = s.split_ascii_whitespace();

@@ -257,7 +257,8 @@ fn serve_request(c: &mut Client, st: &mut State, attached: usize) {
         Some(Request::Reopen) => match &st.log_cpath {
             None => b"OK\n",
             Some(p) => match LogFile::open(p) {
-                Ok(l) => {
+                Ok(mut l) => {
+                    l.keep_count_of(&st.log);
                     st.log = l;
                     b"OK\n"
                 }

@@ -18,15 +18,39 @@ pub enum Stream {
 }
 
 /// The CRI log file (or nowhere, when the container has no log path).
+///
+/// A line that cannot be written (the log's filesystem is full) is dropped whole, never left half
+/// written, and counted; the container is never blocked on its output, as with containerd and conmon.
+/// The count so far is kept in [`DROPPED_FILE`] in the monitor's directory (the container's state
+/// dir), where crustd reads it for verbose ContainerStatus.
 #[derive(Debug)]
 pub struct LogFile {
     fd: Option<OwnedFd>,
+    /// Lines dropped since the monitor started, and the count last written to [`DROPPED_FILE`] (when).
+    dropped: u64,
+    reported: u64,
+    reported_at_ns: i64,
 }
+
+/// The file (in the monitor's cwd, the container's state dir) holding how many log lines were dropped.
+pub const DROPPED_FILE: &str = "log-dropped";
 
 impl LogFile {
     /// Discards everything.
     pub fn none() -> Self {
-        LogFile { fd: None }
+        LogFile {
+            fd: None,
+            dropped: 0,
+            reported: 0,
+            reported_at_ns: 0,
+        }
+    }
+
+    /// Carries the dropped-line count over to a reopened log (`REOPEN` after rotation).
+    pub fn keep_count_of(&mut self, old: &LogFile) {
+        self.dropped = old.dropped;
+        self.reported = old.reported;
+        self.reported_at_ns = old.reported_at_ns;
     }
 
     /// Opens (creating, appending) the log at `path`; a symlink there is refused (O_NOFOLLOW), so a
@@ -46,12 +70,38 @@ impl LogFile {
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         Ok(LogFile {
             fd: Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+            ..LogFile::none()
         })
     }
 
-    /// Writes one log line; errors (a full disk) drop the line, as there is nobody to tell.
+    /// Writes one log line; a line that cannot be written whole (a full disk) is dropped and counted.
     pub fn write_line(&mut self, stream: Stream, partial: bool, text: &[u8]) {
-        let Some(fd) = &self.fd else { return };
+        let written = self.write_whole(stream, partial, text);
+        if !written {
+            self.dropped += 1;
+        }
+        if self.dropped != self.reported {
+            // While lines are being dropped the count is written at most once a second; the first line
+            // written again writes the final count.
+            let now = now_ns();
+            if written || now - self.reported_at_ns >= 1_000_000_000 {
+                if write_count(self.dropped) {
+                    self.reported = self.dropped;
+                }
+                self.reported_at_ns = now;
+            }
+        }
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Writes the line, all or nothing: a write that stops part way is cut back off the file, so the
+    /// next line does not continue a broken one. `true` when it was written (or there is no log).
+    fn write_whole(&mut self, stream: Stream, partial: bool, text: &[u8]) -> bool {
+        let Some(fd) = &self.fd else { return true };
         let mut ts = [0u8; TIMESTAMP_LEN];
         format_timestamp(now_ns(), &mut ts);
         let tag: &[u8] = match (stream, partial) {
@@ -68,23 +118,35 @@ impl LogFile {
         });
         // SAFETY: the iovecs point into live buffers for the duration of the call.
         let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-        if n < 0 || n as usize == total {
-            return;
+        if n < 0 {
+            return false;
         }
-        // A short write (rare on a regular file): write what is left, part by part.
+        if n as usize == total {
+            return true;
+        }
+        // A short write (a filesystem filling up): write what is left, part by part.
         let mut skip = n as usize;
+        let mut done = n as usize;
         for p in parts {
             if skip >= p.len() {
                 skip -= p.len();
                 continue;
             }
-            write_all(fd.as_raw_fd(), &p[skip..]);
+            let more = write_all(fd.as_raw_fd(), &p[skip..]);
+            done += more;
+            if more < p.len() - skip {
+                cut_back(fd.as_raw_fd(), done);
+                return false;
+            }
             skip = 0;
         }
+        true
     }
 }
 
-fn write_all(fd: i32, mut data: &[u8]) {
+/// Writes `data`, retrying on EINTR; returns how much was written before an error.
+fn write_all(fd: i32, mut data: &[u8]) -> usize {
+    let mut done = 0;
     while !data.is_empty() {
         // SAFETY: writes from a live slice.
         let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
@@ -92,10 +154,30 @@ fn write_all(fd: i32, mut data: &[u8]) {
             if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return;
+            return done;
         }
+        done += n as usize;
         data = &data[n as usize..];
     }
+    done
+}
+
+/// Takes the last `n` bytes (a line written in part) off the end of the log.
+fn cut_back(fd: i32, n: usize) {
+    // SAFETY: fstat into a zeroed struct, ftruncate on our own descriptor.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) == 0 && st.st_size >= n as libc::off_t {
+            libc::ftruncate(fd, st.st_size - n as libc::off_t);
+        }
+    }
+}
+
+/// Writes the dropped-line count to [`DROPPED_FILE`] (a temporary file renamed over it); `false` when
+/// it could not be written (the state dir's filesystem full too): it is tried again later.
+fn write_count(n: u64) -> bool {
+    let tmp = format!(".{DROPPED_FILE}.tmp");
+    std::fs::write(&tmp, format!("{n}\n")).is_ok() && std::fs::rename(&tmp, DROPPED_FILE).is_ok()
 }
 
 /// One stream's pending partial line.

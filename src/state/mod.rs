@@ -116,22 +116,24 @@ pub fn atomic_write_with(path: &Path, data: &[u8], durability: Durability) -> st
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp{}.{seq}", std::process::id()));
     // Records, bundles and exec specs hold environments (secrets): readable by root only.
-    let mut f = {
+    let written = (|| {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
+        let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?
-    };
-    f.write_all(data)?;
-    if durability != Durability::Volatile {
-        // The new contents are on disk before any name points at them.
-        f.sync_all()?;
-    }
-    drop(f);
-    if let Err(e) = std::fs::rename(&tmp, path) {
+            .open(&tmp)?;
+        f.write_all(data)?;
+        if durability != Durability::Volatile {
+            // The new contents are on disk before any name points at them.
+            f.sync_all()?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A write that failed (a full filesystem) leaves no temporary file behind.
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
