@@ -40,6 +40,20 @@ pub fn set_spawner(f: Spawner) {
     let _ = SPAWNER.set(f);
 }
 
+/// Kills the process group it names (a plugin's, its leader's PID) when dropped.
+struct GroupKiller(Option<u32>);
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Finds a plugin binary by type in `bin_dirs`, first match wins.
 pub fn find_plugin(bin_dirs: &[PathBuf], plugin: &str) -> Result<PathBuf, CniError> {
     bin_dirs
@@ -78,6 +92,8 @@ pub async fn run(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // A group of its own: a plugin that hangs or is given up on is killed with whatever it started.
+        .process_group(0)
         .kill_on_drop(true);
     let io_err = |what: &str, e: std::io::Error| CniError::Plugin {
         plugin: plugin.to_string(),
@@ -100,6 +116,9 @@ pub async fn run(
             other => break other.map_err(|e| io_err("run", e))?,
         }
     };
+    // Until the plugin has been waited for, dropping this (a timeout, or the caller gone) kills the
+    // plugin's process group: a shell-script plugin's `sleep` must not outlive it.
+    let mut group = GroupKiller(child.id());
     let work = async {
         if let Some(mut stdin) = child.stdin.take() {
             // A plugin that fails before reading its config closes stdin early: its exit status and
@@ -120,6 +139,7 @@ pub async fn run(
             plugin: plugin.to_string(),
             secs: timeout.as_secs_f64(),
         })??;
+    group.0 = None;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(plugin_error(

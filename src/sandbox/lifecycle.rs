@@ -77,7 +77,8 @@ impl Inner {
     /// Removes everything of a pod: `release`, the pod files, the cgroup, then the record and name.
     pub(super) async fn destroy(&self, rec: &mut PodRecord) -> Result<()> {
         let mut first = None;
-        keep_first(&mut first, self.release(rec).await);
+        let released = self.release(rec).await;
+        keep_first(&mut first, self.give_up_network(rec, released));
         if let Some(shm) = rec.shm.clone() {
             // Unmounted by release (or never mounted); removing the files dir below needs it gone.
             if files::unmount_shm(&shm).is_ok() {
@@ -111,6 +112,33 @@ impl Inner {
                 Err(e)
             }
         }
+    }
+
+    /// A pod being removed whose CNI DEL failed again (it failed at StopPodSandbox too, or the pod is
+    /// removed without one) while everything else of it is released: the network teardown is given
+    /// up, said in the log with what stays behind, and the removal goes on. containerd instead fails
+    /// RemovePodSandbox for as long as DEL fails, which leaves the pod stuck (Terminating) until
+    /// someone fixes the plugin by hand; crust keeps StopPodSandbox failing on it (kubelet retries
+    /// that) but lets the pod go at removal, so that a broken plugin never pins pods forever.
+    fn give_up_network(&self, rec: &mut PodRecord, released: Result<()>) -> Result<()> {
+        let Err(e) = released else { return Ok(()) };
+        let only_network_left =
+            rec.network.is_some() && !rec.pause_started && rec.netns.is_none() && rec.userns.is_none();
+        if !only_network_left {
+            return Err(e);
+        }
+        let net = rec.network.take().map(|n| n.name).unwrap_or_default();
+        tracing::warn!(
+            pod = %rec.id,
+            network = %net,
+            ips = ?rec.ips,
+            error = %e,
+            "RemovePodSandbox: CNI DEL failed again; giving up the pod's network teardown: what the plugins \
+             keep for it (its IP lease, host rules) stays until they are cleaned up by hand"
+        );
+        crate::metrics::global().cni_failure("DEL-abandoned", &e);
+        rec.ips.clear();
+        Ok(())
     }
 }
 
