@@ -9,10 +9,11 @@ LOG=$(mktemp /tmp/crust-faults.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
 cargo test -q -p crust-conformance --test faults -- --nocapture --test-threads="${FAULTS_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
-held=$(grep -cE '^fault [^ ]+: held$' "$LOG")
-failed=$(grep -cE '^fault [^ ]+: FAILED' "$LOG")
+# With -q, libtest's progress marks (`.`, `i`, `F`) may open the line a scenario prints on.
+held=$(grep -cE '^[.iF]*fault [^ ]+: held$' "$LOG")
+failed=$(grep -cE '^[.iF]*fault [^ ]+: FAILED' "$LOG")
 echo
-grep -E '^fault [^ ]+: ' "$LOG"
+grep -E '^[.iF]*fault [^ ]+: ' "$LOG" | sed -E 's/^[.iF]*//'
 echo "faults: $held passed, $failed failed"
 if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
     echo "faults.sh: the suite failed outside any scenario (exit $rc): see above" >&2
