@@ -366,7 +366,7 @@ fn serve(client: TcpStream, sh: &Shared) -> std::io::Result<()> {
                 while unacked(&client) > 0 && t.elapsed() < Duration::from_secs(5) {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(Duration::from_millis(500));
                 return reset(client);
             }
             _ => {}
