@@ -9,7 +9,7 @@ LOG=$(mktemp /tmp/crust-faults.XXXXXX)
 trap 'rm -f "$LOG" "$LOG.lines"' EXIT
 cargo test -q -p crust-conformance --test faults -- --nocapture --test-threads="${FAULTS_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
-# A scenario line may follow libtest's progress dots on the same line.
+# With -q, libtest's progress marks (`.`, `i`, `F`) may open the line a scenario prints on.
 grep -oE 'fault [^ ]+: (held$|FAILED.*)' "$LOG" >"$LOG.lines" || true
 held=$(grep -c ': held$' "$LOG.lines")
 failed=$(grep -c ': FAILED' "$LOG.lines")

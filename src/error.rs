@@ -36,6 +36,10 @@ pub enum Error {
     /// A limit was exceeded (a registry response or a layer larger than crust accepts).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Content that does not match what names it (a registry's blob whose size or digest differs from
+    /// its descriptor): corrupt, not a bad request.
+    #[error("{0}")]
+    DataLoss(String),
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -117,6 +121,7 @@ impl Error {
             Error::PermissionDenied(m) => Error::PermissionDenied(format!("{ctx}: {m}")),
             Error::Unimplemented(m) => Error::Unimplemented(format!("{ctx}: {m}")),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{ctx}: {m}")),
+            Error::DataLoss(m) => Error::DataLoss(format!("{ctx}: {m}")),
             Error::Io { context, source } => Error::Io {
                 context: format!("{ctx}: {context}"),
                 source,
@@ -139,6 +144,7 @@ impl Error {
             Error::PermissionDenied(_) => "permission_denied",
             Error::Unimplemented(_) => "unimplemented",
             Error::ResourceExhausted(_) => "too_large",
+            Error::DataLoss(_) => "data_loss",
             Error::Io { .. } => "io",
             Error::Internal(_) => "internal",
         }
@@ -158,6 +164,7 @@ impl Error {
             Error::PermissionDenied(m) => Error::PermissionDenied(m.clone()),
             Error::Unimplemented(m) => Error::Unimplemented(m.clone()),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
+            Error::DataLoss(m) => Error::DataLoss(m.clone()),
             Error::Io { .. } | Error::Internal(_) => Error::Internal(self.to_string()),
         }
     }

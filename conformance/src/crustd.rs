@@ -237,6 +237,23 @@ impl Crustd {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// `crustctl -o json check` of this crustd's image store: the report (`problems`, `notes`, counts).
+    pub fn check_store(&self) -> serde_json::Value {
+        let out = std::process::Command::new(crate::binary("crustctl"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["-o", "json", "check"])
+            .output()
+            .expect("run crustctl check");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "crustctl check: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// SIGKILLs crustd (containers must survive it).
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

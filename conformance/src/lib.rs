@@ -14,6 +14,7 @@ pub mod images;
 pub mod net;
 pub mod probes;
 pub mod registry;
+pub mod regproxy;
 pub mod standins;
 pub mod streamclient;
 

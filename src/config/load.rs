@@ -307,6 +307,18 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.image.request_timeout_seconds == 0 {
         return bad("image.request_timeout_seconds", "must be at least 1".into());
     }
+    if c.image.retry_attempts == 0 || c.image.retry_attempts > 100 {
+        return bad(
+            "image.retry_attempts",
+            format!("must be 1 to 100, got {}", c.image.retry_attempts),
+        );
+    }
+    if c.image.retry_max_wait_seconds > 3600 {
+        return bad(
+            "image.retry_max_wait_seconds",
+            format!("must be at most 3600, got {}", c.image.retry_max_wait_seconds),
+        );
+    }
     if c.image.max_layer_unpacked_bytes == 0 {
         return bad("image.max_layer_unpacked_bytes", "must be at least 1".into());
     }
@@ -512,6 +524,30 @@ mod tests {
         let e = load(Some(&main), &Overrides::default()).unwrap_err();
         assert!(e.file.ends_with("50-x.toml"), "{e}");
         assert!(e.key.contains("endpoint"), "{e}");
+    }
+
+    #[test]
+    fn retry_bounds_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        for (text, key) in [
+            ("[image]\nretry_attempts = 0\n", "image.retry_attempts"),
+            (
+                "[image]\nretry_max_wait_seconds = 3601\n",
+                "image.retry_max_wait_seconds",
+            ),
+        ] {
+            let main = write(d.path(), "crust.toml", text);
+            let e = load(Some(&main), &Overrides::default()).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let main = write(d.path(), "crust.toml", "[image]\nretry_attempts = 1\n");
+        assert_eq!(
+            load(Some(&main), &Overrides::default())
+                .unwrap()
+                .image
+                .retry_attempts,
+            1
+        );
     }
 
     #[test]

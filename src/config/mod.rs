@@ -164,6 +164,13 @@ pub struct ImageConfig {
     /// Seconds a registry may take over a manifest, index or token request: its headers, then its
     /// body, each within this (blobs are bounded by `stall_timeout_seconds` instead).
     pub request_timeout_seconds: u64,
+    /// Tries of one registry request in a row that bring no new byte, after transient failures (a
+    /// connection refused, reset or cut short, a stall, HTTP 408/429/500/502/503/504); 1: no retry.
+    /// A cut blob resumes from where it stopped.
+    pub retry_attempts: u32,
+    /// Longest total wait between those tries (a registry's `Retry-After` included; one asking more
+    /// fails the pull at once).
+    pub retry_max_wait_seconds: u64,
     /// Largest uncompressed size of one layer: its tar stream, and the content of its files counted
     /// at their full size (holes of sparse files included). A larger layer fails the pull.
     pub max_layer_unpacked_bytes: u64,
@@ -183,6 +190,8 @@ impl Default for ImageConfig {
             max_concurrent_downloads: 3,
             stall_timeout_seconds: 60,
             request_timeout_seconds: 60,
+            retry_attempts: 5,
+            retry_max_wait_seconds: 60,
             max_layer_unpacked_bytes: 32 << 30,
             max_layer_entries: 4 << 20,
             pinned_images: Vec::new(),

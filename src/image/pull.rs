@@ -80,6 +80,7 @@ fn share(e: &Error) -> (u8, String) {
         Error::PermissionDenied(_) => 7,
         Error::Unimplemented(_) => 8,
         Error::ResourceExhausted(_) => 10,
+        Error::DataLoss(_) => 11,
         Error::Io { .. } | Error::Internal(_) => 9,
     };
     let msg = match e {
@@ -104,6 +105,7 @@ fn unshare((k, m): (u8, String)) -> Error {
         7 => Error::PermissionDenied(m),
         8 => Error::Unimplemented(m),
         10 => Error::ResourceExhausted(m),
+        11 => Error::DataLoss(m),
         _ => Error::Internal(m),
     }
 }
@@ -194,16 +196,31 @@ fn credentials_for(
 
 /// The manifest at the first endpoint that has it.
 async fn resolve(inner: &Inner, r: &Reference, creds: Option<Credentials>) -> Result<(Session, Manifest)> {
-    let stall = Duration::from_secs(inner.cfg.image.stall_timeout_seconds.max(1));
-    let request = Duration::from_secs(inner.cfg.image.request_timeout_seconds.max(1));
+    let img = &inner.cfg.image;
+    let stall = Duration::from_secs(img.stall_timeout_seconds.max(1));
+    let request = Duration::from_secs(img.request_timeout_seconds.max(1));
+    let retry = registry::Retry {
+        attempts: img.retry_attempts.max(1),
+        max_wait: Duration::from_secs(img.retry_max_wait_seconds),
+    };
     let mut errors: Vec<Error> = Vec::new();
     let live = inner.live();
-    for ep in registry::endpoints_for(&live.cfg, &r.registry, r.digest.is_none())? {
+    let endpoints = registry::endpoints_for(&live.cfg, &r.registry, r.digest.is_none())?;
+    let n = endpoints.len();
+    for (i, ep) in endpoints.into_iter().enumerate() {
         let client = live.clients.get(&ep)?;
         let c = credentials_for(&live.clients, r, &ep, creds.as_ref());
         let host = ep.host.clone();
-        let s = Session::new(client, ep, &r.repository, c, stall, request);
-        match s.manifest(r.reference()).await {
+        let mut s = Session::new(client, ep, &r.repository, c, stall, request);
+        s.retry = retry;
+        // An endpoint with others after it is tried once, then the next (containerd tries again on
+        // the last host only).
+        let policy = if i + 1 == n {
+            retry
+        } else {
+            registry::Retry::once()
+        };
+        match s.manifest_tried(r.reference(), policy).await {
             Ok(m) => return Ok((s, m)),
             Err(e) => {
                 tracing::info!(image = %r, endpoint = %host, error = %e, "endpoint failed, trying the next");
@@ -226,10 +243,11 @@ fn combine(mut errors: Vec<Error>) -> Error {
         Error::PermissionDenied(_) => 1,
         Error::NotFound(_) => 2,
         Error::ResourceExhausted(_) => 3,
-        Error::FailedPrecondition(_) => 4,
-        Error::DeadlineExceeded(_) => 5,
-        Error::Unavailable(_) => 6,
-        _ => 7,
+        Error::DataLoss(_) => 4,
+        Error::FailedPrecondition(_) => 5,
+        Error::DeadlineExceeded(_) => 6,
+        Error::Unavailable(_) => 7,
+        _ => 8,
     };
     let msg = errors
         .iter()

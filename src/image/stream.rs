@@ -1,6 +1,7 @@
 //! A layer blob streamed from the registry straight into the unpacker: network chunks go through a small
 //! bounded channel to one blocking thread that hashes them (the blob digest), decompresses, hashes again
-//! (the diff ID) and unpacks into a temporary directory. The layer is written to disk once and never held
+//! (the diff ID) and unpacks into a temporary directory. A transfer cut short resumes where it stopped
+//! (see `registry::fetch_blob`): the unpacker just reads on. The layer is written to disk once and never held
 //! whole in memory; it becomes visible (renamed) only after size, digest and diff ID all check out.
 
 use std::io::{BufRead, BufReader, Read};
@@ -9,7 +10,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::manifest::Descriptor;
-use super::registry::{Session, check_blob, pump};
+use super::registry::{Session, check_blob, fetch_blob};
 use super::unpack::{self, Unpacked};
 use crate::{Error, Result};
 
@@ -50,7 +51,6 @@ pub async fn fetch_and_unpack(
     limits: unpack::Limits,
 ) -> Result<Unpacked> {
     let what = format!("blob {}", d.digest);
-    let mut resp = s.blob(&d.digest).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     let dest = dest.to_path_buf();
     let diff = diff_id.to_string();
@@ -89,7 +89,7 @@ pub async fn fetch_and_unpack(
         )
     });
     let size = Some(d.size).filter(|n| *n > 0);
-    let failure = pump(s, &mut resp, &what, size, None, &tx).await;
+    let failure = fetch_blob(s, &d.digest, &what, size, None, &tx).await;
     drop(tx);
     let (res, drained, n, got) = worker
         .await

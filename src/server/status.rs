@@ -17,6 +17,7 @@ pub fn to_status(e: Error) -> Status {
         Error::PermissionDenied(_) => Code::PermissionDenied,
         Error::Unimplemented(_) => Code::Unimplemented,
         Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::DataLoss(_) => Code::DataLoss,
         Error::Io { .. } | Error::Internal(_) => Code::Internal,
     };
     let status = Status::new(code, bounded(e.to_string()));

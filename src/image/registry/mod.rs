@@ -5,6 +5,7 @@
 mod auth;
 mod download;
 pub mod hosts;
+mod retry;
 mod session;
 
 use std::collections::HashMap;
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 pub use auth::Credentials;
 pub use download::download_to;
-pub(crate) use download::{check_blob, pump};
+pub(crate) use download::{check_blob, fetch_blob};
+pub use retry::Retry;
 pub use session::{Manifest, Session};
 
 use crate::config::{Config, HostConfig};

@@ -1,14 +1,18 @@
 //! One repository at one endpoint: requests with authentication (Basic, or a Bearer token fetched from
-//! the challenge's realm, cached for the session), manifests (verified against their digest), blobs.
+//! the challenge's realm, cached for the session), manifests (verified against their digest, tried again
+//! after transient failures, see `retry`), blobs from a given byte on (`Range`).
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use sha2::{Digest, Sha256};
 
 use super::Endpoint;
 use super::auth::{Challenge, Credentials, parse_challenge};
+use super::retry::{Failure, Retry, Tries, retry_after};
 use crate::{Error, Result};
 
 /// Media types a manifest request accepts.
@@ -44,6 +48,8 @@ pub struct Session {
     pub stall: Duration,
     /// A manifest or token request not done in this long fails.
     pub request_timeout: Duration,
+    /// How a request is tried again after a transient failure.
+    pub retry: Retry,
 }
 
 /// The error chain of an HTTP failure, as one line.
@@ -80,6 +86,7 @@ impl Session {
             auth: tokio::sync::Mutex::new(None),
             stall,
             request_timeout,
+            retry: Retry::default(),
         }
     }
 
@@ -88,14 +95,27 @@ impl Session {
         &self.endpoint.host
     }
 
-    fn net_err(&self, e: reqwest::Error) -> Error {
+    /// A failed connection or transfer while fetching `what`: worth another try unless TLS failed (a
+    /// certificate that is refused now will be refused again).
+    fn net_err(&self, e: reqwest::Error, what: &str) -> Failure {
         let text = chain(&e);
+        let host = self.host();
         if e.is_timeout() {
-            Error::DeadlineExceeded(format!("{}: timed out: {text}", self.host()))
+            Failure::transient(Error::DeadlineExceeded(format!(
+                "{host} timed out while sending {what}: {text}"
+            )))
         } else if text.contains("certificate") || text.contains("TLS") || text.contains("tls") {
-            Error::Unavailable(format!("TLS with {} failed: {text}", self.host()))
+            Error::Unavailable(format!("TLS with {host} failed: {text}")).into()
+        } else if e.is_builder() {
+            Error::Internal(format!("bad request to {host} for {what}: {text}")).into()
+        } else if e.is_connect() {
+            Failure::transient(Error::Unavailable(format!(
+                "{host} is unreachable (fetching {what}): {text}"
+            )))
         } else {
-            Error::Unavailable(format!("{} is unreachable: {text}", self.host()))
+            Failure::transient(Error::Unavailable(format!(
+                "{host} failed while sending {what}: {text}"
+            )))
         }
     }
 
@@ -118,28 +138,32 @@ impl Session {
         ))
     }
 
-    /// GET `url`, authenticating on a 401 challenge (once); each attempt's headers must arrive within
-    /// `wait`.
+    /// GET `url` (from byte `from` on when not 0), authenticating on a 401 challenge (once); each
+    /// attempt's headers must arrive within `wait`.
     async fn get(
         &self,
         url: &str,
         accept: Option<&str>,
         what: &str,
         wait: Duration,
-    ) -> Result<reqwest::Response> {
+        from: u64,
+    ) -> Result<reqwest::Response, Failure> {
         let mut authenticated = false;
         loop {
             let mut rb = self.client.get(url);
             if let Some(a) = accept {
                 rb = rb.header(ACCEPT, a);
             }
+            if from > 0 {
+                rb = rb.header(RANGE, format!("bytes={from}-"));
+            }
             if let Some(h) = self.auth.lock().await.clone() {
                 rb = rb.header(AUTHORIZATION, h);
             }
             let resp = tokio::time::timeout(wait, rb.send())
                 .await
-                .map_err(|_| self.late(what, wait))?
-                .map_err(|e| self.net_err(e))?;
+                .map_err(|_| Failure::transient(self.late(what, wait)))?
+                .map_err(|e| self.net_err(e, what))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
@@ -148,7 +172,8 @@ impl Session {
                     "authentication failed at {}: the registry refused the credentials for {}",
                     self.host(),
                     self.repo
-                )));
+                ))
+                .into());
             }
             let challenge = resp
                 .headers()
@@ -259,7 +284,7 @@ impl Session {
             }
             rb.send().await
         };
-        let mut resp = resp.map_err(|e| self.net_err(e))?;
+        let mut resp = resp.map_err(|e| self.net_err(e, "a token").err)?;
         let status = resp.status();
         if !status.is_success() {
             return Err(Error::Unauthenticated(format!(
@@ -268,6 +293,7 @@ impl Session {
         }
         self.read_bounded(&mut resp, MAX_TOKEN_RESPONSE, "token response", &shown)
             .await
+            .map_err(|f| f.err)
     }
 
     /// The whole body of `resp`, refused (`ResourceExhausted`) past `max` bytes, whatever its
@@ -278,38 +304,73 @@ impl Session {
         max: u64,
         what: &str,
         from: &str,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Vec<u8>, Failure> {
         let too_large = || Error::ResourceExhausted(format!("{what} from {from} is larger than {max} bytes"));
         if resp.content_length().is_some_and(|n| n > max) {
-            return Err(too_large());
+            return Err(too_large().into());
         }
         let mut body = Vec::new();
         while let Some(c) = self.chunk(resp, what).await? {
             if (body.len() + c.len()) as u64 > max {
-                return Err(too_large());
+                return Err(too_large().into());
             }
             body.extend_from_slice(&c);
         }
         Ok(body)
     }
 
-    fn status_err(&self, status: StatusCode, what: &str) -> Error {
+    /// The failure an unsuccessful answer means: worth another try for 408, 429, 500, 502, 503 and
+    /// 504 (those containerd tries again), after the wait the registry asks for in `Retry-After`.
+    fn status_err(&self, resp: &reqwest::Response, what: &str) -> Failure {
         let at = &self.endpoint.base;
+        let status = resp.status();
         match status {
-            StatusCode::NOT_FOUND => Error::NotFound(format!("{what} not found at {at}")),
+            StatusCode::NOT_FOUND => Error::NotFound(format!("{what} not found at {at}")).into(),
             StatusCode::FORBIDDEN => {
-                Error::PermissionDenied(format!("{at} denied access to {what} (HTTP 403)"))
+                Error::PermissionDenied(format!("{at} denied access to {what} (HTTP 403)")).into()
             }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                Error::Unavailable(format!("{} answered HTTP {s} for {what}", self.host()))
+            StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Failure {
+                after: resp
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(retry_after),
+                ..Failure::transient(Error::Unavailable(format!(
+                    "{} answered HTTP {status} for {what}",
+                    self.host()
+                )))
+            },
+            s if s.is_server_error() => {
+                Error::Unavailable(format!("{} answered HTTP {s} for {what}", self.host())).into()
             }
-            s => Error::FailedPrecondition(format!("{at} answered HTTP {s} for {what}")),
+            s => Error::FailedPrecondition(format!("{at} answered HTTP {s} for {what}")).into(),
         }
     }
 
     /// Fetches the manifest or index `reference` (tag or digest), verified when it is a digest. Its
-    /// headers, then its body, each within the request timeout (a token fetch has its own).
+    /// headers, then its body, each within the request timeout (a token fetch has its own); tried again
+    /// after transient failures as `retry` allows.
     pub async fn manifest(&self, reference: &str) -> Result<Manifest> {
+        self.manifest_tried(reference, self.retry).await
+    }
+
+    /// `manifest`, tried again as `policy` allows.
+    pub async fn manifest_tried(&self, reference: &str, policy: Retry) -> Result<Manifest> {
+        let mut tries = Tries::new(policy);
+        loop {
+            match self.manifest_once(reference).await {
+                Ok(m) => return Ok(m),
+                Err(f) => tries.again(f, reference).await?,
+            }
+        }
+    }
+
+    async fn manifest_once(&self, reference: &str) -> Result<Manifest, Failure> {
         let what = if reference.starts_with("sha256:") {
             format!("manifest {}@{reference}", self.repo)
         } else {
@@ -323,10 +384,11 @@ impl Session {
                 Some(MANIFEST_ACCEPT),
                 what,
                 self.request_timeout.min(self.stall),
+                0,
             )
             .await?;
         if !resp.status().is_success() {
-            return Err(self.status_err(resp.status(), what));
+            return Err(self.status_err(&resp, what));
         }
         let ctype = resp
             .headers()
@@ -339,13 +401,14 @@ impl Session {
             self.read_bounded(&mut resp, MAX_MANIFEST, what, &self.endpoint.base),
         )
         .await
-        .map_err(|_| self.late(what, self.request_timeout))??;
+        .map_err(|_| Failure::transient(self.late(what, self.request_timeout)))??;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         if reference.starts_with("sha256:") && digest != reference {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::DataLoss(format!(
                 "{what} from {}: content has digest {digest}",
                 self.host()
-            )));
+            ))
+            .into());
         }
         let media_type = media_type_of(&ctype, &body);
         Ok(Manifest {
@@ -355,24 +418,57 @@ impl Session {
         })
     }
 
-    /// Starts fetching a blob; returns the successful response to stream from.
-    pub async fn blob(&self, digest: &str) -> Result<reqwest::Response> {
+    /// Starts fetching a blob from byte `from` on (with a `Range` request when not 0); returns the
+    /// successful response to stream from and the byte its body starts at: `from` when the registry
+    /// sent that range (206), 0 when it sent the whole blob (200) instead.
+    pub async fn blob(&self, digest: &str, from: u64) -> Result<(reqwest::Response, u64), Failure> {
         let what = format!("blob {digest} of {}", self.repo);
         let url = format!("{}/v2/{}/blobs/{digest}", self.endpoint.base, self.repo);
-        let resp = self.get(&url, None, &what, self.stall).await?;
-        if !resp.status().is_success() {
-            return Err(self.status_err(resp.status(), &what));
+        let resp = self.get(&url, None, &what, self.stall, from).await?;
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let start = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(range_start);
+            if from == 0 || start != Some(from) {
+                return Err(Error::FailedPrecondition(format!(
+                    "{} answered a request for {what} from byte {from} with the range {:?}",
+                    self.endpoint.base,
+                    resp.headers().get(CONTENT_RANGE)
+                ))
+                .into());
+            }
+            return Ok((resp, from));
         }
-        Ok(resp)
+        if !resp.status().is_success() {
+            return Err(self.status_err(&resp, &what));
+        }
+        Ok((resp, 0))
     }
 
     /// The next chunk of a response body, with the stall timeout.
-    pub async fn chunk(&self, resp: &mut reqwest::Response, what: &str) -> Result<Option<bytes::Bytes>> {
+    pub async fn chunk(
+        &self,
+        resp: &mut reqwest::Response,
+        what: &str,
+    ) -> Result<Option<bytes::Bytes>, Failure> {
         tokio::time::timeout(self.stall, resp.chunk())
             .await
-            .map_err(|_| self.stalled(what))?
-            .map_err(|e| self.net_err(e))
+            .map_err(|_| Failure::transient(self.stalled(what)))?
+            .map_err(|e| self.net_err(e, what))
     }
+}
+
+/// The first byte of a `Content-Range: bytes FIRST-LAST/SIZE`.
+fn range_start(v: &str) -> Option<u64> {
+    v.trim()
+        .strip_prefix("bytes ")?
+        .split('-')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The manifest's media type: the header unless it is generic, else the body's `mediaType`, else guessed.

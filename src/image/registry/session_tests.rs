@@ -126,3 +126,11 @@ async fn a_digest_reference_is_verified() {
     let e = s.manifest(&wrong).await.unwrap_err();
     assert!(e.to_string().contains("content has digest"), "{e}");
 }
+
+#[test]
+fn a_content_range_gives_its_first_byte() {
+    assert_eq!(range_start("bytes 90000-99999/100000"), Some(90000));
+    assert_eq!(range_start("bytes 5-9/*"), Some(5));
+    assert_eq!(range_start("bytes */100000"), None);
+    assert_eq!(range_start("items 1-2/3"), None);
+}
