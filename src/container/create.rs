@@ -419,6 +419,7 @@ impl Inner {
             .unwrap_or_default();
         let log = log_path(&p.pod.log_directory, &cfg.log_path);
         let mut rec = ContainerRecord {
+            format: Default::default(),
             id: p.id.clone(),
             pod_id: p.pod.id.clone(),
             name: meta.name.clone(),

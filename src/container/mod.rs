@@ -105,7 +105,10 @@ impl Containers {
         crate::state::set_mode(&d, 0o711).map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
         let mut records = HashMap::new();
         let mut names = HashMap::new();
-        for r in crate::state::read_all_json::<ContainerRecord>(&dirs.container_records()) {
+        let d = dirs.container_records();
+        let loaded = crate::state::read_all_json::<ContainerRecord>(&d)
+            .map_err(|e| Error::io(format!("load the container records in {}", d.display()), e))?;
+        for r in loaded {
             names.insert((r.pod_id.clone(), r.name.clone(), r.attempt), r.id.clone());
             records.insert(r.id.clone(), r);
         }

@@ -152,6 +152,9 @@ impl ResourcesRecord {
 /// One container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
+    /// The record's format (`crate::state::format`).
+    #[serde(default)]
+    pub format: crate::state::format::Format<{ crate::state::format::CONTAINER_RECORD }>,
     pub id: String,
     pub pod_id: String,
     pub name: String,

@@ -50,6 +50,9 @@ pub struct Usage {
 /// The whole index.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Index {
+    /// The index's format (`crate::state::format`).
+    #[serde(default)]
+    pub format: crate::state::format::Format<{ crate::state::format::IMAGE_INDEX }>,
     pub images: Vec<ImageRecord>,
     /// Chain ID hex → usage.
     #[serde(default)]

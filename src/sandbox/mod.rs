@@ -121,7 +121,7 @@ impl Sandboxes {
         let pods_dir = dirs.state.join("pods");
         crate::state::set_mode(&pods_dir, 0o711)
             .map_err(|e| Error::io(format!("chmod {}", pods_dir.display()), e))?;
-        let records = PodRecord::load_all(dirs);
+        let records = PodRecord::load_all(dirs)?;
         let names = names::Names::default();
         let mut pods = HashMap::new();
         for r in records {

@@ -140,6 +140,9 @@ pub struct NetworkRecord {
 /// One pod, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodRecord {
+    /// The record's format (`crate::state::format`).
+    #[serde(default)]
+    pub format: crate::state::format::Format<{ crate::state::format::POD_RECORD }>,
     pub id: String,
     pub name: String,
     pub namespace: String,
@@ -236,9 +239,11 @@ impl PodRecord {
         crate::state::remove_file_idempotent(&p).ctx(format!("remove pod record {}", p.display()))
     }
 
-    /// Loads every record.
-    pub fn load_all(dirs: &Dirs) -> Vec<PodRecord> {
-        crate::state::read_all_json(&dirs.pod_records())
+    /// Loads every record; one that cannot be read fails the load (crustd does not start without it).
+    pub fn load_all(dirs: &Dirs) -> Result<Vec<PodRecord>> {
+        let d = dirs.pod_records();
+        crate::state::read_all_json(&d)
+            .map_err(|e| crate::Error::io(format!("load the pod records in {}", d.display()), e))
     }
 
     /// The pause container's state dir (monitor files) and bundle.

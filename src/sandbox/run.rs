@@ -278,6 +278,7 @@ impl Inner {
         // Everything that will be made is named in the record before any of it is made; undoing a thing
         // not made yet is a no-op, so one write covers every step.
         let mut rec = PodRecord {
+            format: Default::default(),
             id: id.clone(),
             name: p.key.name.clone(),
             namespace: p.key.namespace.clone(),

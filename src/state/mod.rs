@@ -2,6 +2,7 @@
 //! writes (write, fsync, rename), JSON records, per-ID locks for request concurrency, and the in-memory
 //! record tables whose writes are counted (`Versioned`).
 
+pub mod format;
 mod locks;
 mod versioned;
 
@@ -161,10 +162,14 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<T> {
     serde_json::from_slice(&data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Reads every `*.json` record in `dir` (skipping temporary files); unreadable ones are logged and skipped.
-pub fn read_all_json<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
+/// Reads every `*.json` record in `dir` (skipping temporary files). One that cannot be read (damaged,
+/// or of a newer format) fails the whole load, naming the file: a crustd that went on without it would
+/// drop what the record holds (a running container, a pod's network) without a word.
+pub fn read_all_json<T: DeserializeOwned>(dir: &Path) -> std::io::Result<Vec<T>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
     let mut out = Vec::new();
     for e in rd.flatten() {
@@ -177,12 +182,18 @@ pub fn read_all_json<T: DeserializeOwned>(dir: &Path) -> Vec<T> {
         if !is_record {
             continue;
         }
-        match read_json(&p) {
-            Ok(v) => out.push(v),
-            Err(e) => tracing::warn!(path = %p.display(), error = %e, "skipping unreadable record"),
-        }
+        let v = read_json(&p).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: {e}; crustd does not start without it (move it away to start without what it records)",
+                    p.display()
+                ),
+            )
+        })?;
+        out.push(v);
     }
-    out
+    Ok(out)
 }
 
 /// Sets a directory's mode (when it differs).
@@ -250,8 +261,21 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        let all: Vec<Vec<i32>> = read_all_json(&d.path().join("a"));
+        let all: Vec<Vec<i32>> = read_all_json(&d.path().join("a")).unwrap();
         assert_eq!(all, vec![vec![3]]);
+        // A record that cannot be read fails the load, naming the file.
+        std::fs::write(d.path().join("a/bad.json"), b"{").unwrap();
+        let e = read_all_json::<Vec<i32>>(&d.path().join("a")).unwrap_err();
+        assert!(
+            e.to_string().contains("bad.json") && e.to_string().contains("does not start without it"),
+            "{e}"
+        );
+        std::fs::remove_file(d.path().join("a/bad.json")).unwrap();
+        assert!(
+            read_all_json::<Vec<i32>>(&d.path().join("nowhere"))
+                .unwrap()
+                .is_empty()
+        );
         for dur in [Durability::Replace, Durability::Volatile] {
             write_json_with(&p, &vec![4], dur).unwrap();
             assert_eq!(read_json::<Vec<i32>>(&p).unwrap(), vec![4]);
