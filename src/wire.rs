@@ -118,6 +118,146 @@ impl<K: Ord> Items<K> {
     }
 }
 
+/// The most bytes one message of a list stream (`Stream*Response`) carries: kubelet's gRPC client
+/// takes 16 MiB, and a stream's point is that no single message comes near it. An item larger than
+/// this on its own (a container with megabytes of annotations) goes alone in a message: upstream asks
+/// for at least one item per message.
+pub const BATCH_LIMIT: usize = 1 << 20;
+
+/// One message of a list stream: a repeated message field `tag`, filled item by item up to
+/// [`BATCH_LIMIT`]. Each item is encoded into `scratch` first and copied in when it fits.
+pub struct Batch {
+    tag: u32,
+    buf: Vec<u8>,
+    /// Room promised to items added later (`reserve`).
+    reserved: usize,
+    /// The item being encoded.
+    pub scratch: Vec<u8>,
+}
+
+impl Batch {
+    /// An empty message whose items go in field `tag`.
+    pub fn new(tag: u32) -> Self {
+        Batch {
+            tag,
+            buf: Vec::new(),
+            reserved: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Whether an item of `body_len` bytes fits (an empty message takes any item).
+    fn fits(&self, body_len: usize) -> bool {
+        let used = self.buf.len() + self.reserved;
+        used == 0 || used + msg_len(self.tag, body_len) <= BATCH_LIMIT
+    }
+
+    /// Promises room for an item of at most `body_len` bytes, added later with `take_reserved`;
+    /// `false` when it does not fit.
+    pub fn reserve(&mut self, body_len: usize) -> bool {
+        let fits = self.fits(body_len);
+        if fits {
+            self.reserved += msg_len(self.tag, body_len);
+        }
+        fits
+    }
+
+    /// Adds the item in `scratch` in the room `reserve(body_len)` promised (or gives the room back
+    /// when `scratch` is empty: the item is not listed after all).
+    pub fn take_reserved(&mut self, body_len: usize) {
+        self.reserved = self.reserved.saturating_sub(msg_len(self.tag, body_len));
+        if !self.scratch.is_empty() {
+            put_msg_head(self.tag, self.scratch.len(), &mut self.buf);
+            self.buf.extend_from_slice(&self.scratch);
+            self.scratch.clear();
+        }
+    }
+
+    /// Adds the item encoded in `scratch` if it fits (or the message is empty); `false` leaves both
+    /// as they were, the message full.
+    pub fn take_scratch(&mut self) -> bool {
+        if !self.fits(self.scratch.len()) {
+            return false;
+        }
+        put_msg_head(self.tag, self.scratch.len(), &mut self.buf);
+        self.buf.extend_from_slice(&self.scratch);
+        self.scratch.clear();
+        true
+    }
+
+    /// Adds the message `m` if it fits (or the message is empty); `false` when full.
+    pub fn push_message(&mut self, m: &impl prost::Message) -> bool {
+        self.scratch.clear();
+        m.encode_raw(&mut self.scratch);
+        let taken = self.take_scratch();
+        self.scratch.clear();
+        taken
+    }
+
+    /// Whether no item is in yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The encoded message.
+    pub fn finish(self) -> bytes::Bytes {
+        self.buf.into()
+    }
+}
+
+/// A list stream's messages, each made by `batch(from)` when the one before it has been taken:
+/// the message of the items after the cursor `from` (`None`: from the start), and the cursor after
+/// them (`None`: no item left). An empty message ends the stream unsent.
+pub fn batches<F>(batch: F) -> impl futures::Stream<Item = crate::Result<bytes::Bytes>> + Send
+where
+    F: FnMut(Option<&str>) -> (Batch, Option<String>) + Send,
+{
+    futures::stream::unfold((Some(None::<String>), batch), |(from, mut batch)| async move {
+        let (message, next) = batch(from?.as_deref());
+        (!message.is_empty()).then(|| (Ok(message.finish()), (next.map(Some), batch)))
+    })
+}
+
+/// A list stream's messages (field `tag` of each) made from pages of items: `page(after)` gives the
+/// items after the cursor `after` (`None`: from the start) and the cursor after them, `None` at the
+/// end. Pages are asked for only as messages are taken, so no more than a page and a message of
+/// items is ever held; an item that does not fit waits for the next message.
+pub fn paged<M, F, Fut>(tag: u32, page: F) -> impl futures::Stream<Item = crate::Result<bytes::Bytes>> + Send
+where
+    M: prost::Message + Send + 'static,
+    F: FnMut(Option<String>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (Vec<M>, Option<String>)> + Send,
+{
+    struct Pages<M, F> {
+        page: F,
+        items: std::collections::VecDeque<M>,
+        /// Where the next page starts; `None` once the last page was read.
+        next: Option<Option<String>>,
+    }
+    let start = Pages {
+        page,
+        items: std::collections::VecDeque::new(),
+        next: Some(None),
+    };
+    futures::stream::unfold(start, move |mut p| async move {
+        let mut batch = Batch::new(tag);
+        loop {
+            while let Some(m) = p.items.front() {
+                if !batch.push_message(m) {
+                    return Some((Ok(batch.finish()), p));
+                }
+                p.items.pop_front();
+            }
+            let Some(after) = p.next.take() else {
+                return (!batch.is_empty()).then(|| (Ok(batch.finish()), p));
+            };
+            let (items, next) = (p.page)(after).await;
+            p.items.extend(items);
+            p.next = next.map(Some);
+        }
+    })
+}
+
 /// A listed record's message body, encoded on its first list and kept, but for one varint field
 /// written at each use: its state. Every other field of a listed container or pod is fixed once it
 /// is created, so a relist copies bytes instead of walking each record's strings and maps again.
@@ -280,5 +420,41 @@ mod tests {
         let msg = v1::ListContainersResponse::decode(&items.into_message(1)[..]).unwrap();
         let ids: Vec<_> = msg.containers.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
+    }
+
+    #[test]
+    fn batches_stay_under_the_limit_and_take_one_oversized_item_alone() {
+        let mut b = Batch::new(1);
+        let item = v1::Container {
+            id: "x".repeat(1000),
+            ..Default::default()
+        };
+        let mut n = 0;
+        while b.push_message(&item) {
+            n += 1;
+        }
+        let msg = b.finish();
+        assert!(msg.len() <= BATCH_LIMIT, "{}", msg.len());
+        assert!(msg.len() + 1006 > BATCH_LIMIT);
+        assert_eq!(
+            v1::StreamContainersResponse::decode(&msg[..])
+                .unwrap()
+                .containers
+                .len(),
+            n
+        );
+        let big = v1::Container {
+            id: "x".repeat(BATCH_LIMIT + 1),
+            ..Default::default()
+        };
+        let mut b = Batch::new(1);
+        assert!(b.push_message(&big), "an empty message takes any item");
+        assert!(!b.push_message(&item));
+        assert_eq!(
+            v1::StreamContainersResponse::decode(&b.finish()[..])
+                .unwrap()
+                .containers,
+            [big]
+        );
     }
 }

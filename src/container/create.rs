@@ -137,6 +137,7 @@ impl Daemon {
                 index,
                 layers: view.layers,
                 sub_path: m.image_sub_path.clone(),
+                image_ref: view.image_ref,
             });
         }
         let pod_info = pod_info(&pod, req.sandbox_config.as_ref());
@@ -439,7 +440,15 @@ impl Inner {
             image_ref: p.image.image_ref.clone(),
             labels: cfg.labels.clone(),
             annotations: cfg.annotations.clone(),
-            mounts: cfg.mounts.iter().map(MountRecord::from_cri).collect(),
+            mounts: cfg
+                .mounts
+                .iter()
+                .enumerate()
+                .map(|(i, m)| {
+                    let image_ref = p.image_volumes.iter().find(|v| v.index == i);
+                    MountRecord::from_cri(m, image_ref.map(|v| v.image_ref.as_str()))
+                })
+                .collect(),
             log_path: log.as_ref().map(|l| l.display().to_string()).unwrap_or_default(),
             resources: ResourcesRecord::from_cri(&res),
             uid: 0,

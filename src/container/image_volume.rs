@@ -19,6 +19,8 @@ pub struct ImageVolume {
     pub index: usize,
     pub layers: Vec<PathBuf>,
     pub sub_path: String,
+    /// The image's digest reference, as a container's `image_ref` (the status's `image.image_ref`).
+    pub image_ref: String,
 }
 
 fn dir(container_state: &Path) -> PathBuf {
@@ -128,11 +130,13 @@ mod tests {
                 index: 0,
                 layers: vec![layer.clone()],
                 sub_path: String::new(),
+                image_ref: String::new(),
             },
             ImageVolume {
                 index: 3,
                 layers: vec![layer.clone()],
                 sub_path: "sub".into(),
+                image_ref: String::new(),
             },
         ];
         let m = stage(&state, &vols).unwrap();
@@ -145,6 +149,7 @@ mod tests {
                 index: 1,
                 layers: vec![layer.clone()],
                 sub_path: "escape/etc".into(),
+                image_ref: String::new(),
             }],
         );
         assert!(release(&state).unwrap());

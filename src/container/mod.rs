@@ -28,9 +28,10 @@ mod spec_tests;
 mod stats;
 mod status;
 mod stop;
+mod stream;
 pub mod user;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub(crate) struct Inner {
     kill_timeout: Duration,
     exec_max_output: usize,
     host: spec::HostInfo,
-    records: crate::state::Versioned<HashMap<String, ContainerRecord>>,
+    records: crate::state::Versioned<BTreeMap<String, ContainerRecord>>,
     /// ListContainers' responses, while the records and the watched monitors stay as they were.
     kept: crate::wire::Kept<Option<i32>, crate::wire::Versions>,
     names: Mutex<HashMap<NameKey, String>>,
@@ -103,7 +104,7 @@ impl Containers {
         }
         let d = dirs.state.join("containers");
         crate::state::set_mode(&d, 0o711).map_err(|e| Error::io(format!("chmod {}", d.display()), e))?;
-        let mut records = HashMap::new();
+        let mut records = BTreeMap::new();
         let mut names = HashMap::new();
         let d = dirs.container_records();
         let loaded = crate::state::read_all_json::<ContainerRecord>(&d)

@@ -33,10 +33,14 @@ pub struct MountRecord {
     pub image: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image_sub_path: String,
+    /// An image volume's image by digest, as found at create (empty in records of older crustds).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image_ref: String,
 }
 
 impl MountRecord {
-    pub fn from_cri(m: &v1::Mount) -> Self {
+    /// The record of `m`; `image_ref`, the digest reference of an image volume's image.
+    pub fn from_cri(m: &v1::Mount, image_ref: Option<&str>) -> Self {
         MountRecord {
             container_path: m.container_path.clone(),
             host_path: m.host_path.clone(),
@@ -45,6 +49,7 @@ impl MountRecord {
             recursive_read_only: m.recursive_read_only,
             image: m.image.as_ref().map(|i| i.image.clone()).unwrap_or_default(),
             image_sub_path: m.image_sub_path.clone(),
+            image_ref: image_ref.unwrap_or_default().to_string(),
         }
     }
     pub fn to_cri(&self) -> v1::Mount {
@@ -56,6 +61,7 @@ impl MountRecord {
             recursive_read_only: self.recursive_read_only,
             image: (!self.image.is_empty()).then(|| v1::ImageSpec {
                 image: self.image.clone(),
+                image_ref: self.image_ref.clone(),
                 ..Default::default()
             }),
             image_sub_path: self.image_sub_path.clone(),

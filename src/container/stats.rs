@@ -23,7 +23,7 @@ impl Inner {
     }
 
     /// Stats of one container.
-    async fn stats(&self, r: &ContainerRecord) -> v1::ContainerStats {
+    pub(super) async fn stats(&self, r: &ContainerRecord) -> v1::ContainerStats {
         let now = crate::state::now_nanos();
         let cg = Self::cgroup_stats(r);
         let layer = self.layer_usage(&r.id).await;

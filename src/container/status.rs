@@ -26,7 +26,7 @@ impl ListFilter {
             .then(|| self.state.map(|s| s as i32))
     }
 
-    fn matches(&self, r: &ContainerRecord) -> bool {
+    pub(super) fn matches(&self, r: &ContainerRecord) -> bool {
         (self.id.is_empty() || r.id.starts_with(&self.id))
             && (self.pod_id.is_empty() || r.pod_id.starts_with(&self.pod_id))
             && self.state.is_none_or(|s| cri_state(r) == s)
@@ -182,7 +182,7 @@ fn container_of(r: &ContainerRecord) -> v1::Container {
 }
 
 /// [`container_of`] encoded (the message's body, without key and length) straight from the record.
-fn encode_container(r: &ContainerRecord, buf: &mut Vec<u8>) {
+pub(super) fn encode_container(r: &ContainerRecord, buf: &mut Vec<u8>) {
     use crate::wire::{map_len, put_map, put_msg_head, put_str, put_varint, str_len, varint_len};
     let head = |buf: &mut Vec<u8>| {
         let meta = str_len(1, &r.name) + varint_len(2, r.attempt.into());

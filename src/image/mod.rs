@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod check;
 pub mod index;
+mod list;
 pub mod manifest;
 mod pull;
 pub mod reference;
@@ -24,6 +25,7 @@ use oci_spec::image::ImageConfiguration;
 use tokio::sync::watch;
 
 pub use index::ImageRecord;
+pub use list::to_cri;
 pub use reference::Reference;
 pub use registry::Credentials;
 

@@ -16,8 +16,9 @@ mod record;
 mod run;
 mod stats;
 mod status;
+mod stream;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +82,7 @@ pub(crate) struct Inner {
     pause_rootfs: PathBuf,
     pause_prepared: tokio::sync::OnceCell<()>,
     /// Every pod, by ID.
-    pods: crate::state::Versioned<HashMap<String, PodRecord>>,
+    pods: crate::state::Versioned<BTreeMap<String, PodRecord>>,
     /// ListPodSandbox's responses, while the pods and the watched pauses stay as they were.
     kept: crate::wire::Kept<Option<i32>, crate::wire::Versions>,
     names: names::Names,
@@ -123,7 +124,7 @@ impl Sandboxes {
             .map_err(|e| Error::io(format!("chmod {}", pods_dir.display()), e))?;
         let records = PodRecord::load_all(dirs)?;
         let names = names::Names::default();
-        let mut pods = HashMap::new();
+        let mut pods = BTreeMap::new();
         for r in records {
             names.taken(r.name_key(), &r.id);
             pods.insert(r.id.clone(), r);
@@ -198,7 +199,7 @@ impl Inner {
         Self::resolve_in(&self.pods.read(), id)
     }
 
-    fn resolve_in(pods: &HashMap<String, PodRecord>, id: &str) -> Result<String> {
+    fn resolve_in(pods: &BTreeMap<String, PodRecord>, id: &str) -> Result<String> {
         if id.is_empty() {
             return Err(Error::invalid("pod_sandbox_id", "must not be empty"));
         }

@@ -106,12 +106,33 @@ impl Inner {
 
     /// Ready pods matching the filter.
     fn ready_matching(&self, id: &str, labels: &HashMap<String, String>) -> Vec<PodRecord> {
-        self.snapshot()
-            .into_iter()
-            .filter(|r| id.is_empty() || r.id.starts_with(id))
-            .filter(|r| labels_match(labels, &r.labels))
-            .filter(|r| self.is_ready(r))
-            .collect()
+        self.ready_page(id, labels, None, usize::MAX).0
+    }
+
+    /// Up to `n` ready pods matching the filter after the ID `from` (from the first when `None`),
+    /// in ID order, and where the next page starts (`None`: no pod is left).
+    pub(super) fn ready_page(
+        &self,
+        id: &str,
+        labels: &HashMap<String, String>,
+        from: Option<&str>,
+        n: usize,
+    ) -> (Vec<PodRecord>, Option<String>) {
+        let pods = self.pods.read();
+        let watched = self.running.watched();
+        let mut out = Vec::new();
+        for (key, r) in crate::state::after(&pods, from) {
+            if (id.is_empty() || r.id.starts_with(id))
+                && labels_match(labels, &r.labels)
+                && self.is_ready_among(r, &watched)
+            {
+                out.push(r.clone());
+            }
+            if out.len() == n {
+                return (out, Some(key.clone()));
+            }
+        }
+        (out, None)
     }
 }
 
@@ -119,11 +140,7 @@ impl Daemon {
     /// PodSandboxStats of one pod, with its running containers.
     pub async fn pod_sandbox_stats(&self, id: &str) -> Result<v1::PodSandboxStats> {
         let rec = self.sandboxes.inner.get(id)?;
-        let mut s = self.sandboxes.inner.stats_of(&rec);
-        if let Some(l) = s.linux.as_mut() {
-            l.containers = self.pod_container_stats(&rec.id).await;
-        }
-        Ok(s)
+        Ok(self.pod_stats_of(&rec).await)
     }
 
     /// ListPodSandboxStats: ready pods matching the filter, with their running containers.
@@ -134,13 +151,18 @@ impl Daemon {
     ) -> Vec<v1::PodSandboxStats> {
         let mut out = Vec::new();
         for rec in self.sandboxes.inner.ready_matching(id, labels) {
-            let mut s = self.sandboxes.inner.stats_of(&rec);
-            if let Some(l) = s.linux.as_mut() {
-                l.containers = self.pod_container_stats(&rec.id).await;
-            }
-            out.push(s);
+            out.push(self.pod_stats_of(&rec).await);
         }
         out
+    }
+
+    /// One pod's entry of ListPodSandboxStats.
+    pub(super) async fn pod_stats_of(&self, rec: &PodRecord) -> v1::PodSandboxStats {
+        let mut s = self.sandboxes.inner.stats_of(rec);
+        if let Some(l) = s.linux.as_mut() {
+            l.containers = self.pod_container_stats(&rec.id).await;
+        }
+        s
     }
 
     /// ListPodSandboxMetrics: every ready pod's cgroup and network series, and its running
@@ -148,30 +170,35 @@ impl Daemon {
     pub async fn list_pod_sandbox_metrics(&self) -> Vec<v1::PodSandboxMetrics> {
         let mut out = Vec::new();
         for rec in self.sandboxes.inner.ready_matching("", &HashMap::new()) {
-            let now = crate::state::now_nanos();
-            let id = stats::cri_metrics::Identity {
-                container: String::new(),
-                cgroup: rec
-                    .cgroup
-                    .as_deref()
-                    .map(|c| format!("/{}", c.trim_start_matches('/')))
-                    .unwrap_or_default(),
-                image: String::new(),
-                name: rec.id.clone(),
-                namespace: rec.namespace.clone(),
-                pod: rec.name.clone(),
-            };
-            let cg = Inner::cgroup_stats(&rec);
-            let ifs = self.sandboxes.inner.interfaces(&rec).unwrap_or_default();
-            out.push(v1::PodSandboxMetrics {
-                pod_sandbox_id: rec.id.clone(),
-                metrics: stats::cri_metrics::pod(&id, cg.as_ref(), &ifs, now),
-                container_metrics: self
-                    .pod_container_metrics(&rec.id, &rec.namespace, &rec.name)
-                    .await,
-            });
+            out.push(self.pod_metrics_of(&rec).await);
         }
         out
+    }
+
+    /// One pod's entry of ListPodSandboxMetrics.
+    pub(super) async fn pod_metrics_of(&self, rec: &PodRecord) -> v1::PodSandboxMetrics {
+        let now = crate::state::now_nanos();
+        let id = stats::cri_metrics::Identity {
+            container: String::new(),
+            cgroup: rec
+                .cgroup
+                .as_deref()
+                .map(|c| format!("/{}", c.trim_start_matches('/')))
+                .unwrap_or_default(),
+            image: String::new(),
+            name: rec.id.clone(),
+            namespace: rec.namespace.clone(),
+            pod: rec.name.clone(),
+        };
+        let cg = Inner::cgroup_stats(rec);
+        let ifs = self.sandboxes.inner.interfaces(rec).unwrap_or_default();
+        v1::PodSandboxMetrics {
+            pod_sandbox_id: rec.id.clone(),
+            metrics: stats::cri_metrics::pod(&id, cg.as_ref(), &ifs, now),
+            container_metrics: self
+                .pod_container_metrics(&rec.id, &rec.namespace, &rec.name)
+                .await,
+        }
     }
 }
 

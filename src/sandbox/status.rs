@@ -29,7 +29,7 @@ impl Inner {
     }
 
     /// `cri_state`, with the watched pause IDs already locked.
-    fn cri_state_among(&self, rec: &PodRecord, watched: &HashSet<String>) -> v1::PodSandboxState {
+    pub(super) fn cri_state_among(&self, rec: &PodRecord, watched: &HashSet<String>) -> v1::PodSandboxState {
         if self.is_ready_among(rec, watched) {
             v1::PodSandboxState::SandboxReady
         } else {
@@ -152,7 +152,10 @@ impl Sandboxes {
 
 /// Whether every pod's state comes from the records and the watched pauses alone: a ready pod whose
 /// pause is not watched has it from the pause's files, which no version covers.
-fn states_are_versioned(pods: &HashMap<String, PodRecord>, watched: &HashSet<String>) -> bool {
+fn states_are_versioned(
+    pods: &std::collections::BTreeMap<String, PodRecord>,
+    watched: &HashSet<String>,
+) -> bool {
     pods.values()
         .all(|r| r.state != super::PodState::Ready || watched.contains(&r.id))
 }
@@ -171,7 +174,7 @@ fn pod_of(r: &PodRecord, state: v1::PodSandboxState) -> v1::PodSandbox {
 }
 
 /// [`pod_of`] encoded (the message's body, without key and length) straight from the record.
-fn encode_pod(r: &PodRecord, state: v1::PodSandboxState, buf: &mut Vec<u8>) {
+pub(super) fn encode_pod(r: &PodRecord, state: v1::PodSandboxState, buf: &mut Vec<u8>) {
     use crate::wire::{put_map, put_msg_head, put_str, put_varint, str_len, varint_len};
     let head = |buf: &mut Vec<u8>| {
         let meta = str_len(1, &r.name)

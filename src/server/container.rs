@@ -1,9 +1,11 @@
 //! Container RPC handlers: validate, call the core (`crate::container`), return the response.
 
 use std::path::{Component, Path};
+use std::sync::Arc;
 
 use cri_api::v1;
 
+use super::lists::Messages;
 use crate::container::{ListFilter, NewContainer};
 use crate::daemon::Daemon;
 use crate::validate;
@@ -104,9 +106,9 @@ pub async fn remove_container(
     Ok(v1::RemoveContainerResponse {})
 }
 
-/// ListContainers' filter from the request (an unknown state is refused).
-fn list_filter(req: v1::ListContainersRequest) -> Result<ListFilter> {
-    let f = req.filter.unwrap_or_default();
+/// ListContainers' (and StreamContainers') filter from the request (an unknown state is refused).
+fn list_filter(f: Option<v1::ContainerFilter>) -> Result<ListFilter> {
+    let f = f.unwrap_or_default();
     let state = match f.state {
         None => None,
         Some(s) => Some(v1::ContainerState::try_from(s.state).map_err(|_| {
@@ -129,13 +131,18 @@ pub async fn list_containers(
     d: &Daemon,
     req: v1::ListContainersRequest,
 ) -> Result<v1::ListContainersResponse> {
-    let containers = d.list_containers(&list_filter(req)?);
+    let containers = d.list_containers(&list_filter(req.filter)?);
     Ok(v1::ListContainersResponse { containers })
 }
 
 /// `ListContainers`, its response encoded by the core (what crustd serves; see `lists`).
 pub fn list_containers_encoded(d: &Daemon, req: v1::ListContainersRequest) -> Result<bytes::Bytes> {
-    Ok(d.list_containers_encoded(&list_filter(req)?))
+    Ok(d.list_containers_encoded(&list_filter(req.filter)?))
+}
+
+/// `StreamContainers`: ListContainers' answer in messages of bounded size.
+pub fn stream_containers(d: &Arc<Daemon>, req: v1::StreamContainersRequest) -> Result<Messages> {
+    Ok(Box::pin(d.containers.stream(list_filter(req.filter)?)))
 }
 
 /// `ContainerStatus`.
@@ -197,21 +204,29 @@ pub async fn container_stats(
     Ok(v1::ContainerStatsResponse { stats: Some(stats) })
 }
 
+/// ListContainerStats' (and StreamContainerStats') filter: no state.
+fn stats_filter(f: Option<v1::ContainerStatsFilter>) -> ListFilter {
+    let f = f.unwrap_or_default();
+    ListFilter {
+        id: f.id,
+        state: None,
+        pod_id: f.pod_sandbox_id,
+        labels: f.label_selector,
+    }
+}
+
 /// `ListContainerStats`.
 pub async fn list_container_stats(
     d: &Daemon,
     req: v1::ListContainerStatsRequest,
 ) -> Result<v1::ListContainerStatsResponse> {
-    let f = req.filter.unwrap_or_default();
-    let stats = d
-        .list_container_stats(&ListFilter {
-            id: f.id,
-            state: None,
-            pod_id: f.pod_sandbox_id,
-            labels: f.label_selector,
-        })
-        .await;
+    let stats = d.list_container_stats(&stats_filter(req.filter)).await;
     Ok(v1::ListContainerStatsResponse { stats })
+}
+
+/// `StreamContainerStats`: ListContainerStats' answer in messages of bounded size.
+pub fn stream_container_stats(d: &Arc<Daemon>, req: v1::StreamContainerStatsRequest) -> Result<Messages> {
+    Ok(Box::pin(d.containers.stream_stats(stats_filter(req.filter))))
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! timeout if requested" gives PullImage 1 ms) then reports CANCELLED where every grpc-go server makes it
 //! report DEADLINE_EXCEEDED. This layer, inside tonic's, ends the call a little before tonic would, with
 //! DEADLINE_EXCEEDED: 1/10 of the timeout earlier, at most 1 ms, which no client can tell from its own
-//! deadline.
+//! deadline. It bounds a call until its response headers: a list stream, whose headers come at once,
+//! sends its messages for as long as its client takes them, and a client whose deadline passes
+//! mid-stream resets it (its messages, made one at a time, stop there).
 
 use std::task::{Context, Poll};
 use std::time::Duration;

@@ -1,33 +1,14 @@
 //! Image RPC handlers: validate, call the core (`crate::image`), return the response.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cri_api::v1;
 
 use crate::daemon::Daemon;
-use crate::image::{Credentials, ImageRecord};
+use crate::image::{Credentials, to_cri};
 use crate::validate;
 use crate::{Error, Result};
-
-/// The CRI view of an image record.
-fn to_cri(r: ImageRecord, pinned: bool) -> v1::Image {
-    // The reading CreateContainer uses: the uid reported is the uid the container runs as.
-    let (uid, username) = crate::container::user::image_user_status(&r.user);
-    let uid = uid.map(|u| v1::Int64Value { value: u.into() });
-    v1::Image {
-        spec: Some(v1::ImageSpec {
-            image: r.id.clone(),
-            ..Default::default()
-        }),
-        id: r.id,
-        repo_tags: r.repo_tags,
-        repo_digests: r.repo_digests,
-        size: r.size,
-        uid,
-        username,
-        pinned,
-    }
-}
 
 /// The image string of a request's `ImageSpec`, required.
 fn image_of<'a>(field: &str, spec: &'a Option<v1::ImageSpec>) -> Result<&'a str> {
@@ -45,18 +26,24 @@ fn relabel(field: &str, e: Error) -> Error {
 
 /// `ListImages`.
 pub async fn list_images(d: &Daemon, req: v1::ListImagesRequest) -> Result<v1::ListImagesResponse> {
-    let filter = req
-        .filter
-        .as_ref()
-        .and_then(|f| f.image.as_ref())
-        .map(|s| s.image.as_str());
+    let filter = image_filter(req.filter);
     let images = d
         .images
-        .list(filter)
+        .list(Some(&filter))
         .into_iter()
         .map(|(r, p)| to_cri(r, p))
         .collect();
     Ok(v1::ListImagesResponse { images })
+}
+
+/// ListImages' and StreamImages' filter: the image named, or empty for every image.
+fn image_filter(f: Option<v1::ImageFilter>) -> String {
+    f.and_then(|f| f.image).map(|s| s.image).unwrap_or_default()
+}
+
+/// `StreamImages`: ListImages' answer in messages of bounded size.
+pub fn stream_images(d: &Arc<Daemon>, req: v1::StreamImagesRequest) -> Result<super::lists::Messages> {
+    Ok(Box::pin(d.images.stream(image_filter(req.filter))))
 }
 
 /// `ImageStatus`: a missing image is an empty response.

@@ -1,5 +1,8 @@
 //! Counts requests in flight, so that shutdown can wait for them (and only them: kubelet keeps idle
-//! connections open forever, so waiting for connections to close would never end).
+//! connections open forever, so waiting for connections to close would never end). A request is in
+//! flight until its response body ends or is dropped: a list stream's last message counts, not its
+//! headers. GetContainerEvents, a subscription that only ends when its client leaves (kubelet's evented
+//! PLEG keeps one open for good), counts until its headers, as a unary call does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +14,8 @@ use std::time::Duration;
 pub struct InFlight(Arc<AtomicUsize>);
 
 struct Token(Arc<AtomicUsize>);
+
+impl super::body::Watch for Token {}
 
 impl Drop for Token {
     fn drop(&mut self) {
@@ -44,16 +49,19 @@ impl<S> tower::Layer<S> for InFlight {
     }
 }
 
-/// A service whose calls are counted while their futures live.
+/// A service whose calls are counted while their futures and response bodies live.
 #[derive(Clone)]
 pub struct Counted<S> {
     inner: S,
     counter: Arc<AtomicUsize>,
 }
 
-impl<S, R> tower::Service<R> for Counted<S>
+/// The one call whose stream is a subscription, not an answer (see the module doc).
+const SUBSCRIPTION: &str = "/runtime.v1.RuntimeService/GetContainerEvents";
+
+impl<S, B> tower::Service<http::Request<B>> for Counted<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -64,14 +72,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
         self.counter.fetch_add(1, Ordering::SeqCst);
         let token = Token(self.counter.clone());
+        let subscription = req.uri().path() == SUBSCRIPTION;
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let r = fut.await;
-            drop(token);
-            r
+            let resp = fut.await?;
+            if subscription {
+                drop(token);
+                return Ok(resp);
+            }
+            Ok(super::body::watched(resp, token))
         })
     }
 }

@@ -3,10 +3,11 @@
 //! request names the RPC. Each accepted connection goes through `authority`, which answers clients that
 //! send the socket path as `:authority` (gRPC's C core, grpc-java). `rpc_metrics` counts and times
 //! each request; `metrics_http` serves `/metrics`. `lists` answers the two lists kubelet relists every
-//! second with responses the core encodes straight from its records.
+//! second with responses the core encodes straight from its records, and the list streams.
 
 pub mod admin;
 mod authority;
+mod body;
 mod container;
 mod deadline;
 mod events;
@@ -24,8 +25,6 @@ pub mod status;
 mod streaming;
 
 use std::sync::Arc;
-
-use cri_api::v1::image_service_server::ImageServiceServer;
 
 pub use socket::{SocketError, bind};
 
@@ -65,11 +64,7 @@ pub async fn serve(
         .layer(rpc_metrics::RpcMetrics)
         .layer(deadline::Deadline)
         .add_service(lists::Runtime::new(cri.clone()))
-        .add_service(
-            ImageServiceServer::new(cri)
-                .max_decoding_message_size(lists::MAX_DECODING)
-                .max_encoding_message_size(lists::MAX_ENCODING),
-        )
+        .add_service(lists::Images::new(cri))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });

@@ -1,9 +1,9 @@
 //! A tower layer that counts each CRI request by method and gRPC status code and times it (until
-//! its response headers: a unary handler has finished by then) into [`crate::metrics`].
+//! its response body ends: a stream's last message, not its headers) into [`crate::metrics`].
 //!
 //! The code is the response's `grpc-status` header, where tonic puts a handler's error (a
-//! trailers-only response); a response without it carries its status in the trailers, which only a
-//! handler that succeeded sends: `OK`. An HTTP-level failure counts as `Unavailable`.
+//! trailers-only response), else the one in the trailers that end the body; a body dropped before
+//! them (the client went away) counts as `Cancelled`. An HTTP-level failure counts as `Unavailable`.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -50,17 +50,36 @@ fn method_label(path: &str) -> String {
     }
 }
 
-/// The code of a response from its headers (see the module doc).
-fn code_of(headers: &http::HeaderMap) -> tonic::Code {
+/// The code in `grpc-status`, if there is one.
+fn code_of(headers: &http::HeaderMap) -> Option<tonic::Code> {
     headers
         .get("grpc-status")
         .map(|v| tonic::Code::from_bytes(v.as_bytes()))
-        .unwrap_or(tonic::Code::Ok)
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for Measured<S>
+/// One call, recorded when its response body ends.
+struct Call {
+    method: String,
+    start: Instant,
+    code: Option<tonic::Code>,
+}
+
+impl super::body::Watch for Call {
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.code = self.code.or(code_of(trailers));
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        crate::metrics::global().rpc(&self.method, &code_name(code), self.start.elapsed());
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Measured<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -76,13 +95,14 @@ where
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let r = fut.await;
-            let code = match &r {
-                Ok(resp) => code_of(resp.headers()),
-                Err(_) => tonic::Code::Unavailable,
+            let mut call = Call {
+                method,
+                start,
+                code: Some(tonic::Code::Unavailable),
             };
-            crate::metrics::global().rpc(&method, &code_name(code), start.elapsed());
-            r
+            let resp = fut.await?;
+            call.code = code_of(resp.headers());
+            Ok(super::body::watched(resp, call))
         })
     }
 }
@@ -94,11 +114,13 @@ mod tests {
     #[test]
     fn codes_from_headers() {
         let mut h = http::HeaderMap::new();
-        assert_eq!(code_name(code_of(&h)), "OK");
+        assert_eq!(code_of(&h), None);
+        h.insert("grpc-status", http::HeaderValue::from_static("0"));
+        assert_eq!(code_of(&h).map(code_name).as_deref(), Some("OK"));
         h.insert("grpc-status", http::HeaderValue::from_static("5"));
-        assert_eq!(code_name(code_of(&h)), "NotFound");
+        assert_eq!(code_of(&h).map(code_name).as_deref(), Some("NotFound"));
         h.insert("grpc-status", http::HeaderValue::from_static("12"));
-        assert_eq!(code_name(code_of(&h)), "Unimplemented");
+        assert_eq!(code_of(&h).map(code_name).as_deref(), Some("Unimplemented"));
         assert_eq!(
             method_label("/runtime.v1.ImageService/PullImage"),
             "/runtime.v1.ImageService/PullImage"

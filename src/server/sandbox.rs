@@ -1,7 +1,10 @@
 //! Pod sandbox RPC handlers: validate, call the core (`crate::sandbox`), return the response.
 
+use std::sync::Arc;
+
 use cri_api::v1;
 
+use super::lists::Messages;
 use crate::daemon::Daemon;
 use crate::sandbox::{ListFilter, validate_run};
 use crate::validate;
@@ -58,8 +61,8 @@ pub fn pod_sandbox_status_encoded(d: &Daemon, req: v1::PodSandboxStatusRequest) 
 }
 
 /// ListPodSandbox's filter from the request (an unknown state is refused).
-fn list_filter(req: v1::ListPodSandboxRequest) -> Result<ListFilter> {
-    let f = req.filter.unwrap_or_default();
+fn list_filter(f: Option<v1::PodSandboxFilter>) -> Result<ListFilter> {
+    let f = f.unwrap_or_default();
     let state = match f.state {
         None => None,
         Some(s) => Some(v1::PodSandboxState::try_from(s.state).map_err(|_| {
@@ -81,13 +84,18 @@ pub async fn list_pod_sandbox(
     d: &Daemon,
     req: v1::ListPodSandboxRequest,
 ) -> Result<v1::ListPodSandboxResponse> {
-    let items = d.sandboxes.list(&list_filter(req)?);
+    let items = d.sandboxes.list(&list_filter(req.filter)?);
     Ok(v1::ListPodSandboxResponse { items })
 }
 
 /// `ListPodSandbox`, its response encoded by the core (what crustd serves; see `lists`).
 pub fn list_pod_sandbox_encoded(d: &Daemon, req: v1::ListPodSandboxRequest) -> Result<bytes::Bytes> {
-    Ok(d.sandboxes.list_encoded(&list_filter(req)?))
+    Ok(d.sandboxes.list_encoded(&list_filter(req.filter)?))
+}
+
+/// `StreamPodSandboxes`: ListPodSandbox's answer in messages of bounded size.
+pub fn stream_pod_sandboxes(d: &Arc<Daemon>, req: v1::StreamPodSandboxesRequest) -> Result<Messages> {
+    Ok(Box::pin(d.sandboxes.stream(list_filter(req.filter)?)))
 }
 
 /// `PodSandboxStats`.
@@ -108,6 +116,20 @@ pub async fn list_pod_sandbox_stats(
     let f = req.filter.unwrap_or_default();
     let stats = d.list_pod_sandbox_stats(&f.id, &f.label_selector).await;
     Ok(v1::ListPodSandboxStatsResponse { stats })
+}
+
+/// `StreamPodSandboxStats`: ListPodSandboxStats' answer in messages of bounded size.
+pub fn stream_pod_sandbox_stats(d: &Arc<Daemon>, req: v1::StreamPodSandboxStatsRequest) -> Result<Messages> {
+    let f = req.filter.unwrap_or_default();
+    Ok(Box::pin(d.stream_pod_sandbox_stats(f.id, f.label_selector)))
+}
+
+/// `StreamPodSandboxMetrics`: ListPodSandboxMetrics' answer in messages of bounded size.
+pub fn stream_pod_sandbox_metrics(
+    d: &Arc<Daemon>,
+    _req: v1::StreamPodSandboxMetricsRequest,
+) -> Result<Messages> {
+    Ok(Box::pin(d.stream_pod_sandbox_metrics()))
 }
 
 /// `ListMetricDescriptors`.

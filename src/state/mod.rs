@@ -101,6 +101,19 @@ pub enum Durability {
     Volatile,
 }
 
+/// The entries of a table keyed by ID after `from` (all when `None`): where a list stream's next
+/// message starts, so that each record is sent once however the table changes between messages.
+pub fn after<'a, V>(
+    table: &'a std::collections::BTreeMap<String, V>,
+    from: Option<&str>,
+) -> std::collections::btree_map::Range<'a, String, V> {
+    use std::ops::Bound;
+    match from {
+        None => table.range::<str, _>(..),
+        Some(id) => table.range::<str, _>((Bound::Excluded(id), Bound::Unbounded)),
+    }
+}
+
 /// Writes `data` to `path` so that a crash leaves either the old or the new file: a temporary file in
 /// the same directory, fsync, rename, fsync of the directory ([`Durability::Full`]).
 pub fn atomic_write(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -72,6 +72,10 @@ async fn image_volumes_are_read_only_kept_while_in_use_and_cleaned_up() {
         .map(|l| PathBuf::from(l["path"].as_str().unwrap()))
         .collect();
     assert_eq!(layer_dirs.len(), 3);
+    // The digest a status reports for an image volume (cri-api 1.36's ImageSpec.image_ref): the
+    // image's digest reference, as a container's image_ref.
+    let digest_ref = info.image.as_ref().unwrap().repo_digests[0].clone();
+    assert!(digest_ref.contains("@sha256:"), "{digest_ref}");
     imgs.remove_image(RemoveImageRequest {
         image: Some(ImageSpec {
             image: layered.clone(),
@@ -102,10 +106,21 @@ async fn image_volumes_are_read_only_kept_while_in_use_and_cleaned_up() {
         before
     );
     let st = status(&e, &id).await;
-    assert!(
+    assert_eq!(
         st.mounts
             .iter()
-            .any(|m| m.image.as_ref().is_some_and(|i| i.image == layered) && m.image_sub_path == "data"),
+            .filter(|m| m.image.as_ref().is_some_and(|i| i.image_ref == digest_ref))
+            .count(),
+        2,
+        "{:?}",
+        st.mounts
+    );
+    assert!(
+        st.mounts.iter().any(|m| m
+            .image
+            .as_ref()
+            .is_some_and(|i| i.image == layered && i.image_ref == digest_ref)
+            && m.image_sub_path == "data"),
         "{:?}",
         st.mounts
     );
