@@ -342,8 +342,10 @@ impl Runc {
     }
 }
 
-/// How long `runtime exec` gets to reap its killed process and exit before it is killed too.
-const EXEC_REAP_GRACE: Duration = Duration::from_secs(3);
+/// How long `runtime exec` gets to reap its killed process and exit before it is killed too: once the
+/// process tree is killed, runc exits within milliseconds; this bounds how late a timed-out ExecSync
+/// can answer (its timeout plus this, plus the output readers' 50 ms) when something still holds it.
+const EXEC_REAP_GRACE: Duration = Duration::from_secs(1);
 
 /// Ends a timed-out exec: SIGKILLs the exec'd process (pid from the runtime's pid file) and lets
 /// `runtime exec`, its parent, reap it and exit. Only if the runtime has not exited within
@@ -357,9 +359,11 @@ async fn kill_exec(
     // The pid file appears once the process runs; until then the runtime may still finish by itself.
     loop {
         if let Some(pid) = read_pid(pid_file) {
-            // SAFETY: kill(2), no memory involved. The pid is runc's unreaped child while runc runs
-            // (only a process reaped by runc in this very instant and its pid reused at once is missed).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The process and all it started: a background child holding runc's output pipe would
+            // keep `runtime exec` (which copies the output until every writer is gone) from exiting.
+            // The pid is runc's unreaped child while runc runs (only a process reaped by runc in this
+            // very instant and its pid reused at once is missed).
+            crate::sys::kill_process_tree(pid);
             break;
         }
         let step = tokio::time::Instant::now() + Duration::from_millis(50);
