@@ -68,11 +68,16 @@ impl Runc {
     async fn run(&self, what: &str, id: &str, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>> {
         let mut c = self.command();
         c.args(args);
+        // A group of its own: a runtime abandoned mid-call (the request's future dropped, its caller
+        // gone) is killed with whatever it started, a wrapper's children too, not only itself as
+        // `kill_on_drop` would. What it starts for a container (runc's init) leads a session of its own.
+        c.process_group(0);
         if input.is_some() {
             c.stdin(Stdio::piped());
         }
         let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("run {} {what} {id}", self.path.display()), e))?;
+        let mut group = KillGroupOnDrop(child.id());
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
             // A failed write shows up as runc's own error below.
             let _ = stdin.write_all(&data).await;
@@ -82,10 +87,24 @@ impl Runc {
             .wait_with_output()
             .await
             .map_err(|e| Error::io(format!("wait for {} {what} {id}", self.path.display()), e))?;
+        group.0 = None;
         if out.status.success() {
             return Ok(out.stdout);
         }
         Err(classify(what, id, &out.stderr, &out.stdout))
+    }
+}
+
+/// SIGKILLs the process group a runtime call leads unless the call ended (see `Runc::run`).
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) of the group our child leads, not waited for by us: while it or a member
+            // of its group lives, the id names no other group.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
     }
 }
 
