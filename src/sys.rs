@@ -1,5 +1,6 @@
-//! Small process-level helpers shared by crustd and the monitor: subreaper, pidfds, oom_score_adj
-//! clamping, a child in a new user namespace, and what crust reads of `/proc/<pid>/stat`.
+//! Small process-level helpers shared by crustd and the monitor: subreaper, pidfds, killing an exec's
+//! process tree, oom_score_adj clamping, a child in a new user namespace, and what crust reads of
+//! `/proc/<pid>/stat`.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -186,6 +187,72 @@ pub fn set_fs_ids_keeping_caps(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// SIGKILLs the process tree an exec started at `pid` (its pid as the host sees it): the process
+/// group it leads and every descendant of it still alive.
+///
+/// The runtime makes each exec'd process the leader of a session and process group of its own (runc's
+/// nsexec calls setsid(2) in the process it execs), and what a non-interactive shell starts in the
+/// background stays in that group even once the shell has died and the orphans were handed to the
+/// container's init: killing the group takes them all at once. Descendants that made groups of their
+/// own are found through `/proc` (before anything is killed, while they are still descendants) and
+/// signalled through pidfds, so that a pid reused meanwhile is never hit. Only a process that both
+/// left the group and was orphaned before this call escapes; it is the container's to reap.
+pub fn kill_process_tree(pid: i32) {
+    if pid <= 0 {
+        return;
+    }
+    let descendants: Vec<OwnedFd> = descendants(pid as u32)
+        .into_iter()
+        .filter_map(|(p, ppid)| {
+            let fd = pidfd_open(p).ok()?;
+            // Opened after the scan: still the same process if it still has the same parent.
+            proc_stat(p).is_some_and(|s| s.ppid == ppid).then_some(fd)
+        })
+        .collect();
+    // SAFETY: kill(2) of a process group and of one process; no memory involved. The group is named
+    // by the exec'd process's pid, which cannot be handed to another process while the group lives.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+        libc::kill(pid, libc::SIGKILL);
+    }
+    for fd in descendants {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal with no siginfo touches no memory of ours.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+    }
+}
+
+/// Every live descendant of `root`, with its parent, from one pass over `/proc`.
+fn descendants(root: u32) -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u32)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, proc_stat(p)?.ppid)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(p, pp) in &parents {
+            if pp == parent && p != root && !found.iter().any(|&(q, _)| q == p) {
+                found.push((p, pp));
+                frontier.push(p);
+            }
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +264,39 @@ mod tests {
         assert!(st.start > 0);
         assert_eq!(st.ppid, std::os::unix::process::parent_id());
         assert!(!st.comm.is_empty());
+    }
+
+    #[test]
+    fn a_process_tree_goes_whole() {
+        use std::os::unix::process::CommandExt;
+        // Like an exec'd process: the leader of its own group, with a background job in that group
+        // and a child that left it (setsid).
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 1001 & setsid sleep 1002 & sleep 1003; true"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = sh.id();
+        let mut tree = Vec::new();
+        for _ in 0..100 {
+            tree = descendants(pid);
+            if tree.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(tree.len(), 3, "{tree:?}");
+        kill_process_tree(pid as i32);
+        assert!(!sh.wait().unwrap().success());
+        for (p, _) in tree {
+            let gone = (0..100).any(|_| {
+                let dead = proc_stat(p).is_none_or(|s| s.state == 'Z');
+                if !dead {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                dead
+            });
+            assert!(gone, "process {p} of the tree still runs");
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod image_volume;
 mod layer_usage;
 mod mounts;
 pub mod record;
+pub mod resource_checks;
 pub mod resources;
 pub mod rootfs;
 pub mod seccomp;

@@ -15,25 +15,14 @@ pub fn cgroup_v2() -> bool {
 /// The OCI resources object for `r` (unset CRI values, i.e. zero, are left out). `field` prefixes
 /// errors (e.g. `config.linux.resources`).
 pub fn to_json(r: &v1::LinuxContainerResources, v2: bool, field: &str) -> Result<Value> {
+    super::resource_checks::check(r, v2, field)?;
     let mut out = Map::new();
     let mut cpu = Map::new();
-    if r.cpu_shares < 0 {
-        return Err(Error::invalid(
-            format!("{field}.cpu_shares"),
-            "must not be negative",
-        ));
-    }
     if r.cpu_shares > 0 {
         cpu.insert("shares".into(), json!(r.cpu_shares));
     }
     if r.cpu_quota != 0 {
         cpu.insert("quota".into(), json!(r.cpu_quota));
-    }
-    if r.cpu_period < 0 {
-        return Err(Error::invalid(
-            format!("{field}.cpu_period"),
-            "must not be negative",
-        ));
     }
     if r.cpu_period > 0 {
         cpu.insert("period".into(), json!(r.cpu_period));
@@ -48,13 +37,8 @@ pub fn to_json(r: &v1::LinuxContainerResources, v2: bool, field: &str) -> Result
         out.insert("cpu".into(), Value::Object(cpu));
     }
     let mut mem = Map::new();
-    if r.memory_limit_in_bytes < 0 {
-        return Err(Error::invalid(
-            format!("{field}.memory_limit_in_bytes"),
-            "must not be negative",
-        ));
-    }
-    if r.memory_limit_in_bytes > 0 {
+    // -1 (no limit) is passed on as containerd passes it: runc and the kernel take it so.
+    if r.memory_limit_in_bytes != 0 {
         mem.insert("limit".into(), json!(r.memory_limit_in_bytes));
     }
     if r.memory_swap_limit_in_bytes > 0 {
@@ -64,67 +48,17 @@ pub fn to_json(r: &v1::LinuxContainerResources, v2: bool, field: &str) -> Result
         out.insert("memory".into(), Value::Object(mem));
     }
     if !r.hugepage_limits.is_empty() {
-        let mut hp = Vec::new();
-        for (i, h) in r.hugepage_limits.iter().enumerate() {
-            if h.page_size.is_empty() {
-                return Err(Error::invalid(
-                    format!("{field}.hugepage_limits[{i}].page_size"),
-                    "must not be empty",
-                ));
-            }
-            hp.push(json!({"pageSize": h.page_size, "limit": h.limit}));
-        }
+        let hp: Vec<Value> = r
+            .hugepage_limits
+            .iter()
+            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect();
         out.insert("hugepageLimits".into(), Value::Array(hp));
     }
     if !r.unified.is_empty() {
-        let f = format!("{field}.unified");
-        if !v2 {
-            // runc and crun refuse them on v1 too; said here, naming the field, instead.
-            return Err(Error::invalid(
-                f,
-                "cgroup v2 (unified) settings cannot apply: this host uses cgroup v1",
-            ));
-        }
-        for (k, v) in &r.unified {
-            check_unified(&f, k, v)?;
-        }
         out.insert("unified".into(), json!(r.unified));
     }
     Ok(Value::Object(out))
-}
-
-/// A `unified` entry names a cgroup v2 interface file of the container's own cgroup
-/// (`<controller>.<name>`: no path, no `..`) that sets something: the files that move or kill
-/// processes are refused, as are values a file could not take (newline, NUL).
-fn check_unified(field: &str, key: &str, value: &str) -> Result<()> {
-    let f = format!("{field}[{key}]");
-    let well_formed = key.len() <= 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-        && !key.contains("..")
-        && key
-            .split_once('.')
-            .is_some_and(|(c, n)| !c.is_empty() && !n.is_empty());
-    if !well_formed {
-        return Err(Error::invalid(
-            f,
-            "not a cgroup v2 interface file name (<controller>.<name>, no '/' or '..')",
-        ));
-    }
-    if matches!(
-        key,
-        "cgroup.procs" | "cgroup.threads" | "cgroup.kill" | "cgroup.subtree_control" | "cgroup.type"
-    ) {
-        return Err(Error::invalid(
-            f,
-            "moves, kills or restructures processes rather than setting a limit",
-        ));
-    }
-    if value.contains(['\n', '\0']) {
-        return Err(Error::invalid(f, "the value holds a newline or NUL"));
-    }
-    Ok(())
 }
 
 /// The typed OCI resources for `r` (for `OciRuntime::update`).
@@ -213,44 +147,10 @@ mod tests {
             "{e}"
         );
         let bad = v1::LinuxContainerResources {
-            memory_limit_in_bytes: -1,
+            memory_limit_in_bytes: -2,
             ..Default::default()
         };
         let e = to_json(&bad, false, "config.linux.resources").unwrap_err();
         assert!(e.to_string().contains("memory_limit_in_bytes"), "{e}");
-    }
-
-    #[test]
-    fn unified_keys_are_checked() {
-        let with = |k: &str, v: &str| v1::LinuxContainerResources {
-            unified: [(k.to_string(), v.to_string())].into(),
-            ..Default::default()
-        };
-        for ok in [
-            "memory.high",
-            "cpu.weight",
-            "io.max",
-            "memory.oom.group",
-            "hugetlb.2MB.max",
-        ] {
-            assert!(to_json(&with(ok, "1"), true, "r").is_ok(), "{ok}");
-        }
-        for bad in [
-            "../memory.max",
-            "memory/x",
-            "memory",
-            ".max",
-            "memory.",
-            "cgroup.procs",
-            "cgroup.kill",
-            "",
-        ] {
-            let e = to_json(&with(bad, "1"), true, "r").unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidArgument { field, .. } if field == &format!("r.unified[{bad}]")),
-                "{bad}: {e}"
-            );
-        }
-        assert!(to_json(&with("memory.high", "1\nmax"), true, "r").is_err());
     }
 }

@@ -19,7 +19,12 @@ impl Daemon {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        tokio::spawn(async move { inner.stop(&id, timeout).await })
+        // The stop runs in a task of its own, so that a caller going away cannot cut a record update
+        // short; but the caller's presence is what the grace period waits under: `_caller` lives as
+        // long as this request's future, and the task's `gone` resolves when it is dropped (tonic
+        // drops the handler's future when the client cancels or its deadline passes).
+        let (_caller, gone) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move { inner.stop(&id, timeout, gone).await })
             .await
             .map_err(|e| Error::Internal(format!("stop task failed: {e}")))?
     }
@@ -46,24 +51,37 @@ impl Daemon {
     }
 }
 
+/// Resolves (with an error: nothing is ever sent) when the StopContainer request is dropped.
+type CallerGone = tokio::sync::oneshot::Receiver<()>;
+
 /// How long a stop waits for killed leftover processes to be reaped.
 const LEFTOVER_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Inner {
-    async fn stop(&self, id: &str, timeout: u64) -> Result<()> {
+    /// StopContainer's stop; `gone` resolves when its caller has gone away.
+    async fn stop(&self, id: &str, timeout: u64, gone: CallerGone) -> Result<()> {
         let _g = self.locks.lock(id).await;
         let rec = match self.get(id) {
             Ok(r) => r,
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        self.stop_locked(rec, timeout)
+        self.stop_locked(rec, timeout, Some(gone))
             .await
             .map_err(|e| e.context(format!("StopContainer {id}")))
     }
 
-    /// Stops a container whose lock the caller holds.
-    async fn stop_locked(&self, mut rec: ContainerRecord, timeout: u64) -> Result<()> {
+    /// Stops a container whose lock the caller holds. When `gone` (the requester went away) resolves
+    /// during the grace period, the stop ends there: the stop signal was sent, the container runs on
+    /// and is not SIGKILLed, and a later StopContainer starts a grace period of its own. This is what
+    /// containerd does (its CRI stop returns the request context's error instead of escalating once
+    /// that context is done): a kubelet whose call timed out retries with its own timeout.
+    async fn stop_locked(
+        &self,
+        mut rec: ContainerRecord,
+        timeout: u64,
+        gone: Option<CallerGone>,
+    ) -> Result<()> {
         if rec.exited || rec.step != Step::Created {
             return Ok(());
         }
@@ -78,7 +96,19 @@ impl Inner {
         // no runtime process to wait for. Whatever else its cgroup holds goes with `kill_leftovers`.
         if timeout > 0 && rec.started_at != 0 {
             crate::monitor::signal_container(&dir, rec.stop_signal)?;
-            if let Some(st) = crate::monitor::wait_exit(&dir, Duration::from_secs(timeout)).await {
+            let waited = crate::monitor::wait_exit(&dir, Duration::from_secs(timeout));
+            let exited = match gone {
+                None => waited.await,
+                Some(gone) => tokio::select! {
+                    st = waited => st,
+                    _ = gone => {
+                        tracing::info!(%id, timeout, "the StopContainer caller went away during the grace period; not escalating to SIGKILL");
+                        // Nobody reads this: the request it would answer is gone.
+                        return Err(Error::DeadlineExceeded(format!("the caller went away after {timeout}s of grace were asked")));
+                    }
+                },
+            };
+            if let Some(st) = exited {
                 rec.set_exit(&st);
                 self.kill_leftovers(&rec).await;
                 self.forget_in_runtime(&rec).await;
@@ -136,7 +166,7 @@ impl Inner {
             Err(e) => return Err(e),
         };
         let ctx = format!("RemoveContainer {id}");
-        self.stop_locked(rec.clone(), 0)
+        self.stop_locked(rec.clone(), 0, None)
             .await
             .map_err(|e| e.context(&ctx))?;
         // A container that exited by itself was not stopped here: its leftovers go now.

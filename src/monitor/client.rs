@@ -81,9 +81,37 @@ async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
             Ok(())
         });
     }
-    let mut child =
+    let child =
         crate::reaper::spawn(&mut cmd).map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
     drop(w);
+    // A caller that goes away (StartContainer's client gave up: tonic drops the request's future) must
+    // not leave a monitor and a runtime that hangs behind: the guard cleans up as a failure does.
+    let mut pending = CleanUpIfDropped(Some(spec.clone()));
+    let r = await_report(child, r, spec, &what).await;
+    pending.0 = None;
+    r
+}
+
+/// Cleans up after a spawn whose future was dropped before it ended (see `cleanup_after_failure`).
+struct CleanUpIfDropped(Option<MonitorSpec>);
+
+impl Drop for CleanUpIfDropped {
+    fn drop(&mut self) {
+        if let Some(spec) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            tracing::info!(id = %spec.id, "the start was abandoned; killing its monitor and runtime");
+            rt.spawn(async move { cleanup_after_failure(&spec).await });
+        }
+    }
+}
+
+async fn await_report(
+    mut child: tokio::process::Child,
+    r: OwnedFd,
+    spec: &MonitorSpec,
+    what: &str,
+) -> Result<Monitor> {
     // The first monitor process forks the real one and exits at once.
     let _ = child.wait().await;
     let report = tokio::time::timeout(CREATE_TIMEOUT, read_report(r)).await;
@@ -91,7 +119,7 @@ async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             cleanup_after_failure(spec).await;
-            return Err(e.context(&what));
+            return Err(e.context(what));
         }
         Err(_) => {
             cleanup_after_failure(spec).await;
@@ -101,7 +129,7 @@ async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
             )));
         }
     };
-    parse_report(&report, spec, &what).await
+    parse_report(&report, spec, what).await
 }
 
 async fn read_report(r: OwnedFd) -> Result<String> {
@@ -135,12 +163,19 @@ async fn parse_report(report: &str, spec: &MonitorSpec, what: &str) -> Result<Mo
     )))
 }
 
-/// After a failed or timed-out spawn: kill a monitor that is still there, make the runtime forget the
-/// container, and remove the monitor's files.
+/// After a failed, timed-out or abandoned spawn: kill a monitor that is still there with the runtime
+/// it runs and whatever that started (a hung runtime, a wrapper's children: the monitor leads its own
+/// session and process group, which they share; the container's own processes are in sessions of
+/// their own), make the runtime forget the container, and remove the monitor's files.
 async fn cleanup_after_failure(spec: &MonitorSpec) {
     if let Some(pid) = live_monitor_pid(&spec.state_dir) {
-        // SAFETY: kill(2) of the monitor whose pid and start time we just checked.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // SAFETY: kill(2) of the process group of the monitor whose pid and start time we just checked
+        // (it called setsid, so the group's id is its pid), and of the monitor itself should it not
+        // lead one.
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
         reap_blocking(pid as i32).await;
     }
     let mut del = tokio::process::Command::new(&spec.runtime_path);

@@ -68,11 +68,16 @@ impl Runc {
     async fn run(&self, what: &str, id: &str, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>> {
         let mut c = self.command();
         c.args(args);
+        // A group of its own: a runtime abandoned mid-call (the request's future dropped, its caller
+        // gone) is killed with whatever it started, a wrapper's children too, not only itself as
+        // `kill_on_drop` would. What it starts for a container (runc's init) leads a session of its own.
+        c.process_group(0);
         if input.is_some() {
             c.stdin(Stdio::piped());
         }
         let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("run {} {what} {id}", self.path.display()), e))?;
+        let mut group = KillGroupOnDrop(child.id());
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
             // A failed write shows up as runc's own error below.
             let _ = stdin.write_all(&data).await;
@@ -82,10 +87,24 @@ impl Runc {
             .wait_with_output()
             .await
             .map_err(|e| Error::io(format!("wait for {} {what} {id}", self.path.display()), e))?;
+        group.0 = None;
         if out.status.success() {
             return Ok(out.stdout);
         }
         Err(classify(what, id, &out.stderr, &out.stdout))
+    }
+}
+
+/// SIGKILLs the process group a runtime call leads unless the call ended (see `Runc::run`).
+struct KillGroupOnDrop(Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) of the group our child leads, not waited for by us: while it or a member
+            // of its group lives, the id names no other group.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
     }
 }
 
@@ -342,8 +361,10 @@ impl Runc {
     }
 }
 
-/// How long `runtime exec` gets to reap its killed process and exit before it is killed too.
-const EXEC_REAP_GRACE: Duration = Duration::from_secs(3);
+/// How long `runtime exec` gets to reap its killed process and exit before it is killed too: once the
+/// process tree is killed, runc exits within milliseconds; this bounds how late a timed-out ExecSync
+/// can answer (its timeout plus this, plus the output readers' 50 ms) when something still holds it.
+const EXEC_REAP_GRACE: Duration = Duration::from_secs(1);
 
 /// Ends a timed-out exec: SIGKILLs the exec'd process (pid from the runtime's pid file) and lets
 /// `runtime exec`, its parent, reap it and exit. Only if the runtime has not exited within
@@ -357,9 +378,11 @@ async fn kill_exec(
     // The pid file appears once the process runs; until then the runtime may still finish by itself.
     loop {
         if let Some(pid) = read_pid(pid_file) {
-            // SAFETY: kill(2), no memory involved. The pid is runc's unreaped child while runc runs
-            // (only a process reaped by runc in this very instant and its pid reused at once is missed).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The process and all it started: a background child holding runc's output pipe would
+            // keep `runtime exec` (which copies the output until every writer is gone) from exiting.
+            // The pid is runc's unreaped child while runc runs (only a process reaped by runc in this
+            // very instant and its pid reused at once is missed).
+            crate::sys::kill_process_tree(pid);
             break;
         }
         let step = tokio::time::Instant::now() + Duration::from_millis(50);

@@ -76,6 +76,14 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
             "holds a NUL or newline, which no cgroup name can",
         ));
     }
+    let v2 = crate::cgroups::is_v2();
+    for (name, r) in [("overhead", &linux.overhead), ("resources", &linux.resources)] {
+        if let Some(r) = r {
+            // crust does not apply them (kubelet sizes the pod's cgroup itself), but values no kernel
+            // could take are refused as UpdatePodSandboxResources refuses them.
+            crate::container::resource_checks::check(r, v2, &format!("config.linux.{name}"))?;
+        }
+    }
     let cgroup_parent = linux.cgroup_parent.clone();
     Ok(NewPod {
         key: NameKey {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use cri_api::v1;
 
 use super::lists::Messages;
-use crate::container::{ListFilter, NewContainer};
+use crate::container::{ListFilter, NewContainer, resource_checks};
 use crate::daemon::Daemon;
 use crate::validate;
 use crate::{Error, Result};
@@ -58,6 +58,10 @@ fn validate_create(req: &v1::CreateContainerRequest) -> Result<()> {
     for (i, d) in c.cdi_devices.iter().enumerate() {
         crate::container::cdi::parse_name(&d.name)
             .map_err(|m| Error::invalid(format!("config.cdi_devices[{i}].name"), m))?;
+    }
+    if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        // Here, before anything is made: a value runc could never take would otherwise fail the start.
+        resource_checks::check(r, crate::cgroups::is_v2(), "config.linux.resources")?;
     }
     Ok(())
 }
@@ -165,6 +169,7 @@ pub async fn update_container_resources(
 ) -> Result<v1::UpdateContainerResourcesResponse> {
     validate::required("container_id", &req.container_id)?;
     let linux = validate::present("linux", &req.linux)?;
+    resource_checks::check(linux, crate::cgroups::is_v2(), "linux")?;
     d.update_container_resources(&req.container_id, linux).await?;
     Ok(v1::UpdateContainerResourcesResponse {})
 }
@@ -289,5 +294,14 @@ mod tests {
             ..Default::default()
         }];
         assert_eq!(field(r), "config.mounts[0].host_path");
+        let mut r = req();
+        r.config.as_mut().unwrap().linux = Some(v1::LinuxContainerConfig {
+            resources: Some(v1::LinuxContainerResources {
+                cpuset_cpus: "any string".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(field(r), "config.linux.resources.cpuset_cpus");
     }
 }

@@ -62,10 +62,10 @@ fn read_pid(p: &Path) -> Option<i32> {
         .filter(|p| *p > 0)
 }
 
+/// Kills the exec'd process and what it started (see `sys::kill_process_tree`).
 fn kill(pid: Option<i32>) {
     if let Some(pid) = pid {
-        // SAFETY: kill(2) of the exec'd process whose pid the runtime wrote; no memory involved.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        crate::sys::kill_process_tree(pid);
     }
 }
 

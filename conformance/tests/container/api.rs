@@ -269,3 +269,172 @@ async fn p_cgroup(e: &Env, id: &str) -> String {
     let cg = info["cgroup"].as_str().unwrap().to_string();
     cg.rsplit_once('/').unwrap().0.to_string()
 }
+
+/// Resources runc could never apply are refused where they are given (CreateContainer,
+/// UpdateContainerResources, RunPodSandbox) with InvalidArgument naming the field, instead of failing
+/// the start or the update inside runc; what kubelet sends is taken, and nothing of a refused create
+/// is left.
+#[tokio::test]
+async fn resources_runc_cannot_apply_are_refused_naming_the_field() {
+    let e = env().await;
+    let p = pod(&e, "limits").await;
+    let bb = e.imgs.busybox.reference.clone();
+    let with = |r: LinuxContainerResources| {
+        let mut c = ctr("limited", &bb, &["sleep", "1000"]);
+        c.linux.get_or_insert_with(Default::default).resources = Some(r);
+        c
+    };
+    let bad = [
+        (
+            LinuxContainerResources {
+                cpuset_cpus: "any string".into(),
+                ..Default::default()
+            },
+            "cpuset_cpus",
+        ),
+        (
+            LinuxContainerResources {
+                cpuset_cpus: "99999".into(),
+                ..Default::default()
+            },
+            "cpuset_cpus",
+        ),
+        (
+            LinuxContainerResources {
+                cpuset_mems: "0-".into(),
+                ..Default::default()
+            },
+            "cpuset_mems",
+        ),
+        (
+            LinuxContainerResources {
+                cpu_period: 10,
+                ..Default::default()
+            },
+            "cpu_period",
+        ),
+        (
+            LinuxContainerResources {
+                cpu_quota: 500,
+                ..Default::default()
+            },
+            "cpu_quota",
+        ),
+        (
+            LinuxContainerResources {
+                cpu_shares: 1 << 20,
+                ..Default::default()
+            },
+            "cpu_shares",
+        ),
+        (
+            LinuxContainerResources {
+                oom_score_adj: -1001,
+                ..Default::default()
+            },
+            "oom_score_adj",
+        ),
+        (
+            LinuxContainerResources {
+                hugepage_limits: vec![HugepageLimit {
+                    page_size: "huge".into(),
+                    limit: 1 << 21,
+                }],
+                ..Default::default()
+            },
+            "hugepage_limits[0].page_size",
+        ),
+    ];
+    for (r, name) in &bad {
+        let err = create(&e, &p, with(r.clone())).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        let want = format!("config.linux.resources.{name}");
+        assert!(err.message().contains(&want), "{want}: {err:?}");
+    }
+    let listed =
+        e.c.runtime()
+            .await
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(listed.is_empty(), "a refused create left a container: {listed:?}");
+    for dir in [e.c.root.join("containers"), e.c.state.join("containers")] {
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|x| x.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in {}: {left:?}", dir.display());
+    }
+
+    // What kubelet sends starts: a CPU list in the kernel's syntax, quota and period in bounds.
+    let id = create(
+        &e,
+        &p,
+        with(LinuxContainerResources {
+            cpuset_cpus: "0".into(),
+            cpuset_mems: "0".into(),
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            cpu_shares: 512,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    start(&e, &id).await.unwrap();
+    let mut rt = e.c.runtime().await;
+    for (r, name) in bad {
+        let err = rt
+            .update_container_resources(UpdateContainerResourcesRequest {
+                container_id: id.clone(),
+                linux: Some(r),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
+        assert!(err.message().contains(&format!("linux.{name}")), "{err:?}");
+    }
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            cpuset_cpus: "0".into(),
+            cpu_quota: -1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&e, &id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+
+    // The pod's overhead and resources, at RunPodSandbox.
+    let mut cfg = pod_config("limits-pod", &p.log_dir);
+    cfg.linux = Some(LinuxPodSandboxConfig {
+        overhead: Some(LinuxContainerResources {
+            cpu_shares: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("config.linux.overhead.cpu_shares"),
+        "{err:?}"
+    );
+    stop(&e, &id, 0).await.unwrap();
+    remove(&e, &id).await.unwrap();
+    stop_and_remove_pod(&e, &p.id).await;
+}

@@ -84,3 +84,47 @@ fn nested_zombies_of(parent: u32) -> Vec<String> {
     }
     found
 }
+
+/// A timed-out ExecSync answers within its timeout (plus about 0.1 s: runc exits as soon as the tree
+/// it ran is killed) and kills every process the command started: a shell's background jobs (its
+/// process group) and a child that made a session of its own (a descendant).
+#[tokio::test]
+async fn a_timed_out_exec_kills_all_it_started_and_answers_in_time() {
+    let e = env().await;
+    let p = pod(&e, "exectree").await;
+    let id = run(&e, &p, ctr("host", &e.imgs.busybox.reference, &["sleep", "3600"])).await;
+    let script = "sleep 1001 & setsid sleep 1003 & sleep 1002";
+    let t0 = std::time::Instant::now();
+    let err = exec(&e, &id, &["sh", "-c", script], 2).await.unwrap_err();
+    let took = t0.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "ExecSync with a 2 s timeout answered after {took:?}"
+    );
+    eprintln!("timed-out ExecSync (timeout 2 s) answered after {took:?}");
+    // Seen from inside the container's pid namespace: only the container's own sleep is left (the
+    // kills are sent before the answer; a moment is allowed for the container's init to reap).
+    let mut ps = String::new();
+    for _ in 0..50 {
+        let out = exec(&e, &id, &["ps", "-o", "args"], 10).await.unwrap();
+        ps = String::from_utf8_lossy(&out.stdout).to_string();
+        if !["sleep 1001", "sleep 1002", "sleep 1003"]
+            .iter()
+            .any(|s| ps.contains(s))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in ["sleep 1001", "sleep 1002", "sleep 1003"] {
+        assert!(
+            !ps.contains(s),
+            "{s}, started by the timed-out exec, still runs:\n{ps}"
+        );
+    }
+    assert!(ps.contains("sleep 3600"), "{ps}");
+    stop(&e, &id, 0).await.unwrap();
+    remove(&e, &id).await.unwrap();
+    stop_and_remove_pod(&e, &p.id).await;
+}

@@ -504,3 +504,53 @@ async fn under_a_notify_socket_crustd_is_ready_and_containers_start() {
     assert_eq!(r.stdout, b"unset\n");
     stop_and_remove_pod(&e, &p.id).await;
 }
+
+/// As in containerd: a StopContainer whose caller gives up (here its deadline passes) during the grace
+/// period does not go on to SIGKILL the container; the stop signal was sent and the container runs on
+/// until a later StopContainer, with a grace period of its own, ends it.
+#[tokio::test]
+async fn a_stop_whose_caller_gives_up_does_not_escalate() {
+    let e = env().await;
+    let p = pod(&e, "giveup").await;
+    let script = "trap 'echo got-term' TERM; echo ready; while true; do sleep 0.1; done";
+    let id = run(
+        &e,
+        &p,
+        ctr("stubborn", &e.imgs.busybox.reference, &["sh", "-c", script]),
+    )
+    .await;
+    let log = p.log_dir.join("stubborn/0.log").display().to_string();
+    wait_for_log(&log, "ready").await;
+    // A grace period of 4 s, a caller that waits 2 s: 5 s after the caller gave up, the grace period
+    // it asked for is long over, and the container still runs.
+    let mut req = tonic::Request::new(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 4,
+    });
+    req.set_timeout(Duration::from_secs(2));
+    let err = e.c.runtime().await.stop_container(req).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    wait_for_log(&log, "got-term").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = status(&e, &id).await;
+    assert_eq!(
+        st.state,
+        ContainerState::ContainerRunning as i32,
+        "the container was killed after its stop's caller went away: {st:?}"
+    );
+    let ps = exec(&e, &id, &["true"], 10).await;
+    assert!(ps.is_ok(), "the container no longer runs: {ps:?}");
+    // A new stop: a grace period of its own (1 s here), then SIGKILL.
+    stop(&e, &id, 1).await.unwrap();
+    let st = status(&e, &id).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 137),
+        "{st:?}"
+    );
+    remove(&e, &id).await.unwrap();
+    stop_and_remove_pod(&e, &p.id).await;
+}
