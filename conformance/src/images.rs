@@ -69,6 +69,17 @@ impl LayerBuilder {
         self
     }
 
+    /// A directory owned by `uid:gid`.
+    pub fn dir_owned(mut self, path: &str, mode: u32, uid: u64, gid: u64) -> Self {
+        let mut h = header(tar::EntryType::Directory, mode, 0);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        self.tar
+            .append_data(&mut h, path, std::io::empty())
+            .expect("tar dir");
+        self
+    }
+
     /// A regular file.
     pub fn file(mut self, path: &str, data: &[u8], mode: u32) -> Self {
         let mut h = header(tar::EntryType::Regular, mode, data.len() as u64);
@@ -328,6 +339,8 @@ pub struct ImageConfig {
     pub working_dir: String,
     pub user: String,
     pub stop_signal: String,
+    /// Declared volumes (`VOLUME`), as written.
+    pub volumes: Vec<String>,
 }
 
 /// An image to push.
@@ -447,6 +460,10 @@ pub fn config_json(spec: &ImageSpec) -> Vec<u8> {
     if !c.stop_signal.is_empty() {
         cfg.insert("StopSignal".into(), c.stop_signal.clone().into());
     }
+    if !c.volumes.is_empty() {
+        let vols: serde_json::Map<String, Value> = c.volumes.iter().map(|v| (v.clone(), json!({}))).collect();
+        cfg.insert("Volumes".into(), Value::Object(vols));
+    }
     let mut doc = json!({
         "architecture": spec.architecture,
         "os": spec.os,
@@ -548,6 +565,7 @@ pub fn push_standard(reg: &Registry) -> TestImages {
             working_dir: "/home/crust".into(),
             user: "1000".into(),
             stop_signal: "SIGUSR1".into(),
+            ..Default::default()
         },
     );
     let configured = push_image(reg, "crust-test/configured", "1", &configured);

@@ -513,6 +513,20 @@ mod tests {
     }
 
     #[test]
+    fn image_volumes_take_the_three_modes() {
+        let d = tempfile::tempdir().unwrap();
+        let main = write(d.path(), "crust.toml", "");
+        let c = load(Some(&main), &Overrides::default()).unwrap();
+        assert_eq!(c.image.volumes, crate::config::ImageVolumes::Copy);
+        let main = write(d.path(), "crust.toml", "[image]\nvolumes = \"mkdir\"\n");
+        let c = load(Some(&main), &Overrides::default()).unwrap();
+        assert_eq!(c.image.volumes, crate::config::ImageVolumes::Mkdir);
+        let main = write(d.path(), "crust.toml", "[image]\nvolumes = \"bind\"\n");
+        let e = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert_eq!(e.key, "image.volumes", "{e}");
+    }
+
+    #[test]
     fn bad_value_names_the_dropin_that_set_it() {
         let d = tempfile::tempdir().unwrap();
         let main = write(d.path(), "crust.toml", "");

@@ -182,6 +182,23 @@ pub struct ImageConfig {
     pub pause_image: String,
     /// Platform wanted from multi-platform images, `os/arch[/variant]`; empty means this host's.
     pub platform: String,
+    /// What a container gets for each `VOLUME` its image's config declares (CRI-O's `image_volumes`).
+    pub volumes: ImageVolumes,
+}
+
+/// The handling of the volumes an image's config declares (`VOLUME` in a Dockerfile).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageVolumes {
+    /// A writable directory of the container's own, filled with the image's content at that path
+    /// and mounted there, also under a read-only root filesystem (containerd's behaviour).
+    #[default]
+    Copy,
+    /// The path is made a directory in the container's root filesystem, owned by the container's
+    /// user when created; nothing is mounted (CRI-O's default, `mkdir`).
+    Mkdir,
+    /// Declared volumes are ignored (containerd's `ignore_image_defined_volumes`).
+    Ignore,
 }
 
 impl Default for ImageConfig {
@@ -197,6 +214,7 @@ impl Default for ImageConfig {
             pinned_images: Vec::new(),
             pause_image: String::new(),
             platform: String::new(),
+            volumes: ImageVolumes::Copy,
         }
     }
 }

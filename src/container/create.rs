@@ -4,7 +4,7 @@
 //! invocation instead of `create` + `start`); a failed start leaves the container EXITED with reason
 //! `StartError`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use cri_api::v1;
@@ -374,40 +374,6 @@ fn pod_info(pod: &PodContext, sb: Option<&v1::PodSandboxConfig>) -> PodInfo {
     }
 }
 
-/// `log_path` inside `log_directory`, as the CRI defines it: an absolute `log_path` is still taken
-/// relative to the pod's log directory (as containerd joins them), so a container's log never lands
-/// elsewhere; `None` without a `log_path` or a log directory (nowhere sensible to write). `..` is refused
-/// at validation.
-fn log_path(log_dir: &str, log_path: &str) -> Option<PathBuf> {
-    if log_path.is_empty() {
-        return None;
-    }
-    if !Path::new(log_dir).is_absolute() {
-        tracing::warn!(
-            log_path,
-            "the pod has no log_directory; the container's output is discarded"
-        );
-        return None;
-    }
-    Some(Path::new(log_dir).join(log_path.trim_start_matches('/')))
-}
-
-#[cfg(test)]
-#[test]
-fn log_paths() {
-    assert_eq!(
-        log_path("/var/log/pods/x", "c/0.log"),
-        Some(PathBuf::from("/var/log/pods/x/c/0.log"))
-    );
-    assert_eq!(log_path("", "c/0.log"), None);
-    assert_eq!(log_path("/var/log", ""), None);
-    assert_eq!(log_path("", "/tmp/c.log"), None);
-    assert_eq!(
-        log_path("/var/log/pods/x", "/etc/cron.d/evil"),
-        Some(PathBuf::from("/var/log/pods/x/etc/cron.d/evil"))
-    );
-}
-
 impl Inner {
     async fn create(&self, p: &Plan) -> Result<()> {
         let cfg = &p.req.config;
@@ -418,7 +384,7 @@ impl Inner {
             .as_ref()
             .and_then(|l| l.resources.clone())
             .unwrap_or_default();
-        let log = log_path(&p.pod.log_directory, &cfg.log_path);
+        let log = super::record::log_path(&p.pod.log_directory, &cfg.log_path);
         let mut rec = ContainerRecord {
             format: Default::default(),
             id: p.id.clone(),
@@ -573,6 +539,15 @@ impl Inner {
                 .await
                 .map_err(|e| Error::Internal(format!("image volume task failed: {e}")))??
         };
+        let declared = super::declared_volumes::plan(
+            self.host.image_volumes,
+            &p.image.defaults.volumes,
+            &cfg.mounts,
+            &paths.layer_dir,
+            &dir,
+            p.pod.userns_path.is_some(),
+        );
+        let copy = self.host.image_volumes == crate::config::ImageVolumes::Copy;
         let built = spec::build(&SpecInput {
             id: &p.id,
             config: cfg,
@@ -593,7 +568,24 @@ impl Inner {
             idmapped_volumes: &idmapped_volumes,
             cdi: &cdi,
             image_volumes: &image_volumes,
+            declared_volumes: if copy { &declared } else { &[] },
         })?;
+        if !declared.is_empty() {
+            let userns = p.pod.namespace_options.userns_options.as_ref();
+            super::declared_volumes::make(super::declared_volumes::Make {
+                mode: self.host.image_volumes,
+                owner: super::declared_volumes::owner(
+                    &built.user,
+                    userns.filter(|_| p.pod.userns_path.is_some()),
+                )?,
+                vols: declared,
+                layers: p.image.layers.clone(),
+                container_state: dir.clone(),
+                rootfs: paths.mountpoint.clone(),
+                userns: p.pod.userns_path.clone(),
+            })
+            .await?;
+        }
         rec.uid = built.user.uid;
         rec.gid = built.user.gid;
         rec.groups = built.user.additional_gids.clone();

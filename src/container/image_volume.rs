@@ -8,6 +8,9 @@
 //! overlay uses, so a RemoveImage of an image in use removes the image (as containerd does) but not its
 //! layers, which go at the first collection after the container is removed. The overlays are unmounted
 //! at removal (and when a create fails).
+//!
+//! The same kind of overlay, mounted there only while a create copies from it (`with_layers`), is
+//! the source of the volumes an image declares (`declared_volumes`).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -54,16 +57,7 @@ pub fn stage(
         for v in vols {
             let field = format!("config.mounts[{}]", v.index);
             let mp = base.join(v.index.to_string());
-            std::fs::create_dir_all(&mp).map_err(|e| Error::io(format!("create {}", mp.display()), e))?;
-            let mut lowers: Vec<PathBuf> = v.layers.iter().rev().cloned().collect();
-            // An overlay without an upper layer needs two lower ones.
-            while lowers.len() < 2 {
-                let empty = base.join("empty");
-                std::fs::create_dir_all(&empty)
-                    .map_err(|e| Error::io(format!("create {}", empty.display()), e))?;
-                lowers.push(empty);
-            }
-            super::rootfs::mount_readonly(&mp, &lowers).map_err(|e| e.context(&field))?;
+            mount_layers(&base, &mp, &v.layers).map_err(|e| e.context(&field))?;
             let src = if v.sub_path.is_empty() {
                 mp
             } else {
@@ -83,6 +77,36 @@ pub fn stage(
             Err(e)
         }
     }
+}
+
+/// Mounts a read-only overlay of `layers` (lowest first) at `mp`, made in `base`.
+fn mount_layers(base: &Path, mp: &Path, layers: &[PathBuf]) -> Result<()> {
+    std::fs::create_dir_all(mp).map_err(|e| Error::io(format!("create {}", mp.display()), e))?;
+    let mut lowers: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+    // An overlay without an upper layer needs two lower ones.
+    while lowers.len() < 2 {
+        let empty = base.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| Error::io(format!("create {}", empty.display()), e))?;
+        lowers.push(empty);
+    }
+    super::rootfs::mount_readonly(mp, &lowers)
+}
+
+/// Runs `f` on the image of `layers` (lowest first), mounted read-only for it alone in the
+/// container's image volume directory (so that a crash leaves it for [`release`]), and unmounts it
+/// again. The image's own ids, unlike a pod's idmapped rootfs.
+pub fn with_layers<T>(
+    container_state: &Path,
+    layers: &[PathBuf],
+    f: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let base = dir(container_state);
+    let mp = base.join("declared");
+    mount_layers(&base, &mp, layers)?;
+    let r = f(&mp);
+    super::rootfs::unmount(&mp)?;
+    std::fs::remove_dir(&mp).map_err(|e| Error::io(format!("remove {}", mp.display()), e))?;
+    r
 }
 
 /// `sub` inside the mounted image, symlinks resolved, which must stay inside it and exist.

@@ -11,7 +11,9 @@
 
 pub mod apparmor;
 pub mod cdi;
+mod copy_up;
 mod create;
+pub mod declared_volumes;
 mod exec;
 pub mod idmap;
 pub mod image_volume;
@@ -129,6 +131,7 @@ impl Containers {
             masked_paths: cfg.runtime.masked_paths.clone(),
             readonly_paths: cfg.runtime.readonly_paths.clone(),
             cdi_spec_dirs: cfg.runtime.cdi_spec_dirs.clone(),
+            image_volumes: cfg.image.volumes,
         };
         Ok(Containers {
             inner: Arc::new(Inner {

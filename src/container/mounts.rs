@@ -46,7 +46,13 @@ pub(super) fn mounts(
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", ro_sys]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", ro_sys]}),
     ];
-    let cri_dsts: Vec<String> = cfg.mounts.iter().map(|m| clean(&m.container_path)).collect();
+    // The image's declared volumes count as CRI mounts here, as containerd adds them to those.
+    let cri_dsts: Vec<String> = cfg
+        .mounts
+        .iter()
+        .map(|m| clean(&m.container_path))
+        .chain(inp.declared_volumes.iter().map(|v| v.path.clone()))
+        .collect();
     let has = |d: &str| cri_dsts.iter().any(|x| x == d);
     let mut out: Vec<Value> = defaults
         .into_iter()
@@ -81,6 +87,9 @@ pub(super) fn mounts(
     let mut cri: Vec<(usize, &v1::Mount)> = cfg.mounts.iter().enumerate().collect();
     cri.sort_by_key(|(_, m)| Path::new(&clean(&m.container_path)).components().count());
     let mut rootfs_propagation = None;
+    // The binds, by depth: parents before what is mounted inside them.
+    let depth = |p: &str| Path::new(p).components().count();
+    let mut binds: Vec<(usize, Value)> = Vec::new();
     for (i, m) in cri {
         let f = format!("config.mounts[{i}]");
         if !m.container_path.starts_with('/') {
@@ -100,10 +109,10 @@ pub(super) fn mounts(
                 // An image volume has no mounts of its own to propagate.
                 Ok(_) => "rslave",
             };
-            out.push(bind(
-                &clean(&m.container_path),
-                src,
-                &["rbind", prop, "ro", "nosuid", "nodev"],
+            let dst = clean(&m.container_path);
+            binds.push((
+                depth(&dst),
+                bind(&dst, src, &["rbind", prop, "ro", "nosuid", "nodev"]),
             ));
             continue;
         }
@@ -150,12 +159,23 @@ pub(super) fn mounts(
             .idmapped_volumes
             .get(&i)
             .map_or(Path::new(&m.host_path), PathBuf::as_path);
-        out.push(bind(&clean(&m.container_path), src, &opts));
+        let dst = clean(&m.container_path);
+        binds.push((depth(&dst), bind(&dst, src, &opts)));
     }
+    // Read-write and private, as containerd binds them (a CRI mount of neither flag).
+    for v in inp.declared_volumes {
+        binds.push((
+            depth(&v.path),
+            bind(&v.path, &v.source, &["rbind", "rprivate", "rw"]),
+        ));
+    }
+    binds.sort_by_key(|(d, _)| *d);
+    out.extend(binds.into_iter().map(|(_, b)| b));
     Ok((out, rootfs_propagation))
 }
 
-fn clean(p: &str) -> String {
+/// `p` as an absolute path without `.`, `..` or repeated slashes (`..` stops at the root).
+pub(super) fn clean(p: &str) -> String {
     let mut parts = Vec::new();
     for c in p.split('/') {
         match c {

@@ -2,7 +2,7 @@
 //! the container ended; plus serde mirrors of the CRI messages it keeps.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cri_api::v1;
 use serde::{Deserialize, Serialize};
@@ -307,6 +307,40 @@ impl ContainerRecord {
         self.reason = "Unknown".into();
         self.message = why.to_string();
     }
+}
+
+/// `log_path` inside `log_directory`, as the CRI defines it: an absolute `log_path` is still taken
+/// relative to the pod's log directory (as containerd joins them), so a container's log never lands
+/// elsewhere; `None` without a `log_path` or a log directory (nowhere sensible to write). `..` is refused
+/// at validation.
+pub(super) fn log_path(log_dir: &str, log_path: &str) -> Option<PathBuf> {
+    if log_path.is_empty() {
+        return None;
+    }
+    if !Path::new(log_dir).is_absolute() {
+        tracing::warn!(
+            log_path,
+            "the pod has no log_directory; the container's output is discarded"
+        );
+        return None;
+    }
+    Some(Path::new(log_dir).join(log_path.trim_start_matches('/')))
+}
+
+#[cfg(test)]
+#[test]
+fn log_paths() {
+    assert_eq!(
+        log_path("/var/log/pods/x", "c/0.log"),
+        Some(PathBuf::from("/var/log/pods/x/c/0.log"))
+    );
+    assert_eq!(log_path("", "c/0.log"), None);
+    assert_eq!(log_path("/var/log", ""), None);
+    assert_eq!(log_path("", "/tmp/c.log"), None);
+    assert_eq!(
+        log_path("/var/log/pods/x", "/etc/cron.d/evil"),
+        Some(PathBuf::from("/var/log/pods/x/etc/cron.d/evil"))
+    );
 }
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub struct ImageDefaults {
     pub working_dir: String,
     pub user: String,
     pub stop_signal: String,
+    /// The paths the image declares as volumes (`VOLUME`), as written.
+    pub volumes: Vec<String>,
 }
 
 impl ImageDefaults {
@@ -41,6 +43,7 @@ impl ImageDefaults {
             working_dir: c.working_dir().clone().unwrap_or_default(),
             user: c.user().clone().unwrap_or_default(),
             stop_signal: c.stop_signal().clone().unwrap_or_default(),
+            volumes: c.volumes().clone().unwrap_or_default(),
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct HostInfo {
     pub readonly_paths: Vec<String>,
     /// `runtime.cdi_spec_dirs`.
     pub cdi_spec_dirs: Vec<std::path::PathBuf>,
+    /// `image.volumes`: what the volumes images declare become.
+    pub image_volumes: crate::config::ImageVolumes,
 }
 
 /// Everything the builder reads.
@@ -95,6 +100,8 @@ pub struct SpecInput<'a> {
     pub cdi: &'a super::cdi::Resolved,
     /// Mounted image volumes (by index in `config.mounts`): the host path to bind.
     pub image_volumes: &'a HashMap<usize, std::path::PathBuf>,
+    /// The volumes the image declares that get a directory of their own, bound read-write.
+    pub declared_volumes: &'a [super::declared_volumes::Declared],
 }
 
 /// The spec plus what the status reports about it.

@@ -50,6 +50,7 @@ fn host() -> HostInfo {
         masked_paths: vec![],
         readonly_paths: vec![],
         cdi_spec_dirs: vec![],
+        image_volumes: Default::default(),
     }
 }
 
@@ -61,6 +62,7 @@ fn image() -> ImageDefaults {
         working_dir: "/work".into(),
         user: String::new(),
         stop_signal: "SIGUSR1".into(),
+        volumes: vec![],
     }
 }
 
@@ -103,6 +105,7 @@ fn build_with(c: &v1::ContainerConfig, p: &PodInfo, img: &ImageDefaults) -> crat
         idmapped_volumes: &no_volumes,
         cdi: &no_cdi,
         image_volumes: &no_volumes,
+        declared_volumes: &[],
     })?;
     Ok((serde_json::to_value(&b.spec).unwrap(), b))
 }

@@ -61,6 +61,20 @@ pub fn validate_run(req: v1::RunPodSandboxRequest) -> Result<NewPod> {
     check_mode(&format!("{NS_FIELD}.network"), namespaces.network, &[0, 2])?;
     check_mode(&format!("{NS_FIELD}.ipc"), namespaces.ipc, &[0, 2])?;
     check_mode(&format!("{NS_FIELD}.pid"), namespaces.pid, &[0, 1, 2])?;
+    if namespaces.host_network() && !cfg.hostname.is_empty() {
+        // The node's network brings the node's UTS namespace: its containers would silently get the
+        // node's hostname. containerd fails such a pod too (the hostname goes into the sandbox's spec,
+        // and runc cannot set a hostname without a UTS namespace of its own); CRI-O instead gives
+        // every pod a UTS namespace and so honours it. kubelet never sends one for a hostNetwork pod.
+        return Err(Error::invalid(
+            "config.hostname",
+            format!(
+                "{:?} cannot be set for a pod on the node's network ({NS_FIELD}.network = NODE), \
+                 which shares the node's hostname",
+                cfg.hostname
+            ),
+        ));
+    }
     let mut namespaces = namespaces;
     namespaces.userns = userns(
         sc.namespace_options
@@ -523,6 +537,20 @@ mod tests {
         }
     }
 
+    /// A pod's Linux config with the network namespace mode `mode`.
+    fn network(mode: i32) -> v1::LinuxPodSandboxConfig {
+        v1::LinuxPodSandboxConfig {
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(v1::NamespaceOption {
+                    network: mode,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     fn field_of(r: Result<NewPod>) -> String {
         match r.unwrap_err() {
             Error::InvalidArgument { field, .. } => field,
@@ -569,33 +597,23 @@ mod tests {
         let mut r = req();
         r.config.as_mut().unwrap().linux = Some(v1::LinuxPodSandboxConfig {
             sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
-            security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: Some(v1::NamespaceOption {
-                    network: 2,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+            ..network(2)
         });
         assert_eq!(
             field_of(validate_run(r)),
             "config.linux.sysctls[net.ipv4.ip_forward]"
         );
         let mut r = req();
-        r.config.as_mut().unwrap().linux = Some(v1::LinuxPodSandboxConfig {
-            security_context: Some(v1::LinuxSandboxSecurityContext {
-                namespace_options: Some(v1::NamespaceOption {
-                    network: 3,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        r.config.as_mut().unwrap().linux = Some(network(3));
         assert_eq!(field_of(validate_run(r)), format!("{NS_FIELD}.network"));
         let mut r = req();
         r.config.as_mut().unwrap().hostname = "bad host".into();
+        assert_eq!(field_of(validate_run(r)), "config.hostname");
+        // The node's network: its hostname too, none of the pod's own.
+        let mut r = req();
+        r.config.as_mut().unwrap().linux = Some(network(2));
+        validate_run(r.clone()).unwrap();
+        r.config.as_mut().unwrap().hostname = "web-0".into();
         assert_eq!(field_of(validate_run(r)), "config.hostname");
     }
 

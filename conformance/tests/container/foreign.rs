@@ -120,17 +120,7 @@ async fn an_image_written_by_other_tools_pulls_and_runs() {
         .collect();
     let img = TestImage::new(layers, ImageConfig::default());
     let pushed = images::push_image(&e._reg, "crust-test/foreign", "1", &img);
-    e.c.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(cri_api::v1::ImageSpec {
-                image: pushed.reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("pull of the foreign-tool image: {s}"));
+    pull(&e.c, &pushed.reference).await;
     let p = pod(&e, "foreign").await;
     let cmd = [
         "sh",
@@ -173,13 +163,6 @@ async fn run_as_group_without_a_user_is_refused_naming_the_field() {
         "{}",
         err.message()
     );
-    let left =
-        e.c.runtime()
-            .await
-            .list_containers(ListContainersRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .containers;
+    let left = containers(&e).await;
     assert!(left.is_empty(), "a refused create leaves no record: {left:?}");
 }

@@ -14,16 +14,8 @@ fn mountinfo_mentions(p: &Path) -> bool {
 async fn image_volumes_are_read_only_kept_while_in_use_and_cleaned_up() {
     let e = env().await;
     let layered = e.imgs.layered.reference.clone();
+    pull(&e.c, &layered).await;
     let mut imgs = e.c.images().await;
-    imgs.pull_image(PullImageRequest {
-        image: Some(ImageSpec {
-            image: layered.clone(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
     let p = pod(&e, "imgvol").await;
     let mut c = ctr("imgvol", &e.imgs.busybox.reference, &["sleep", "1000"]);
     let vol = |path: &str, sub: &str| Mount {
@@ -168,10 +160,6 @@ async fn image_volumes_are_read_only_kept_while_in_use_and_cleaned_up() {
     let err = create(&e, &p, c).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "the removed image: {err:?}");
     stop_and_remove_pod(&e, &p.id).await;
-    let left: Vec<_> = std::fs::read_dir(e.c.state.join("containers"))
-        .unwrap()
-        .flatten()
-        .map(|d| d.file_name())
-        .collect();
+    let left = state_left(&e);
     assert!(left.is_empty(), "{left:?}");
 }

@@ -40,19 +40,24 @@ async fn env_with_environment(extra_toml: &str, environment: Vec<(String, String
     })
     .await;
     for r in [&imgs.busybox.reference, &imgs.configured.reference] {
-        c.images()
-            .await
-            .pull_image(PullImageRequest {
-                image: Some(cri_api::v1::ImageSpec {
-                    image: r.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        pull(&c, r).await;
     }
     Env { c, imgs, _reg: reg }
+}
+
+/// PullImage of `image`, expected to succeed.
+async fn pull(c: &Crustd, image: &str) {
+    c.images()
+        .await
+        .pull_image(PullImageRequest {
+            image: Some(cri_api::v1::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("pull {image}: {s}"));
 }
 
 fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
@@ -206,6 +211,26 @@ async fn container_info(e: &Env, id: &str) -> serde_json::Value {
     serde_json::from_str(&v.info["info"]).unwrap()
 }
 
+/// Every container crustd lists.
+async fn containers(e: &Env) -> Vec<Container> {
+    e.c.runtime()
+        .await
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
+/// What is left in crustd's `<state>/containers`.
+fn state_left(e: &Env) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(e.c.state.join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|d| d.file_name())
+        .collect()
+}
+
 /// StopPodSandbox then RemovePodSandbox, both expected to succeed.
 async fn stop_and_remove_pod(e: &Env, id: &str) {
     let mut rt = e.c.runtime().await;
@@ -284,6 +309,7 @@ async fn wait_for_log(path: &str, needle: &str) {
 mod api;
 mod cdi;
 mod cgroupns;
+mod declared_volumes;
 mod exec;
 mod foreign;
 mod hardening;

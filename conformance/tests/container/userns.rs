@@ -5,9 +5,9 @@
 
 use super::*;
 
-const HOST_ID: u32 = 200_000;
+pub(super) const HOST_ID: u32 = 200_000;
 
-fn mapping(container_id: u32, host_id: u32) -> IdMapping {
+pub(super) fn mapping(container_id: u32, host_id: u32) -> IdMapping {
     IdMapping {
         container_id,
         host_id,
@@ -15,7 +15,7 @@ fn mapping(container_id: u32, host_id: u32) -> IdMapping {
     }
 }
 
-fn userns(mode: NamespaceMode, uids: Vec<IdMapping>, gids: Vec<IdMapping>) -> NamespaceOption {
+pub(super) fn userns(mode: NamespaceMode, uids: Vec<IdMapping>, gids: Vec<IdMapping>) -> NamespaceOption {
     NamespaceOption {
         userns_options: Some(UserNamespace {
             mode: mode as i32,
@@ -26,7 +26,7 @@ fn userns(mode: NamespaceMode, uids: Vec<IdMapping>, gids: Vec<IdMapping>) -> Na
     }
 }
 
-async fn userns_pod(e: &Env, name: &str, ns: NamespaceOption) -> Result<Pod, tonic::Status> {
+pub(super) async fn userns_pod(e: &Env, name: &str, ns: NamespaceOption) -> Result<Pod, tonic::Status> {
     let log_dir = e.c.dir.path().join("logs").join(name);
     let mut config = pod_config(name, &log_dir);
     config.linux = Some(LinuxPodSandboxConfig {

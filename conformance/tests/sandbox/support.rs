@@ -184,6 +184,22 @@ pub fn assert_clean(c: &Crustd, id: &str) {
     assert_eq!(processes_of(c), Vec::<String>::new(), "processes left");
 }
 
+/// Asserts a refused RunPodSandbox left nothing: no record, listed or on disk, no pod files, nothing
+/// [`assert_clean`] looks for.
+pub async fn assert_refused_left_nothing(c: &Crustd) {
+    assert!(list(c, None).await.is_empty(), "a record was left");
+    assert!(
+        std::fs::read_dir(c.root.join("pods")).unwrap().next().is_none(),
+        "pod record left"
+    );
+    assert_eq!(
+        std::fs::read_dir(c.state.join("pods")).unwrap().count(),
+        0,
+        "pod files left"
+    );
+    assert_clean(c, "none");
+}
+
 pub async fn start_crustd() -> Crustd {
     Crustd::start(CrustdOptions {
         cni: true,
