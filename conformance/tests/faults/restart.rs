@@ -1,9 +1,11 @@
 //! crustd SIGKILLed at chosen points, by a real part: during a pull (the registry proxy stalls a blob
 //! half-way, the test kills), during an unpack (a large, highly compressible layer; the test kills once
 //! the layer's temporary dir shows up), during RunPodSandbox (a CNI plugin chained last kills crustd at
-//! ADD), during RemoveContainer (a runtime handler wrapping runc kills crustd at `delete`) and during
-//! StopPodSandbox (the CNI plugin kills crustd at DEL). After the restart nothing half-made is visible,
-//! the image store checks clean, and the same operation succeeds when repeated.
+//! ADD), during StartContainer (a runtime handler wrapping runc kills crustd at `run`, then runs the
+//! container late or fails), during RemoveContainer (the wrapper kills crustd at `delete`) and during
+//! StopPodSandbox (the CNI plugin kills crustd at DEL; the wrapper at a container's `delete`). After the
+//! restart nothing half-made is visible, the image store checks clean, containers show what the runtime
+//! did, and the same operation succeeds when repeated.
 //!
 //! The plugin and the wrapper fire once: the test arms them by writing `<crustd pid> <target>` to an
 //! `arm` file, which they rename before killing.
@@ -19,7 +21,7 @@ use harness::{Crustd, CrustdOptions, Registry};
 use rand::RngCore;
 
 use crate::cni::{chain_plugin, leases, netns_files, remove_pod, stop_pod};
-use crate::{containers, create, ctr, pod_config, pods, pull, run_pod};
+use crate::{container_state, containers, create, ctr, pod_config, pods, pull, run_pod};
 
 /// The CNI plugin, chained after bridge + host-local: on `VERB` of the pod the `arm` file names, it
 /// SIGKILLs the crustd PID written there (once); otherwise it passes the previous result on.
@@ -40,23 +42,25 @@ ADD) printf '%s' "$conf" | python3 -c 'import json,sys; print(json.dumps(json.lo
 esac
 "#;
 
-/// The runtime wrapper (handler `killer`): `delete` of the container the `arm` file names SIGKILLs the
-/// crustd PID written there first (once), and fails; everything else is runc's.
+/// The runtime wrapper (handler `killer`): a runtime call whose `<verb>:<arguments>` matches the
+/// pattern in the `arm` file SIGKILLs the crustd PID written there first (once), then fails when the
+/// file says `fail`, else goes on to runc (which then runs with crustd gone), 2 s later when it says
+/// `late` (by when crustd is back).
 const WRAPPER: &str = r#"#!/bin/sh
 arm="$(dirname "$0")/arm"
-last=
 verb=
 for a in "$@"; do
-    case "$a" in delete) [ -z "$verb" ] && verb=delete ;; esac
-    last=$a
+    case "$a" in delete|run|create|start) [ -z "$verb" ] && verb=$a ;; esac
 done
-if [ "$verb" = delete ] && [ -f "$arm" ]; then
-    read pid target < "$arm"
-    if [ "$last" = "$target" ]; then
+if [ -f "$arm" ]; then
+    read pid target then < "$arm"
+    case "$verb:$*" in
+    $target)
         mv "$arm" "$arm.fired"
         kill -9 "$pid"
-        exit 1
-    fi
+        [ "$then" = fail ] && exit 1
+        [ "$then" = late ] && sleep 2 ;;
+    esac
 fi
 exec /usr/sbin/runc "$@"
 "#;
@@ -327,38 +331,72 @@ async fn killed_during_teardown() {
     .await;
 }
 
+/// Nothing of any container is left: none listed, no record, no state or writable-layer dir, no runc
+/// state; and no mount of container `id`.
+async fn assert_containers_gone(c: &Crustd, id: &str) {
+    let listed: Vec<String> = containers(c).await.into_iter().map(|c| c.id).collect();
+    assert!(listed.is_empty(), "containers listed: {listed:?}");
+    for d in [
+        c.root.join("containers"),
+        c.state.join("containers"),
+        c.state.join("runtime/killer"),
+    ] {
+        assert!(
+            entries(&d).is_empty(),
+            "left in {}: {:?}",
+            d.display(),
+            entries(&d)
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(id)).collect();
+    assert!(left.is_empty(), "mounts of the container left: {left:?}");
+}
+
+/// Pulls busybox and runs pod `name` (logs under `logs`) with the `killer` runtime handler: the image, the pod's config,
+/// the pod.
+async fn killer_pod(
+    c: &Crustd,
+    reg: &Registry,
+    name: &str,
+    logs: &Path,
+) -> (String, PodSandboxConfig, String) {
+    let tar = LayerBuilder::new().busybox_base().build();
+    let spec = TestImage::new(
+        vec![Layer::new(&tar, Compression::Gzip, false)],
+        ImageConfig::default(),
+    );
+    let image = images::push_image(reg, &format!("crust-test/{name}"), "1", &spec).reference;
+    pull(c, &image).await.unwrap();
+    let pc = pod_config(name, logs);
+    let pod = c
+        .runtime()
+        .await
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: "killer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (image, pc, pod)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_remove() {
     let reg = Registry::start();
     let bin = tempfile::tempdir().unwrap();
     let mut c = cni_env(bin.path()).await;
     scenario_async("restart-kill-during-remove", async {
-        let tar = LayerBuilder::new().busybox_base().build();
-        let spec = TestImage::new(
-            vec![Layer::new(&tar, Compression::Gzip, false)],
-            ImageConfig::default(),
-        );
-        let image = images::push_image(&reg, "crust-test/killed-remove", "1", &spec).reference;
-        pull(&c, &image).await.unwrap();
         let logs = tempfile::tempdir().unwrap();
-        let pc = pod_config("killed-rm", logs.path());
-        let pod = c
-            .runtime()
-            .await
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pc.clone()),
-                runtime_handler: "killer".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+        let (image, pc, pod) = killer_pod(&c, &reg, "killed-rm", logs.path()).await;
         // Running: RemoveContainer kills it, then asks the runtime to delete it.
         let id = create(&c, &pod, &pc, ctr("victim", &image, &["sleep", "3600"]))
             .await
             .unwrap();
         crate::start(&c, &id).await.unwrap();
-        arm(bin.path(), &c, &id);
+        arm(bin.path(), &c, &format!("delete:* {id} fail"));
         let r = crate::remove(&c, &id).await;
         assert!(r.is_err(), "RemoveContainer of a killed crustd answered {r:?}");
         wait_killed(bin.path(), &c);
@@ -374,22 +412,125 @@ async fn killed_during_remove() {
         crate::remove(&c, &id)
             .await
             .expect("RemoveContainer again (idempotent)");
-        let listed: Vec<String> = containers(&c).await.into_iter().map(|c| c.id).collect();
-        assert!(listed.is_empty(), "containers listed: {listed:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&id)).collect();
-        assert!(left.is_empty(), "mounts of the container left: {left:?}");
-        assert!(!runc_state.exists(), "runc state left: {}", runc_state.display());
-        for d in [c.root.join("containers"), c.state.join("containers")] {
-            assert!(
-                entries(&d).is_empty(),
-                "left in {}: {:?}",
-                d.display(),
-                entries(&d)
-            );
-        }
+        assert_containers_gone(&c, &id).await;
         stop_pod(&c, &pod).await.unwrap();
         remove_pod(&c, &pod).await.unwrap();
+        assert_pods_gone(&c).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_start() {
+    killed_during_start_then("restart-kill-during-start", "late").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_failed_start() {
+    killed_during_start_then("restart-kill-during-failed-start", "fail").await;
+}
+
+/// StartContainer killed as the runtime is asked to run the container; the runtime then goes on
+/// (`then` = `late`: the container starts after crustd is back, which must notice) or fails (`fail`).
+/// After the restart the container shows what happened (RUNNING, or not running), it is stopped and
+/// removed leaving nothing, and the same container is created and started again.
+async fn killed_during_start_then(name: &str, then: &str) {
+    let reg = Registry::start();
+    let bin = tempfile::tempdir().unwrap();
+    let mut c = cni_env(bin.path()).await;
+    scenario_async(name, async {
+        let logs = tempfile::tempdir().unwrap();
+        let (image, pc, pod) = killer_pod(&c, &reg, "killed-start", logs.path()).await;
+        let config = ctr("started", &image, &["sleep", "3600"]);
+        let id = create(&c, &pod, &pc, config.clone()).await.unwrap();
+        arm(bin.path(), &c, &format!("run:*{id}* {then}"));
+        let r = crate::start(&c, &id).await;
+        assert!(r.is_err(), "StartContainer of a killed crustd answered {r:?}");
+        wait_killed(bin.path(), &c);
+        c.restart().await;
+        if then == "late" {
+            let mut state = ContainerState::ContainerUnknown;
+            for _ in 0..300 {
+                state = container_state(&c, &id).await.0;
+                if state == ContainerState::ContainerRunning {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(
+                state,
+                ContainerState::ContainerRunning,
+                "a container the runtime ran after crustd's restart, 30 s on"
+            );
+        } else {
+            let (state, _) = container_state(&c, &id).await;
+            assert_ne!(
+                state,
+                ContainerState::ContainerRunning,
+                "a container whose runtime failed to run it"
+            );
+            let ps = std::process::Command::new("/usr/sbin/runc")
+                .arg("--root")
+                .arg(c.state.join("runtime/killer"))
+                .args(["list", "-q"])
+                .output()
+                .unwrap();
+            assert!(
+                !String::from_utf8_lossy(&ps.stdout).contains(&id),
+                "runc still knows the container whose run failed"
+            );
+        }
+        c.runtime()
+            .await
+            .stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            })
+            .await
+            .expect("StopContainer after the restart");
+        crate::remove(&c, &id)
+            .await
+            .expect("RemoveContainer after the restart");
+        assert_containers_gone(&c, &id).await;
+        // The same container again.
+        let again = create(&c, &pod, &pc, config)
+            .await
+            .expect("the same CreateContainer");
+        crate::start(&c, &again).await.expect("the same StartContainer");
+        crate::remove(&c, &again).await.unwrap();
+        stop_pod(&c, &pod).await.unwrap();
+        remove_pod(&c, &pod).await.unwrap();
+        assert_pods_gone(&c).await;
+    })
+    .await;
+}
+
+/// StopPodSandbox of a pod with a running container, killed as the runtime deletes the stopped
+/// container: StopPodSandbox and RemovePodSandbox after the restart leave nothing of either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_pod_stop() {
+    let reg = Registry::start();
+    let bin = tempfile::tempdir().unwrap();
+    let mut c = cni_env(bin.path()).await;
+    scenario_async("restart-kill-during-pod-stop", async {
+        let logs = tempfile::tempdir().unwrap();
+        let (image, pc, pod) = killer_pod(&c, &reg, "killed-stop", logs.path()).await;
+        let id = create(&c, &pod, &pc, ctr("inside", &image, &["sleep", "3600"]))
+            .await
+            .unwrap();
+        crate::start(&c, &id).await.unwrap();
+        arm(bin.path(), &c, &format!("delete:* {id} fail"));
+        let r = stop_pod(&c, &pod).await;
+        assert!(r.is_err(), "StopPodSandbox of a killed crustd answered {r:?}");
+        wait_killed(bin.path(), &c);
+        c.restart().await;
+        stop_pod(&c, &pod)
+            .await
+            .expect("StopPodSandbox after the restart");
+        remove_pod(&c, &pod)
+            .await
+            .expect("RemovePodSandbox after the restart");
+        assert_containers_gone(&c, &id).await;
         assert_pods_gone(&c).await;
     })
     .await;
