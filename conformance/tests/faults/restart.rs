@@ -29,7 +29,7 @@ const PLUGIN: &str = r#"#!/bin/sh
 conf=$(cat)
 arm="$(dirname "$0")/arm"
 if [ -f "$arm" ]; then
-    read pid target < "$arm"
+    read pid target _ < "$arm"
     case "$CNI_COMMAND:$CNI_ARGS" in
     $target)
         mv "$arm" "$arm.fired"
@@ -70,9 +70,12 @@ fn executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
-/// Arms the plugin or wrapper in `bin` to kill `c` at `target`.
-fn arm(bin: &Path, c: &Crustd, target: &str) {
-    std::fs::write(bin.join("arm"), format!("{} {target}\n", c.pid().unwrap())).unwrap();
+/// Arms the plugin or wrapper in `bin` to kill `c` at a call matching `pattern` (a shell pattern, one
+/// word), then to do `then` (the wrapper's `fail` or `late`, or nothing).
+fn arm(bin: &Path, c: &Crustd, pattern: &str, then: &str) {
+    assert!(!pattern.contains(char::is_whitespace), "{pattern:?}");
+    let pid = c.pid().unwrap();
+    std::fs::write(bin.join("arm"), format!("{pid} {pattern} {then}\n")).unwrap();
 }
 
 /// Waits until the armed part has fired and crustd is gone.
@@ -288,7 +291,7 @@ async fn killed_during_create() {
     scenario_async("restart-kill-during-create", async {
         let logs = tempfile::tempdir().unwrap();
         let pc = pod_config("killed-add", logs.path());
-        arm(bin.path(), &c, "ADD:*K8S_POD_NAME=killed-add*");
+        arm(bin.path(), &c, "ADD:*K8S_POD_NAME=killed-add*", "");
         let r = run_pod(&c, &pc).await;
         assert!(r.is_err(), "RunPodSandbox of a killed crustd answered {r:?}");
         wait_killed(bin.path(), &c);
@@ -315,7 +318,7 @@ async fn killed_during_teardown() {
     scenario_async("restart-kill-during-teardown", async {
         let logs = tempfile::tempdir().unwrap();
         let id = run_pod(&c, &pod_config("killed-del", logs.path())).await.unwrap();
-        arm(bin.path(), &c, "DEL:*K8S_POD_NAME=killed-del*");
+        arm(bin.path(), &c, "DEL:*K8S_POD_NAME=killed-del*", "");
         let r = stop_pod(&c, &id).await;
         assert!(r.is_err(), "StopPodSandbox of a killed crustd answered {r:?}");
         wait_killed(bin.path(), &c);
@@ -396,7 +399,7 @@ async fn killed_during_remove() {
             .await
             .unwrap();
         crate::start(&c, &id).await.unwrap();
-        arm(bin.path(), &c, &format!("delete:* {id} fail"));
+        arm(bin.path(), &c, &format!("delete:*{id}"), "fail");
         let r = crate::remove(&c, &id).await;
         assert!(r.is_err(), "RemoveContainer of a killed crustd answered {r:?}");
         wait_killed(bin.path(), &c);
@@ -443,7 +446,7 @@ async fn killed_during_start_then(name: &str, then: &str) {
         let (image, pc, pod) = killer_pod(&c, &reg, "killed-start", logs.path()).await;
         let config = ctr("started", &image, &["sleep", "3600"]);
         let id = create(&c, &pod, &pc, config.clone()).await.unwrap();
-        arm(bin.path(), &c, &format!("run:*{id}* {then}"));
+        arm(bin.path(), &c, &format!("run:*{id}*"), then);
         let r = crate::start(&c, &id).await;
         assert!(r.is_err(), "StartContainer of a killed crustd answered {r:?}");
         wait_killed(bin.path(), &c);
@@ -519,7 +522,7 @@ async fn killed_during_pod_stop() {
             .await
             .unwrap();
         crate::start(&c, &id).await.unwrap();
-        arm(bin.path(), &c, &format!("delete:* {id} fail"));
+        arm(bin.path(), &c, &format!("delete:*{id}"), "fail");
         let r = stop_pod(&c, &pod).await;
         assert!(r.is_err(), "StopPodSandbox of a killed crustd answered {r:?}");
         wait_killed(bin.path(), &c);
