@@ -7,7 +7,9 @@
 //! Start-up recovery (`recover_containers`): a half-created container is rolled back; a live monitor
 //! means the container still runs; an exit file gives the exit status; a container never started has no
 //! monitor and stays CREATED while its bundle exists; otherwise it died with the host or its monitor:
-//! exited, reason `Unknown`.
+//! exited, reason `Unknown`. A live monitor of a container never recorded as started (crustd died
+//! during StartContainer) may still be running the runtime's `run`: it is watched until the runtime
+//! says running (the start time is recorded then) or the container exits.
 
 pub mod apparmor;
 pub mod cdi;
@@ -403,10 +405,15 @@ impl Inner {
                     continue;
                 }
                 if let Ok(rt) = self.runtime(&rec)
-                    && rt.state(&rec.id).await.is_ok_and(|s| s.status == "running")
+                    && let Ok(s) = rt.state(&rec.id).await
+                    && s.status == "running"
                 {
                     rec.started_at = crate::state::now_nanos();
+                    rec.pid = s.pid;
                 } else {
+                    // The runtime may still be running the container (crustd died while its `run`
+                    // was under way): shown CREATED until then, and a StartContainer would fail.
+                    self.settle_start(&rec.id);
                     continue;
                 }
             } else if rec.started_at == 0 && dir.join("config.json").exists() {
@@ -420,6 +427,50 @@ impl Inner {
                 tracing::warn!(id = %rec.id, error = %e, "saving a recovered container record failed");
             }
         }
+    }
+
+    /// A container found at start-up with a live monitor but no start recorded: the runtime's `run`
+    /// may still be under way (its monitor outlived the crustd that asked for it). Asks the runtime
+    /// until it says running, then records the start (under the container's lock, unless a
+    /// StartContainer or the exit came first); gives up once the monitor is gone or has an exit (the
+    /// watcher records it), or after the monitor's own create timeout (a container an older crustd
+    /// created through its monitor stays CREATED in the runtime and is started by StartContainer).
+    fn settle_start(self: &Arc<Self>, id: &str) {
+        let inner = Arc::clone(self);
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let dir = inner.dirs.container_state(&id);
+            let deadline = tokio::time::Instant::now() + crate::monitor::CREATE_TIMEOUT;
+            while tokio::time::Instant::now() < deadline {
+                if crate::monitor::read_exit(&dir).is_some() || !crate::monitor::is_alive(&dir) {
+                    return;
+                }
+                let Ok(rec) = inner.get(&id) else { return };
+                if rec.exited || rec.started_at != 0 {
+                    return;
+                }
+                let running = match inner.runtime(&rec) {
+                    Ok(rt) => rt.state(&id).await.ok().filter(|s| s.status == "running"),
+                    Err(_) => return,
+                };
+                if let Some(s) = running {
+                    let _g = inner.locks.lock(&id).await;
+                    if let Ok(mut rec) = inner.get(&id)
+                        && !rec.exited
+                        && rec.started_at == 0
+                    {
+                        tracing::info!(%id, "the runtime ran the container while crustd was down");
+                        rec.started_at = crate::state::now_nanos();
+                        rec.pid = s.pid;
+                        if let Err(e) = inner.put_update(rec) {
+                            tracing::warn!(%id, error = %e, "saving the recovered start failed");
+                        }
+                    }
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
     }
 }
 

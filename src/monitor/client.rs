@@ -18,7 +18,7 @@ use crate::sys::proc_stat;
 use crate::{Error, Result};
 
 /// How long `runtime run` (or `create`) may take before `spawn` gives up.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Starts a monitor for `spec` and waits until it has started the container (with `spec.start`; else
 /// created it, state CREATED). On failure the error carries the runtime's own message, and nothing is

@@ -47,20 +47,24 @@ async fn env() -> Env {
         ..Default::default()
     })
     .await;
-    // The test network's list, with the fault plugin chained last; crustd reads the conf dir at each
-    // RunPodSandbox.
+    chain_plugin(&c, "crust-fault");
+    Env { c, _bin: bin }
+}
+
+/// Chains plugin `kind` last in the test network's list (after bridge + host-local); crustd reads the
+/// conf dir at each RunPodSandbox.
+pub(crate) fn chain_plugin(c: &Crustd, kind: &str) {
     let list = c.cni_conf_dir.join("10-crust-test.conflist");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&list).unwrap()).unwrap();
     v["plugins"]
         .as_array_mut()
         .unwrap()
-        .push(serde_json::json!({"type": "crust-fault"}));
+        .push(serde_json::json!({"type": kind}));
     std::fs::write(&list, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    Env { c, _bin: bin }
 }
 
 /// The IP leases host-local holds for the test network.
-fn leases(c: &Crustd) -> Vec<String> {
+pub(crate) fn leases(c: &Crustd) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(nets) = std::fs::read_dir(c.dir.path().join("ipam")) else {
         return out;
@@ -76,7 +80,7 @@ fn leases(c: &Crustd) -> Vec<String> {
     out
 }
 
-fn netns_files(c: &Crustd) -> Vec<PathBuf> {
+pub(crate) fn netns_files(c: &Crustd) -> Vec<PathBuf> {
     std::fs::read_dir(c.state.join("netns"))
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
@@ -96,7 +100,7 @@ fn hung_sleeps() -> Vec<u32> {
     out
 }
 
-async fn stop_pod(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
+pub(crate) async fn stop_pod(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
     c.runtime()
         .await
         .stop_pod_sandbox(StopPodSandboxRequest {
@@ -106,7 +110,7 @@ async fn stop_pod(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
         .map(drop)
 }
 
-async fn remove_pod(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
+pub(crate) async fn remove_pod(c: &Crustd, id: &str) -> Result<(), tonic::Status> {
     c.runtime()
         .await
         .remove_pod_sandbox(RemovePodSandboxRequest {

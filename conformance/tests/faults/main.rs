@@ -4,7 +4,8 @@
 //! - `registry`: a registry that resets, stalls, fails or lies, behind a proxy the test controls;
 //! - `runtime`: an OCI runtime handler that hangs or fails on a chosen verb;
 //! - `cni`: CNI plugins that hang or fail on ADD, DEL or CHECK;
-//! - `restart`: crustd killed at chosen points of a pull, an unpack, a create, a remove and a teardown.
+//! - `restart`: crustd killed at chosen points of a pull, an unpack, a create, a start, a remove and a
+//!   teardown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -139,7 +139,7 @@ async fn remove(d: &Crustd, id: &str) {
 }
 
 /// `crustctl check` finds no problem and no leftover, and the store holds `images` images.
-fn assert_store_clean(d: &Crustd, images: u64) {
+pub(crate) fn assert_store_clean(d: &Crustd, images: u64) {
     let r = d.check_store();
     assert_eq!(r["problems"], serde_json::json!([]), "crustctl check: {r}");
     let leftovers: Vec<&serde_json::Value> = r["notes"]
