@@ -619,7 +619,7 @@ async fn a_long_list_streams_in_bounded_messages_and_a_client_may_leave_mid_way(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(e.c.log().contains("SIGTERM: shutting down"));
-    // Past the moment crustd drops what is not in flight (200 ms after the in-flight requests end).
+    // Past the moment crustd would drop a stream that did not count as in flight.
     tokio::time::sleep(Duration::from_millis(500)).await;
     while let Some(m) = s.message().await.unwrap() {
         got += m.containers.len();

@@ -78,8 +78,10 @@ pub async fn serve(
     if left > 0 {
         tracing::warn!(requests = left, "grace period over with requests still in flight");
     }
-    // Idle connections (kubelet keeps them) must not hold the exit up.
-    match tokio::time::timeout(std::time::Duration::from_millis(200), &mut server).await {
+    // A stream's last messages may still sit in the connection's buffers when its body ends (and the
+    // in-flight count with it): the server gets a second to hand them over. kubelet's event stream,
+    // which never ends, must not hold the exit up longer than that.
+    match tokio::time::timeout(std::time::Duration::from_secs(1), &mut server).await {
         Ok(r) => r.unwrap_or(Ok(())),
         Err(_) => {
             server.abort();
