@@ -11,8 +11,8 @@ CNI_CONF_DIR := /etc/cni/net.d
 # Where cargo puts its outputs: $CARGO_TARGET_DIR when set, as cargo does.
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all deps build build-debug pause install uninstall run test test-images unit lint fmt bench conformance \
-	node-test faults clean
+.PHONY: all deps build build-debug pause install uninstall deb docs run test test-images unit lint fmt bench \
+	conformance node-test faults clean
 
 all: build
 
@@ -42,6 +42,20 @@ BINDIR ?= /usr/local/bin
 INSTALL_FROM ?= $(TARGET_DIR)/release
 install: $(if $(NOBUILD),,build)
 	deploy/install.sh install --from $(INSTALL_FROM) --bindir $(BINDIR) $(if $(DESTDIR),--destdir $(DESTDIR))
+
+## deb: target/debian/crust_<version>_amd64.deb from the release build (cargo-deb, from Cargo.toml's
+## [package.metadata.deb]; deploy/deb.sh gives it the version, Cargo's + the git commit), then lintian
+## on it, failing on errors. Installs cargo-deb (cargo install) and lintian (apt) when missing.
+deb: build
+	@command -v cargo-deb >/dev/null || nice $(CARGO) install --locked cargo-deb
+	@command -v lintian >/dev/null || $(MAKE) deps PACKAGES=lintian
+	deb=$$(deploy/deb.sh) && echo "built $$deb" && lintian --fail-on error "$$deb"
+
+## docs: regenerates the man pages (docs/man), the shell completions (deploy/completions) and the
+## guide's key reference (docs/configuration.md) from the clap definitions and the configuration types;
+## `make test` fails while the committed ones are stale.
+docs:
+	CRUST_UPDATE_DOCS=1 $(CARGO) test -p crust --bins generated_
 
 ## uninstall: the binaries and the unit; configuration, CNI network and state stay.
 uninstall:

@@ -61,9 +61,8 @@ case $ACTION in
             echo "installed $BINDIR/$b"
         done
         install -D -m 0644 "$HERE/crust.service" "$UNIT"
-        if [ "$BINDIR" != /usr/local/bin ]; then
-            sed -i "s|/usr/local/bin/crustd|$BINDIR/crustd|" "$UNIT"
-        fi
+        # The unit names the package's /usr/bin/crustd; this install's is in BINDIR.
+        sed -i "s|^ExecStart=/usr/bin/crustd|ExecStart=$BINDIR/crustd|" "$UNIT"
         echo "installed /etc/systemd/system/crust.service"
         if [ -e "$CONF" ]; then
             echo "kept /etc/crust/crust.toml (the default is in $HERE/crust.toml)"

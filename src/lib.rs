@@ -27,6 +27,7 @@ pub mod stats;
 pub mod streaming;
 pub mod sys;
 pub mod validate;
+pub mod version;
 pub mod wire;
 
 pub use error::{Error, Result, ResultExt};

@@ -21,7 +21,40 @@ async fn version_names_crust_and_v1() {
         .into_inner();
     assert_eq!(v.runtime_name, "crust");
     assert_eq!(v.runtime_api_version, "v1");
-    assert_eq!(v.runtime_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(v.runtime_version, crust::version::RUNTIME_VERSION);
+    assert_eq!(
+        v.runtime_version,
+        format!("{}+{}", env!("CARGO_PKG_VERSION"), built_from())
+    );
+}
+
+/// The commit the binaries were built from: `CRUST_COMMIT` when set, else git's HEAD here.
+fn built_from() -> String {
+    if let Ok(c) = std::env::var("CRUST_COMMIT") {
+        return c;
+    }
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=7", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git rev-parse: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn version_flags_name_the_release_and_the_commit() {
+    for bin in ["crustd", "crustctl"] {
+        let out = Command::new(harness::bin_dir().join(bin))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{bin} --version: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{bin} {} (commit {})\n", env!("CARGO_PKG_VERSION"), built_from())
+        );
+    }
 }
 
 #[tokio::test]

@@ -9,7 +9,17 @@ use clap::{Parser, Subcommand};
 use crust::config::{self, Overrides};
 
 #[derive(Parser)]
-#[command(name = "crustd", version, about = "crust: a Kubernetes CRI runtime")]
+#[command(
+    name = "crustd",
+    version = crust::version::LONG,
+    about = "crust: a Kubernetes CRI runtime",
+    long_about = "crustd serves the Kubernetes Container Runtime Interface (CRI v1) on a unix socket \
+        (/run/crust/crust.sock) for kubelet, crictl and critest, and crustctl's admin socket. Each \
+        container runs under its own crust-monitor, which outlives crustd: stopping, restarting or \
+        upgrading crustd stops no container. The configuration is read from /etc/crust/crust.toml \
+        and /etc/crust/crust.d/*.toml (see crust.toml(5)); SIGHUP reloads it. Under systemd, crustd \
+        runs as crust.service (Type=notify)."
+)]
 struct Cli {
     /// Main configuration file (drop-ins are read from crust.d/ beside it).
     #[arg(long, global = true)]
@@ -202,7 +212,7 @@ async fn run(cfg: config::Config, reloader: Reloader) -> ExitCode {
     };
     drop(early_hup);
     tokio::spawn(reload_on_sighup(daemon.clone(), reloader));
-    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving CRI v1");
+    tracing::info!(socket = %socket.display(), version = crust::version::RUNTIME_VERSION, "crustd serving CRI v1");
     notify_systemd("READY=1");
     let result = crust::server::serve(
         daemon,
@@ -295,5 +305,45 @@ fn notify_systemd(state: &str) {
     };
     if let Err(e) = res {
         tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+#[cfg(test)]
+#[path = "docgen/mod.rs"]
+mod docgen;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use clap::CommandFactory;
+
+    use super::{Cli, docgen};
+
+    /// Where the guide's configuration page has its generated key reference.
+    const GUIDE: &str = "docs/configuration.md";
+    const BEGIN: &str = "<!-- BEGIN generated key reference (make docs) -->\n";
+    const END: &str = "<!-- END generated key reference -->\n";
+
+    /// crustd(8), crust.toml(5), crustd's completions and the guide's key reference, as generated from
+    /// the clap definitions and the configuration types, are the committed ones.
+    #[test]
+    fn generated_docs_are_fresh() {
+        let mut files = docgen::man_pages(Cli::command());
+        files.extend(docgen::completions(Cli::command()));
+        files.push((
+            "docs/man/crust.toml.5".into(),
+            crust::config::reference::man_page().into_bytes(),
+        ));
+        let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
+            .expect("docs/configuration.md");
+        let (head, rest) = guide.split_once(BEGIN).expect("the guide's BEGIN marker");
+        let (_, tail) = rest.split_once(END).expect("the guide's END marker");
+        let fresh = format!(
+            "{head}{BEGIN}\n{}{END}{tail}",
+            crust::config::reference::markdown()
+        );
+        files.push((GUIDE.into(), fresh.into_bytes()));
+        docgen::check("crustd", &files);
     }
 }

@@ -2,16 +2,18 @@
 //! effective configuration, generated from these types. Loading and validation live in `load`.
 
 mod load;
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, Overrides, load};
 
 /// The whole configuration (`/etc/crust/crust.toml` plus `/etc/crust/crust.d/*.toml`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Persistent data: images, records, writable layers.
@@ -47,7 +49,7 @@ impl Default for Config {
 }
 
 /// The gRPC socket.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Unix socket that serves CRI v1.
@@ -70,7 +72,7 @@ impl Default for ApiConfig {
 }
 
 /// OCI runtimes, the monitor and the pause, cgroups.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Handler used when a request names none (RuntimeClass "").
@@ -133,7 +135,7 @@ impl Default for RuntimeConfig {
 }
 
 /// One OCI runtime (runc-compatible command line).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeHandler {
     /// The runtime binary (runc or crun); a bare name is looked up in `PATH`. Also read as
@@ -154,7 +156,7 @@ impl Default for RuntimeHandler {
 }
 
 /// Image pulls and the image store.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageConfig {
     /// Layers downloaded at once per pull.
@@ -220,7 +222,7 @@ impl Default for ImageConfig {
 }
 
 /// Registries, in the shape containerd users know.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Registry host (`docker.io`, `registry.k8s.io`, `127.0.0.1:5000`) → its mirrors.
@@ -234,7 +236,7 @@ pub struct RegistryConfig {
 }
 
 /// Mirrors of one registry host.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mirror {
     /// Endpoints tried in order, e.g. `http://127.0.0.1:5000` (http:// means plain HTTP).
@@ -253,41 +255,47 @@ impl Default for Mirror {
 }
 
 /// Auth and TLS for one host.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct HostConfig {
+    /// Credentials for this host.
     pub auth: AuthConfig,
+    /// TLS towards this host.
     pub tls: TlsConfig,
     /// Talk plain HTTP to this host even without an `http://` endpoint.
     pub insecure: bool,
 }
 
 /// Credentials for one host (used when the request carries none).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    /// User name, with `password`.
     pub username: String,
+    /// Password (or a token the registry takes as one), with `username`.
     pub password: String,
     /// base64 of `username:password`.
     pub auth: String,
+    /// An OAuth2 refresh token, exchanged at the registry's token endpoint.
     pub identitytoken: String,
 }
 
 /// TLS settings for one host.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
     /// Extra CA bundle (PEM).
     pub ca_file: PathBuf,
-    /// Client certificate and key (PEM).
+    /// Client certificate (PEM), with `key_file`.
     pub cert_file: PathBuf,
+    /// The client certificate's key (PEM).
     pub key_file: PathBuf,
     /// Accept any server certificate.
     pub insecure_skip_verify: bool,
 }
 
 /// CNI networking.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CniConfig {
     /// Network configurations (`.conf`, `.conflist`, `.json`); the first in name order is the default.
@@ -309,15 +317,16 @@ impl Default for CniConfig {
 }
 
 /// The streaming server (Exec, Attach, PortForward).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StreamConfig {
     /// Listen address.
     pub address: String,
     /// Listen port; 0 picks a free one.
     pub port: u16,
-    /// Serve TLS with this certificate and key when both are set.
+    /// Serve TLS with this certificate (PEM) and `tls_key_file` when both are set.
     pub tls_cert_file: PathBuf,
+    /// The key of `tls_cert_file` (PEM).
     pub tls_key_file: PathBuf,
     /// Seconds a streaming URL stays valid.
     pub token_timeout_seconds: u64,
@@ -354,7 +363,7 @@ impl Default for StreamConfig {
 }
 
 /// crustd's own Prometheus metrics.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `ip:port` serving `/metrics` over HTTP (e.g. `127.0.0.1:9090`); empty turns the metrics off.

@@ -15,7 +15,7 @@ pub async fn version(_d: &Daemon, _req: v1::VersionRequest) -> Result<v1::Versio
     Ok(v1::VersionResponse {
         version: "0.1.0".into(),
         runtime_name: "crust".into(),
-        runtime_version: env!("CARGO_PKG_VERSION").into(),
+        runtime_version: crate::version::RUNTIME_VERSION.into(),
         runtime_api_version: CRI_API_VERSION.into(),
     })
 }

@@ -17,7 +17,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crust::config::{self, Overrides};
 
 #[derive(Parser)]
-#[command(name = "crustctl", version, about = "crust's operator CLI")]
+#[command(
+    name = "crustctl",
+    version = crust::version::LONG,
+    about = "crust's operator CLI",
+    long_about = "crustctl manages a node's crust: its images (list, pull, remove, tag, inspect, \
+        import and export archives), its pods and containers (list, inspect, logs), the runtime's \
+        status and configuration in effect, a check of the image store, and the wipe of crust's \
+        state after a drain. It reads crustd's configuration (the same --config, --socket, --root \
+        and --state flags) to find the CRI socket, the admin socket and the store. Tables are for \
+        people; -o json is for scripts; progress goes to stderr."
+)]
 struct Cli {
     /// crustd's main configuration file (drop-ins are read from crust.d/ beside it).
     #[arg(long, global = true)]
@@ -151,5 +161,25 @@ fn main() -> ExitCode {
             eprintln!("crustctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+#[path = "../docgen/mod.rs"]
+mod docgen;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::{Cli, docgen};
+
+    /// crustctl(8) with its subcommands' pages and crustctl's completions, as generated from the clap
+    /// definitions, are the committed ones.
+    #[test]
+    fn generated_docs_are_fresh() {
+        let mut files = docgen::man_pages(Cli::command());
+        files.extend(docgen::completions(Cli::command()));
+        docgen::check("crustctl", &files);
     }
 }
