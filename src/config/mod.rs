@@ -189,7 +189,7 @@ pub struct ImageConfig {
 }
 
 /// The handling of the volumes an image's config declares (`VOLUME` in a Dockerfile).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageVolumes {
     /// A writable directory of the container's own, filled with the image's content at that path
