@@ -163,7 +163,8 @@ async fn pod_with_handler(name: &str, network: bool, handler: &str) -> Pod {
             namespace: "crust-node-test".into(),
             attempt: 0,
         }),
-        hostname: name.into(),
+        // As kubelet: a pod on the node's network shares the node's hostname and is given none.
+        hostname: if network { name.into() } else { String::new() },
         log_directory: logs.path().display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: parent,
