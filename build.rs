@@ -20,15 +20,22 @@ fn main() {
         _ => {
             // Build again when HEAD moves: HEAD itself (a checkout), the branch it names (a commit),
             // and packed-refs (a gc); --git-path resolves them in a worktree as in a plain checkout.
+            // Only files that exist: cargo takes a missing one as changed at every build (a checkout
+            // without packed-refs rebuilt crust each time).
+            let watch = |path: String| {
+                if std::path::Path::new(&path).exists() {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            };
             for p in ["HEAD", "packed-refs"] {
                 if let Some(path) = git(&["rev-parse", "--git-path", p]) {
-                    println!("cargo:rerun-if-changed={path}");
+                    watch(path);
                 }
             }
             if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
                 && let Some(path) = git(&["rev-parse", "--git-path", &r])
             {
-                println!("cargo:rerun-if-changed={path}");
+                watch(path);
             }
             git(&["rev-parse", "--short=7", "HEAD"]).unwrap_or_else(|| "unknown".into())
         }
