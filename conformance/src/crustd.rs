@@ -463,6 +463,7 @@ pub fn remove_cgroups(rel: &str) -> Vec<String> {
                         .count()
                 })
                 .unwrap_or(0);
+            removed.extend(kill_cgroup_members(&top));
             remove_cgroup_tree(&top);
             if children > 0 {
                 removed.push(format!("cgroup {} ({children} below it)", top.display()));
@@ -489,6 +490,45 @@ pub fn remove_cgroup_everywhere(rel: &str) {
             }
         }
     }
+}
+
+/// SIGKILLs every process in the cgroups below `dir` (not in `dir` itself: crustd's parent), and
+/// waits a moment for them to go. A pause whose monitor was killed is found only this way: it runs
+/// in a root and mount namespace of its own, so neither its command line, its root nor its cwd names
+/// the state dir.
+fn kill_cgroup_members(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, top: bool, out: &mut Vec<(u32, PathBuf)>) {
+        if !top {
+            for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                if let Ok(pid) = pid.trim().parse() {
+                    out.push((pid, dir.to_path_buf()));
+                }
+            }
+        }
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&e.path(), false, out);
+            }
+        }
+    }
+    let mut members = Vec::new();
+    walk(dir, true, &mut members);
+    for (pid, _) in &members {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if !members.is_empty() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    members
+        .into_iter()
+        .map(|(pid, cg)| format!("pid {pid} in cgroup {}", cg.display()))
+        .collect()
 }
 
 fn remove_cgroup_tree(dir: &Path) {
