@@ -318,8 +318,6 @@ impl Inner {
         }
     }
 
-    /// Like `put`, for callers without the container's lock: a container removed meanwhile stays
-    /// removed (the check and the write happen under the records lock).
     /// Saves `rec` and takes it into memory even when its file cannot be written (a full disk): what
     /// crustd answers stays true, and the file keeps the step before, which recovery corrects from the
     /// monitor's exit file. For outcomes that happened whether or not they could be written down.
@@ -332,6 +330,8 @@ impl Inner {
         recs.insert(rec.id.clone(), rec);
     }
 
+    /// Like `put`, for callers without the container's lock: a container removed meanwhile stays
+    /// removed (the check and the write happen under the records lock).
     fn put_existing(&self, rec: ContainerRecord) -> Result<()> {
         let mut recs = self.records.write();
         if !recs.contains_key(&rec.id) {
