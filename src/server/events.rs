@@ -1,22 +1,22 @@
 //! `GetContainerEvents`: the daemon's lifecycle events as a stream, each with its pod's sandbox status
 //! and container statuses as they are when it is sent. A subscriber that falls too far behind gets an
-//! error and the end of its stream, so it reconnects and lists again instead of missing a change.
+//! error and the end of its stream, so it reconnects and lists again instead of missing a change. At
+//! shutdown the stream ends cleanly (`Events::close`).
 
 use std::sync::Arc;
 
 use cri_api::v1;
-use tokio::sync::broadcast::{self, error::RecvError};
 use tonic::Status;
 use tonic::codegen::BoxStream;
 
 use crate::daemon::Daemon;
-use crate::events::Event;
+use crate::events::{Event, RecvError, Subscription};
 
 /// The stream for one `GetContainerEvents` call.
 pub fn get_container_events(d: &Arc<Daemon>) -> BoxStream<v1::ContainerEventResponse> {
     struct State {
         d: Arc<Daemon>,
-        rx: broadcast::Receiver<Event>,
+        rx: Subscription,
         done: bool,
     }
     let state = State {

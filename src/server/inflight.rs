@@ -1,13 +1,11 @@
-//! Counts requests in flight, so that shutdown can wait for them (and only them: kubelet keeps idle
-//! connections open forever, so waiting for connections to close would never end). A request is in
+//! Counts requests in flight, for the warning of a shutdown whose grace period ran out. A request is in
 //! flight until its response body ends or is dropped: a list stream's last message counts, not its
-//! headers. GetContainerEvents, a subscription that only ends when its client leaves (kubelet's evented
-//! PLEG keeps one open for good), counts until its headers, as a unary call does.
+//! headers. GetContainerEvents, a subscription that only ends when its client leaves or crustd shuts
+//! down (kubelet's evented PLEG keeps one open for good), counts until its headers, as a unary call does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 /// The shared counter.
 #[derive(Clone, Default)]
@@ -27,15 +25,6 @@ impl InFlight {
     /// Requests now in flight.
     pub fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
-    }
-
-    /// Waits until no request is in flight, or `limit` passes. Returns the number still running.
-    pub async fn drain(&self, limit: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.count() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.count()
     }
 }
 

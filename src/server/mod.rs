@@ -43,14 +43,18 @@ impl Cri {
     }
 }
 
-/// Serves both services on `listener` until `shutdown` resolves; then stops accepting, waits up to
-/// `grace` for requests in flight to finish, and returns.
+/// Serves both services on `listener` until `shutdown` resolves; then stops accepting, ends the event
+/// subscriptions, and shuts down gracefully: each connection is told to go away and closes once its
+/// requests are answered, streams to their last message (which a slow client may take after the
+/// response body ended: the connection holds it), idle ones at once. Whatever is still open after
+/// `grace` is dropped.
 pub async fn serve(
     d: Arc<Daemon>,
     listener: tokio::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: std::time::Duration,
 ) -> Result<(), tonic::transport::Error> {
+    let events = d.events.clone();
     let cri = Cri::new(d);
     let incoming = tokio_stream::StreamExt::map(
         tokio_stream::wrappers::UnixListenerStream::new(listener),
@@ -73,17 +77,16 @@ pub async fn serve(
         r = &mut server => return r.unwrap_or(Ok(())),
         _ = shutdown => {}
     }
+    // kubelet's event stream never ends on its own: ended here, it cannot hold the shutdown up.
+    events.close();
     let _ = stop_tx.send(());
-    let left = inflight.drain(grace).await;
-    if left > 0 {
-        tracing::warn!(requests = left, "grace period over with requests still in flight");
-    }
-    // A stream's last messages may still sit in the connection's buffers when its body ends (and the
-    // in-flight count with it): the server gets a second to hand them over. kubelet's event stream,
-    // which never ends, must not hold the exit up longer than that.
-    match tokio::time::timeout(std::time::Duration::from_secs(1), &mut server).await {
+    match tokio::time::timeout(grace, &mut server).await {
         Ok(r) => r.unwrap_or(Ok(())),
         Err(_) => {
+            tracing::warn!(
+                requests = inflight.count(),
+                "grace period over with requests still in flight or connections not yet closed"
+            );
             server.abort();
             Ok(())
         }
