@@ -1,5 +1,6 @@
 //! Live configuration (SIGHUP): which keys changed between the configuration in effect and the one
-//! just read, which of them take effect now (the log level, `registry.*`, `image.pinned_images`) and
+//! just read, which of them take effect now (the log level, `registry.*`, `image.pinned_images`, the
+//! signature policy files) and
 //! which wait for a restart (everything else). The daemon applies the first kind and keeps the rest of
 //! the configuration in effect as it was.
 
@@ -10,7 +11,13 @@ use serde::Serialize;
 use crate::config::Config;
 
 /// Key prefixes a reload applies at once.
-const LIVE: &[&str] = &["log_level", "registry.", "image.pinned_images"];
+const LIVE: &[&str] = &[
+    "log_level",
+    "registry.",
+    "image.pinned_images",
+    "image.signature_policy",
+    "image.signature_policy_dir",
+];
 
 /// What a reload did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -54,6 +61,8 @@ pub fn merge(old: &Config, new: &Config) -> (Config, Report) {
     effective.log_level = new.log_level.clone();
     effective.registry = new.registry.clone();
     effective.image.pinned_images = new.image.pinned_images.clone();
+    effective.image.signature_policy = new.image.signature_policy.clone();
+    effective.image.signature_policy_dir = new.image.signature_policy_dir.clone();
     (effective, report)
 }
 

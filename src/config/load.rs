@@ -325,6 +325,14 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.image.max_layer_entries == 0 {
         return bad("image.max_layer_entries", "must be at least 1".into());
     }
+    for (key, p) in [
+        ("image.signature_policy", &c.image.signature_policy),
+        ("image.signature_policy_dir", &c.image.signature_policy_dir),
+    ] {
+        if !p.as_os_str().is_empty() && !p.is_absolute() {
+            return bad(key, format!("must be an absolute path, got {}", p.display()));
+        }
+    }
     if !c.image.platform.is_empty() {
         let parts: Vec<&str> = c.image.platform.split('/').collect();
         if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {

@@ -186,6 +186,14 @@ pub struct ImageConfig {
     pub platform: String,
     /// What a container gets for each `VOLUME` its image's config declares (CRI-O's `image_volumes`).
     pub volumes: ImageVolumes,
+    /// A signature trust policy, `containers-policy.json(5)` as CRI-O and Podman read it (absolute
+    /// path): what an image needs before a pull stores it, per registry, namespace, repository or
+    /// image (`insecureAcceptAnything`, `reject`, `sigstoreSigned` with cosign public keys). Read at
+    /// each pull; a pull it refuses fails with FAILED_PRECONDITION. Empty: every image is accepted.
+    pub signature_policy: PathBuf,
+    /// A directory of per-namespace policies (absolute path): a pull for a pod in namespace `ns` uses
+    /// `<dir>/ns.json` when it exists, else `signature_policy` (CRI-O's `signature_policy_dir`).
+    pub signature_policy_dir: PathBuf,
 }
 
 /// The handling of the volumes an image's config declares (`VOLUME` in a Dockerfile).
@@ -217,6 +225,8 @@ impl Default for ImageConfig {
             pause_image: String::new(),
             platform: String::new(),
             volumes: ImageVolumes::Copy,
+            signature_policy: PathBuf::new(),
+            signature_policy_dir: PathBuf::new(),
         }
     }
 }

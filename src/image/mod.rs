@@ -2,13 +2,15 @@
 //! index that ListImages/ImageStatus/RemoveImage serve.
 //!
 //! `reference` parses names, `registry` talks to registries, `manifest` reads manifests and indexes,
-//! `pull` runs a pull, `unpack` unpacks layers safely, `store` is the on-disk layout, `index` the records.
+//! `pull` runs a pull, `policy` is the signature trust policy a pull must satisfy, `unpack` unpacks
+//! layers safely, `store` is the on-disk layout, `index` the records.
 
 pub mod archive;
 pub mod check;
 pub mod index;
 mod list;
 pub mod manifest;
+pub mod policy;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -70,9 +72,11 @@ struct State {
     active: HashMap<String, usize>,
 }
 
-/// What a configuration reload (SIGHUP) replaces: the registries and the pinned images.
+/// What a configuration reload (SIGHUP) replaces: the registries, the pinned images and the signature
+/// policy files.
 struct Live {
-    /// The reloaded configuration; only `registry` and `image.pinned_images` are read from it.
+    /// The reloaded configuration; only `registry`, `image.pinned_images` and
+    /// `image.signature_policy{,_dir}` are read from it.
     cfg: Config,
     clients: registry::Clients,
 }
@@ -225,6 +229,7 @@ impl ImageStore {
             layer_locks: Locks::default(),
         });
         inner.gc().await;
+        policy::warn_if_unusable(cfg);
         let store = ImageStore { inner };
         store.pull_pause_image();
         Ok(store)
@@ -236,21 +241,24 @@ impl ImageStore {
         if p.is_empty() || self.resolve(&p).is_some() {
             return;
         }
+        let policy = policy::path_for(&self.inner.cfg, "").ok().flatten();
         let Ok(r) = Reference::parse(&p) else {
             tracing::warn!(image = %p, "image.pause_image is not a valid reference");
             return;
         };
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = pull::pull(&inner, r, None).await {
+            if let Err(e) = pull::pull(&inner, r, None, policy).await {
                 tracing::warn!(image = %p, error = %e, "cannot pull the pause image");
             }
         });
     }
 
-    /// Takes the registries (`registry.*`, `hosts.toml` directory included) and the pinned images of a
-    /// reloaded configuration: the next pull uses them (pulls under way finish with the old ones).
+    /// Takes the registries (`registry.*`, `hosts.toml` directory included), the pinned images and the
+    /// signature policy of a reloaded configuration: the next pull uses them (pulls under way finish
+    /// with the old ones).
     pub fn reload(&self, cfg: &Config) {
+        policy::warn_if_unusable(cfg);
         let live = Arc::new(Live {
             cfg: cfg.clone(),
             clients: registry::Clients::new(cfg),
@@ -282,11 +290,22 @@ impl ImageStore {
         })
     }
 
-    /// Pulls an image; returns its ID. `creds` come from the request (else per-host configuration).
-    pub async fn pull(&self, image: &str, creds: Option<Credentials>) -> Result<String> {
+    /// The signature policy file a pull for a pod in `namespace` (empty: none) must satisfy, if any.
+    pub fn signature_policy_for(&self, namespace: &str) -> Result<Option<PathBuf>> {
+        policy::path_for(&self.inner.live().cfg, namespace)
+    }
+
+    /// Pulls an image; returns its ID. `creds` come from the request (else per-host configuration);
+    /// `policy` is the signature policy file it must satisfy (see `signature_policy_for`).
+    pub async fn pull(
+        &self,
+        image: &str,
+        creds: Option<Credentials>,
+        policy: Option<PathBuf>,
+    ) -> Result<String> {
         let start = std::time::Instant::now();
         let r = match Reference::parse(image) {
-            Ok(r) => pull::pull(&self.inner, r, creds).await,
+            Ok(r) => pull::pull(&self.inner, r, creds, policy).await,
             Err(e) => Err(e),
         };
         crate::metrics::global().pull_done(&r, start.elapsed());

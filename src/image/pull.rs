@@ -26,12 +26,22 @@ const MAX_CONFIG: u64 = 8 << 20;
 /// A pull's result as every waiter gets it (the error as kind and message).
 pub(super) type Shared = std::result::Result<String, (u8, String)>;
 
-/// Pulls `r` (sharing the run with a concurrent pull of the same reference) and returns the image ID.
-pub async fn pull(inner: &Arc<Inner>, r: Reference, creds: Option<Credentials>) -> Result<String> {
+/// Pulls `r` (sharing the run with a concurrent pull of the same reference, credentials and signature
+/// policy) and returns the image ID. `policy`: the signature policy file the image must satisfy.
+pub async fn pull(
+    inner: &Arc<Inner>,
+    r: Reference,
+    creds: Option<Credentials>,
+    policy: Option<PathBuf>,
+) -> Result<String> {
     let key = format!(
-        "{r}\n{}\n{}",
+        "{r}\n{}\n{}\n{}",
         creds.as_ref().map(|c| c.username.as_str()).unwrap_or(""),
-        creds.as_ref().map(|c| c.server_address.as_str()).unwrap_or("")
+        creds.as_ref().map(|c| c.server_address.as_str()).unwrap_or(""),
+        policy
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     );
     let mut rx = {
         let mut map = inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
@@ -43,7 +53,9 @@ pub async fn pull(inner: &Arc<Inner>, r: Reference, creds: Option<Credentials>) 
                 let inner2 = inner.clone();
                 // A task of its own: a caller that goes away does not cancel the pull others wait for.
                 tokio::spawn(async move {
-                    let res = run(&inner2, &r, creds).await.ctx(format!("PullImage {r}"));
+                    let res = run(&inner2, &r, creds, policy.as_deref())
+                        .await
+                        .ctx(format!("PullImage {r}"));
                     if let Err(e) = &res {
                         tracing::warn!(image = %r, error = %e, "pull failed");
                     }
@@ -157,10 +169,15 @@ impl Drop for TempPath {
     }
 }
 
-async fn run(inner: &Arc<Inner>, r: &Reference, creds: Option<Credentials>) -> Result<String> {
+async fn run(
+    inner: &Arc<Inner>,
+    r: &Reference,
+    creds: Option<Credentials>,
+    policy: Option<&Path>,
+) -> Result<String> {
     let res = {
         let mut active = Active::new(inner);
-        fetch(inner, r, creds, &mut active).await
+        fetch(inner, r, creds, policy, &mut active).await
     };
     if res.is_err() {
         inner.gc().await;
@@ -291,9 +308,15 @@ async fn fetch(
     inner: &Arc<Inner>,
     r: &Reference,
     creds: Option<Credentials>,
+    policy: Option<&Path>,
     active: &mut Active<'_>,
 ) -> Result<String> {
     let (session, top) = resolve(inner, r, creds).await?;
+    // The trust policy, on the digest the reference resolved to (an index's for a multi-platform
+    // image, as cosign signs it), before anything of the image is stored.
+    if let Some(p) = policy {
+        super::policy::check(p, r, &session, &top.digest).await?;
+    }
     let mut m = top.clone();
     if manifest::is_index(&top.media_type) {
         let idx: manifest::Index = manifest::parse("the image index", &top.body)?;

@@ -75,9 +75,17 @@ pub async fn pull_image(d: &Daemon, req: v1::PullImageRequest) -> Result<v1::Pul
         )
         .for_server(&a.server_address)
     });
+    // The pod's namespace picks its own signature policy, if it has one (CRI-O's signature_policy_dir).
+    let namespace = req
+        .sandbox_config
+        .as_ref()
+        .and_then(|c| c.metadata.as_ref())
+        .map(|m| m.namespace.as_str())
+        .unwrap_or("");
+    let policy = d.images.signature_policy_for(namespace)?;
     let id = d
         .images
-        .pull(image, creds)
+        .pull(image, creds, policy)
         .await
         .map_err(|e| relabel("image.image", e))?;
     Ok(v1::PullImageResponse { image_ref: id })

@@ -100,3 +100,4 @@ mod bounds;
 mod layers;
 mod pull;
 mod registries;
+mod signatures;

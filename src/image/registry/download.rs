@@ -63,6 +63,38 @@ pub async fn download_to(
     Ok(n)
 }
 
+/// A small blob (at most `max` bytes) whole in memory, verified: a signature payload.
+pub async fn fetch_small(
+    s: &Session,
+    digest: &str,
+    what: &str,
+    size: Option<u64>,
+    max: u64,
+) -> Result<Vec<u8>> {
+    let what = format!("{what} {digest}");
+    if size.is_some_and(|n| n > max) {
+        return Err(too_large(s, &what, max));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let w = what.as_str();
+    // The sender moves into the fetch, so the collector ends when the fetch does.
+    let fetch = async move { fetch_blob(s, digest, w, size, Some(max), &tx).await };
+    let collect = async {
+        let mut body = Vec::new();
+        while let Some(b) = rx.recv().await {
+            body.extend_from_slice(&b);
+        }
+        body
+    };
+    let (failure, body) = tokio::join!(fetch, collect);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let got = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+    check_blob(s, &what, size, body.len() as u64, &got, digest)?;
+    Ok(body)
+}
+
 /// The refusal of a blob larger than crust accepts.
 fn too_large(s: &Session, what: &str, max: u64) -> Error {
     Error::ResourceExhausted(format!(

@@ -13,8 +13,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use auth::Credentials;
-pub use download::download_to;
 pub(crate) use download::{check_blob, fetch_blob};
+pub use download::{download_to, fetch_small};
 pub use retry::Retry;
 pub use session::{Manifest, Session};
 
