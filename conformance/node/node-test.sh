@@ -10,7 +10,9 @@
 #      over 9p the repository (read-only), the binaries (and critest and crictl when on PATH), the busybox,
 #      and a results dir;
 #   4. inside, conformance/node/run-inside.sh installs and starts crust as a systemd service and runs the
-#      node tests and critest; the serial console streams here and to $RESULTS/console.log;
+#      node tests and critest; the serial console streams here and to $RESULTS/console.log; then it
+#      reboots the node with pods running (conformance/node/steps/reboot.sh): qemu ends (-no-reboot) and
+#      is started again on the same overlay, where the runner checks what the reboot left;
 #   5. prints the guest's summary line `node-test: N passed, M failed`, the boot and total times.
 #
 # Exit status: 0 when the summary shows no failure; 1 on a failure, a missing summary or the timeout
@@ -19,7 +21,8 @@
 # `node-test.sh --deps` installs qemu and debootstrap (bookworm-backports) when missing.
 # Environment: NODE_TEST_TIMEOUT, NODE_TEST_MEM (MiB, 2048), NODE_TEST_CPUS (2),
 # CRUST_NODE_CACHE (image cache), CRUST_NODE_CRITEST=0 (do not share critest in), NODE_TEST_VERBOSE=1
-# (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it),
+# (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it; the reboot
+# is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot),
 # CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside).
 set -euo pipefail
 
@@ -136,6 +139,7 @@ qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
 {
     printf 'NODE_TEST_FILTER=%q\n' "${NODE_TEST_FILTER:-}"
     printf 'CRUST_NODE_CRITEST_ARGS=%q\n' "${CRUST_NODE_CRITEST_ARGS:-}"
+    printf 'NODE_TEST_REBOOT=%q\n' "${NODE_TEST_REBOOT:-}"
 } >"$RESULTS/settings"
 
 # ---- boot ------------------------------------------------------------------------------------------------
@@ -153,24 +157,37 @@ set -- qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-svm,-vmx -m "$MEM" -
     $(share "$RESULTS" results)
 say "booting the node (image $IMAGE, TCG, ${CPUS} CPUs, ${MEM} MiB, no network device); console in $RESULTS/console.log"
 BOOT0=$(date +%s)
-"$@" </dev/null > >(sed -u 's/\r$//' | tee "$RESULTS/console.log") 2>&1 &
-QEMU_PID=$!
 BOOTED=""
-while kill -0 "$QEMU_PID" 2>/dev/null; do
-    if [ -z "$BOOTED" ] && grep -aq 'node: runner started' "$RESULTS/console.log" 2>/dev/null; then
-        BOOTED=$(($(date +%s) - BOOT0))
+# -no-reboot: a guest that reboots (or panics into a reset) ends qemu, as a poweroff does. A reboot the
+# runner asked for (conformance/node/steps/reboot.sh leaves $RESULTS/reboot/requested) boots the same
+# overlay disk again, once: the node's second boot, as after a power cycle.
+BOOTS=0
+while :; do
+    BOOTS=$((BOOTS + 1))
+    "$@" </dev/null > >(sed -u 's/\r$//' | tee -a "$RESULTS/console.log") 2>&1 &
+    QEMU_PID=$!
+    while kill -0 "$QEMU_PID" 2>/dev/null; do
+        if [ -z "$BOOTED" ] && grep -aq 'node: runner started' "$RESULTS/console.log" 2>/dev/null; then
+            BOOTED=$(($(date +%s) - BOOT0))
+        fi
+        if [ $(($(date +%s) - T0)) -ge "$TIMEOUT" ]; then
+            say "timed out after $TIMEOUT s: stopping qemu (PID $QEMU_PID)"
+            kill -TERM "$QEMU_PID" 2>/dev/null
+            sleep 2
+            kill -KILL "$QEMU_PID" 2>/dev/null || true
+            break
+        fi
+        sleep 1
+    done
+    wait "$QEMU_PID" 2>/dev/null || true
+    QEMU_PID=""
+    if [ "$BOOTS" = 1 ] && [ -e "$RESULTS/reboot/requested" ] && [ $(($(date +%s) - T0)) -lt "$TIMEOUT" ]; then
+        mv "$RESULTS/reboot/requested" "$RESULTS/reboot/rebooted"
+        say "the node rebooted (as its runner asked): booting it again from the same disk"
+        continue
     fi
-    if [ $(($(date +%s) - T0)) -ge "$TIMEOUT" ]; then
-        say "timed out after $TIMEOUT s: stopping qemu (PID $QEMU_PID)"
-        kill -TERM "$QEMU_PID" 2>/dev/null
-        sleep 2
-        kill -KILL "$QEMU_PID" 2>/dev/null || true
-        break
-    fi
-    sleep 1
+    break
 done
-wait "$QEMU_PID" 2>/dev/null || true
-QEMU_PID=""
 sleep 0.5 # the console's last lines through tee
 VM_TIME=$(($(date +%s) - BOOT0))
 TOTAL=$(($(date +%s) - T0))

@@ -11,8 +11,9 @@
 # that crust mirrors every registry to (a drop-in in /etc/crust/crust.d); `systemctl enable --now crust`;
 # the node tests (tests/node_systemd.rs) against the installed service; critest against its socket when
 # shared in (conformance/critest.sh, CRUST_CRITEST_SOCKET); a demonstration pod (crictl) while
-# `systemctl status crust` and the cgroup tree are printed; then one line
-# `node-test: N passed, M failed` and `systemctl poweroff`.
+# `systemctl status crust` and the cgroup tree are printed; a reboot with pods running and, on the next
+# boot, the checks of what it left (steps/reboot.sh); then one line `node-test: N passed, M failed` (both
+# boots) and `systemctl poweroff`.
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
@@ -78,6 +79,11 @@ diagnose() {
         echo "--- dmesg"; dmesg | tail -n 60
     } >"$RESULTS/diagnostics.txt" 2>&1
 }
+
+# The reboot scenario (steps/reboot.sh): on the boot after the runner's reboot, only its checks.
+# shellcheck disable=SC1091
+. "$REPO/conformance/node/steps/reboot.sh"
+if reboot_done; then reboot_after; finish; fi
 
 # ---- the node --------------------------------------------------------------------------------------
 say "kernel $(uname -r); PID 1 $(cat /proc/1/comm); $(systemctl --version | head -n 1)"
@@ -149,7 +155,7 @@ if [ -x "$BIN/node_systemd" ]; then
     ) &
     WATCH_PID=$!
     (cd /tmp && CRUST_NODE_TEST=1 RUST_BACKTRACE=1 "$BIN/node_systemd" --include-ignored --test-threads=1 --nocapture \
-        ${NODE_TEST_FILTER:+"$NODE_TEST_FILTER"} 2>&1 | tee "$RESULTS/node-tests.log")
+        --skip reboot_phase_ ${NODE_TEST_FILTER:+"$NODE_TEST_FILTER"} 2>&1 | tee "$RESULTS/node-tests.log")
     # libtest's own count (with --nocapture a test's output may split its `test … ok` line).
     read -r ok bad < <(sed -n -E 's/^test result: [A-Za-z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' \
         "$RESULTS/node-tests.log" | tail -n 1)
@@ -219,6 +225,7 @@ else
     systemctl status crust --no-pager --lines=5 2>&1 | cat
 fi
 check "crust is still active" systemctl is-active --quiet crust
+reboot_wanted && reboot_now
 
 kill "$REG_PID" 2>/dev/null
 wait "$REG_PID" 2>/dev/null

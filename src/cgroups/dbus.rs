@@ -2,6 +2,13 @@
 //! `StartTransientUnit` and `StopUnit` on `org.freedesktop.systemd1.Manager`, each waited for through
 //! the manager's `JobRemoved` signal (the stream is opened before the call, so the job cannot finish
 //! unseen). The connection is made at the first call and made again after it broke.
+//!
+//! systemd leaves the bus for a moment at `systemctl daemon-reexec` (the bus answers that nobody owns
+//! its name), and `systemctl restart dbus` cuts every connection (systemd's and crust's): a call that
+//! meets either is made again, over a new connection if needed, for up to [`RECONNECT_FOR`], and only
+//! then fails with UNAVAILABLE. A scope start whose first try may have reached systemd before the
+//! connection broke takes systemd's `UnitExists` on a later try as its own start (scope names carry
+//! the container's or pod's id, so nothing else makes that unit).
 
 use std::time::Duration;
 
@@ -15,6 +22,10 @@ use crate::{Error, Result};
 /// How long a job may take (systemd's own default job timeout is far longer; a scope's start is
 /// milliseconds, a stop waits for the processes to die: `TimeoutStopSec`'s default is 90 s).
 const JOB_TIMEOUT: Duration = Duration::from_secs(100);
+
+/// How long a call is tried again while systemd is off the bus or the bus is away (a daemon-reexec
+/// takes about a second, a restart of dbus and systemd's reconnection a few).
+const RECONNECT_FOR: Duration = Duration::from_secs(30);
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -40,11 +51,23 @@ trait Manager {
 }
 
 /// systemd over D-Bus.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Dbus {
     /// The bus; `None`: the system bus.
     address: Option<String>,
     proxy: tokio::sync::Mutex<Option<ManagerProxy<'static>>>,
+    /// How long a call that met no systemd or no bus is tried again.
+    reconnect_for: Duration,
+}
+
+impl Default for Dbus {
+    fn default() -> Self {
+        Dbus {
+            address: None,
+            proxy: Default::default(),
+            reconnect_for: RECONNECT_FOR,
+        }
+    }
 }
 
 fn value(p: &Prop) -> Value<'_> {
@@ -71,11 +94,40 @@ fn error_name(e: &zbus::Error) -> Option<String> {
 impl Dbus {
     /// systemd on the bus at `address` (a D-Bus address, e.g. `unix:path=/tmp/bus`) instead of the
     /// system bus (which `DBUS_SYSTEM_BUS_ADDRESS` can point elsewhere too).
+    /// Calls that meet no systemd or no bus are tried again for `reconnect_for`.
     #[cfg(test)]
-    pub fn at(address: &str) -> Self {
+    pub fn at(address: &str, reconnect_for: Duration) -> Self {
         Dbus {
             address: Some(address.to_string()),
-            ..Default::default()
+            proxy: Default::default(),
+            reconnect_for,
+        }
+    }
+
+    /// Runs `op` (one try of a manager call on a proxy) until it ends otherwise than UNAVAILABLE (no
+    /// connection, systemd not on the bus, the connection lost mid-job), for up to `reconnect_for`;
+    /// `op` is told whether an earlier try was made.
+    async fn retrying<'a, F>(&'a self, what: &str, mut op: F) -> Result<()>
+    where
+        F: FnMut(ManagerProxy<'static>, bool) -> BoxFuture<'a, Result<()>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.reconnect_for;
+        let mut pause = Duration::from_millis(100);
+        let mut tried = false;
+        loop {
+            let r = match self.proxy().await {
+                Ok(p) => op(p, tried).await,
+                Err(e) => Err(e.context(what)),
+            };
+            match r {
+                Err(Error::Unavailable(m)) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::info!(what, error = %m, "systemd or the bus is away: trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    tried = true;
+                }
+                r => return r,
+            }
         }
     }
 
@@ -120,10 +172,14 @@ impl Dbus {
     where
         F: std::future::Future<Output = zbus::Result<OwnedObjectPath>> + 'a,
     {
-        let mut removed = p
-            .receive_job_removed()
-            .await
-            .map_err(|e| Error::Unavailable(format!("{what}: watch systemd jobs: {e}")))?;
+        let mut removed = match p.receive_job_removed().await {
+            Ok(r) => r,
+            Err(e) => {
+                // The connection is dead (the bus restarted): the next try makes a new one.
+                *self.proxy.lock().await = None;
+                return Err(Error::Unavailable(format!("{what}: watch systemd jobs: {e}")));
+            }
+        };
         let job = match call.await {
             Ok(j) => j,
             Err(e) => {
@@ -165,6 +221,13 @@ fn call_error(name: Option<&str>, text: &str, what: &str) -> Error {
     match name {
         Some("org.freedesktop.systemd1.UnitExists") => Error::AlreadyExists(format!("{what}: {text}")),
         Some("org.freedesktop.systemd1.NoSuchUnit") => Error::NotFound(format!("{what}: {text}")),
+        // Nobody owns systemd's name on the bus (daemon-reexec), or the bus gave up on the call.
+        Some(
+            "org.freedesktop.DBus.Error.ServiceUnknown"
+            | "org.freedesktop.DBus.Error.NameHasNoOwner"
+            | "org.freedesktop.DBus.Error.NoReply"
+            | "org.freedesktop.DBus.Error.Disconnected",
+        ) => Error::Unavailable(format!("{what}: {text}")),
         Some(_) => Error::Internal(format!("{what}: {text}")),
         None => Error::Unavailable(format!("{what}: {text}")),
     }
@@ -174,28 +237,42 @@ impl SystemdManager for Dbus {
     fn start_transient_scope<'a>(&'a self, scope: &'a ScopeSpec) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let what = format!("start systemd unit {} in {}", scope.name, scope.slice);
-            let p = self.proxy().await.map_err(|e| e.context(&what))?;
             let props = scope.properties();
-            let values: Vec<(&str, Value<'_>)> = props.iter().map(|(k, v)| (*k, value(v))).collect();
-            let call = p.start_transient_unit(&scope.name, "fail", &values, &[]);
-            match self.job(&p, &what, call).await?.as_str() {
-                "done" => Ok(()),
-                other => Err(Error::Internal(format!("{what}: the job ended {other:?}"))),
-            }
+            let props = &props;
+            let w = what.as_str();
+            self.retrying(w, move |p, tried| {
+                Box::pin(async move {
+                    let values: Vec<(&str, Value<'_>)> = props.iter().map(|(k, v)| (*k, value(v))).collect();
+                    let call = p.start_transient_unit(&scope.name, "fail", &values, &[]);
+                    match self.job(&p, w, call).await {
+                        // A try before may have started it, its answer lost with the connection.
+                        Err(Error::AlreadyExists(_)) if tried => Ok(()),
+                        Err(e) => Err(e),
+                        Ok(r) if r == "done" => Ok(()),
+                        Ok(other) => Err(Error::Internal(format!("{w}: the job ended {other:?}"))),
+                    }
+                })
+            })
+            .await
         })
     }
 
     fn stop_unit<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let what = format!("stop systemd unit {name}");
-            let p = self.proxy().await.map_err(|e| e.context(&what))?;
-            let call = p.stop_unit(name, "replace");
-            match self.job(&p, &what, call).await {
-                Err(Error::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-                Ok(r) if r == "done" => Ok(()),
-                Ok(other) => Err(Error::Internal(format!("{what}: the job ended {other:?}"))),
-            }
+            let w = what.as_str();
+            self.retrying(w, move |p, _| {
+                Box::pin(async move {
+                    let call = p.stop_unit(name, "replace");
+                    match self.job(&p, w, call).await {
+                        Err(Error::NotFound(_)) => Ok(()),
+                        Err(e) => Err(e),
+                        Ok(r) if r == "done" => Ok(()),
+                        Ok(other) => Err(Error::Internal(format!("{w}: the job ended {other:?}"))),
+                    }
+                })
+            })
+            .await
         })
     }
 }
@@ -242,6 +319,15 @@ mod tests {
         assert!(matches!(e, Error::AlreadyExists(_)));
         assert!(matches!(
             call_error(None, "connection reset", "start x"),
+            Error::Unavailable(_)
+        ));
+        // systemd off the bus (daemon-reexec): retriable, not an internal error.
+        assert!(matches!(
+            call_error(
+                Some("org.freedesktop.DBus.Error.ServiceUnknown"),
+                "no owner",
+                "start x"
+            ),
             Error::Unavailable(_)
         ));
     }

@@ -1,6 +1,7 @@
 //! `Dbus` against a stand-in for systemd's manager on a private `dbus-daemon`: the calls' D-Bus
 //! signatures, waiting for each job's `JobRemoved`, and systemd's error names (a unit that exists, a
-//! unit that is not loaded). Skipped where `dbus-daemon` is not installed.
+//! unit that is not loaded), calls made while systemd is off the bus (daemon-reexec) or after the bus
+//! restarted. Skipped where `dbus-daemon` is not installed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -107,28 +108,67 @@ impl Drop for Bus {
     }
 }
 
-fn private_bus() -> Option<Bus> {
-    let dir = tempfile::tempdir().ok()?;
-    let sock = dir.path().join("bus");
-    let address = format!("unix:path={}", sock.display());
-    let daemon = std::process::Command::new("dbus-daemon")
-        .args(["--session", "--nofork", "--nopidfile", "--address", &address])
+/// Starts `dbus-daemon` listening at `sock`; `None` when it is not installed or does not listen.
+fn bus_daemon(sock: &std::path::Path) -> Option<std::process::Child> {
+    let _ = std::fs::remove_file(sock);
+    let mut daemon = std::process::Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--nopidfile", "--address"])
+        .arg(format!("unix:path={}", sock.display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .ok()?;
-    let bus = Bus {
-        daemon,
-        address,
-        _dir: dir,
-    };
     for _ in 0..200 {
         if sock.exists() {
-            return Some(bus);
+            return Some(daemon);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
     None
+}
+
+fn private_bus() -> Option<Bus> {
+    let dir = tempfile::tempdir().ok()?;
+    let sock = dir.path().join("bus");
+    let daemon = bus_daemon(&sock)?;
+    Some(Bus {
+        daemon,
+        address: format!("unix:path={}", sock.display()),
+        _dir: dir,
+    })
+}
+
+impl Bus {
+    /// Ends this bus's daemon (cutting every connection) and starts a new one at the same address.
+    fn restart(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        self.daemon = bus_daemon(&self._dir.path().join("bus")).expect("dbus-daemon again");
+    }
+}
+
+/// The stand-in for systemd, serving on the bus at `address` under systemd's name.
+async fn serve(address: &str, fake: &FakeSystemd) -> zbus::Connection {
+    zbus::connection::Builder::address(address)
+        .unwrap()
+        .name("org.freedesktop.systemd1")
+        .unwrap()
+        .serve_at("/org/freedesktop/systemd1", fake.clone())
+        .unwrap()
+        .build()
+        .await
+        .unwrap()
+}
+
+fn system_scope(name: &str) -> ScopeSpec {
+    ScopeSpec {
+        name: name.into(),
+        slice: "system.slice".into(),
+        pids: vec![1],
+        ..Default::default()
+    }
 }
 
 #[tokio::test]
@@ -139,16 +179,8 @@ async fn scopes_start_and_stop_through_the_manager_api() {
     };
     let fake = FakeSystemd::default();
     *fake.result.lock().unwrap() = "done".into();
-    let _server = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .name("org.freedesktop.systemd1")
-        .unwrap()
-        .serve_at("/org/freedesktop/systemd1", fake.clone())
-        .unwrap()
-        .build()
-        .await
-        .unwrap();
-    let sd = Dbus::at(&bus.address);
+    let _server = serve(&bus.address, &fake).await;
+    let sd = Dbus::at(&bus.address, Duration::from_secs(5));
     let scope = ScopeSpec {
         name: "crust-pause-p1.scope".into(),
         slice: "kubepods-burstable-pod1.slice".into(),
@@ -189,12 +221,7 @@ async fn scopes_start_and_stop_through_the_manager_api() {
 
     // A job that fails is an error naming the unit.
     *fake.result.lock().unwrap() = "failed".into();
-    let other = ScopeSpec {
-        name: "crust-monitor-c1.scope".into(),
-        slice: "system.slice".into(),
-        pids: vec![1],
-        ..Default::default()
-    };
+    let other = system_scope("crust-monitor-c1.scope");
     let e = sd.start_transient_scope(&other).await.unwrap_err();
     assert!(e.to_string().contains("crust-monitor-c1.scope"), "{e}");
     assert!(e.to_string().contains("failed"), "{e}");
@@ -202,7 +229,64 @@ async fn scopes_start_and_stop_through_the_manager_api() {
 
 #[tokio::test]
 async fn no_bus_is_unavailable() {
-    let sd = Dbus::at("unix:path=/nonexistent/crust-test-bus");
+    let sd = Dbus::at(
+        "unix:path=/nonexistent/crust-test-bus",
+        Duration::from_millis(300),
+    );
     let e = sd.stop_unit("x.scope").await.unwrap_err();
     assert!(matches!(e, Error::Unavailable(_)), "{e}");
+}
+
+#[tokio::test]
+async fn a_call_waits_for_systemd_to_come_back_on_the_bus() {
+    let Some(bus) = private_bus() else {
+        eprintln!("no dbus-daemon here: skipped");
+        return;
+    };
+    let fake = FakeSystemd::default();
+    *fake.result.lock().unwrap() = "done".into();
+    // Nobody owns systemd's name, as during `systemctl daemon-reexec`; it comes back after a while.
+    let sd = Dbus::at(&bus.address, Duration::from_secs(20));
+    let s = system_scope("crust-c2.scope");
+    let call = sd.start_transient_scope(&s);
+    let back = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        serve(&bus.address, &fake).await
+    };
+    let (r, _server) = tokio::time::timeout(Duration::from_secs(30), futures::future::join(call, back))
+        .await
+        .expect("the call ends");
+    r.expect("the scope starts once systemd is back on the bus");
+    assert!(fake.units.lock().unwrap().contains_key("crust-c2.scope"));
+}
+
+#[tokio::test]
+async fn calls_reconnect_after_the_bus_restarted() {
+    let Some(mut bus) = private_bus() else {
+        eprintln!("no dbus-daemon here: skipped");
+        return;
+    };
+    let fake = FakeSystemd::default();
+    *fake.result.lock().unwrap() = "done".into();
+    let server = serve(&bus.address, &fake).await;
+    let sd = Dbus::at(&bus.address, Duration::from_secs(20));
+    sd.start_transient_scope(&system_scope("crust-c3.scope"))
+        .await
+        .unwrap();
+    // `systemctl restart dbus`: every connection is cut; systemd connects to the new bus.
+    drop(server);
+    bus.restart();
+    let _server = serve(&bus.address, &fake).await;
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sd.start_transient_scope(&system_scope("crust-c4.scope")),
+    )
+    .await
+    .expect("the call ends")
+    .expect("the scope starts over a new connection");
+    tokio::time::timeout(Duration::from_secs(30), sd.stop_unit("crust-c3.scope"))
+        .await
+        .expect("the call ends")
+        .expect("the stop goes over the new connection too");
+    assert_eq!(fake.units.lock().unwrap().len(), 1);
 }
