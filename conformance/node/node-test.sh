@@ -23,7 +23,8 @@
 # CRUST_NODE_CACHE (image cache), CRUST_NODE_CRITEST=0 (do not share critest in), NODE_TEST_VERBOSE=1
 # (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it; the reboot
 # is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot),
-# CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside).
+# CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside), CRUST_NODE_CRITEST_DIR (the directory the
+# critest and crictl shared in come from instead of PATH, e.g. /var/cache/crust-critest/v1.36.0).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -131,7 +132,14 @@ cp "$NODE_TESTS" "$RUN/bin/node_systemd"
 cp "$BUSYBOX" "$RUN/testimages/busybox"
 if [ "${CRUST_NODE_CRITEST:-1}" != 0 ]; then
     for t in critest crictl; do
-        if p=$(command -v $t); then cp "$p" "$RUN/bin/$t"; say "sharing $p into the node"; fi
+        if [ -n "${CRUST_NODE_CRITEST_DIR:-}" ]; then
+            p="$CRUST_NODE_CRITEST_DIR/$t"
+            [ -x "$p" ] || { say "CRUST_NODE_CRITEST_DIR has no $t ($p)"; exit 2; }
+        elif ! p=$(command -v $t); then
+            continue
+        fi
+        cp "$p" "$RUN/bin/$t"
+        say "sharing $p into the node"
     done
 fi
 qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
