@@ -12,7 +12,7 @@ CNI_CONF_DIR := /etc/cni/net.d
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all deps build build-debug pause install uninstall deb docs run test test-images unit lint fmt bench \
-	conformance node-test faults clean
+	conformance node-test faults soak clean
 
 all: build
 
@@ -92,13 +92,20 @@ faults: deps build-debug test-images
 	sysctl -qw net.ipv4.ip_forward=1
 	conformance/faults.sh $(FAULTS_ARGS)
 
+## soak: SOAK_MINUTES (default 30) of pod and container churn with exec, logs and stats traffic
+## against one crustd (conformance/tests/soak.rs; not part of CI): a row of crustd's RSS, fds, threads,
+## tokio tasks and its monitors' RSS every 5 minutes, the slopes after warm-up, and zero errors.
+soak: deps build-debug test-images
+	sysctl -qw net.ipv4.ip_forward=1
+	$(CARGO) test -p crust-conformance --test soak -- --nocapture --test-threads=1
+
 unit:
 	$(CARGO) test --workspace --lib --bins
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p crust-conformance --test faults -- -D warnings
+	$(CARGO) clippy -p crust-conformance --test faults --test soak -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

@@ -373,6 +373,9 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
     if c.cni.bin_dirs.is_empty() {
         return bad("cni.bin_dirs", "must name at least one directory".into());
     }
+    if c.runtime.operation_timeout_seconds == 0 {
+        return bad("runtime.operation_timeout_seconds", "must be at least 1".into());
+    }
     if c.cni.plugin_timeout_seconds == 0 {
         return bad("cni.plugin_timeout_seconds", "must be at least 1".into());
     }

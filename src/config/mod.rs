@@ -94,6 +94,12 @@ pub struct RuntimeConfig {
     pub cgroup_parent: String,
     /// Seconds to wait for a container to stop after SIGKILL before giving up.
     pub kill_timeout_seconds: u64,
+    /// Seconds one call of the OCI runtime may take (`run` at StartContainer, `delete`, `update`,
+    /// `state`, and an exec until its process runs), and a monitor's start of a container or a pause.
+    /// Past it the runtime (or monitor) is killed with every process it started, and the request
+    /// fails with DEADLINE_EXCEEDED naming the call. Keep it below kubelet's runtime request timeout
+    /// (2 minutes), so that kubelet hears why.
+    pub operation_timeout_seconds: u64,
     /// Largest stdout (and stderr) an ExecSync returns, in bytes.
     pub exec_sync_max_output: u64,
     /// Override the default masked paths (empty: the built-in list).
@@ -124,6 +130,7 @@ impl Default for RuntimeConfig {
             cgroup_driver: "auto".into(),
             cgroup_parent: String::new(),
             kill_timeout_seconds: 10,
+            operation_timeout_seconds: 60,
             exec_sync_max_output: 16 * 1024 * 1024,
             masked_paths: Vec::new(),
             readonly_paths: Vec::new(),

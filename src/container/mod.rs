@@ -440,7 +440,7 @@ impl Inner {
         let id = id.to_string();
         tokio::spawn(async move {
             let dir = inner.dirs.container_state(&id);
-            let deadline = tokio::time::Instant::now() + crate::monitor::CREATE_TIMEOUT;
+            let deadline = tokio::time::Instant::now() + crate::monitor::create_timeout();
             while tokio::time::Instant::now() < deadline {
                 if crate::monitor::read_exit(&dir).is_some() || !crate::monitor::is_alive(&dir) {
                     return;

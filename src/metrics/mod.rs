@@ -1,5 +1,5 @@
-//! crustd's own Prometheus metrics (`[metrics] address`): per-RPC latency and outcome, pulls, OOM
-//! kills, monitor and CNI failures, containers and pods by state, and crustd's process metrics.
+//! crustd's own Prometheus metrics (`[metrics] address`): per-RPC latency and outcome, pulls and their
+//! registry retries, OOM kills, monitor and CNI failures, containers and pods by state, and crustd's process metrics.
 //!
 //! One process-wide [`Metrics`] ([`global`]) that the core counts into wherever things happen
 //! (pulls in `image`, CNI in `sandbox`, monitors and OOM kills in `container`) and the gRPC layer
@@ -69,6 +69,7 @@ pub struct Metrics {
     pulls: Counter,
     pull_duration: Histogram,
     pull_failures: Family<ReasonLabels, Counter>,
+    pull_retries: Family<ReasonLabels, Counter>,
     oom_kills: Counter,
     monitor_failures: Family<ReasonLabels, Counter>,
     cni_failures: Family<CniLabels, Counter>,
@@ -92,6 +93,7 @@ impl Metrics {
         let pulls = Counter::default();
         let pull_duration = Histogram::new(exponential_buckets(0.1, 2.0, 12));
         let pull_failures = Family::<ReasonLabels, Counter>::default();
+        let pull_retries = Family::<ReasonLabels, Counter>::default();
         let oom_kills = Counter::default();
         let monitor_failures = Family::<ReasonLabels, Counter>::default();
         let cni_failures = Family::<CniLabels, Counter>::default();
@@ -125,6 +127,11 @@ impl Metrics {
             pull_failures.clone(),
         );
         r.register(
+            "image_pull_retries",
+            "Registry requests of image pulls tried again after a transient failure, by reason",
+            pull_retries.clone(),
+        );
+        r.register(
             "container_oom_kills",
             "Containers that ended killed by the OOM killer",
             oom_kills.clone(),
@@ -150,6 +157,7 @@ impl Metrics {
             pulls,
             pull_duration,
             pull_failures,
+            pull_retries,
             oom_kills,
             monitor_failures,
             cni_failures,
@@ -193,6 +201,16 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// A registry request of a pull is tried again after a transient failure (`reason`: see
+    /// `image::registry::retry::Failure::reason`).
+    pub fn pull_retry(&self, reason: &str) {
+        self.pull_retries
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// A container was OOM-killed.

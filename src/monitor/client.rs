@@ -17,8 +17,22 @@ use crate::error::ResultExt;
 use crate::sys::proc_stat;
 use crate::{Error, Result};
 
-/// How long `runtime run` (or `create`) may take before `spawn` gives up.
-pub const CREATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a monitor's start (its `runtime run` or `create`, or its launch of a pause) may take before
+/// `spawn` gives up, kills the monitor with all it started, and fails with `DeadlineExceeded`:
+/// `runtime.operation_timeout_seconds` ([`set_create_timeout`]), 60 s unless configured.
+pub fn create_timeout() -> Duration {
+    Duration::from_secs(CREATE_TIMEOUT_SECS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+static CREATE_TIMEOUT_SECS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(crate::oci::DEFAULT_TIMEOUT.as_secs());
+
+/// Sets [`create_timeout`] (from the configuration; zero keeps the default).
+pub fn set_create_timeout(d: Duration) {
+    if !d.is_zero() {
+        CREATE_TIMEOUT_SECS.store(d.as_secs().max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// Starts a monitor for `spec` and waits until it has started the container (with `spec.start`; else
 /// created it, state CREATED). On failure the error carries the runtime's own message, and nothing is
@@ -66,6 +80,9 @@ async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    // A group of its own: a monitor that hangs before it has forked and called setsid (a wrapper
+    // around it that hangs) is killed with whatever it started (see `await_report`).
+    cmd.process_group(0);
     let wfd = w.as_raw_fd();
     // SAFETY: the closure runs between fork and exec and only calls async-signal-safe fcntl/dup2.
     unsafe {
@@ -112,20 +129,39 @@ async fn await_report(
     spec: &MonitorSpec,
     what: &str,
 ) -> Result<Monitor> {
-    // The first monitor process forks the real one and exits at once.
-    let _ = child.wait().await;
-    let report = tokio::time::timeout(CREATE_TIMEOUT, read_report(r)).await;
+    let bound = create_timeout();
+    let deadline = tokio::time::Instant::now() + bound;
+    // The first monitor process forks the real one and exits at once; one that does not (a wrapper
+    // around the monitor that hangs) is killed with its group, which it leads (`process_group(0)`)
+    // and, unreaped, keeps.
+    let report = match tokio::time::timeout_at(deadline, child.wait()).await {
+        Ok(_) => tokio::time::timeout_at(deadline, read_report(r)).await.ok(),
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                // SAFETY: kill(2) of the group our unreaped child leads.
+                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+            }
+            let _ = child.wait().await;
+            None
+        }
+    };
     let report = match report {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
             cleanup_after_failure(spec).await;
             return Err(e.context(what));
         }
-        Err(_) => {
+        None => {
             cleanup_after_failure(spec).await;
+            let verb = match (&spec.pause, spec.start) {
+                (Some(_), _) => "the monitor's launch of the pause",
+                (None, true) => "runtime run",
+                (None, false) => "runtime create",
+            };
             return Err(Error::DeadlineExceeded(format!(
-                "{what}: the runtime did not finish in {}s",
-                CREATE_TIMEOUT.as_secs()
+                "{what}: {verb} did not finish within {} s (runtime.operation_timeout_seconds); it \
+                 was killed with the processes it started",
+                bound.as_secs()
             )));
         }
     };
@@ -185,7 +221,17 @@ async fn cleanup_after_failure(spec: &MonitorSpec) {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    if let Ok(mut child) = crate::reaper::spawn(&mut del) {
+    del.process_group(0).kill_on_drop(true);
+    if let Ok(mut child) = crate::reaper::spawn(&mut del)
+        && tokio::time::timeout(create_timeout(), child.wait())
+            .await
+            .is_err()
+    {
+        tracing::warn!(id = %spec.id, "runtime delete after a failed start did not finish; killed");
+        if let Some(pid) = child.id() {
+            // SAFETY: kill(2) of the group our unreaped child leads.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
         let _ = child.wait().await;
     }
     remove_monitor_files(&spec.state_dir, true);

@@ -32,8 +32,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use client::{
-    CREATE_TIMEOUT, attach, is_alive, log_lines_dropped, monitor_pid, read_exit, read_frame, reopen_log,
-    resize, signal_container, spawn, wait_exit,
+    attach, create_timeout, is_alive, log_lines_dropped, monitor_pid, read_exit, read_frame, reopen_log,
+    resize, set_create_timeout, signal_container, spawn, wait_exit,
 };
 pub use launch::PauseLaunch;
 pub use process::main as monitor_main;

@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::state::Dirs;
 use crate::{Error, Result};
 
-pub use runc::Runc;
 pub(crate) use runc::runtime_error_text;
+pub use runc::{DEFAULT_TIMEOUT, Runc};
 
 /// A container's status as the runtime reports it (`runc state`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,7 @@ impl Runtimes {
     /// cgroup mode when the cgroup driver is systemd.
     pub fn from_config(cfg: &Config, dirs: &Dirs) -> Result<Runtimes> {
         let systemd = cfg.cgroup_driver() == crate::cgroups::Driver::Systemd;
+        let timeout = Duration::from_secs(cfg.runtime.operation_timeout_seconds);
         let mut handlers: BTreeMap<String, Arc<dyn OciRuntime>> = BTreeMap::new();
         for (name, h) in &cfg.runtime.handlers {
             let root = if h.root.as_os_str().is_empty() {
@@ -109,9 +110,14 @@ impl Runtimes {
             let path = find_binary(&h.path);
             handlers.insert(
                 name.clone(),
-                Arc::new(Runc::new(path, root).with_systemd_cgroup(systemd)),
+                Arc::new(
+                    Runc::new(path, root)
+                        .with_systemd_cgroup(systemd)
+                        .with_timeout(timeout),
+                ),
             );
         }
+        crate::monitor::set_create_timeout(timeout);
         if !handlers.contains_key(&cfg.runtime.default_handler) {
             return Err(Error::invalid(
                 "runtime.default_handler",

@@ -24,9 +24,18 @@ pub struct Runc {
     /// Its systemd cgroup mode (`--systemd-cgroup` before every command, runc's and crun's flag):
     /// `cgroupsPath` is `<slice>:<prefix>:<name>` and the runtime asks systemd for the scope.
     pub systemd_cgroup: bool,
+    /// How long one call may take (`runtime.operation_timeout_seconds`); an exec's bound is on the
+    /// start of its process, not on the process itself. Past it the call's process group (the
+    /// runtime, a wrapper and whatever they started) is killed and the call fails with
+    /// `DeadlineExceeded` naming the verb.
+    pub timeout: Duration,
 }
 
 static EXEC_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The bound on one runtime call when none is configured (`runtime.operation_timeout_seconds`'
+/// default): below kubelet's 2-minute runtime request timeout, so that kubelet hears why.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Runc {
     /// A runtime at `path` keeping its state under `root`.
@@ -35,7 +44,18 @@ impl Runc {
             path,
             root,
             systemd_cgroup: false,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same runtime with calls bounded by `timeout` (zero: the default).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = if timeout.is_zero() {
+            DEFAULT_TIMEOUT
+        } else {
+            timeout
+        };
+        self
     }
 
     /// The same runtime in its systemd cgroup mode (or not).
@@ -83,15 +103,29 @@ impl Runc {
             let _ = stdin.write_all(&data).await;
             drop(stdin);
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| Error::io(format!("wait for {} {what} {id}", self.path.display()), e))?;
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(out) => out,
+            // The future is dropped here: `group` kills the runtime and all it started.
+            Err(_) => return Err(self.timed_out(what, id)),
+        }
+        .map_err(|e| Error::io(format!("wait for {} {what} {id}", self.path.display()), e))?;
         group.0 = None;
         if out.status.success() {
             return Ok(out.stdout);
         }
         Err(classify(what, id, &out.stderr, &out.stdout))
+    }
+}
+
+impl Runc {
+    /// The error of a call that took longer than [`Runc::timeout`].
+    fn timed_out(&self, what: &str, id: &str) -> Error {
+        Error::DeadlineExceeded(format!(
+            "runtime {what} {id}: {} did not finish within {} s (runtime.operation_timeout_seconds); it \
+             was killed with the processes it started",
+            self.path.display(),
+            self.timeout.as_secs()
+        ))
     }
 }
 
@@ -310,8 +344,12 @@ impl Runc {
             .arg(&pid_file)
             .arg(id)
             .stdin(Stdio::piped());
+        // A group of its own, as in `run`: a runtime that never starts the process is killed with all
+        // it started. The process itself leads a session of its own (runc's init).
+        c.process_group(0);
         let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("exec in {id}: run {}", self.path.display()), e))?;
+        let mut group = KillGroupOnDrop(child.id());
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(&json).await;
         }
@@ -324,18 +362,38 @@ impl Runc {
             .take()
             .map(|s| tokio::spawn(read_capped(s, max_output)));
 
+        let end = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
+        let status = match self.wait_exec_start(&mut child, &pid_file, end).await {
+            Some(status) => Some(status),
+            None if end.is_some_and(|e| tokio::time::Instant::now() >= e) => None,
+            None if !pid_file.exists() => {
+                // The runtime hangs before the process runs: it and all it started are killed.
+                drop(group);
+                let _ = child.wait().await;
+                let _ = std::fs::remove_file(&pid_file);
+                for r in [out_r, err_r].into_iter().flatten() {
+                    r.abort();
+                }
+                return Err(self.timed_out("exec", id));
+            }
+            None => None,
+        };
         let mut timed_out = false;
-        let status = if timeout.is_zero() {
-            child.wait().await
-        } else {
-            match tokio::time::timeout(timeout, child.wait()).await {
+        let status = match (status, end) {
+            (Some(s), _) => s,
+            (None, None) => child.wait().await,
+            (None, Some(end)) => match tokio::time::timeout_at(end, child.wait()).await {
                 Ok(s) => s,
                 Err(_) => {
                     timed_out = true;
-                    kill_exec(&mut child, &pid_file).await
+                    let s = kill_exec(&mut child, &pid_file).await;
+                    // What a wrapper around the runtime started goes too.
+                    drop(std::mem::replace(&mut group, KillGroupOnDrop(None)));
+                    s
                 }
-            }
+            },
         };
+        group.0 = None;
         let started = pid_file.exists();
         let _ = std::fs::remove_file(&pid_file);
         let status = status.map_err(|e| Error::io(format!("exec in {id}: wait for runtime"), e))?;
@@ -358,6 +416,33 @@ impl Runc {
             exit_code,
             timed_out,
         })
+    }
+}
+
+impl Runc {
+    /// Waits until the runtime has started the exec's process (its pid file is there), has exited
+    /// (`Some`), the exec's own timeout `end` has passed, or [`Runc::timeout`] has passed with no
+    /// process started (`None` for those three).
+    async fn wait_exec_start(
+        &self,
+        child: &mut tokio::process::Child,
+        pid_file: &Path,
+        end: Option<tokio::time::Instant>,
+    ) -> Option<std::io::Result<std::process::ExitStatus>> {
+        let start_by = tokio::time::Instant::now() + self.timeout;
+        let limit = end.map_or(start_by, |e| e.min(start_by));
+        let mut step = Duration::from_millis(2);
+        while !pid_file.exists() {
+            let now = tokio::time::Instant::now();
+            if now >= limit {
+                return None;
+            }
+            if let Ok(s) = tokio::time::timeout_at((now + step).min(limit), child.wait()).await {
+                return Some(s);
+            }
+            step = (step * 2).min(Duration::from_millis(50));
+        }
+        None
     }
 }
 

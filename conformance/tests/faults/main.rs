@@ -152,3 +152,14 @@ pub async fn container_state(c: &Crustd, id: &str) -> (ContainerState, serde_jso
         .unwrap_or_default();
     (r.status.unwrap().state(), info)
 }
+
+/// Whether `pid` is gone (or a zombie, which runs nothing).
+pub fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_ascii_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X"),
+    }
+}

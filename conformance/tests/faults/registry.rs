@@ -29,14 +29,17 @@ struct Rig {
     image: String,
     /// The proxy's `host:port`, which errors must name.
     host: String,
+    /// crustd's `[metrics] address`.
+    metrics: String,
 }
 
 impl Rig {
     async fn start(extra_toml: &str, repo: &str, size: usize, c: Compression) -> Rig {
         let reg = Registry::start();
         let proxy = RegProxy::start(&reg);
+        let metrics = format!("127.0.0.1:{}", harness::free_port());
         let d = Crustd::start(CrustdOptions {
-            extra_toml: extra_toml.to_string(),
+            extra_toml: format!("{extra_toml}\n[metrics]\naddress = {metrics:?}\n"),
             ..Default::default()
         })
         .await;
@@ -51,7 +54,18 @@ impl Rig {
             p,
             layer,
             host,
+            metrics,
         }
+    }
+
+    /// crustd's `crust_image_pull_retries_total{reason="<reason>"}` (0 while never counted).
+    fn retries(&self, reason: &str) -> u64 {
+        let resp = harness::http::request(&self.metrics, "GET", "/metrics", &[], b"").unwrap();
+        let series = format!("crust_image_pull_retries_total{{reason=\"{reason}\"}} ");
+        String::from_utf8_lossy(&resp.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
     }
 
     /// A small gzip image.
@@ -200,6 +214,7 @@ fn reset_mid_blob_resumes() {
             let half = size / 2;
             rig.proxy.fault(&rig.blob, Fault::ResetAfter(half), Some(1));
             rig.pulls(1).await;
+            assert_eq!(rig.retries("reset"), 1, "retries counted in crustd's metrics");
             // Resumed once, from the bytes that had arrived, not from 0.
             let starts = range_starts(&rig.proxy, &rig.blob);
             assert_eq!(starts.len(), 1, "one resume: {:?}", rig.proxy.seen_for(&rig.blob));
@@ -254,6 +269,7 @@ fn stalled_blob_resumes_then_times_out() {
             rig.proxy.fault(&rig.blob, Fault::StallAfter(half), Some(1));
             rig.pulls(1).await;
             assert_eq!(range_starts(&rig.proxy, &rig.blob), vec![half]);
+            assert_eq!(rig.retries("stall"), 1, "retries counted in crustd's metrics");
             remove(&rig.d, &rig.p.id).await;
             // A blob that stalls at the same byte every time: DEADLINE_EXCEEDED once the tries are spent.
             rig.proxy.fault(&rig.blob, Fault::StallAfter(half), None);
@@ -284,9 +300,22 @@ async fn status_scenario(status: u16, config_blob: bool) {
     rig.proxy.fault(&blob, Fault::Status(status, None), Some(2));
     rig.pulls(1).await;
     assert_eq!(rig.proxy.seen_for(&blob).len(), 3, "{:?}", rig.proxy.seen());
+    // The manifest's one retry and the blob's two, in crustd's metrics.
+    let reason = format!("http_{status}");
+    assert_eq!(
+        rig.retries(&reason),
+        3,
+        "crust_image_pull_retries_total{{reason={reason:?}}}"
+    );
     remove(&rig.d, &rig.p.id).await;
     rig.proxy.fault(&blob, Fault::Status(status, None), None);
     let m = rig.fails(Code::Unavailable, &digest).await;
+    // Four more: five tries in all, the last given up on.
+    assert_eq!(
+        rig.retries(&reason),
+        7,
+        "crust_image_pull_retries_total{{reason={reason:?}}}"
+    );
     assert!(
         m.contains(&format!("HTTP {status}")) && m.contains("after 5 tries"),
         "{m}"

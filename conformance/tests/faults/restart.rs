@@ -82,7 +82,7 @@ fn arm(bin: &Path, c: &Crustd, pattern: &str, then: &str) {
 fn wait_killed(bin: &Path, c: &Crustd) {
     let pid = c.pid().unwrap();
     let dead = harness::wait_for(Duration::from_secs(30), || {
-        (bin.join("arm.fired").exists() && crustd_gone(pid)).then_some(())
+        (bin.join("arm.fired").exists() && crate::gone(pid)).then_some(())
     });
     assert!(
         dead.is_some(),
@@ -90,17 +90,6 @@ fn wait_killed(bin: &Path, c: &Crustd) {
         bin.join("arm").exists()
     );
     std::fs::remove_file(bin.join("arm.fired")).unwrap();
-}
-
-/// Whether `pid` is gone or a zombie.
-fn crustd_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rfind(')')
-            .and_then(|i| s[i + 1..].split_ascii_whitespace().next())
-            .is_some_and(|st| st == "Z" || st == "X"),
-    }
 }
 
 /// The image store after a killed pull, once crustd is back: no image, blob or layer, no problem, and

@@ -150,7 +150,7 @@ pub(crate) async fn fetch_blob(
                     s.host(),
                     size.unwrap_or(0)
                 ));
-                let f = Failure::transient(e.duplicate());
+                let f = Failure::transient(e.duplicate(), "short_body");
                 short = Some(e);
                 f
             }

@@ -50,15 +50,19 @@ pub struct Failure {
     pub again: bool,
     /// The wait the registry asked for (`Retry-After`).
     pub after: Option<Duration>,
+    /// What went wrong, for the retry metric's `reason` label (`connect`, `reset`, `timeout`,
+    /// `stall`, `short_body`, `http_503`, ...).
+    pub reason: String,
 }
 
 impl Failure {
-    /// A failure another try may mend.
-    pub fn transient(err: Error) -> Self {
+    /// A failure another try may mend, for `reason` (see [`Failure::reason`]).
+    pub fn transient(err: Error, reason: impl Into<String>) -> Self {
         Failure {
             err,
             again: true,
             after: None,
+            reason: reason.into(),
         }
     }
 }
@@ -70,6 +74,7 @@ impl From<Error> for Failure {
             err,
             again: false,
             after: None,
+            reason: String::new(),
         }
     }
 }
@@ -101,6 +106,7 @@ impl Tries {
     pub async fn again(&mut self, f: Failure, what: &str) -> Result<(), Error> {
         match self.plan(f.again, f.after) {
             Ok(wait) => {
+                crate::metrics::global().pull_retry(&f.reason);
                 tracing::info!(what, error = %f.err, failed = self.failed,
                     wait_ms = wait.as_millis() as u64, "registry request failed, trying again");
                 tokio::time::sleep(wait).await;

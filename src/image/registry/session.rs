@@ -101,21 +101,24 @@ impl Session {
         let text = chain(&e);
         let host = self.host();
         if e.is_timeout() {
-            Failure::transient(Error::DeadlineExceeded(format!(
-                "{host} timed out while sending {what}: {text}"
-            )))
+            Failure::transient(
+                Error::DeadlineExceeded(format!("{host} timed out while sending {what}: {text}")),
+                "timeout",
+            )
         } else if text.contains("certificate") || text.contains("TLS") || text.contains("tls") {
             Error::Unavailable(format!("TLS with {host} failed: {text}")).into()
         } else if e.is_builder() {
             Error::Internal(format!("bad request to {host} for {what}: {text}")).into()
         } else if e.is_connect() {
-            Failure::transient(Error::Unavailable(format!(
-                "{host} is unreachable (fetching {what}): {text}"
-            )))
+            Failure::transient(
+                Error::Unavailable(format!("{host} is unreachable (fetching {what}): {text}")),
+                "connect",
+            )
         } else {
-            Failure::transient(Error::Unavailable(format!(
-                "{host} failed while sending {what}: {text}"
-            )))
+            Failure::transient(
+                Error::Unavailable(format!("{host} failed while sending {what}: {text}")),
+                "reset",
+            )
         }
     }
 
@@ -128,6 +131,12 @@ impl Session {
             self.endpoint.base,
             wait.as_secs()
         ))
+    }
+
+    /// [`Self::late`] as a failure worth another try.
+    fn late_failure(&self, what: &str, wait: Duration) -> Failure {
+        let reason = if wait == self.stall { "stall" } else { "timeout" };
+        Failure::transient(self.late(what, wait), reason)
     }
 
     fn stalled(&self, what: &str) -> Error {
@@ -162,7 +171,7 @@ impl Session {
             }
             let resp = tokio::time::timeout(wait, rb.send())
                 .await
-                .map_err(|_| Failure::transient(self.late(what, wait)))?
+                .map_err(|_| self.late_failure(what, wait))?
                 .map_err(|e| self.net_err(e, what))?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -340,10 +349,10 @@ impl Session {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(retry_after),
-                ..Failure::transient(Error::Unavailable(format!(
-                    "{} answered HTTP {status} for {what}",
-                    self.host()
-                )))
+                ..Failure::transient(
+                    Error::Unavailable(format!("{} answered HTTP {status} for {what}", self.host())),
+                    format!("http_{}", status.as_u16()),
+                )
             },
             s if s.is_server_error() => {
                 Error::Unavailable(format!("{} answered HTTP {s} for {what}", self.host())).into()
@@ -401,7 +410,7 @@ impl Session {
             self.read_bounded(&mut resp, MAX_MANIFEST, what, &self.endpoint.base),
         )
         .await
-        .map_err(|_| Failure::transient(self.late(what, self.request_timeout)))??;
+        .map_err(|_| self.late_failure(what, self.request_timeout))??;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         if reference.starts_with("sha256:") && digest != reference {
             return Err(Error::DataLoss(format!(
@@ -455,7 +464,7 @@ impl Session {
     ) -> Result<Option<bytes::Bytes>, Failure> {
         tokio::time::timeout(self.stall, resp.chunk())
             .await
-            .map_err(|_| Failure::transient(self.stalled(what)))?
+            .map_err(|_| Failure::transient(self.stalled(what), "stall"))?
             .map_err(|e| self.net_err(e, what))
     }
 }
