@@ -33,6 +33,8 @@ pub struct Daemon {
     pub cgroups: Arc<crate::cgroups::Cgroups>,
     /// PodSandboxStatus' responses by requested pod ID, at the versions of the pods and containers.
     pub status_kept: crate::wire::Kept<String, (crate::wire::Versions, crate::wire::Versions)>,
+    /// NRI plugins (`crate::nri`).
+    pub nri: crate::nri::Nri,
 }
 
 impl Daemon {
@@ -53,7 +55,9 @@ impl Daemon {
         )?);
         tracing::info!(driver = cgroups.driver().as_str(), "cgroup driver");
         let sandboxes = sandbox::Sandboxes::open(&config, &dirs, events.clone(), cgroups.clone()).await?;
-        let containers = container::Containers::open(&config, &dirs, events.clone(), cgroups.clone()).await?;
+        let nri = crate::nri::Nri::new(&config.nri);
+        let containers =
+            container::Containers::open(&config, &dirs, events.clone(), cgroups.clone(), nri.clone()).await?;
         let streaming = crate::streaming::Streaming::new(&config);
         let images_dir = dirs.images();
         let user_namespaces = tokio::task::spawn_blocking(move || container::idmap::probe(&images_dir))
@@ -76,8 +80,10 @@ impl Daemon {
             user_namespaces,
             cgroups,
             status_kept: Default::default(),
+            nri,
         });
         d.recover().await;
+        d.nri.start(&d).await;
         d.containers.start_layer_refresh(std::time::Duration::from_secs(
             d.config.runtime.writable_layer_refresh_seconds.max(1),
         ));

@@ -17,6 +17,7 @@ pub mod events;
 pub mod image;
 pub mod metrics;
 pub mod monitor;
+pub mod nri;
 pub mod oci;
 pub mod reaper;
 pub mod reload;

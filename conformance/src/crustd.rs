@@ -123,6 +123,14 @@ impl Crustd {
             toml.push_str(&format!("pause_path = {p:?}\n"));
         }
         toml.push_str(&format!("\n[cni]\nconf_dir = {cni_conf_dir:?}\n"));
+        // NRI on (the default) but on a socket and plugin dirs of this instance's own: tests never
+        // share /var/run/nri/nri.sock, nor start the host's pre-installed plugins.
+        toml.push_str(&format!(
+            "\n[nri]\nsocket_path = {nri_sock:?}\nplugin_path = {nri_plugins:?}\nplugin_config_path = {nri_conf:?}\n",
+            nri_sock = state.join("nri.sock"),
+            nri_plugins = dir.path().join("nri-plugins"),
+            nri_conf = dir.path().join("nri-conf"),
+        ));
         if let Some(reg) = opts.registry {
             let mut hosts: Vec<String> = MIRRORED_HOSTS.iter().map(|h| h.to_string()).collect();
             hosts.push(reg.host());

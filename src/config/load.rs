@@ -425,6 +425,17 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be at least 1".into(),
         );
     }
+    for (key, v) in [
+        (
+            "nri.plugin_registration_timeout",
+            &c.nri.plugin_registration_timeout,
+        ),
+        ("nri.plugin_request_timeout", &c.nri.plugin_request_timeout),
+    ] {
+        if super::parse_duration(v).is_none_or(|d| d.is_zero()) {
+            return bad(key, format!("must be a duration such as 2s or 500ms, got {v:?}"));
+        }
+    }
     if !c.metrics.address.is_empty() && c.metrics.address.parse::<std::net::SocketAddr>().is_err() {
         return bad(
             "metrics.address",

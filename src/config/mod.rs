@@ -29,6 +29,7 @@ pub struct Config {
     pub cni: CniConfig,
     pub stream: StreamConfig,
     pub metrics: MetricsConfig,
+    pub nri: NriConfig,
 }
 
 impl Default for Config {
@@ -44,6 +45,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             stream: StreamConfig::default(),
             metrics: MetricsConfig::default(),
+            nri: NriConfig::default(),
         }
     }
 }
@@ -385,6 +387,52 @@ impl Default for StreamConfig {
 pub struct MetricsConfig {
     /// `ip:port` serving `/metrics` over HTTP (e.g. `127.0.0.1:9090`); empty turns the metrics off.
     pub address: String,
+}
+
+/// The Node Resource Interface: plugins that see and adjust pods and containers (as containerd 2.x,
+/// on by default; with no plugin connected nothing changes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct NriConfig {
+    /// Whether NRI is on: the socket is served and pre-installed plugins are started.
+    pub enable: bool,
+    /// The unix socket external plugins connect to; its directory is created if missing.
+    pub socket_path: PathBuf,
+    /// Pre-installed plugins, started by crustd: executables named `<index>-<name>` (two digits).
+    pub plugin_path: PathBuf,
+    /// Configuration handed to a pre-installed plugin: `<index>-<name>.conf` or `<name>.conf` here.
+    pub plugin_config_path: PathBuf,
+    /// How long a plugin may take to register after it connects (e.g. `5s`, `500ms`).
+    pub plugin_registration_timeout: String,
+    /// How long a plugin may take to answer one request; one that does not is disconnected and the
+    /// request goes on without it (e.g. `2s`).
+    pub plugin_request_timeout: String,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        NriConfig {
+            enable: true,
+            socket_path: "/var/run/nri/nri.sock".into(),
+            plugin_path: "/opt/nri/plugins".into(),
+            plugin_config_path: "/etc/nri/conf.d".into(),
+            plugin_registration_timeout: "5s".into(),
+            plugin_request_timeout: "2s".into(),
+        }
+    }
+}
+
+/// A duration written as a number with a unit: `ms`, `s` or `m` (`1500ms`, `2s`, `1m`).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(std::time::Duration::from_millis(n)),
+        "s" => Some(std::time::Duration::from_secs(n)),
+        "m" => Some(std::time::Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
 }
 
 impl Config {

@@ -206,7 +206,14 @@ impl Daemon {
         .await
         .map_err(|e| Error::Internal(format!("create task failed: {e}")))?;
         match &*r {
-            Ok(_) => Ok(id),
+            Ok(_) => {
+                if let Ok(rec) = self.containers.get(&id) {
+                    self.nri
+                        .container_event(crate::nri::Event::POST_CREATE_CONTAINER, &rec)
+                        .await;
+                }
+                Ok(id)
+            }
             Err(e) => Err(e.duplicate()),
         }
     }
@@ -242,6 +249,9 @@ impl Daemon {
         if crate::monitor::is_alive(&dir) {
             return self.start_created_by_runtime(rec, &rt).await;
         }
+        self.nri
+            .container_event(crate::nri::Event::START_CONTAINER, &rec)
+            .await;
         // Taken before the start: a process that exits at once may have its finish time recorded by the
         // monitor before the runtime returns, and started_at must never be after finished_at.
         let started_at = crate::state::now_nanos();
@@ -283,9 +293,12 @@ impl Daemon {
                 let mut started = rec.clone();
                 started.pid = mon.container_pid;
                 started.started_at = started_at;
-                match inner.put_update(started) {
+                match inner.put_update(started.clone()) {
                     Ok(()) => {
                         inner.watch(&id);
+                        self.nri
+                            .container_event(crate::nri::Event::POST_START_CONTAINER, &started)
+                            .await;
                         return Ok(());
                     }
                     // The start cannot be written down (a full disk): as containerd does when anything
@@ -590,8 +603,10 @@ impl Inner {
         rec.gid = built.user.gid;
         rec.groups = built.user.additional_gids.clone();
         rec.stop_signal = built.stop_signal;
-        let data =
-            serde_json::to_vec(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
+        let mut spec =
+            serde_json::to_value(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
+        self.nri.create_container(rec, &mut spec).await?;
+        let data = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
         // The bundle lives in the state dir (tmpfs, gone with the host, whose reboot ends the container
         // too): a sync would protect nothing; the rename keeps readers from seeing half a file.
         let bundle = dir.join("config.json");

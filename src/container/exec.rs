@@ -84,8 +84,44 @@ impl Daemon {
         })
     }
 
-    /// UpdateContainerResources through the runtime; the status reports the new values.
+    /// UpdateContainerResources: NRI plugins see the update first (and may change it), then it goes
+    /// through the runtime; the status reports the new values.
     pub async fn update_container_resources(&self, id: &str, r: &v1::LinuxContainerResources) -> Result<()> {
+        let Ok(rec) = self
+            .containers
+            .inner
+            .resolve_id(id)
+            .and_then(|id| self.containers.inner.get(&id))
+        else {
+            return self.update_container_resources_quiet(id, r).await;
+        };
+        let asked = crate::nri::from_cri(r);
+        let adjusted = self.nri.update_container(&rec, asked.clone()).await?;
+        let r = if adjusted == asked {
+            r.clone()
+        } else {
+            // A plugin changed the update: its resources, and what NRI does not carry from the request.
+            v1::LinuxContainerResources {
+                oom_score_adj: r.oom_score_adj,
+                ..crate::nri::to_cri(&adjusted)
+            }
+        };
+        self.update_container_resources_quiet(id, &r).await?;
+        if let Ok(rec) = self.containers.get(&rec.id) {
+            self.nri
+                .container_event(crate::nri::Event::POST_UPDATE_CONTAINER, &rec)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// UpdateContainerResources through the runtime, without telling NRI plugins (the updates they
+    /// ask for themselves).
+    pub async fn update_container_resources_quiet(
+        &self,
+        id: &str,
+        r: &v1::LinuxContainerResources,
+    ) -> Result<()> {
         let inner = &self.containers.inner;
         let id = inner.resolve_id(id)?;
         let _g = inner.locks.lock(&id).await;

@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     targets: Mutex<HashMap<String, std::os::fd::OwnedFd>>,
     /// Where state changes are announced (GetContainerEvents).
     events: crate::events::Events,
+    /// NRI plugins, which adjust the spec of a container being created.
+    nri: crate::nri::Nri,
 }
 
 /// All containers, served from memory, backed by records under `<root>/containers`.
@@ -103,6 +105,7 @@ impl Containers {
         dirs: &Dirs,
         events: crate::events::Events,
         cgroups: Arc<crate::cgroups::Cgroups>,
+        nri: crate::nri::Nri,
     ) -> Result<Self> {
         for d in [dirs.container_records(), dirs.state.join("containers")] {
             std::fs::create_dir_all(&d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
@@ -155,6 +158,7 @@ impl Containers {
                 targets: Mutex::new(HashMap::new()),
                 running: crate::monitor::Running::default(),
                 events,
+                nri,
             }),
         })
     }

@@ -11,8 +11,22 @@ use crate::daemon::Daemon;
 use crate::{Error, Result};
 
 impl Daemon {
-    /// StopContainer with a grace period of `timeout` seconds (0: SIGKILL at once).
+    /// StopContainer with a grace period of `timeout` seconds (0: SIGKILL at once); NRI plugins are
+    /// told once a running container has stopped.
     pub async fn stop_container(&self, id: &str, timeout: u64) -> Result<()> {
+        let was_running = self
+            .containers
+            .get(id)
+            .is_ok_and(|r| !r.exited && r.started_at != 0);
+        self.stop_container_quiet(id, timeout).await?;
+        if was_running && let Ok(rec) = self.containers.get(id) {
+            self.nri.stop_container(&rec).await;
+        }
+        Ok(())
+    }
+
+    /// StopContainer without telling NRI plugins (an eviction a plugin asked for).
+    pub async fn stop_container_quiet(&self, id: &str, timeout: u64) -> Result<()> {
         let inner = Arc::clone(&self.containers.inner);
         let id = match inner.resolve_id(id) {
             Ok(id) => id,
@@ -37,12 +51,18 @@ impl Daemon {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        let shown = self.containers.get(&id).ok();
         let had_images = inner
             .get(&id)
             .is_ok_and(|r| r.mounts.iter().any(|m| !m.image.is_empty()));
         tokio::spawn(async move { inner.remove(&id).await })
             .await
             .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
+        if let Some(rec) = shown {
+            self.nri
+                .container_event(crate::nri::Event::REMOVE_CONTAINER, &rec)
+                .await;
+        }
         if had_images {
             // The layers of an image removed while this container showed it are no longer in use.
             self.images.collect().await;

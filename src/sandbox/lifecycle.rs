@@ -154,12 +154,19 @@ impl Daemon {
         self.stop_pod_containers(&id)
             .await
             .ctx("StopPodSandbox: stop the pod's containers")?;
+        let was_ready = rec.state == PodState::Ready;
         let r = inner.release(&mut rec).await;
         if rec.state != PodState::Creating {
             rec.state = PodState::Stopped;
         }
         inner.save(&rec)?;
-        r.ctx(format!("StopPodSandbox {id}"))
+        r.ctx(format!("StopPodSandbox {id}"))?;
+        if was_ready {
+            self.nri
+                .pod_event(crate::nri::Event::STOP_POD_SANDBOX, &rec)
+                .await;
+        }
+        Ok(())
     }
 
     /// UpdatePodSandboxResources: kubelet has resized the pod-level cgroup it manages (crust's pod cgroup
@@ -201,10 +208,15 @@ impl Daemon {
         self.remove_pod_containers(&id)
             .await
             .ctx("RemovePodSandbox: remove the pod's containers")?;
+        let shown = rec.clone();
         inner
             .destroy(&mut rec)
             .await
-            .ctx(format!("RemovePodSandbox {id}"))
+            .ctx(format!("RemovePodSandbox {id}"))?;
+        self.nri
+            .pod_event(crate::nri::Event::REMOVE_POD_SANDBOX, &shown)
+            .await;
+        Ok(())
     }
 }
 

@@ -270,8 +270,13 @@ impl Daemon {
                     ticket.complete(&r);
                     r
                 });
-                task.await
-                    .map_err(|e| Error::Internal(format!("RunPodSandbox task failed: {e}")))?
+                let id = task
+                    .await
+                    .map_err(|e| Error::Internal(format!("RunPodSandbox task failed: {e}")))??;
+                if let Ok(rec) = self.sandboxes.get(&id) {
+                    self.nri.pod_event(crate::nri::Event::RUN_POD_SANDBOX, &rec).await;
+                }
+                Ok(id)
             }
         }
     }

@@ -48,6 +48,13 @@ pub async fn status(d: &Daemon, req: v1::StatusRequest) -> Result<v1::StatusResp
         info.insert("config".to_string(), cfg);
         let cidr = d.pod_cidr.lock().map(|c| c.clone()).unwrap_or_default();
         info.insert("podCIDR".to_string(), serde_json::Value::String(cidr).to_string());
+        // As containerd's `crictl info`: whether NRI is on, where, and the plugins connected.
+        let nri = serde_json::json!({
+            "enable": d.config.nri.enable,
+            "socketPath": d.config.nri.socket_path,
+            "plugins": d.nri.plugins(),
+        });
+        info.insert("nri".to_string(), nri.to_string());
     }
     Ok(v1::StatusResponse {
         status: Some(v1::RuntimeStatus {

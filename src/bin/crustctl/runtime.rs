@@ -253,6 +253,22 @@ pub async fn status(ctx: &Ctx) -> Result<(), CtlError> {
             c["message"].as_str().unwrap_or("")
         );
     }
+    let nri: Value = st
+        .info
+        .get("nri")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null);
+    let plugins = nri["plugins"].as_array().cloned().unwrap_or_default();
+    println!("\nNRI plugins connected: {}", plugins.len());
+    for p in &plugins {
+        println!(
+            "  {}-{}  {}  pid {}",
+            p["index"].as_str().unwrap_or(""),
+            p["name"].as_str().unwrap_or(""),
+            p["kind"].as_str().unwrap_or(""),
+            p["pid"]
+        );
+    }
     println!("\nconfiguration in effect:");
     let cfg: Result<crust::config::Config, _> = serde_json::from_value(admin["config"].clone());
     match cfg.ok().and_then(|c| toml::to_string_pretty(&c).ok()) {
