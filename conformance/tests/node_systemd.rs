@@ -724,3 +724,5 @@ async fn start_latency_of_runc_and_crun() {
         );
     }
 }
+#[path = "node_systemd_parts/checkpoint.rs"]
+mod checkpoint;
