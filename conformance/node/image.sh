@@ -9,7 +9,7 @@
 #
 # Recipe: debootstrap --variant=minbase of bookworm from deb.debian.org with systemd (PID 1, unified
 # cgroup v2 hierarchy), the stock kernel, AppArmor, dbus, runc, crun, the CNI plugins, iptables,
-# docker-registry and make; hostname crust-node; no network configuration (the VM has no NIC, only
+# docker-registry, make and criu (checkpoint/restore); hostname crust-node; no network configuration (the VM has no NIC, only
 # loopback); the serial getty masked (it hangs up ttyS0, the console the run reports on); and a oneshot
 # crust-node-test.service, after multi-user.target, that mounts the repository share (9p tag `repo`) and
 # runs conformance/node/run-inside.sh from it, so that the runner can change without a new image.
@@ -23,7 +23,7 @@ MIRROR=${CRUST_NODE_MIRROR:-http://deb.debian.org/debian}
 HASH=$(sha256sum "$HERE/image.sh" | cut -c1-16)
 OUT=$CACHE/$HASH
 PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,iptables,runc,crun,ca-certificates
-PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor-utils,dbus,make,procps,sudo
+PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor-utils,dbus,make,procps,sudo,criu
 
 say() { echo "image.sh: $*" >&2; }
 

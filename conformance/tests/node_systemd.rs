@@ -729,3 +729,5 @@ async fn start_latency_of_runc_and_crun() {
 mod dbus;
 #[path = "node_systemd_parts/reboot.rs"]
 mod reboot;
+#[path = "node_systemd_parts/checkpoint.rs"]
+mod checkpoint;

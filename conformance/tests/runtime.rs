@@ -145,21 +145,6 @@ async fn runtime_config_and_pod_cidr() {
 }
 
 #[tokio::test]
-async fn unimplemented_rpcs_say_so() {
-    let d = Crustd::start(CrustdOptions::default()).await;
-    let e = d
-        .runtime()
-        .await
-        .checkpoint_container(CheckpointContainerRequest {
-            container_id: "x".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
-}
-
-#[tokio::test]
 async fn socket_has_mode_0660_and_a_second_crustd_refuses_it() {
     let mut d = Crustd::start(CrustdOptions::default()).await;
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;

@@ -46,6 +46,8 @@ struct Plan {
     target_pidfd: Mutex<Option<std::os::fd::OwnedFd>>,
     /// The images of image volumes.
     image_volumes: Vec<super::image_volume::ImageVolume>,
+    /// The checkpoint the container is restored from.
+    restore: Option<super::restore::Source>,
 }
 
 impl Daemon {
@@ -97,13 +99,21 @@ impl Daemon {
     }
 
     /// CreateContainer: the container ends up CREATED; returns its ID.
-    pub async fn create_container(&self, req: NewContainer) -> Result<String> {
+    pub async fn create_container(&self, mut req: NewContainer) -> Result<String> {
         let pod = self.sandboxes.pod_context(&req.pod_id)?;
         if !pod.ready {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
                 pod.id
             )));
+        }
+        let restore = req
+            .config
+            .image
+            .as_ref()
+            .and_then(|i| super::restore::source_of(&i.image, &self.images));
+        if let Some(src) = &restore {
+            self.restore_request(src, &mut req).await?;
         }
         let reference = req
             .config
@@ -186,6 +196,7 @@ impl Daemon {
             target_pid,
             target_pidfd: Mutex::new(target_pidfd),
             image_volumes,
+            restore,
         };
         let inner = Arc::clone(&self.containers.inner);
         // In a task of its own: a caller that goes away must not leave a half-made container.
@@ -268,6 +279,7 @@ impl Daemon {
             stdin_once: rec.stdin_once,
             start: true,
             pause: None,
+            restore: (!rec.restore.is_empty()).then(|| PathBuf::from(&rec.restore)),
             monitor_path: inner.monitor_binary.clone(),
         })
         .await;
@@ -293,6 +305,7 @@ impl Daemon {
                 let mut started = rec.clone();
                 started.pid = mon.container_pid;
                 started.started_at = started_at;
+                super::restore::done(&mut started);
                 match inner.put_update(started.clone()) {
                     Ok(()) => {
                         inner.watch(&id);
@@ -446,6 +459,7 @@ impl Inner {
             stdin: cfg.stdin,
             stdin_once: cfg.stdin_once,
             layers: p.image.layers.clone(),
+            restore: String::new(),
             listed: Default::default(),
         };
         // Fully synced: the record must be on disk before the writable layer under `root` exists, so
@@ -496,6 +510,13 @@ impl Inner {
         tokio::task::spawn_blocking(move || rootfs::mount(&paths2, &layers, idmap.as_ref()))
             .await
             .map_err(|e| Error::Internal(format!("mount task failed: {e}")))??;
+        if let Some(src) = p.restore.clone() {
+            let (layer, mnt) = (paths.layer_dir.clone(), paths.mountpoint.clone());
+            let dir = tokio::task::spawn_blocking(move || super::restore::unpack(&src, &layer, &mnt))
+                .await
+                .map_err(|e| Error::Internal(format!("checkpoint unpack task failed: {e}")))??;
+            rec.restore = dir.display().to_string();
+        }
         let cdi_requests = super::cdi::requests(cfg);
         let mut devices = Vec::new();
         for (i, d) in cfg.devices.iter().enumerate() {

@@ -13,6 +13,7 @@
 
 pub mod apparmor;
 pub mod cdi;
+pub mod checkpoint;
 mod copy_up;
 mod create;
 pub mod declared_volumes;
@@ -24,6 +25,7 @@ mod mounts;
 pub mod record;
 pub mod resource_checks;
 pub mod resources;
+mod restore;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;

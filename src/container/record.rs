@@ -218,6 +218,10 @@ pub struct ContainerRecord {
     /// Layer dirs (lowest first) the rootfs is made of.
     #[serde(default)]
     pub layers: Vec<PathBuf>,
+    /// A container created from a checkpoint: the dir holding CRIU's images (`checkpoint/`), which
+    /// StartContainer restores from; empty once started, and for any other container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub restore: String,
     /// ListContainers' entry, kept once written (all but the state is fixed from creation on).
     #[serde(skip)]
     pub listed: crate::wire::Frozen,

@@ -23,6 +23,9 @@ pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
     if let Some(l) = &spec.log_path {
         kv("--log-path", l.as_os_str());
     }
+    if let Some(r) = &spec.restore {
+        kv("--restore", r.as_os_str());
+    }
     if let Some(p) = &spec.pause {
         // Serialising plain strings, numbers and bools cannot fail.
         let json = serde_json::to_string(p).unwrap_or_default();
@@ -62,6 +65,7 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<MonitorSpec, Stri
                     "--runtime-root" => s.runtime_root = PathBuf::from(v),
                     "--state-dir" => s.state_dir = PathBuf::from(v),
                     "--log-path" => s.log_path = Some(PathBuf::from(v)),
+                    "--restore" => s.restore = Some(PathBuf::from(v)),
                     "--pause" => {
                         let p = serde_json::from_str(&v.to_string_lossy())
                             .map_err(|e| format!("--pause: {e}"))?;
@@ -112,6 +116,7 @@ mod tests {
                 uid: 65535,
                 ..Default::default()
             }),
+            restore: Some("/r/ckpt".into()),
             monitor_path: PathBuf::new(),
         };
         assert_eq!(parse(to_args(&spec).into_iter()).unwrap(), spec);

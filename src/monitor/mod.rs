@@ -81,6 +81,9 @@ pub struct MonitorSpec {
     pub start: bool,
     /// Launch the pod's pause with the built-in launcher instead of the runtime (see `launch`).
     pub pause: Option<PauseLaunch>,
+    /// Restore the container from a checkpoint instead (`runtime restore --detach`): the dir holding
+    /// CRIU's images in `checkpoint/`, also the runtime's work path (its `restore.log`).
+    pub restore: Option<PathBuf>,
     /// The `crust-monitor` binary; empty means `crust-monitor` beside the running executable
     /// (use `Config::monitor_binary()`).
     pub monitor_path: PathBuf,

@@ -255,7 +255,21 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
     } else {
         &["create"]
     };
-    rest.extend(command.iter().map(OsStr::new));
+    let images = spec.restore.as_ref().map(|r| r.join("checkpoint"));
+    match (&spec.restore, &images) {
+        // The restored process keeps the stdio it was checkpointed with: runc hands CRIU its own
+        // stdio for the pipes the images name, so the container's output comes to these pipes as
+        // with `run`.
+        (Some(work), Some(images)) => rest.extend([
+            OsStr::new("restore"),
+            OsStr::new("--detach"),
+            OsStr::new("--image-path"),
+            images.as_os_str(),
+            OsStr::new("--work-path"),
+            work.as_os_str(),
+        ]),
+        _ => rest.extend(command.iter().map(OsStr::new)),
+    }
     rest.extend([OsStr::new("--bundle"), bundle]);
     if console.is_some() {
         rest.push(OsStr::new("--console-socket"));
@@ -307,7 +321,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
         None => wait_draining(runtime_pid, [io.stdout.as_ref(), io.stderr.as_ref()], &mut early),
     };
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-        return Err(create_error(&runtime_log, &early[1], status, spec.start));
+        return Err(create_error(&runtime_log, &early[1], status, &spec));
     }
     let _ = std::fs::remove_file(&runtime_log);
     let container_pid: i32 = std::fs::read_to_string(&pid_file)
@@ -480,7 +494,7 @@ fn receive_console(
 }
 
 /// The runtime's own words for a failed create: its JSON log, else what it printed on stderr.
-fn create_error(runtime_log: &Path, stderr: &[u8], status: libc::c_int, run: bool) -> String {
+fn create_error(runtime_log: &Path, stderr: &[u8], status: libc::c_int, spec: &MonitorSpec) -> String {
     let mut text = std::fs::read(runtime_log)
         .map(|d| crate::oci::runtime_error_text(&d))
         .unwrap_or_default();
@@ -494,7 +508,11 @@ fn create_error(runtime_log: &Path, stderr: &[u8], status: libc::c_int, run: boo
             format!("killed by signal {}", libc::WTERMSIG(status))
         };
     }
-    let what = if run { "run" } else { "create" };
+    let what = match (&spec.restore, spec.start) {
+        (Some(_), _) => "restore",
+        (None, true) => "run",
+        (None, false) => "create",
+    };
     format!("runtime {what} failed: {text}")
 }
 

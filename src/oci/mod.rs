@@ -3,6 +3,7 @@
 //! here: the monitor runs it (see `crate::monitor`), so that the monitor, not crustd, is the container's
 //! parent.
 
+pub mod criu;
 pub mod pause;
 mod runc;
 
@@ -74,6 +75,14 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
     fn pause<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
     /// `resume id`.
     fn resume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// `checkpoint --leave-running`: CRIU's images of the running container into `image_path`, its log
+    /// (`dump.log`) into `work_path`; the container keeps running.
+    fn checkpoint<'a>(
+        &'a self,
+        id: &'a str,
+        image_path: &'a Path,
+        work_path: &'a Path,
+    ) -> BoxFuture<'a, Result<()>>;
     /// Runs `process` in the container, stdout and stderr captured separately (each capped at `max_output`
     /// bytes), and waits for it; `timeout` zero means no timeout. On timeout the process is killed
     /// (SIGKILL) and `timed_out` is set.

@@ -286,6 +286,29 @@ impl OciRuntime for Runc {
         async move { self.run("resume", id, &["resume", id], None).await.map(drop) }.boxed()
     }
 
+    fn checkpoint<'a>(
+        &'a self,
+        id: &'a str,
+        image_path: &'a Path,
+        work_path: &'a Path,
+    ) -> BoxFuture<'a, Result<()>> {
+        async move {
+            let (image, work) = (image_path.to_string_lossy(), work_path.to_string_lossy());
+            // As CRI-O for CRI's checkpoint (kept for forensics): the container goes on running.
+            let args = [
+                "checkpoint",
+                "--image-path",
+                &image,
+                "--work-path",
+                &work,
+                "--leave-running",
+                id,
+            ];
+            self.run("checkpoint", id, &args, None).await.map(drop)
+        }
+        .boxed()
+    }
+
     fn exec_sync<'a>(
         &'a self,
         id: &'a str,

@@ -191,6 +191,7 @@ pub async fn start(
         stdin_once: false,
         start: true,
         pause: Some(launch),
+        restore: None,
         monitor_path,
     })
     .await?;

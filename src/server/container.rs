@@ -110,6 +110,24 @@ pub async fn remove_container(
     Ok(v1::RemoveContainerResponse {})
 }
 
+/// `CheckpointContainer`: the archive at `location` (an absolute path; its directory must exist).
+pub async fn checkpoint_container(
+    d: &Daemon,
+    req: v1::CheckpointContainerRequest,
+) -> Result<v1::CheckpointContainerResponse> {
+    validate::required("container_id", &req.container_id)?;
+    validate::required("location", &req.location)?;
+    let location = Path::new(&req.location);
+    if !location.is_absolute() || location.components().any(|x| x == Component::ParentDir) {
+        return Err(Error::invalid(
+            "location",
+            format!("{:?} is not an absolute path without '..'", req.location),
+        ));
+    }
+    d.checkpoint_container(&req.container_id, location).await?;
+    Ok(v1::CheckpointContainerResponse {})
+}
+
 /// ListContainers' (and StreamContainers') filter from the request (an unknown state is refused).
 fn list_filter(f: Option<v1::ContainerFilter>) -> Result<ListFilter> {
     let f = f.unwrap_or_default();

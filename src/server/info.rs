@@ -41,6 +41,21 @@ pub async fn status(d: &Daemon, req: v1::StatusRequest) -> Result<v1::StatusResp
             message: format!("Network plugin returns error: {msg}"),
         },
     };
+    // Not one of the conditions kubelet requires: it says whether CheckpointContainer and restores
+    // can work here, and if not why.
+    let checkpoint = match crate::oci::criu::probe().await {
+        Ok(_) => v1::RuntimeCondition {
+            r#type: "CheckpointRestoreReady".into(),
+            status: true,
+            ..Default::default()
+        },
+        Err(why) => v1::RuntimeCondition {
+            r#type: "CheckpointRestoreReady".into(),
+            status: false,
+            reason: "CRIUNotWorking".into(),
+            message: why.clone(),
+        },
+    };
     let mut info = HashMap::new();
     if req.verbose {
         let cfg =
@@ -58,7 +73,7 @@ pub async fn status(d: &Daemon, req: v1::StatusRequest) -> Result<v1::StatusResp
     }
     Ok(v1::StatusResponse {
         status: Some(v1::RuntimeStatus {
-            conditions: vec![runtime, network],
+            conditions: vec![runtime, network, checkpoint],
         }),
         info,
         runtime_handlers: runtime_handlers(d),

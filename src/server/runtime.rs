@@ -118,6 +118,12 @@ impl RuntimeService for Cri {
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
         respond(container::remove_container(&self.d, r.into_inner()).await)
     }
+    async fn checkpoint_container(
+        &self,
+        r: Request<v1::CheckpointContainerRequest>,
+    ) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
+        respond(container::checkpoint_container(&self.d, r.into_inner()).await)
+    }
     async fn list_containers(
         &self,
         r: Request<v1::ListContainersRequest>,

@@ -309,6 +309,7 @@ async fn wait_for_log(path: &str, needle: &str) {
 mod api;
 mod cdi;
 mod cgroupns;
+mod checkpoint;
 mod declared_volumes;
 mod exec;
 mod foreign;

@@ -39,21 +39,22 @@ complete -c crustctl -n "__fish_crustctl_needs_command" -f -a "status" -d 'Runti
 complete -c crustctl -n "__fish_crustctl_needs_command" -f -a "check" -d 'Verifies the image store: blob digests, unpacked layers, records'
 complete -c crustctl -n "__fish_crustctl_needs_command" -f -a "wipe" -d 'Removes crust\'s state after a drain (refused while containers run)'
 complete -c crustctl -n "__fish_crustctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -l config -d 'crustd\'s main configuration file (drop-ins are read from crust.d/ beside it)' -r -F
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -l socket -d 'CRI socket path (overrides the configuration)' -r -F
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -l root -d 'Persistent root directory (overrides the configuration)' -r -F
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -l state -d 'Runtime state directory (overrides the configuration)' -r -F
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -s o -l output -d 'Output: a table for people or JSON for scripts' -r -f -a "table\t''
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -l config -d 'crustd\'s main configuration file (drop-ins are read from crust.d/ beside it)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -l socket -d 'CRI socket path (overrides the configuration)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -l root -d 'Persistent root directory (overrides the configuration)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -l state -d 'Runtime state directory (overrides the configuration)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -s o -l output -d 'Output: a table for people or JSON for scripts' -r -f -a "table\t''
 json\t''"
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -s h -l help -d 'Print help'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "ls" -d 'Lists images'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "pull" -d 'Pulls an image (as kubelet would, through CRI)'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "rm" -d 'Removes images (a tag of an image that has others, else the image)'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "tag" -d 'Adds the tag TARGET to the image SOURCE names'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "inspect" -d 'Shows an image\'s record, config and layers'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "import" -d 'Imports an OCI image-layout or docker-archive tarball (plain or gzip)'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "export" -d 'Exports images to a tarball. Layers are re-made from the unpacked store, so the exported image gets a new image ID unless the re-made tars reproduce the original diff IDs'
-complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -s h -l help -d 'Print help'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "ls" -d 'Lists images'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "pull" -d 'Pulls an image (as kubelet would, through CRI)'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "rm" -d 'Removes images (a tag of an image that has others, else the image)'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "tag" -d 'Adds the tag TARGET to the image SOURCE names'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "inspect" -d 'Shows an image\'s record, config and layers'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "import" -d 'Imports an OCI image-layout or docker-archive tarball (plain or gzip)'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "import-checkpoint" -d 'Imports a checkpoint archive (CheckpointContainer\'s) as an image NAME, as CRI-O restores from: a container created with NAME as its image is restored from the checkpoint'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "export" -d 'Exports images to a tarball. Layers are re-made from the unpacked store, so the exported image gets a new image ID unless the re-made tars reproduce the original diff IDs'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and not __fish_seen_subcommand_from ls pull rm tag inspect import import-checkpoint export help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from ls" -l config -d 'crustd\'s main configuration file (drop-ins are read from crust.d/ beside it)' -r -F
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from ls" -l socket -d 'CRI socket path (overrides the configuration)' -r -F
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from ls" -l root -d 'Persistent root directory (overrides the configuration)' -r -F
@@ -98,6 +99,13 @@ complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_see
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import" -s o -l output -d 'Output: a table for people or JSON for scripts' -r -f -a "table\t''
 json\t''"
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import" -s h -l help -d 'Print help'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import-checkpoint" -l config -d 'crustd\'s main configuration file (drop-ins are read from crust.d/ beside it)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import-checkpoint" -l socket -d 'CRI socket path (overrides the configuration)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import-checkpoint" -l root -d 'Persistent root directory (overrides the configuration)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import-checkpoint" -l state -d 'Runtime state directory (overrides the configuration)' -r -F
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import-checkpoint" -s o -l output -d 'Output: a table for people or JSON for scripts' -r -f -a "table\t''
+json\t''"
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from import-checkpoint" -s h -l help -d 'Print help'
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from export" -s f -l file -d 'The tarball to write' -r -F
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from export" -l format -r -f -a "oci\t'OCI image layout'
 docker\t'`docker save` format'"
@@ -114,6 +122,7 @@ complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_see
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "tag" -d 'Adds the tag TARGET to the image SOURCE names'
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "inspect" -d 'Shows an image\'s record, config and layers'
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "import" -d 'Imports an OCI image-layout or docker-archive tarball (plain or gzip)'
+complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "import-checkpoint" -d 'Imports a checkpoint archive (CheckpointContainer\'s) as an image NAME, as CRI-O restores from: a container created with NAME as its image is restored from the checkpoint'
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "export" -d 'Exports images to a tarball. Layers are re-made from the unpacked store, so the exported image gets a new image ID unless the re-made tars reproduce the original diff IDs'
 complete -c crustctl -n "__fish_crustctl_using_subcommand images; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c crustctl -n "__fish_crustctl_using_subcommand pods; and not __fish_seen_subcommand_from ls inspect help" -l config -d 'crustd\'s main configuration file (drop-ins are read from crust.d/ beside it)' -r -F
@@ -216,6 +225,7 @@ complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_
 complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "tag" -d 'Adds the tag TARGET to the image SOURCE names'
 complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "inspect" -d 'Shows an image\'s record, config and layers'
 complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "import" -d 'Imports an OCI image-layout or docker-archive tarball (plain or gzip)'
+complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "import-checkpoint" -d 'Imports a checkpoint archive (CheckpointContainer\'s) as an image NAME, as CRI-O restores from: a container created with NAME as its image is restored from the checkpoint'
 complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from images" -f -a "export" -d 'Exports images to a tarball. Layers are re-made from the unpacked store, so the exported image gets a new image ID unless the re-made tars reproduce the original diff IDs'
 complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from pods" -f -a "ls" -d 'Lists pod sandboxes'
 complete -c crustctl -n "__fish_crustctl_using_subcommand help; and __fish_seen_subcommand_from pods" -f -a "inspect" -d 'Shows a pod sandbox\'s status'

@@ -44,6 +44,9 @@ pub enum Cmd {
         #[arg(long = "tag", short = 't')]
         tags: Vec<String>,
     },
+    /// Imports a checkpoint archive (CheckpointContainer's) as an image NAME, as CRI-O restores from:
+    /// a container created with NAME as its image is restored from the checkpoint.
+    ImportCheckpoint { archive: PathBuf, name: String },
     /// Exports images to a tarball. Layers are re-made from the unpacked store, so the exported
     /// image gets a new image ID unless the re-made tars reproduce the original diff IDs.
     Export {
@@ -204,25 +207,24 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<(), CtlError> {
         Cmd::Import { file, tags } => {
             let path = absolute(file)?;
             let v = client::admin(ctx, &Request::Import { path, tags }, ctx.output == Output::Json).await?;
-            let rows = v
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|i| {
-                            vec![
-                                short_id(i["id"].as_str().unwrap_or("")),
-                                i["repo_tags"]
-                                    .as_array()
-                                    .map(|t| {
-                                        t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" ")
-                                    })
-                                    .unwrap_or_default(),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            print(ctx, &["ID", "TAGS"], rows, &v)
+            print_imported(ctx, &v)
+        }
+        Cmd::ImportCheckpoint { archive, name } => {
+            let archive = absolute(archive)?;
+            // An OCI layout made here, imported by crustd as any archive is (crustd reads the file).
+            let tmp = std::env::temp_dir().join(format!("crustctl-checkpoint-{}.tar", std::process::id()));
+            let r = match crate::checkpoint_image::write_layout(&archive, &tmp) {
+                Ok(()) => {
+                    let req = Request::Import {
+                        path: tmp.clone(),
+                        tags: vec![name],
+                    };
+                    client::admin(ctx, &req, ctx.output == Output::Json).await
+                }
+                Err(e) => Err(e),
+            };
+            let _ = std::fs::remove_file(&tmp);
+            print_imported(ctx, &r?)
         }
         Cmd::Export { images, file, format } => {
             let path = absolute(file)?;
@@ -261,4 +263,25 @@ pub async fn run(ctx: &Ctx, cmd: Cmd) -> Result<(), CtlError> {
             print(ctx, &["SOURCE ID", "EXPORTED ID", "IMAGE ID"], rows, &v)
         }
     }
+}
+
+/// The images an import made: ID and tags.
+fn print_imported(ctx: &Ctx, v: &Value) -> Result<(), CtlError> {
+    let rows = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    vec![
+                        short_id(i["id"].as_str().unwrap_or("")),
+                        i["repo_tags"]
+                            .as_array()
+                            .map(|t| t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "))
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print(ctx, &["ID", "TAGS"], rows, v)
 }

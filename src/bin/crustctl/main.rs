@@ -4,6 +4,7 @@
 //! find the CRI socket, the admin socket (`server::admin`: import, export, tag, the configuration in
 //! effect) and the store. Tables for people, `-o json` for scripts; progress goes to stderr.
 
+mod checkpoint_image;
 mod client;
 mod images;
 mod output;
