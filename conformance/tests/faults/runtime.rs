@@ -153,6 +153,7 @@ impl Hung {
             cni: true,
             extra_toml: hanging_runtime(work.path(), verb),
             env: Vec::new(),
+            bin_dir: None,
         })
         .await;
         let bb = imgs.busybox.reference.clone();
