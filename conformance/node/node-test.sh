@@ -4,15 +4,18 @@
 #
 #   1. builds on the host (never in the slow guest): the release binaries (`make build`), the node test
 #      binary (tests/node_systemd.rs) and crust-test-images; the test images' busybox
-#      (conformance/busybox.sh, cached);
+#      (conformance/busybox.sh, cached); the last release point's binaries (conformance/upgrade-from.sh,
+#      cached); three packages: this build's (deploy/deb.sh), the same as a higher version, and the last
+#      release point's binaries in this build's package as a lower version;
 #   2. builds or reuses the node image (conformance/node/image.sh, cached under /var/cache/crust-node-test);
 #   3. boots it from a fresh overlay (the cached image is never written) with no network device, sharing
-#      over 9p the repository (read-only), the binaries (and critest and crictl when on PATH), the busybox,
-#      and a results dir;
-#   4. inside, conformance/node/run-inside.sh installs and starts crust as a systemd service and runs the
-#      node tests and critest; the serial console streams here and to $RESULTS/console.log; then it
-#      reboots the node with pods running (conformance/node/steps/reboot.sh): qemu ends (-no-reboot) and
-#      is started again on the same overlay, where the runner checks what the reboot left;
+#      over 9p the repository (read-only), the binaries and packages (and critest and crictl when on
+#      PATH), the busybox, and a results dir;
+#   4. inside, conformance/node/run-inside.sh installs crust from its package (apt-get, offline), runs the
+#      node tests and critest against the service; the serial console streams here and to
+#      $RESULTS/console.log; then it reboots the node with pods running (conformance/node/steps/reboot.sh):
+#      qemu ends (-no-reboot) and is started again on the same overlay, where the runner checks what the
+#      reboot left, and then runs the package's upgrade, remove and purge scenarios (steps/package.sh);
 #   5. prints the guest's summary line `node-test: N passed, M failed`, the boot and total times.
 #
 # Exit status: 0 when the summary shows no failure; 1 on a failure, a missing summary or the timeout
@@ -20,7 +23,7 @@
 # `node-test.sh --check` only says whether this machine can run it (exit 0) or why not (exit 2), and
 # `node-test.sh --deps` installs qemu and debootstrap (bookworm-backports) when missing.
 # Environment: NODE_TEST_TIMEOUT, NODE_TEST_MEM (MiB, 2048), NODE_TEST_CPUS (2),
-# CRUST_NODE_CACHE (image cache), CRUST_NODE_CRITEST=0 (do not share critest in), NODE_TEST_VERBOSE=1
+# CRUST_NODE_CACHE (image cache), CRUST_NODE_CRITEST=0 (do not run critest), NODE_TEST_VERBOSE=1
 # (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it; the reboot
 # is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot),
 # CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside), CRUST_NODE_CRITEST_DIR (the directory the
@@ -94,6 +97,8 @@ esac
 reason=$(why_not) || cannot "$reason"
 
 # ---- host builds ---------------------------------------------------------------------------------------
+# The last release point's binaries (built once into a cache outside the repository).
+OLD_BIN=$(conformance/upgrade-from.sh) || { say "conformance/upgrade-from.sh failed: no package of the last release point"; OLD_BIN=""; }
 say "building the release binaries, the node tests and crust-test-images on the host"
 make --no-print-directory build
 nice cargo build -q --release -p crust-conformance --bin crust-test-images
@@ -102,6 +107,37 @@ NODE_TESTS=$(nice cargo test --release --no-run -p crust-conformance --test node
 [ -n "$NODE_TESTS" ] && [ -x "$NODE_TESTS" ] || { say "the node test binary was not built"; exit 1; }
 BUSYBOX=$(conformance/busybox.sh) || { say "conformance/busybox.sh could not build the test images' busybox"; exit 1; }
 IMAGE=$(conformance/node/image.sh) || { say "the node image could not be built"; exit 1; }
+
+# ---- the packages (conformance/node/steps/package.sh) ------------------------------------------------------
+# current: `make deb`'s package of this build (version V); upgrade: the same build as version V+upgrade1
+# (only the version differs); old: the current package's files with the last release point's binaries
+# and crust.toml, versioned as deb.sh versions that commit (lower than V).
+DEBS=$TARGET/node-debs
+rm -rf "$DEBS"
+CURRENT_DEB=$(deploy/deb.sh --fast --output "$DEBS/current" | tail -n 1)
+V=$(dpkg-deb --field "$CURRENT_DEB" Version)
+DEB_VERSION="${V%-*}+upgrade1-${V##*-}" deploy/deb.sh --fast --output "$DEBS/upgrade" >/dev/null
+# repack DEB BINDIR OUTDIR: DEB with BINDIR's binaries and crust.toml, as the version of BINDIR's commit.
+repack() {
+    local w commit when v
+    w=$(mktemp -d)
+    dpkg-deb -R "$1" "$w/pkg"
+    for b in crustd crust-monitor crustctl crust-pause; do install -m 0755 "$2/$b" "$w/pkg/usr/bin/$b"; done
+    install -m 0600 "$2/crust.toml" "$w/pkg/etc/crust/crust.toml"
+    commit=$(cat "$2/commit")
+    when=$(git log -1 --format=%ct "$commit")
+    v="$(git show "$commit:Cargo.toml" | sed -n 's/^version = "\(.*\)"$/\1/p' | head -n 1)+git$(date -u -d "@$when" +%Y%m%d%H%M%S).$commit-1"
+    dpkg --compare-versions "$v" lt "$V" || { say "the last release point's version $v is not lower than $V"; return 1; }
+    sed -i "s/^Version: .*/Version: $v/" "$w/pkg/DEBIAN/control"
+    if [ -e "$w/pkg/DEBIAN/md5sums" ]; then
+        (cd "$w/pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$w/pkg/DEBIAN/md5sums"
+    fi
+    mkdir -p "$3"
+    dpkg-deb -Zgzip -b "$w/pkg" "$3/crust_${v}_amd64.deb" >/dev/null
+    rm -rf "$w"
+}
+[ -z "$OLD_BIN" ] || repack "$CURRENT_DEB" "$OLD_BIN" "$DEBS/old" || say "no package of the last release point"
+for d in "$DEBS"/*/crust_*.deb; do say "package for the node: ${d#"$REPO"/}"; done
 
 # ---- the run's directories -------------------------------------------------------------------------------
 RESULTS=$REPO/conformance/results/node-$(date -u +%Y-%m-%dT%H%M%SZ)
@@ -130,18 +166,21 @@ for b in crustd crust-monitor crustctl crust-pause crust-test-images; do
 done
 cp "$NODE_TESTS" "$RUN/bin/node_systemd"
 cp "$BUSYBOX" "$RUN/testimages/busybox"
-if [ "${CRUST_NODE_CRITEST:-1}" != 0 ]; then
-    for t in critest crictl; do
-        if [ -n "${CRUST_NODE_CRITEST_DIR:-}" ]; then
-            p="$CRUST_NODE_CRITEST_DIR/$t"
-            [ -x "$p" ] || { say "CRUST_NODE_CRITEST_DIR has no $t ($p)"; exit 2; }
-        elif ! p=$(command -v $t); then
-            continue
-        fi
-        cp "$p" "$RUN/bin/$t"
-        say "sharing $p into the node"
-    done
-fi
+cp -r "$DEBS" "$RUN/bin/debs"
+# crictl always (the demonstration pod, the package scenarios); critest unless CRUST_NODE_CRITEST=0; from
+# CRUST_NODE_CRITEST_DIR when set, else from PATH.
+TOOLS=crictl
+[ "${CRUST_NODE_CRITEST:-1}" = 0 ] || TOOLS="critest crictl"
+for t in $TOOLS; do
+    if [ -n "${CRUST_NODE_CRITEST_DIR:-}" ]; then
+        p="$CRUST_NODE_CRITEST_DIR/$t"
+        [ -x "$p" ] || { say "CRUST_NODE_CRITEST_DIR has no $t ($p)"; exit 2; }
+    elif ! p=$(command -v $t); then
+        continue
+    fi
+    cp "$p" "$RUN/bin/$t"
+    say "sharing $p into the node"
+done
 qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
 # What the runner inside reads of this run's settings (it sources the file).
 {

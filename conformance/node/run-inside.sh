@@ -7,13 +7,14 @@
 # crust-test-images, and critest and crictl when the host has them), testimages (the directory of the static
 # busybox the test images are made of) and results (writable: logs for the host).
 #
-# Steps: `make install NOBUILD=1` of the host's binaries; a registry on 127.0.0.1:5000 (temporary storage)
-# that crust mirrors every registry to (a drop-in in /etc/crust/crust.d); `systemctl enable --now crust`;
+# Steps: a registry on 127.0.0.1:5000 (temporary storage) that crust mirrors every registry to (a drop-in
+# in /etc/crust/crust.d); crust's package from the bin share installed with `apt-get install ./crust_*.deb`
+# (`make install NOBUILD=1` of the host's binaries where no package is shared in); `systemctl enable --now crust`;
 # the node tests (tests/node_systemd.rs) against the installed service; critest against its socket when
 # shared in (conformance/critest.sh, CRUST_CRITEST_SOCKET); a demonstration pod (crictl) while
 # `systemctl status crust` and the cgroup tree are printed; a reboot with pods running and, on the next
-# boot, the checks of what it left (steps/reboot.sh); then one line `node-test: N passed, M failed` (both
-# boots) and `systemctl poweroff`.
+# boot, the checks of what it left (steps/reboot.sh); the package's upgrade, remove and purge scenarios
+# (steps/package.sh); then one line `node-test: N passed, M failed` (both boots) and `systemctl poweroff`.
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
@@ -95,9 +96,6 @@ aa-status 2>&1 | head -n 3
 sysctl -qw net.ipv4.ip_forward=1
 
 # ---- install and start crust -----------------------------------------------------------------------
-check "make install NOBUILD=1" make --no-print-directory -C "$REPO" install NOBUILD=1 INSTALL_FROM="$BIN"
-check "systemd-analyze verify crust.service" systemd-analyze verify /etc/systemd/system/crust.service
-
 REGDIR=$(mktemp -d /var/tmp/registry.XXXXXX)
 cat >"$REGDIR/config.yml" <<EOF
 version: 0.1
@@ -120,6 +118,7 @@ for _ in $(seq 1 100); do
 done
 say "registry at $REGISTRY (PID $REG_PID)"
 
+mkdir -p /etc/crust/crust.d
 {
     echo "# make node-test: every registry is the local one, as in the host's tests"
     for h in registry.k8s.io k8s.gcr.io gcr.io docker.io quay.io public.ecr.aws 127.0.0.1:5000 '*'; do
@@ -131,6 +130,14 @@ say "registry at $REGISTRY (PID $REG_PID)"
     echo "[runtime.handlers.crun]"
     echo "runtime_path = \"crun\""
 } >/etc/crust/crust.d/50-node-test.toml
+# The package as an operator installs it (steps/package.sh); `make install` where none is shared in.
+. "$REPO/conformance/node/steps/package.sh"
+if ls "$BIN"/debs/current/crust_*.deb >/dev/null 2>&1; then
+    check "apt-get install ./crust_$(pkg_version current)_amd64.deb (offline)" package_install current
+else
+    check "make install NOBUILD=1" make --no-print-directory -C "$REPO" install NOBUILD=1 INSTALL_FROM="$BIN"
+fi
+check "systemd-analyze verify crust.service" systemd-analyze verify "$(systemctl show -p FragmentPath --value crust)"
 start=$(date +%s%N)
 check "systemctl enable --now crust" systemctl enable --now crust
 say "systemctl enable --now crust returned (Type=notify: READY) after $((($(date +%s%N) - start) / 1000000)) ms"
@@ -175,7 +182,7 @@ fi
 if [ -x "$BIN/critest" ]; then
     say "running critest against unix://$SOCK"
     PATH=$BIN:$PATH CRUST_CRITEST_SOCKET=$SOCK CRUST_TEST_IMAGES_BIN=$BIN/crust-test-images \
-        CRUST_TEST_PAUSE=/usr/local/bin/crust-pause CRUST_CONFORMANCE_RESULTS=$RESULTS/critest \
+        CRUST_TEST_PAUSE=$BIN/crust-pause CRUST_CONFORMANCE_RESULTS=$RESULTS/critest \
         bash "$REPO/conformance/critest.sh" ${CRUST_NODE_CRITEST_ARGS:-}
     line=$(grep '^conformance: ' "$RESULTS/critest/summary.txt" 2>/dev/null | tail -n 1)
     if [ -n "$line" ]; then
@@ -225,6 +232,13 @@ else
     systemctl status crust --no-pager --lines=5 2>&1 | cat
 fi
 check "crust is still active" systemctl is-active --quiet crust
+
+# ---- the package: upgrades while a container runs, remove, purge (steps/package.sh) -------------------
+# Before the reboot, which needs crust installed: the scenarios end with a purge, so it is put back.
+if ls "$BIN"/debs/current/crust_*.deb >/dev/null 2>&1; then
+    package_scenarios
+    reboot_wanted && check "crust $(pkg_version current) installed again for the reboot" package_install current
+fi
 reboot_wanted && reboot_now
 
 kill "$REG_PID" 2>/dev/null

@@ -30,6 +30,9 @@ pub struct CrustdOptions<'a> {
     pub extra_toml: String,
     /// More environment for crustd (on top of the proxy guard, which it cannot override).
     pub env: Vec<(String, String)>,
+    /// The directory of the crustd and crust-monitor to run (another build's, as the upgrade tests'
+    /// older release); this build's ([`crate::bin_dir`]) when `None`.
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// Hosts whose pulls the tests mirror to the local registry.
@@ -63,6 +66,8 @@ pub struct Crustd {
     /// The CNI network, when asked for.
     pub network: Option<TestNetwork>,
     env: Vec<(String, String)>,
+    /// Where crustd and crust-monitor come from.
+    bin_dir: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -114,10 +119,11 @@ impl Crustd {
             format!("crust-test-{}-{n}", std::process::id())
         };
         let network = opts.cni.then(|| TestNetwork::reserve(&cni_conf_dir, dir.path()));
+        let bin_dir = opts.bin_dir.unwrap_or_else(crate::bin_dir);
 
         let mut toml = format!(
             "root = {root:?}\nstate = {state:?}\nlog_level = \"debug\"\n\n[api]\nsocket = {socket:?}\n\n[runtime]\ncgroup_parent = {cgroup_parent:?}\nmonitor_path = {monitor:?}\n",
-            monitor = crate::bin_dir().join("crust-monitor"),
+            monitor = bin_dir.join("crust-monitor"),
         );
         if let Some(p) = crate::pause_binary() {
             toml.push_str(&format!("pause_path = {p:?}\n"));
@@ -160,6 +166,7 @@ impl Crustd {
             systemd,
             network,
             env: opts.env,
+            bin_dir,
             child: None,
             log_path,
         };
@@ -205,7 +212,9 @@ impl Crustd {
             .append(true)
             .open(&self.log_path)
             .expect("log");
-        let child = Command::new(crate::binary("crustd"))
+        let crustd = self.bin_dir.join("crustd");
+        assert!(crustd.exists(), "{} is not built", crustd.display());
+        let child = Command::new(crustd)
             .arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -292,6 +301,19 @@ impl Crustd {
         if self.child.is_some() {
             self.terminate();
         }
+        self.spawn().await;
+    }
+
+    /// Replaces the binaries as an upgrade does: stops crustd (SIGTERM), points the configuration's
+    /// monitor_path at `dir`'s crust-monitor and starts `dir`'s crustd on the same directories.
+    pub async fn upgrade_to(&mut self, dir: &Path) {
+        self.terminate();
+        let old = format!("monitor_path = {:?}", self.bin_dir.join("crust-monitor"));
+        let new = format!("monitor_path = {:?}", dir.join("crust-monitor"));
+        let toml = std::fs::read_to_string(&self.config).expect("read config");
+        assert!(toml.contains(&old), "{old} is not in {toml}");
+        std::fs::write(&self.config, toml.replace(&old, &new)).expect("write config");
+        self.bin_dir = dir.to_path_buf();
         self.spawn().await;
     }
 

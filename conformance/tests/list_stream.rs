@@ -31,8 +31,7 @@ async fn env() -> Env {
     let c = Crustd::start(CrustdOptions {
         registry: Some(&reg),
         cni: true,
-        extra_toml: String::new(),
-        env: Vec::new(),
+        ..Default::default()
     })
     .await;
     for r in [&imgs.busybox.reference, &imgs.configured.reference] {

@@ -1,7 +1,10 @@
 //! On-disk formats across crust versions: records and the image index written before formats were
 //! numbered (no `format` key) are read by this crustd, which adopts the containers running under them;
 //! a record of a newer format stops crustd's start-up with a message naming it, rather than being
-//! dropped.
+//! dropped. And the in-place upgrade itself: a container started by the last release point's crustd
+//! and crust-monitor (conformance/upgrade-from.sh builds them once into /var/cache/crust-upgrade-from;
+//! the test says so and skips where they are absent) keeps running under this crustd, which lists,
+//! execs in, stops and removes it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -86,6 +89,34 @@ async fn pod_and_container(c: &Crustd, image: &str) -> (String, String) {
     .await
     .unwrap();
     (pod, id)
+}
+
+/// The container's PID from the verbose status (`info.pid`).
+async fn container_pid(c: &Crustd, id: &str) -> u32 {
+    let info = c
+        .runtime()
+        .await
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    v["pid"].as_u64().unwrap() as u32
+}
+
+/// A live process's start time (field 22 of /proc/<pid>/stat; `None` once it is gone or a zombie): the
+/// same PID and start time are the same process.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 async fn container(c: &Crustd, id: &str) -> ContainerStatus {
@@ -229,4 +260,128 @@ async fn a_record_of_a_newer_format_stops_start_up() {
         .into_inner()
         .items;
     assert_eq!(pods.len(), 1);
+}
+
+/// The last release point's binaries (conformance/upgrade-from.sh --check), when built on this machine.
+fn last_release() -> Option<std::path::PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let out = Command::new(repo.join("conformance/upgrade-from.sh"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    out.status.success().then(|| dir.into())
+}
+
+#[tokio::test]
+async fn containers_started_by_the_last_release_keep_running_under_this_crustd() {
+    let Some(old) = last_release() else {
+        println!(
+            "the last release point's binaries are not built: skipping (conformance/upgrade-from.sh builds them)"
+        );
+        return;
+    };
+    let version = |dir: &Path| {
+        let out = Command::new(dir.join("crustd"))
+            .arg("--version")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let old_version = version(&old);
+    let new_version = version(&harness::bin_dir());
+    assert!(
+        !old_version.contains(crust::version::COMMIT),
+        "{} is this build ({old_version})",
+        old.display()
+    );
+    let reg = Registry::start();
+    let imgs = harness::images::push_standard(&reg);
+    let mut c = Crustd::start(CrustdOptions {
+        registry: Some(&reg),
+        cni: true,
+        bin_dir: Some(old.clone()),
+        ..Default::default()
+    })
+    .await;
+    let (pod, id) = pod_and_container(&c, &imgs.busybox.reference).await;
+    let before = container(&c, &id).await;
+    let pid = container_pid(&c, &id).await;
+    let started = start_time(pid).expect("the container's process");
+    let record = c.root.join(format!("containers/{id}.json"));
+    println!(
+        "{old_version}: container {id} runs as PID {pid}; its record has format {:?}",
+        format_of(&record)
+    );
+
+    c.upgrade_to(&harness::bin_dir()).await;
+    println!("upgraded to {new_version} (crustd PID {:?})", c.pid());
+    assert_eq!(
+        start_time(pid),
+        Some(started),
+        "the container's process (PID {pid}) outlives the upgrade"
+    );
+    let after = container(&c, &id).await;
+    assert_eq!(after.state(), ContainerState::ContainerRunning, "{after:?}");
+    assert_eq!(after.started_at, before.started_at);
+    assert_eq!(container_pid(&c, &id).await, pid);
+    let mut rt = c.runtime().await;
+    let listed = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let images = c
+        .images()
+        .await
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(images.len(), 1, "the older image index is read: {images:?}");
+    let exec = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["echo".into(), "adopted".into()],
+            timeout: 30,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exec.exit_code, 0, "{exec:?}");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout).trim(), "adopted");
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    assert!(
+        harness::wait_for(Duration::from_secs(10), || start_time(pid)
+            .is_none()
+            .then_some(()))
+        .is_some(),
+        "PID {pid} is gone once stopped"
+    );
+    assert_eq!(container(&c, &id).await.state(), ContainerState::ContainerExited);
+    assert_eq!(format_of(&record), Some(1), "rewritten in this build's format");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    println!("container {id} (PID {pid}) exec'd, stopped and removed by {new_version}");
 }

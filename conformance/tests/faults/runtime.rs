@@ -112,6 +112,7 @@ impl Env {
                  [runtime.handlers.fault]\npath = {runc:?}\n"
             ),
             env: Vec::new(),
+            bin_dir: None,
         })
         .await;
         let image = imgs.busybox.reference.clone();
