@@ -26,6 +26,10 @@
 # registries to $CRUST_TEST_REGISTRY): nothing is built, no crustd is started, stopped or swept, and its
 # own CNI network serves the pods; CRUST_TEST_IMAGES_BIN and CRUST_TEST_PAUSE name crust-test-images and
 # the pause binary then.
+# CRUST_CONFORMANCE_NRI=1 connects NRI's reference plugins (logger, device-injector, ulimit-adjuster,
+# built by hand from containerd's vendor tree and cached in $CRUST_NRI_PLUGINS, default
+# /var/cache/crust-nri-plugins) to crustd's NRI socket before critest runs, and fails when they are absent
+# or do not stay connected; the summary line then says so.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -107,6 +111,7 @@ STATE=$(mktemp -d /run/crc.XXXXXX) # short: the socket path must stay under 108 
 SOCK=$STATE/crust.sock
 CGROUP_PARENT=crust-critest-$$
 CRUSTD_PID=""
+NRI_PIDS=()
 REG_PID=""
 BRIDGE=""
 SUBNET_PREFIX=""
@@ -157,6 +162,7 @@ cleanup() {
     trap - EXIT HUP INT TERM
     trap '' PIPE
     set +e
+    for p in "${NRI_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
     if [ -n "$CRUSTD_PID" ] && kill -0 "$CRUSTD_PID" 2>/dev/null; then
         kill -TERM "$CRUSTD_PID"
         for i in $(seq 1 200); do kill -0 "$CRUSTD_PID" 2>/dev/null || break; sleep 0.1; done
@@ -291,6 +297,11 @@ CONFIG=$WORK/crust.toml
     echo "cgroup_parent = \"$CGROUP_PARENT\""
     if [ -n "$PAUSE" ]; then echo "pause_path = \"$PAUSE\""; fi
     echo
+    echo "[nri]"
+    echo "socket_path = \"$STATE/nri.sock\""
+    echo "plugin_path = \"$WORK/nri-plugins\""
+    echo "plugin_config_path = \"$WORK/nri-conf\""
+    echo
     echo "[cni]"
     echo "conf_dir = \"$WORK/cni\""
     for h in registry.k8s.io k8s.gcr.io gcr.io docker.io quay.io public.ecr.aws '*'; do
@@ -315,6 +326,27 @@ for _ in $(seq 1 300); do
 done
 [ -S "$SOCK" ] || fail "crustd did not create $SOCK within 30 s: see $RESULTS/crustd.log"
 say "crustd (PID $CRUSTD_PID, $BIN) serves $SOCK; running critest"
+if [ "${CRUST_CONFORMANCE_NRI:-0}" = 1 ]; then
+    NRI_DIR=${CRUST_NRI_PLUGINS:-/var/cache/crust-nri-plugins}
+    for p in logger device-injector ulimit-adjuster; do
+        [ -x "$NRI_DIR/$p" ] || fail "CRUST_CONFORMANCE_NRI=1: no NRI plugin $NRI_DIR/$p (build NRI's reference plugins by hand)"
+    done
+    "$NRI_DIR/logger" -idx 10 -socket-path "$STATE/nri.sock" -log-file "$RESULTS/nri-logger.log" \
+        >"$RESULTS/nri-logger.out" 2>&1 </dev/null &
+    NRI_PIDS+=($!)
+    "$NRI_DIR/device-injector" -idx 20 -socket-path "$STATE/nri.sock" >"$RESULTS/nri-device-injector.log" 2>&1 </dev/null &
+    NRI_PIDS+=($!)
+    "$NRI_DIR/ulimit-adjuster" -idx 30 -socket "$STATE/nri.sock" >"$RESULTS/nri-ulimit-adjuster.log" 2>&1 </dev/null &
+    NRI_PIDS+=($!)
+    connected=0
+    for _ in $(seq 1 100); do
+        connected=$("$BIN/crustctl" --config "$CONFIG" status 2>/dev/null | sed -n 's/^NRI plugins connected: //p')
+        [ "${connected:-0}" = 3 ] && break
+        sleep 0.1
+    done
+    [ "${connected:-0}" = 3 ] || fail "CRUST_CONFORMANCE_NRI=1: ${connected:-0} of 3 NRI plugins connected (see $RESULTS/nri-*.log)"
+    say "NRI plugins connected: logger, device-injector, ulimit-adjuster (PIDs ${NRI_PIDS[*]})"
+fi
 fi
 
 # ---- critest -----------------------------------------------------------------------------------------
@@ -385,6 +417,12 @@ awk -v expected="$expected" '
 ' "$JUNIT" | tee "$RESULTS/summary.txt"
 SUMMARY_RC=${PIPESTATUS[0]}
 set -e
+if [ ${#NRI_PIDS[@]} -gt 0 ]; then
+    connected=$("$BIN/crustctl" --config "$CONFIG" status 2>/dev/null | sed -n 's/^NRI plugins connected: //p')
+    echo "nri: ${connected:-0} of 3 plugins connected after critest (logger events: $(grep -c 'event' "$RESULTS/nri-logger.log" 2>/dev/null || echo 0))" |
+        tee -a "$RESULTS/summary.txt"
+    [ "${connected:-0}" = 3 ] || SUMMARY_RC=1
+fi
 echo "results: $RESULTS (junit.xml, critest.log, images.txt$([ -n "$EXTERNAL_SOCK" ] || echo ', crustd.log, crust.toml'))"
 if [ "$SUMMARY_RC" != 0 ]; then
     echo "critest.sh: exit status 1 because specs failed that are not expected to"
