@@ -114,6 +114,7 @@ impl Ctr {
             stdin_once: false,
             start: false,
             pause: None,
+            restore: None,
             monitor_path: harness::binary("crust-monitor"),
         }
     }
