@@ -725,9 +725,9 @@ async fn start_latency_of_runc_and_crun() {
     }
 }
 
+#[path = "node_systemd_parts/checkpoint.rs"]
+mod checkpoint;
 #[path = "node_systemd_parts/dbus.rs"]
 mod dbus;
 #[path = "node_systemd_parts/reboot.rs"]
 mod reboot;
-#[path = "node_systemd_parts/checkpoint.rs"]
-mod checkpoint;

@@ -144,7 +144,9 @@ async fn runtime_config_and_pod_cidr() {
     assert!(e.message().contains("pod_cidr"), "{}", e.message());
 }
 
-#[tokio::test]
+// Multi-threaded: the client's connection keeps being served while `terminate` blocks this thread, as a
+// live client's is (crustd's graceful shutdown waits for each connection to take its going-away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_has_mode_0660_and_a_second_crustd_refuses_it() {
     let mut d = Crustd::start(CrustdOptions::default()).await;
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;

@@ -90,6 +90,9 @@ struct Inner {
     inflight: Mutex<HashMap<String, watch::Receiver<Option<pull::Shared>>>>,
     blob_locks: Locks,
     layer_locks: Locks,
+    /// Whether the last collection kept an unused layer because an overlay still had it mounted: only
+    /// then can a container's removal free anything, so RemoveContainer collects only then.
+    kept_mounted: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -123,6 +126,7 @@ impl Inner {
                 }
             }
             let mut changed = false;
+            let mut kept = false;
             for p in store::read_dir(&self.layout.layers()) {
                 let name = p
                     .file_name()
@@ -136,6 +140,7 @@ impl Inner {
                 }
                 if in_use.contains(&name) {
                     tracing::info!(layer = %name, "unused layer still mounted; kept for now");
+                    kept = true;
                     continue;
                 }
                 self.layout.discard(&p);
@@ -143,12 +148,17 @@ impl Inner {
             }
             let known: Vec<String> = st.index.layers.keys().cloned().collect();
             for k in known {
-                if !layers.contains(&k) && !st.active.contains_key(&format!("l:{k}")) && !in_use.contains(&k)
-                {
+                if layers.contains(&k) || st.active.contains_key(&format!("l:{k}")) {
+                    continue;
+                }
+                if in_use.contains(&k) {
+                    kept = true;
+                } else {
                     st.index.layers.remove(&k);
                     changed = true;
                 }
             }
+            self.kept_mounted.store(kept, std::sync::atomic::Ordering::SeqCst);
             if changed && let Err(e) = self.save(&st) {
                 tracing::warn!(error = %e, "cannot save the image index");
             }
@@ -227,6 +237,7 @@ impl ImageStore {
             inflight: Mutex::new(HashMap::new()),
             blob_locks: Locks::default(),
             layer_locks: Locks::default(),
+            kept_mounted: std::sync::atomic::AtomicBool::new(true),
         });
         inner.gc().await;
         policy::warn_if_unusable(cfg);
@@ -376,9 +387,12 @@ impl ImageStore {
     }
 
     /// Discards the blobs and layers nothing uses any more (as after a RemoveImage): those of images
-    /// removed while a container still had them mounted.
+    /// removed while a container still had them mounted. Nothing to do (no walk of the store, no read of
+    /// the mount table) unless the last collection kept such a layer.
     pub async fn collect(&self) {
-        self.inner.gc().await;
+        if self.inner.kept_mounted.load(std::sync::atomic::Ordering::SeqCst) {
+            self.inner.gc().await;
+        }
     }
 
     /// Bytes and inodes the store uses, and its directory.
