@@ -119,6 +119,7 @@ impl Crustd {
             format!("crust-test-{}-{n}", std::process::id())
         };
         let network = opts.cni.then(|| TestNetwork::reserve(&cni_conf_dir, dir.path()));
+        let this_build = opts.bin_dir.is_none();
         let bin_dir = opts.bin_dir.unwrap_or_else(crate::bin_dir);
 
         let mut toml = format!(
@@ -129,14 +130,10 @@ impl Crustd {
             toml.push_str(&format!("pause_path = {p:?}\n"));
         }
         toml.push_str(&format!("\n[cni]\nconf_dir = {cni_conf_dir:?}\n"));
-        // NRI on (the default) but on a socket and plugin dirs of this instance's own: tests never
-        // share /var/run/nri/nri.sock, nor start the host's pre-installed plugins.
-        toml.push_str(&format!(
-            "\n[nri]\nsocket_path = {nri_sock:?}\nplugin_path = {nri_plugins:?}\nplugin_config_path = {nri_conf:?}\n",
-            nri_sock = state.join("nri.sock"),
-            nri_plugins = dir.path().join("nri-plugins"),
-            nri_conf = dir.path().join("nri-conf"),
-        ));
+        // An older release's crustd (opts.bin_dir) knows no [nri] table: it gets one at upgrade_to.
+        if this_build {
+            toml.push_str(&nri_table(dir.path(), &state));
+        }
         if let Some(reg) = opts.registry {
             let mut hosts: Vec<String> = MIRRORED_HOSTS.iter().map(|h| h.to_string()).collect();
             hosts.push(reg.host());
@@ -310,9 +307,13 @@ impl Crustd {
         self.terminate();
         let old = format!("monitor_path = {:?}", self.bin_dir.join("crust-monitor"));
         let new = format!("monitor_path = {:?}", dir.join("crust-monitor"));
-        let toml = std::fs::read_to_string(&self.config).expect("read config");
+        let mut toml = std::fs::read_to_string(&self.config).expect("read config");
         assert!(toml.contains(&old), "{old} is not in {toml}");
-        std::fs::write(&self.config, toml.replace(&old, &new)).expect("write config");
+        toml = toml.replace(&old, &new);
+        if !toml.contains("\n[nri]\n") {
+            toml.push_str(&nri_table(self.dir.path(), &self.state));
+        }
+        std::fs::write(&self.config, toml).expect("write config");
         self.bin_dir = dir.to_path_buf();
         self.spawn().await;
     }
@@ -575,4 +576,15 @@ fn remove_cgroup_tree(dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// NRI on (the default) but on a socket and plugin dirs of this instance's own: tests never share
+/// /var/run/nri/nri.sock, nor start the host's pre-installed plugins.
+fn nri_table(dir: &Path, state: &Path) -> String {
+    format!(
+        "\n[nri]\nsocket_path = {nri_sock:?}\nplugin_path = {nri_plugins:?}\nplugin_config_path = {nri_conf:?}\n",
+        nri_sock = state.join("nri.sock"),
+        nri_plugins = dir.join("nri-plugins"),
+        nri_conf = dir.join("nri-conf"),
+    )
 }
