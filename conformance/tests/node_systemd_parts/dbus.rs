@@ -104,7 +104,11 @@ async fn make_pods_across(tag: &str, fault: &'static [&'static str]) -> (Vec<Mad
             }
         })
         .await;
-        let argv = vec!["sleep".to_string(), format!("{}", 86500 + i)];
+        // A number of its own per container (the tests look a container's process up by its argv, and
+        // one test makes two sets of pods).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(86500);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let argv = vec!["sleep".to_string(), n.to_string()];
         let cmd: Vec<&str> = argv.iter().map(String::as_str).collect();
         let cconfig = ctr("sleeper", &imgs.busybox.reference, &cmd);
         let ctr_id = with_retry(&format!("CreateContainer {tag}-{i}"), &mut failures, || {
