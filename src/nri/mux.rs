@@ -21,6 +21,8 @@ pub const RUNTIME_SERVICE_CONN: u32 = 2;
 /// The largest chunk written: ttrpc's 10-byte message header plus its 4 MiB message limit, as NRI
 /// bounds it; a larger read is split.
 const MAX_CHUNK: usize = 10 + (4 << 20);
+/// ttrpc's message header: 4-byte length, 4-byte stream ID, type and flags.
+const TTRPC_HEADER: usize = 10;
 /// Frames read from the socket larger than this are a protocol error (the peer is cut off).
 const MAX_FRAME: usize = MAX_CHUNK;
 /// Buffer of each in-memory pipe.
@@ -94,19 +96,27 @@ pub fn split(trunk: UnixStream, closed: mpsc::UnboundedSender<()>) -> (Mux, Conn
             }
         }
     });
+    // One frame per ttrpc message header and one per message body, as NRI's Go side writes them: its
+    // reader takes a whole frame per read into ttrpc's 4 KiB read buffer (or into a buffer of the
+    // body's size), and fails with ENOMEM on a frame that does not fit, such as a header and a body
+    // of over 4 KiB merged into one (critest's larger pods cut every plugin off that way).
     let pump = |id: u32, tx: mpsc::Sender<(u32, Vec<u8>)>| {
         move |mut rd: tokio::io::ReadHalf<DuplexStream>| async move {
-            let mut buf = vec![0u8; 64 * 1024];
             loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        for chunk in buf[..n].chunks(MAX_CHUNK) {
-                            if tx.send((id, chunk.to_vec())).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
+                let mut header = [0u8; TTRPC_HEADER];
+                if rd.read_exact(&mut header).await.is_err() {
+                    break;
+                }
+                let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+                if len > MAX_CHUNK - TTRPC_HEADER || tx.send((id, header.to_vec())).await.is_err() {
+                    break;
+                }
+                if len == 0 {
+                    continue;
+                }
+                let mut body = vec![0u8; len];
+                if rd.read_exact(&mut body).await.is_err() || tx.send((id, body)).await.is_err() {
+                    break;
                 }
             }
         }
