@@ -32,6 +32,7 @@ pub mod security;
 pub mod spec;
 #[cfg(test)]
 mod spec_tests;
+mod start;
 mod stats;
 mod status;
 mod stop;

@@ -17,6 +17,7 @@ mod run;
 mod stats;
 mod status;
 mod stream;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -32,8 +33,8 @@ use crate::state::{Dirs, Locks};
 use crate::{Error, Result};
 
 pub use record::{Namespaces, PodRecord, PodState};
-pub use run::{NewPod, validate_run};
 pub use status::ListFilter;
+pub use validate::{NewPod, validate_run};
 
 /// What a container of the pod needs to know about its pod.
 #[derive(Debug, Clone, Default)]
