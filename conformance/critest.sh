@@ -61,6 +61,8 @@ CLOSED_PROXY=http://127.0.0.1:9
 
 say() { echo "critest.sh: $*"; }
 fail() { echo "critest.sh: $*" >&2; exit 2; }
+# How many NRI plugins crustd says are connected (`crustctl status`).
+nri_connected() { "$BIN/crustctl" --config "$CONFIG" status 2>/dev/null | sed -n 's/^NRI plugins connected: //p'; }
 
 case $REGISTRY in
     http://*) REG_HOST=${REGISTRY#http://} ;;
@@ -342,7 +344,7 @@ if [ "${CRUST_CONFORMANCE_NRI:-0}" = 1 ]; then
     NRI_PIDS+=($!)
     connected=0
     for _ in $(seq 1 100); do
-        connected=$("$BIN/crustctl" --config "$CONFIG" status 2>/dev/null | sed -n 's/^NRI plugins connected: //p')
+        connected=$(nri_connected)
         [ "${connected:-0}" = 3 ] && break
         sleep 0.1
     done
@@ -420,7 +422,7 @@ awk -v expected="$expected" '
 SUMMARY_RC=${PIPESTATUS[0]}
 set -e
 if [ ${#NRI_PIDS[@]} -gt 0 ]; then
-    connected=$("$BIN/crustctl" --config "$CONFIG" status 2>/dev/null | sed -n 's/^NRI plugins connected: //p')
+    connected=$(nri_connected)
     seen=$(grep -oE 'msg="[A-Za-z]+(PodSandbox|Container):' "$RESULTS/nri-logger.log" 2>/dev/null | sort -u | wc -l)
     echo "nri: ${connected:-0} of 3 plugins connected after critest; the logger saw $seen kinds of event" |
         tee -a "$RESULTS/summary.txt"

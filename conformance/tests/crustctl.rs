@@ -91,63 +91,24 @@ fn pod_config(name: &str, d: &Crustd) -> PodSandboxConfig {
 /// Runs a pod with one container of `image` running `cmd`; returns the container ID.
 async fn run_container(d: &Crustd, name: &str, image: &str, cmd: &[&str]) -> String {
     let config = pod_config(name, d);
-    let mut rt = d.runtime().await;
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod,
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: spec(image),
-                command: cmd.iter().map(|s| s.to_string()).collect(),
-                log_path: format!("{name}/0.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
+    let pod = d.run_pod(&config).await;
+    let ctr = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: spec(image),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        ..Default::default()
+    };
+    d.run_container(&pod, ctr, &config).await
 }
 
 async fn wait_exited(d: &Crustd, id: &str) -> ContainerStatus {
-    for _ in 0..300 {
-        let s = d
-            .runtime()
-            .await
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        if s.state == ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("container {id} did not exit");
+    d.wait_exited(id, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("container {id} did not exit"))
 }
 
 #[tokio::test]

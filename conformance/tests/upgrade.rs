@@ -28,17 +28,7 @@ fn format_of(p: &Path) -> Option<u64> {
 }
 
 async fn pod_and_container(c: &Crustd, image: &str) -> (String, String) {
-    c.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.pull(image).await;
     let logs = c.dir.path().join("logs");
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -51,61 +41,22 @@ async fn pod_and_container(c: &Crustd, image: &str) -> (String, String) {
         log_directory: logs.display().to_string(),
         ..Default::default()
     };
-    let mut rt = c.runtime().await;
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "sleeper".into(),
-                    attempt: 0,
-                }),
-                image: Some(ImageSpec {
-                    image: image.into(),
-                    ..Default::default()
-                }),
-                command: vec!["sleep".into(), "3600".into()],
-                log_path: "sleeper.log".into(),
-                ..Default::default()
-            }),
-            sandbox_config: Some(config),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let pod = c.run_pod(&config).await;
+    let sleeper = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "sleeper".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "3600".into()],
+        log_path: "sleeper.log".into(),
+        ..Default::default()
+    };
+    let id = c.run_container(&pod, sleeper, &config).await;
     (pod, id)
-}
-
-/// The container's PID from the verbose status (`info.pid`).
-async fn container_pid(c: &Crustd, id: &str) -> u32 {
-    let info = c
-        .runtime()
-        .await
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-    v["pid"].as_u64().unwrap() as u32
 }
 
 /// A live process's start time (field 22 of /proc/<pid>/stat; `None` once it is gone or a zombie): the
@@ -119,20 +70,6 @@ fn start_time(pid: u32) -> Option<u64> {
     fields.get(19)?.parse().ok()
 }
 
-async fn container(c: &Crustd, id: &str) -> ContainerStatus {
-    c.runtime()
-        .await
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-}
-
 #[tokio::test]
 async fn records_from_before_format_numbers_are_read_and_their_containers_adopted() {
     let reg = Registry::start();
@@ -144,7 +81,7 @@ async fn records_from_before_format_numbers_are_read_and_their_containers_adopte
     })
     .await;
     let (pod, id) = pod_and_container(&c, &imgs.busybox.reference).await;
-    let before = container(&c, &id).await;
+    let before = c.container_status(&id).await;
     assert_eq!(before.state(), ContainerState::ContainerRunning);
     c.terminate();
     // What crust wrote before formats were numbered: the same files without the key.
@@ -165,7 +102,7 @@ async fn records_from_before_format_numbers_are_read_and_their_containers_adopte
         });
     }
     c.restart().await;
-    let after = container(&c, &id).await;
+    let after = c.container_status(&id).await;
     assert_eq!(after.state(), ContainerState::ContainerRunning, "{after:?}");
     assert_eq!(after.started_at, before.started_at);
     let images = c
@@ -305,8 +242,8 @@ async fn containers_started_by_the_last_release_keep_running_under_this_crustd()
     })
     .await;
     let (pod, id) = pod_and_container(&c, &imgs.busybox.reference).await;
-    let before = container(&c, &id).await;
-    let pid = container_pid(&c, &id).await;
+    let before = c.container_status(&id).await;
+    let pid = c.container_pid(&id).await;
     let started = start_time(pid).expect("the container's process");
     let record = c.root.join(format!("containers/{id}.json"));
     println!(
@@ -321,10 +258,10 @@ async fn containers_started_by_the_last_release_keep_running_under_this_crustd()
         Some(started),
         "the container's process (PID {pid}) outlives the upgrade"
     );
-    let after = container(&c, &id).await;
+    let after = c.container_status(&id).await;
     assert_eq!(after.state(), ContainerState::ContainerRunning, "{after:?}");
     assert_eq!(after.started_at, before.started_at);
-    assert_eq!(container_pid(&c, &id).await, pid);
+    assert_eq!(c.container_pid(&id).await, pid);
     let mut rt = c.runtime().await;
     let listed = rt
         .list_containers(ListContainersRequest::default())
@@ -366,22 +303,12 @@ async fn containers_started_by_the_last_release_keep_running_under_this_crustd()
         .is_some(),
         "PID {pid} is gone once stopped"
     );
-    assert_eq!(container(&c, &id).await.state(), ContainerState::ContainerExited);
+    assert_eq!(
+        c.container_status(&id).await.state(),
+        ContainerState::ContainerExited
+    );
     assert_eq!(format_of(&record), Some(1), "rewritten in this build's format");
-    rt.remove_container(RemoveContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
+    c.stop_and_remove_container(&id, 1).await;
+    c.stop_and_remove_pod(&pod).await;
     println!("container {id} (PID {pid}) exec'd, stopped and removed by {new_version}");
 }

@@ -48,17 +48,7 @@ async fn env_with_environment(extra_toml: &str, environment: Vec<(String, String
 
 /// PullImage of `image`, expected to succeed.
 async fn pull(c: &Crustd, image: &str) {
-    c.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(cri_api::v1::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|s| panic!("pull {image}: {s}"));
+    c.pull(image).await;
 }
 
 fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
@@ -84,17 +74,7 @@ struct Pod {
 async fn pod(e: &Env, name: &str) -> Pod {
     let log_dir = e.c.dir.path().join("logs").join(name);
     let config = pod_config(name, &log_dir);
-    let id =
-        e.c.runtime()
-            .await
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+    let id = e.c.run_pod(&config).await;
     Pod { id, config, log_dir }
 }
 
@@ -151,17 +131,7 @@ async fn run(e: &Env, p: &Pod, config: ContainerConfig) -> String {
 }
 
 async fn status(e: &Env, id: &str) -> ContainerStatus {
-    e.c.runtime()
-        .await
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
+    e.c.container_status(id).await
 }
 
 async fn stop(e: &Env, id: &str, timeout: i64) -> Result<(), tonic::Status> {
@@ -199,17 +169,7 @@ async fn exec(e: &Env, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncR
 
 /// The verbose ContainerStatus `info` object (pid, cgroup, runtime spec).
 async fn container_info(e: &Env, id: &str) -> serde_json::Value {
-    let v =
-        e.c.runtime()
-            .await
-            .container_status(ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    serde_json::from_str(&v.info["info"]).unwrap()
+    e.c.container_info(id).await
 }
 
 /// Every container crustd lists.
@@ -234,33 +194,19 @@ fn state_left(e: &Env) -> Vec<std::ffi::OsString> {
 
 /// StopPodSandbox then RemovePodSandbox, both expected to succeed.
 async fn stop_and_remove_pod(e: &Env, id: &str) {
-    let mut rt = e.c.runtime().await;
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .unwrap();
+    e.c.stop_and_remove_pod(id).await;
 }
 
 /// Waits (up to 60 s) for the container to exit; returns its status.
 async fn wait_exited(e: &Env, id: &str) -> ContainerStatus {
-    for _ in 0..1200 {
-        let s = status(e, id).await;
-        if s.state == ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    match e.c.wait_exited(id, Duration::from_secs(60)).await {
+        Some(s) => s,
+        None => panic!(
+            "container {id} did not exit: {:?}\n{}",
+            status(e, id).await,
+            e.c.log()
+        ),
     }
-    panic!(
-        "container {id} did not exit: {:?}\n{}",
-        status(e, id).await,
-        e.c.log()
-    );
 }
 
 /// The log file's lines as (stream, tag, text).

@@ -28,17 +28,7 @@ pub(crate) async fn env() -> Env {
     })
     .await;
     for r in [&imgs.busybox.reference, &imgs.configured.reference] {
-        c.images()
-            .await
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: r.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        c.pull(r).await;
     }
     Env { c, imgs, _reg: reg }
 }

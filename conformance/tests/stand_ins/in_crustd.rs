@@ -111,19 +111,9 @@ async fn the_stand_ins_work_in_pods() {
         ..Default::default()
     })
     .await;
-    let mut images = crustd.images().await;
     let mut rt = crustd.runtime().await;
     for s in &all {
-        images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: s.upstream[0].clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        crustd.pull(&s.upstream[0]).await;
     }
     let log_dir = crustd.dir.path().join("logs");
     let config = PodSandboxConfig {

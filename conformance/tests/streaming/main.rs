@@ -30,17 +30,7 @@ pub async fn env() -> Env {
         ..Default::default()
     })
     .await;
-    c.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: imgs.busybox.reference.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    c.pull(&imgs.busybox.reference).await;
     Env { c, imgs, _reg: reg }
 }
 
@@ -61,17 +51,7 @@ pub async fn pod(e: &Env, name: &str) -> Pod {
         log_directory: e.c.dir.path().join("logs").join(name).display().to_string(),
         ..Default::default()
     };
-    let id =
-        e.c.runtime()
-            .await
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
+    let id = e.c.run_pod(&config).await;
     Pod { id, config }
 }
 
@@ -104,23 +84,7 @@ pub async fn container_once(
         tty,
         ..Default::default()
     };
-    let mut rt = e.c.runtime().await;
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: p.id.clone(),
-            config: Some(config),
-            sandbox_config: Some(p.config.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
+    e.c.run_container(&p.id, config, &p.config).await
 }
 
 pub async fn exec_url(
@@ -180,16 +144,5 @@ pub async fn attach_url(e: &Env, id: &str, stdin: bool, stdout: bool, stderr: bo
 }
 
 pub async fn state_of(e: &Env, id: &str) -> i32 {
-    e.c.runtime()
-        .await
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .state
+    e.c.container_status(id).await.state
 }
