@@ -7,7 +7,8 @@
 //! a private cgroup namespace (`0::/`), containers surviving `systemctl restart crust` and
 //! `systemctl stop crust`, RuntimeConfig answering SYSTEMD, containers in `crust-<id>.scope` units in
 //! kubelet's pod slice (the pause and the monitors in scopes of their own) that go with the pod, and
-//! AppArmor's `crust-default` confining containers.
+//! AppArmor's `crust-default` confining containers. The tests of one topic each are in
+//! `node_systemd_parts/` (resources, confinement, checkpoint, D-Bus, reboot); the shared helpers here.
 //!
 //! Ignored on a development host; inside the node the runner passes `--include-ignored` and sets
 //! `CRUST_NODE_TEST=1` (without it each test returns at once, so an `--include-ignored` run elsewhere never
@@ -400,111 +401,6 @@ async fn pod_and_container_lifecycle_on_the_pod_network() {
 
 #[tokio::test]
 #[ignore = "runs on the test node: make node-test"]
-async fn stats_report_cpu_and_memory() {
-    if !on_node() {
-        return;
-    }
-    let imgs = images().await;
-    let p = pod("stats", false).await;
-    let script = "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; head -c 8000000 /dev/zero >/dev/shm/x; exec sleep 86400";
-    let id = run(&p, ctr("busy", &imgs.busybox.reference, &["sh", "-c", script])).await;
-    let mut c = rt().await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let value = |v: &Option<UInt64Value>| v.as_ref().map_or(0, |v| v.value);
-    loop {
-        let cs = c
-            .container_stats(ContainerStatsRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .expect("ContainerStats")
-            .into_inner()
-            .stats
-            .unwrap_or_default();
-        let listed = c
-            .list_container_stats(ListContainerStatsRequest::default())
-            .await
-            .expect("ListContainerStats")
-            .into_inner()
-            .stats;
-        let ps = c
-            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
-            .await
-            .expect("ListPodSandboxStats")
-            .into_inner()
-            .stats;
-        let pod_stats = ps
-            .iter()
-            .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == p.id))
-            .and_then(|s| s.linux.clone())
-            .unwrap_or_default();
-        let cpu = value(&cs.cpu.unwrap_or_default().usage_core_nano_seconds);
-        let mem = value(&cs.memory.unwrap_or_default().working_set_bytes);
-        let pod_cpu = value(&pod_stats.cpu.unwrap_or_default().usage_core_nano_seconds);
-        let pod_mem = value(&pod_stats.memory.unwrap_or_default().working_set_bytes);
-        let in_list = listed
-            .iter()
-            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id));
-        let in_pod = pod_stats
-            .containers
-            .iter()
-            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == id));
-        if cpu > 0 && mem >= 8_000_000 && pod_cpu > 0 && pod_mem > 0 && in_list && in_pod {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stats stay empty: container cpu {cpu} ns, working set {mem} B; pod cpu {pod_cpu} ns, \
-             working set {pod_mem} B; in ListContainerStats {in_list}, in the pod's stats {in_pod}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-#[tokio::test]
-#[ignore = "runs on the test node: make node-test"]
-async fn a_container_past_its_memory_limit_is_oom_killed() {
-    if !on_node() {
-        return;
-    }
-    let imgs = images().await;
-    let p = pod("oom", false).await;
-    let mut c = ctr(
-        "hog",
-        &imgs.busybox.reference,
-        &[
-            "sh",
-            "-c",
-            "head -c 200000000 /dev/zero | tail -c 100000000 >/dev/null",
-        ],
-    );
-    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
-        memory_limit_in_bytes: 16 << 20,
-        ..Default::default()
-    });
-    let id = run(&p, c).await;
-    let st = wait_exited(&id).await;
-    assert_eq!((st.exit_code, st.reason.as_str()), (137, "OOMKilled"), "{st:?}");
-}
-
-#[tokio::test]
-#[ignore = "runs on the test node: make node-test"]
-async fn a_container_has_a_private_cgroup_namespace() {
-    if !on_node() {
-        return;
-    }
-    let imgs = images().await;
-    let p = pod("cgroupns", false).await;
-    let id = run(
-        &p,
-        ctr("ns", &imgs.busybox.reference, &["cat", "/proc/self/cgroup"]),
-    )
-    .await;
-    assert_eq!(stdout_of(&p, "ns", &id).await, "0::/\n");
-}
-
-#[tokio::test]
-#[ignore = "runs on the test node: make node-test"]
 async fn containers_outlive_restart_and_stop_of_the_service() {
     if !on_node() {
         return;
@@ -540,88 +436,6 @@ async fn containers_outlive_restart_and_stop_of_the_service() {
     systemctl(&["start", "crust"]);
     assert_eq!(status(&id).await.state, ContainerState::ContainerRunning as i32);
     assert_eq!(systemctl(&["is-active", "crust"]).trim(), "active");
-}
-
-#[tokio::test]
-#[ignore = "runs on the test node: make node-test"]
-async fn containers_pause_and_monitors_are_scopes_in_the_pod_slice_until_removed() {
-    if !on_node() {
-        return;
-    }
-    let imgs = images().await;
-    let p = pod("scopes", false).await;
-    let argv = ["sleep", "86402"];
-    let id = run(&p, ctr("scoped", &imgs.busybox.reference, &argv)).await;
-    let pid = the_pid_of(&argv).await;
-    let (_, slice) = pod_slice(&p.uid);
-    // The container and the pause in the pod's slice; the monitor in system.slice (as CRI-O's conmon),
-    // outside the pod's limits and out of crustd's own unit.
-    let units = [
-        (format!("crust-{id}.scope"), slice.clone()),
-        (format!("crust-pause-{}.scope", p.id), slice.clone()),
-        (format!("crust-monitor-{id}.scope"), "/system.slice".to_string()),
-    ];
-    for (u, parent) in &units {
-        assert_eq!(
-            unit(u),
-            ("active".to_string(), format!("{parent}/{u}")),
-            "unit {u} (ActiveState, ControlGroup); cgroup driver {:?}",
-            cgroup_driver().await
-        );
-    }
-    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert_eq!(
-        cg,
-        format!("0::{slice}/{}\n", units[0].0),
-        "the container process's cgroup"
-    );
-    remove_pod(&p.id)
-        .await
-        .expect("StopPodSandbox + RemovePodSandbox");
-    for (u, parent) in &units {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while unit(u).0 != "inactive" {
-            assert!(
-                Instant::now() < deadline,
-                "{u} still {:?} after RemovePodSandbox",
-                unit(u)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(
-            !std::path::Path::new(&format!("/sys/fs/cgroup{parent}/{u}")).exists(),
-            "the cgroup of {u} is gone"
-        );
-    }
-}
-
-#[tokio::test]
-#[ignore = "runs on the test node: make node-test"]
-async fn apparmor_confines_containers_with_crust_default() {
-    if !on_node() {
-        return;
-    }
-    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").unwrap_or_default();
-    assert_eq!(enabled.trim(), "Y", "AppArmor is enabled on the node");
-    let imgs = images().await;
-    let p = pod("apparmor", false).await;
-    let mut c = ctr(
-        "confined",
-        &imgs.busybox.reference,
-        &["cat", "/proc/self/attr/current"],
-    );
-    c.linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .apparmor = Some(SecurityProfile {
-        profile_type: security_profile::ProfileType::RuntimeDefault as i32,
-        localhost_ref: String::new(),
-    });
-    let id = run(&p, c).await;
-    assert_eq!(stdout_of(&p, "confined", &id).await, "crust-default (enforce)\n");
-    let loaded = std::fs::read_to_string("/sys/kernel/security/apparmor/profiles").unwrap_or_default();
-    assert!(loaded.lines().any(|l| l == "crust-default (enforce)"), "{loaded}");
 }
 
 #[tokio::test]
@@ -727,7 +541,11 @@ async fn start_latency_of_runc_and_crun() {
 
 #[path = "node_systemd_parts/checkpoint.rs"]
 mod checkpoint;
+#[path = "node_systemd_parts/confinement.rs"]
+mod confinement;
 #[path = "node_systemd_parts/dbus.rs"]
 mod dbus;
 #[path = "node_systemd_parts/reboot.rs"]
 mod reboot;
+#[path = "node_systemd_parts/resources.rs"]
+mod resources;
