@@ -29,6 +29,9 @@ pub const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 pub const DELETED_FILES: &str = "deleted.files";
 /// The bind mounts' sources and file types.
 pub const BIND_MOUNTS: &str = "bind.mounts";
+/// The container's CRI log up to the checkpoint (as containerd 2.x archives it; a restore starts the new
+/// container's log with it).
+pub const CONTAINER_LOG: &str = "container.log";
 /// What runc's `checkpoint` leaves in its work path, taken into the archive.
 const WORK_FILES: [&str; 2] = ["dump.log", "stats-dump"];
 
@@ -182,14 +185,30 @@ fn write_archive(
     write_json(work, BIND_MOUNTS, &binds)?;
     let deleted = rootfs_diff(upper, &skip, &work.join(ROOTFS_DIFF))?;
     write_json(work, DELETED_FILES, &deleted)?;
+    // The log as it is now; one that cannot be read leaves the archive without it (containerd, too,
+    // takes it only where it exists).
+    let log = Path::new(&rec.log_path);
+    if !rec.log_path.is_empty()
+        && std::fs::symlink_metadata(log).is_ok_and(|m| m.is_file())
+        && let Err(e) = std::fs::copy(log, work.join(CONTAINER_LOG))
+    {
+        tracing::warn!(id = %rec.id, error = %e, "the container's log is not in its checkpoint");
+    }
 
     let add = || -> std::io::Result<()> {
         let mut tar = tar::Builder::new(std::io::BufWriter::new(out));
         tar.follow_symlinks(false);
         tar.append_dir_all(CHECKPOINT_DIR, work.join(CHECKPOINT_DIR))?;
-        for name in [CONFIG_DUMP, SPEC_DUMP, BIND_MOUNTS, DELETED_FILES, ROOTFS_DIFF]
-            .into_iter()
-            .chain(WORK_FILES)
+        for name in [
+            CONFIG_DUMP,
+            SPEC_DUMP,
+            BIND_MOUNTS,
+            DELETED_FILES,
+            ROOTFS_DIFF,
+            CONTAINER_LOG,
+        ]
+        .into_iter()
+        .chain(WORK_FILES)
         {
             let mut p = work.join(name);
             if !p.exists() {

@@ -375,6 +375,9 @@ impl Inner {
             let dir = tokio::task::spawn_blocking(move || super::restore::unpack(&src, &layer, &mnt))
                 .await
                 .map_err(|e| Error::Internal(format!("checkpoint unpack task failed: {e}")))??;
+            if let Some(log) = &log {
+                super::restore::restore_log(&dir, log)?;
+            }
             rec.restore = dir.display().to_string();
         }
         let cdi_requests = super::cdi::requests(cfg);

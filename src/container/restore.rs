@@ -13,7 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use cri_api::v1;
 
 use super::checkpoint::{
-    BIND_MOUNTS, CHECKPOINT_DIR, CONFIG_DUMP, ConfigDump, DELETED_FILES, ROOTFS_DIFF, SPEC_DUMP,
+    BIND_MOUNTS, CHECKPOINT_DIR, CONFIG_DUMP, CONTAINER_LOG, ConfigDump, DELETED_FILES, ROOTFS_DIFF,
+    SPEC_DUMP,
 };
 use super::create::NewContainer;
 use crate::daemon::Daemon;
@@ -238,7 +239,7 @@ pub fn unpack(src: &Source, layer_dir: &Path, rootfs: &Path) -> Result<PathBuf> 
                     Error::invalid("config.image.image", format!("{ctx}: {DELETED_FILES}: {x}"))
                 })?;
             }
-            Some(CONFIG_DUMP | SPEC_DUMP | BIND_MOUNTS) => {
+            Some(CONFIG_DUMP | SPEC_DUMP | BIND_MOUNTS | CONTAINER_LOG) => {
                 e.unpack_in(&dir).ctx(ctx.clone())?;
             }
             _ if first == Some(Component::Normal(CHECKPOINT_DIR.as_ref())) => {
@@ -270,6 +271,10 @@ fn unpack_dir(src: &Path, dir: &Path, rootfs: &Path) -> Result<()> {
         ));
     }
     super::copy_up::copy_tree(&images, &dir.join(CHECKPOINT_DIR)).ctx(ctx.clone())?;
+    let log = src.join(CONTAINER_LOG);
+    if std::fs::symlink_metadata(&log).is_ok_and(|m| m.is_file()) {
+        std::fs::copy(&log, dir.join(CONTAINER_LOG)).ctx(format!("{ctx}: {CONTAINER_LOG}"))?;
+    }
     if let Ok(f) = std::fs::File::open(src.join(ROOTFS_DIFF)) {
         let mut diff = tar::Archive::new(std::io::BufReader::new(f));
         diff.set_preserve_permissions(true);
@@ -313,6 +318,31 @@ fn remove_in(rootfs: &Path, path: &str) -> std::io::Result<()> {
     }
 }
 
+/// Starts the restored container's log (`log`, in kubelet's log directory) with the checkpointed
+/// container's, as containerd does: the monitor then appends to it. Never through a symlink; an
+/// existing log is replaced.
+pub fn restore_log(dir: &Path, log: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let saved = dir.join(CONTAINER_LOG);
+    let Ok(mut from) = std::fs::File::open(&saved) else {
+        return Ok(());
+    };
+    if let Some(parent) = log.parent() {
+        std::fs::create_dir_all(parent).ctx(format!("create log directory {}", parent.display()))?;
+    }
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(log)
+        .ctx(format!("restore the checkpointed log into {}", log.display()))?;
+    std::io::copy(&mut from, &mut to).ctx(format!("restore the checkpointed log into {}", log.display()))?;
+    let _ = std::fs::remove_file(&saved);
+    Ok(())
+}
+
 /// A restored container's CRIU images are spent once it runs: removed (and no longer recorded).
 pub fn done(rec: &mut super::ContainerRecord) {
     if rec.restore.is_empty() {
@@ -321,5 +351,35 @@ pub fn done(rec: &mut super::ContainerRecord) {
     let dir = PathBuf::from(std::mem::take(&mut rec.restore));
     if let Err(e) = std::fs::remove_dir_all(dir.join(CHECKPOINT_DIR)) {
         tracing::warn!(id = %rec.id, error = %e, "removing the restored checkpoint's images");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkpointed_log_starts_the_new_one_never_through_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let restore = d.path().join("restore");
+        std::fs::create_dir(&restore).unwrap();
+        // No log in the checkpoint: nothing is made.
+        let log = d.path().join("logs/ctr/0.log");
+        restore_log(&restore, &log).unwrap();
+        assert!(!log.exists());
+        std::fs::write(restore.join(CONTAINER_LOG), "2026-12-06T00:00:00Z stdout F 1\n").unwrap();
+        restore_log(&restore, &log).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "2026-12-06T00:00:00Z stdout F 1\n"
+        );
+        // A log path that is a symlink (to a host file) is refused, and the file it names is untouched.
+        let target = d.path().join("host-file");
+        std::fs::write(&target, "host").unwrap();
+        let link = d.path().join("logs/ctr/1.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::fs::write(restore.join(CONTAINER_LOG), "x\n").unwrap();
+        assert!(restore_log(&restore, &link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "host");
     }
 }

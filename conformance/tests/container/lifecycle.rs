@@ -228,10 +228,16 @@ async fn stop_signal_comes_before_sigkill_and_stop_remove_are_idempotent() {
         ctr(
             "stubborn",
             &e.imgs.busybox.reference,
-            &["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+            ],
         ),
     )
     .await;
+    // Stopped only once its trap is set (a loaded host may start the shell late).
+    wait_for_log(&p.log_dir.join("stubborn/0.log").display().to_string(), "ready").await;
     stop(&e, &id3, 1).await.unwrap();
     assert_eq!(status(&e, &id3).await.exit_code, 137);
 

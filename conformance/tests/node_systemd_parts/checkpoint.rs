@@ -32,6 +32,20 @@ async fn wait_count(p: &Pod, name: &str, above: u64) -> Vec<u64> {
     }
 }
 
+/// A restored container's counts: its log starts with the checkpointed container's (as containerd
+/// restores it), 1 and on, and the restored process goes on from there: never a gap or a new 1.
+/// Returns the first count the restored process printed (the first above the checkpointed log's last).
+fn continued(c: &[u64], logged_before: u64) -> u64 {
+    assert_eq!(c.first(), Some(&1), "the checkpointed log comes first: {c:?}");
+    assert!(
+        c.windows(2).all(|w| w[1] == w[0] + 1 || w[1] == w[0]),
+        "one count after another, never from 1 again: {c:?}"
+    );
+    *c.iter()
+        .find(|&&n| n > logged_before)
+        .expect("a count after the checkpoint")
+}
+
 /// The archive's entry names, and the content of `file` inside its `rootfs-diff.tar`.
 fn archive_contents(path: &std::path::Path, file: &str) -> (Vec<String>, Option<String>) {
     let mut tar = tar::Archive::new(std::fs::File::open(path).unwrap());
@@ -133,6 +147,7 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
         "deleted.files",
         "dump.log",
         "stats-dump",
+        "container.log",
         "checkpoint/inventory.img",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
@@ -151,10 +166,13 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
     let mut cfg = counter(&archive.display().to_string());
     cfg.command.clear();
     let restored = run(&dst, cfg).await;
-    let first = wait_count(&dst, "counter", 0).await[0];
-    println!("restored: first count {first} (checkpointed at {at_checkpoint})");
+    let first = continued(
+        &wait_count(&dst, "counter", at_checkpoint + 1).await,
+        at_checkpoint - 1,
+    );
+    println!("restored: first count {first} (checkpointed at {at_checkpoint}), after the checkpointed log");
     assert!(
-        first > at_checkpoint && first <= at_checkpoint + 2,
+        first >= at_checkpoint && first <= at_checkpoint + 2,
         "the restored container printed {first} first; it was checkpointed at {at_checkpoint}"
     );
     let later = wait_count(&dst, "counter", first + 3).await;
@@ -188,10 +206,13 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
     let mut cfg = counter(name);
     cfg.command.clear();
     let from_image = run(&third, cfg).await;
-    let first_img = wait_count(&third, "counter", 0).await[0];
+    let first_img = continued(
+        &wait_count(&third, "counter", at_checkpoint + 1).await,
+        at_checkpoint - 1,
+    );
     println!("restored from the image {name}: first count {first_img} (checkpointed at {at_checkpoint})");
     assert!(
-        first_img > at_checkpoint && first_img <= at_checkpoint + 2,
+        first_img >= at_checkpoint && first_img <= at_checkpoint + 2,
         "{first_img} vs {at_checkpoint}"
     );
     assert_eq!(exec_out(&from_image, &["cat", "/marker"]).await, "written-before");
