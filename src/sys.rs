@@ -187,6 +187,21 @@ pub fn set_fs_ids_keeping_caps(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// SIGKILLs, when dropped, the process group that a child of ours leads (it was spawned with
+/// `process_group(0)`: a runtime call, a wrapper around it and whatever they started), unless disarmed
+/// by setting the field to `None` once the call ended by itself. The child must still be unreaped when
+/// this drops: while it or a member of its group lives, its id names no other group.
+pub struct KillGroupOnDrop(pub Option<u32>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) of the group our unreaped child leads (see above).
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
+    }
+}
+
 /// SIGKILLs the process tree an exec started at `pid` (its pid as the host sees it): the process
 /// group it leads and every descendant of it still alive.
 ///

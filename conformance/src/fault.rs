@@ -1,6 +1,7 @@
 //! The fault-injection suite's reporting (`make faults`, `tests/faults/`): each scenario injects one fault
 //! into a real part (a full filesystem, a misbehaving registry proxy, a runc wrapper that hangs, a CNI
-//! plugin that fails) and prints one line, `fault <name>: held` or `fault <name>: FAILED <what was seen>`;
+//! plugin that fails) and prints one line, `fault <name>: held` (followed by `(<what was measured>)` for a
+//! scenario that measures) or `fault <name>: FAILED <what was seen>`;
 //! `conformance/faults.sh` counts those lines into `faults: N passed, M failed`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -8,8 +9,18 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 /// Runs scenario `name`: `held` when `f` returns normally, `FAILED` with the panic's message (an
 /// assertion's) when it panics, which then fails the test as well.
 pub fn scenario(name: &str, f: impl FnOnce()) {
+    scenario_measured(name, || {
+        f();
+        String::new()
+    })
+}
+
+/// [`scenario`] for a body that measures something: it returns what it measured, which its `held` line
+/// gives in parentheses (`fault <name>: held (<measured>)`).
+pub fn scenario_measured(name: &str, f: impl FnOnce() -> String) {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(()) => println!("fault {name}: held"),
+        Ok(m) if m.is_empty() => println!("fault {name}: held"),
+        Ok(m) => println!("fault {name}: held ({m})"),
         Err(p) => {
             println!("fault {name}: FAILED {}", message(&*p));
             resume_unwind(p)

@@ -161,6 +161,8 @@ async fn soak() {
         "errors",
         "load"
     );
+    let pid = c.pid().expect("crustd runs");
+    println!("soak: crustd threads at the start: {}", thread_names(pid));
     let begun = Instant::now();
     let mut samples: Vec<(f64, Sample)> = Vec::new();
     let mut next_report = begun;
@@ -205,6 +207,29 @@ async fn soak() {
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
+    }
+    // Which threads crustd has: beyond its main thread and the runtime's workers (one per core), the
+    // runtime's blocking pool (file system work), whose threads go after 10 s idle. After the churn and
+    // IDLE of quiet, what is left beyond the start's count would be a thread that never ends.
+    println!(
+        "soak: crustd threads at the end of the churn: {}",
+        thread_names(pid)
+    );
+    tokio::time::sleep(IDLE).await;
+    let idle = thread_names(pid);
+    let (start, now) = (
+        samples[0].1.threads,
+        Sample::take(&c, &metrics_addr, &steady).threads,
+    );
+    println!(
+        "soak: crustd threads after {} s idle: {idle} ({now}; {start} at the start)",
+        IDLE.as_secs()
+    );
+    if now > start {
+        tally.error(format!(
+            "crustd has {now} threads after {} s idle, {start} at the start: {idle}",
+            IDLE.as_secs()
+        ));
     }
 
     println!(
@@ -458,6 +483,29 @@ async fn create_start(
     })
     .await?;
     Ok(id)
+}
+
+/// How long crustd is left idle after the churn before its threads are counted again: longer than
+/// the 10 s an idle thread of tokio's blocking pool lives.
+const IDLE: Duration = Duration::from_secs(15);
+
+/// `pid`'s threads by name (`/proc/<pid>/task/*/comm`, 15 characters), each with its count.
+fn thread_names(pid: u32) -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(n) = std::fs::read_to_string(t.path().join("comm")) {
+            *names.entry(n.trim().to_string()).or_default() += 1;
+        }
+    }
+    names
+        .iter()
+        .map(|(n, c)| format!("{n} x{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A figure the soak fits a line through: its name, unit, and how to read it from a sample.

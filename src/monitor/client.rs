@@ -133,14 +133,16 @@ async fn await_report(
     let deadline = tokio::time::Instant::now() + bound;
     // The first monitor process forks the real one and exits at once; one that does not (a wrapper
     // around the monitor that hangs) is killed with its group, which it leads (`process_group(0)`)
-    // and, unreaped, keeps.
+    // and, unreaped, keeps: past the bound, or when the spawn is abandoned (its caller gone, this
+    // future dropped) before it exited, for the clean-up then finds no monitor to kill.
+    let mut first = crate::sys::KillGroupOnDrop(child.id());
     let report = match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(_) => tokio::time::timeout_at(deadline, read_report(r)).await.ok(),
+        Ok(_) => {
+            first.0 = None;
+            tokio::time::timeout_at(deadline, read_report(r)).await.ok()
+        }
         Err(_) => {
-            if let Some(pid) = child.id() {
-                // SAFETY: kill(2) of the group our unreaped child leads.
-                unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-            }
+            drop(first);
             let _ = child.wait().await;
             None
         }

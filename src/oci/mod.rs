@@ -20,6 +20,7 @@ use crate::state::Dirs;
 use crate::{Error, Result};
 
 pub(crate) use runc::runtime_error_text;
+pub(crate) use runc::wait_exec_started;
 pub use runc::{DEFAULT_TIMEOUT, Runc};
 
 /// A container's status as the runtime reports it (`runc state`).

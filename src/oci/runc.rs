@@ -97,7 +97,7 @@ impl Runc {
         }
         let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("run {} {what} {id}", self.path.display()), e))?;
-        let mut group = KillGroupOnDrop(child.id());
+        let mut group = crate::sys::KillGroupOnDrop(child.id());
         if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
             // A failed write shows up as runc's own error below.
             let _ = stdin.write_all(&data).await;
@@ -126,19 +126,6 @@ impl Runc {
             self.path.display(),
             self.timeout.as_secs()
         ))
-    }
-}
-
-/// SIGKILLs the process group a runtime call leads unless the call ended (see `Runc::run`).
-struct KillGroupOnDrop(Option<u32>);
-
-impl Drop for KillGroupOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            // SAFETY: kill(2) of the group our child leads, not waited for by us: while it or a member
-            // of its group lives, the id names no other group.
-            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
-        }
     }
 }
 
@@ -372,7 +359,7 @@ impl Runc {
         c.process_group(0);
         let mut child = crate::reaper::spawn(&mut c)
             .map_err(|e| Error::io(format!("exec in {id}: run {}", self.path.display()), e))?;
-        let mut group = KillGroupOnDrop(child.id());
+        let mut group = crate::sys::KillGroupOnDrop(child.id());
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(&json).await;
         }
@@ -411,7 +398,7 @@ impl Runc {
                     timed_out = true;
                     let s = kill_exec(&mut child, &pid_file).await;
                     // What a wrapper around the runtime started goes too.
-                    drop(std::mem::replace(&mut group, KillGroupOnDrop(None)));
+                    drop(std::mem::replace(&mut group, crate::sys::KillGroupOnDrop(None)));
                     s
                 }
             },
@@ -453,20 +440,29 @@ impl Runc {
         end: Option<tokio::time::Instant>,
     ) -> Option<std::io::Result<std::process::ExitStatus>> {
         let start_by = tokio::time::Instant::now() + self.timeout;
-        let limit = end.map_or(start_by, |e| e.min(start_by));
-        let mut step = Duration::from_millis(2);
-        while !pid_file.exists() {
-            let now = tokio::time::Instant::now();
-            if now >= limit {
-                return None;
-            }
-            if let Ok(s) = tokio::time::timeout_at((now + step).min(limit), child.wait()).await {
-                return Some(s);
-            }
-            step = (step * 2).min(Duration::from_millis(50));
-        }
-        None
+        wait_exec_started(child, pid_file, end.map_or(start_by, |e| e.min(start_by))).await
     }
+}
+
+/// Waits until `runtime exec` (`child`) has started its process (`pid_file` is there) or `limit` has
+/// passed (`None` for both), or has exited first (`Some`, its status).
+pub(crate) async fn wait_exec_started(
+    child: &mut tokio::process::Child,
+    pid_file: &Path,
+    limit: tokio::time::Instant,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
+    let mut step = Duration::from_millis(2);
+    while !pid_file.exists() {
+        let now = tokio::time::Instant::now();
+        if now >= limit {
+            return None;
+        }
+        if let Ok(s) = tokio::time::timeout_at((now + step).min(limit), child.wait()).await {
+            return Some(s);
+        }
+        step = (step * 2).min(Duration::from_millis(50));
+    }
+    None
 }
 
 /// How long `runtime exec` gets to reap its killed process and exit before it is killed too: once the

@@ -18,6 +18,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use super::ExecPrep;
 use super::channel::{Sink, Streams, parse_sizes};
 use crate::daemon::Daemon;
 use crate::{Error, Result};
@@ -93,8 +94,11 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
         .arg("--process")
         .arg(&files.process);
     cmd.arg("--pid-file").arg(&files.pid).kill_on_drop(true);
+    // A group of its own, as `Runc` runs its calls: a runtime that hangs before the process runs (a
+    // wrapper around it) is killed with whatever it started.
+    cmd.process_group(0);
     if req.tty {
-        return run_tty(cmd, &prep.id, files, s).await;
+        return run_tty(cmd, &prep, files, s).await;
     }
     cmd.arg(&prep.id);
     cmd.stdin(if s.stdin.is_some() {
@@ -116,6 +120,7 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
         Ok(c) => c,
         Err(e) => return Err((Error::io(format!("run {}", prep.runtime_path.display()), e), s)),
     };
+    let mut group = crate::sys::KillGroupOnDrop(child.id());
     let stdin_task = match (child.stdin.take(), s.stdin.take()) {
         (Some(mut w), Some(mut rx)) => Some(tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
@@ -128,25 +133,44 @@ async fn run_inner(d: &Daemon, req: &v1::ExecRequest, mut s: Streams) -> std::re
     };
     let out_task = pump(child.stdout.take(), s.stdout.clone());
     let err_task = pump(child.stderr.take(), s.stderr.clone());
-    let status = tokio::select! {
-        st = child.wait() => st.ok(),
-        _ = s.gone.wait() => None,
+    let deadline = tokio::time::Instant::now() + prep.start_timeout;
+    let waited = tokio::select! {
+        w = wait_exec(&mut child, &files.pid, deadline) => w,
+        _ = s.gone.wait() => Waited::Gone,
     };
-    let Some(status) = status else {
-        tracing::info!(container = %prep.id, "exec client went away; killing its process");
-        kill(read_pid(&files.pid));
-        // The runtime reaps the killed process and exits; killing the runtime instead would leave
-        // the process to crustd (a subreaper) unreaped.
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.start_kill();
+    let status = match waited {
+        Waited::Exited(st) => st,
+        Waited::NotStarted => {
+            // As ExecSync (`Runc::exec_sync`): the runtime and all it started are killed, and the
+            // client hears why.
+            drop(group);
             let _ = child.wait().await;
+            abort_all([stdin_task, out_task, err_task]);
+            return Err((not_started(&prep), s));
         }
-        abort_all([stdin_task, out_task, err_task]);
-        s.finish(Err("client went away".into())).await;
-        return Ok(());
+        Waited::Gone => {
+            tracing::info!(container = %prep.id, "exec client went away; killing its process");
+            if let Some(pid) = read_pid(&files.pid) {
+                kill(Some(pid));
+                // The runtime reaps the killed process and exits; killing the runtime first would
+                // leave the process to crustd (a subreaper) to reap.
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
+            // A runtime that has not started the process (hung), or does not exit, goes with its group.
+            drop(group);
+            let _ = child.wait().await;
+            abort_all([stdin_task, out_task, err_task]);
+            s.finish(Err("client went away".into())).await;
+            return Ok(());
+        }
+    };
+    group.0 = None;
+    let status = match status {
+        Ok(st) => st,
+        Err(e) => {
+            abort_all([stdin_task, out_task, err_task]);
+            return Err((Error::io("wait for the runtime", e), s));
+        }
     };
     if let Some(t) = stdin_task {
         t.abort();
@@ -194,6 +218,40 @@ fn abort_all<const N: usize>(tasks: [Option<tokio::task::JoinHandle<()>>; N]) {
     for t in tasks.into_iter().flatten() {
         t.abort();
     }
+}
+
+/// How the wait for a foreground `runtime exec` ended.
+enum Waited {
+    /// The runtime exited (after its process, or without starting one).
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// No process within the bound (`runtime.operation_timeout_seconds`).
+    NotStarted,
+    /// The client went away first.
+    Gone,
+}
+
+/// Waits for a foreground `runtime exec` to end, its start of the process bounded by `start_by`.
+async fn wait_exec(
+    child: &mut tokio::process::Child,
+    pid_file: &Path,
+    start_by: tokio::time::Instant,
+) -> Waited {
+    match crate::oci::wait_exec_started(child, pid_file, start_by).await {
+        Some(st) => Waited::Exited(st),
+        None if !pid_file.exists() => Waited::NotStarted,
+        None => Waited::Exited(child.wait().await),
+    }
+}
+
+/// The error of an exec whose runtime did not start the process within the bound.
+fn not_started(prep: &ExecPrep) -> Error {
+    Error::DeadlineExceeded(format!(
+        "runtime exec in {}: {} did not start the process within {} s \
+         (runtime.operation_timeout_seconds); it was killed with the processes it started",
+        prep.id,
+        prep.runtime_path.display(),
+        prep.start_timeout.as_secs()
+    ))
 }
 
 /// A path for a unix socket that fits `sockaddr_un`: through `/proc/<pid>/fd/<dir fd>` when long.
@@ -245,10 +303,11 @@ fn recv_fd(sock: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
 
 async fn run_tty(
     mut cmd: tokio::process::Command,
-    id: &str,
+    prep: &ExecPrep,
     files: ExecFiles,
     mut s: Streams,
 ) -> std::result::Result<(), Failed> {
+    let id = prep.id.as_str();
     let (bind_path, runtime_path, _dirfd) = match short_socket_path(&files.console) {
         Ok(p) => p,
         Err(e) => return Err((e, s)),
@@ -268,21 +327,28 @@ async fn run_tty(
         Ok(c) => c,
         Err(e) => return Err((Error::io("run the runtime", e), s)),
     };
+    let mut group = crate::sys::KillGroupOnDrop(child.id());
     let mut errtext = Vec::new();
     let mut stderr = child.stderr.take();
-    let master = tokio::select! {
-        acc = listener.accept() => {
-            match acc.and_then(|(c, _)| c.into_std()).and_then(|c| { c.set_nonblocking(false)?; Ok(c) }) {
-                Ok(c) => tokio::task::spawn_blocking(move || recv_fd(&c)).await.unwrap_or_else(|e| Err(std::io::Error::other(e))).ok(),
-                Err(_) => None,
-            }
-        }
-        _ = child.wait() => None,
+    // The runtime sends the pty master, starts the process and exits, all within the bound; a client
+    // that goes away meanwhile ends it too.
+    let deadline = tokio::time::Instant::now() + prep.start_timeout;
+    let mut gone = false;
+    let begun = tokio::select! {
+        r = tokio::time::timeout_at(deadline, receive_master(&listener, &mut child, &mut stderr, &mut errtext)) => r.ok(),
+        _ = s.gone.wait() => { gone = true; None }
     };
-    let status = child.wait().await;
-    if let Some(e) = stderr.as_mut() {
-        let _ = e.read_to_end(&mut errtext).await;
-    }
+    let Some((master, status)) = begun else {
+        drop(group);
+        let _ = child.wait().await;
+        if gone {
+            tracing::info!(container = %id, "exec client went away before its process ran");
+            s.finish(Err("client went away".into())).await;
+            return Ok(());
+        }
+        return Err((not_started(prep), s));
+    };
+    group.0 = None;
     drop(listener);
     let (Some(master), Ok(st)) = (master, status) else {
         let text = crate::oci::runtime_error_text(&errtext);
@@ -383,6 +449,30 @@ async fn run_tty(
     };
     s.finish(res).await;
     Ok(())
+}
+
+/// A detached `runtime exec --console-socket`'s pty master (once it connects) and exit status, with
+/// its error output in `errtext`.
+async fn receive_master(
+    listener: &tokio::net::UnixListener,
+    child: &mut tokio::process::Child,
+    stderr: &mut Option<tokio::process::ChildStderr>,
+    errtext: &mut Vec<u8>,
+) -> (Option<OwnedFd>, std::io::Result<std::process::ExitStatus>) {
+    let master = tokio::select! {
+        acc = listener.accept() => {
+            match acc.and_then(|(c, _)| c.into_std()).and_then(|c| { c.set_nonblocking(false)?; Ok(c) }) {
+                Ok(c) => tokio::task::spawn_blocking(move || recv_fd(&c)).await.unwrap_or_else(|e| Err(std::io::Error::other(e))).ok(),
+                Err(_) => None,
+            }
+        }
+        _ = child.wait() => None,
+    };
+    let status = child.wait().await;
+    if let Some(e) = stderr.as_mut() {
+        let _ = e.read_to_end(errtext).await;
+    }
+    (master, status)
 }
 
 async fn stdin_to_pty(mut rx: mpsc::Receiver<Bytes>, pty: Arc<Pty>) {

@@ -110,6 +110,8 @@ pub(crate) struct ExecPrep {
     pub runtime_path: PathBuf,
     pub runtime_root: PathBuf,
     pub process_json: Vec<u8>,
+    /// How long the runtime may take to start the process (`runtime.operation_timeout_seconds`).
+    pub start_timeout: std::time::Duration,
 }
 
 impl Daemon {
@@ -152,6 +154,7 @@ impl Daemon {
             runtime_path: rt.path().to_path_buf(),
             runtime_root: rt.root().to_path_buf(),
             process_json,
+            start_timeout: std::time::Duration::from_secs(self.config.runtime.operation_timeout_seconds),
         })
     }
 }

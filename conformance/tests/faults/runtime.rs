@@ -13,6 +13,8 @@
 //!   `monitor::signal_container`), then `delete` once the container has exited;
 //! - RemoveContainer: `delete --force`;
 //! - ExecSync: `exec`, bounded until the process runs (the command itself by the request's timeout);
+//! - Exec over the streaming server (SPDY, WebSocket): the same `exec` bound, and a client that goes away
+//!   while the runtime hangs ends it at once (runtime_exec.rs);
 //! - UpdateContainerResources: `update`;
 //! - RunPodSandbox: no runtime call (the monitor launches the pause itself): the fault is a monitor that
 //!   hangs or fails when asked to launch a pause.
@@ -20,7 +22,9 @@
 //! Each scenario checks: the RPC's code and a message naming the verb; for a hang, that other pods
 //! are created, started, listed and asked for status while the runtime hangs, and that the hung
 //! process and its child are killed; that the container ends in a state kubelet can act on and is
-//! removed; and that no process, monitor, mount, cgroup, runtime state or record is left.
+//! removed; and that no process, monitor, mount, cgroup, runtime state or record is left. The
+//! scenarios of exec are in runtime_exec.rs, those of kill, delete, update and the pause in
+//! runtime_verbs.rs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +33,11 @@ use cri_api::v1::*;
 use harness::fault::scenario_async;
 use harness::{Crustd, CrustdOptions, Registry};
 use tokio::task::JoinHandle;
+
+#[path = "runtime_exec.rs"]
+mod exec;
+#[path = "runtime_verbs.rs"]
+mod verbs;
 
 /// `runtime.operation_timeout_seconds` in these scenarios: the bound every hung call must answer
 /// within (crustd's default is 60 s, below kubelet's 2-minute runtime request timeout).
@@ -60,21 +69,25 @@ exec /usr/sbin/runc "$@"
 "#;
 
 /// The monitor wrapper: with mode `hang pause` the first pause launch after it was set hangs (later
-/// ones, other pods', go through); with `fail pause` every pause launch fails without a report.
+/// ones, other pods', go through); with `fail pause` every pause launch fails without a report; with
+/// `hang monitor` the first launch of a monitor for a container hangs (before any monitor runs).
 const MONITOR_WRAPPER: &str = r#"#!/bin/sh
 case " $* " in
-  *" --pause "*)
-    case "$(cat @DIR@/mode 2>/dev/null)" in
-      "hang pause")
-        if mkdir @DIR@/hung-once 2>/dev/null; then
-          sleep 3607 &
-          echo "$$ $!" >> @DIR@/hang.pids
-          wait
-        fi ;;
-      "fail pause")
-        echo "injected failure of the monitor" >&2
-        exit 1 ;;
-    esac ;;
+  *" --pause "*) what=pause ;;
+  *) what=monitor ;;
+esac
+case "$(cat @DIR@/mode 2>/dev/null)" in
+  "hang $what")
+    if mkdir @DIR@/hung-once 2>/dev/null; then
+      sleep 3607 &
+      echo "$$ $!" >> @DIR@/hang.pids
+      wait
+    fi ;;
+  "fail pause")
+    if [ $what = pause ]; then
+      echo "injected failure of the monitor" >&2
+      exit 1
+    fi ;;
 esac
 exec @MONITOR@ "$@"
 "#;
@@ -395,6 +408,15 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
+/// A call whose client's deadline (shorter than the bound) passed while the runtime hung.
+fn assert_abandoned<T: std::fmt::Debug>(r: Result<T, tonic::Status>) {
+    let err = r.expect_err("the call succeeded despite the hang");
+    assert!(
+        matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
+        "a call abandoned by its client: {err:?}"
+    );
+}
+
 /// The bound's mention in a DEADLINE_EXCEEDED message.
 const BOUND_KEY: &str = "runtime.operation_timeout_seconds";
 
@@ -449,24 +471,27 @@ async fn start() {
         e.remove_all(&pod, &id).await;
     })
     .await;
-    scenario_async("runtime-hang-start-abandoned", async {
-        // kubelet's own deadline passes first: the abandoned start is cleaned up all the same.
-        e.set("hang run");
-        let (pod, _pc, id) = e.pod_and_container("abandoned-start").await;
-        let mut req = tonic::Request::new(StartContainerRequest {
-            container_id: id.clone(),
-        });
-        req.set_timeout(Duration::from_secs(2));
-        let err = e.c.runtime().await.start_container(req).await.unwrap_err();
-        assert!(
-            matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
-            "StartContainer with a hung runtime: {err:?}"
-        );
-        e.assert_hung_gone("the abandoned StartContainer").await;
-        e.clear();
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
+    // kubelet's own deadline passes first: the abandoned start is cleaned up all the same; also with
+    // a wrapper around the monitor that hangs before any monitor runs, when the start's clean-up finds
+    // nothing in the container's state dir (the wrapper must go all the same).
+    for (name, mode) in [
+        ("runtime-hang-start-abandoned", "hang run"),
+        ("runtime-hang-monitor-start-abandoned", "hang monitor"),
+    ] {
+        scenario_async(name, async {
+            e.set(mode);
+            let (pod, _pc, id) = e.pod_and_container(name).await;
+            let mut req = tonic::Request::new(StartContainerRequest {
+                container_id: id.clone(),
+            });
+            req.set_timeout(Duration::from_secs(2));
+            assert_abandoned(e.c.runtime().await.start_container(req).await);
+            e.assert_hung_gone("the abandoned StartContainer").await;
+            e.clear();
+            e.remove_all(&pod, &id).await;
+        })
+        .await;
+    }
     scenario_async("runtime-fail-start", async {
         e.set("fail run");
         let (pod, _pc, id) = e.pod_and_container("fail-start").await;
@@ -479,290 +504,6 @@ async fn start() {
         assert_eq!(st, ContainerState::ContainerExited);
         e.clear();
         e.remove_all(&pod, &id).await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill() {
-    let e = Env::new().await;
-    for (name, mode) in [
-        ("runtime-hang-kill", "hang kill"),
-        ("runtime-fail-kill", "fail kill"),
-    ] {
-        scenario_async(name, async {
-            e.set(mode);
-            let (pod, _pc, id) = e.pod_and_container(name).await;
-            crate::start(&e.c, &id).await.unwrap();
-            // `sleep` as its PID namespace's init ignores SIGTERM: the grace period ends in SIGKILL.
-            e.c.runtime()
-                .await
-                .stop_container(StopContainerRequest {
-                    container_id: id.clone(),
-                    timeout: 1,
-                })
-                .await
-                .unwrap();
-            let (st, _) = crate::container_state(&e.c, &id).await;
-            assert_eq!(st, ContainerState::ContainerExited);
-            assert!(e.hung_pids().is_empty(), "StopContainer called `runtime kill`");
-            e.remove_all(&pod, &id).await;
-            e.clear();
-        })
-        .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete() {
-    let e = Env::new().await;
-    scenario_async("runtime-hang-delete", async {
-        e.set("hang delete");
-        let (pod, _pc, id) = e.pod_and_container("hang-delete").await;
-        crate::start(&e.c, &id).await.unwrap();
-        // StopContainer's delete (once the container has exited) hangs: the stop still succeeds
-        // within the bound, the delete being left to RemoveContainer.
-        let mut rt = e.c.runtime().await;
-        let cid = id.clone();
-        let call = tokio::spawn(async move {
-            rt.stop_container(StopContainerRequest {
-                container_id: cid,
-                timeout: 0,
-            })
-            .await
-        });
-        e.wait_hung(1, "delete (StopContainer)").await;
-        e.others_proceed(&call, Some(&id)).await;
-        answer(call).await.unwrap();
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerExited);
-        // RemoveContainer's forced delete hangs: DEADLINE_EXCEEDED naming it; the container stays,
-        // exited, for kubelet to remove again.
-        assert_error(
-            bounded(crate::remove(&e.c, &id)).await,
-            tonic::Code::DeadlineExceeded,
-            &["runtime delete", BOUND_KEY],
-        );
-        e.assert_hung_gone("RemoveContainer").await;
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerExited);
-        e.clear();
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
-    scenario_async("runtime-fail-delete", async {
-        e.set("fail delete");
-        let (pod, _pc, id) = e.pod_and_container("fail-delete").await;
-        crate::start(&e.c, &id).await.unwrap();
-        e.c.runtime()
-            .await
-            .stop_container(StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 0,
-            })
-            .await
-            .unwrap();
-        assert_error(
-            crate::remove(&e.c, &id).await,
-            tonic::Code::Internal,
-            &["runtime delete", "injected failure of runc delete"],
-        );
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerExited);
-        e.clear();
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
-}
-
-/// ExecSync `cmd` in `id` with no timeout of its own.
-async fn exec(c: &Crustd, id: &str, cmd: &[&str]) -> Result<ExecSyncResponse, tonic::Status> {
-    c.runtime()
-        .await
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout: 0,
-        })
-        .await
-        .map(|r| r.into_inner())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_sync() {
-    let e = Env::new().await;
-    scenario_async("runtime-hang-exec", async {
-        e.set("hang exec");
-        let (pod, _pc, id) = e.pod_and_container("hang-exec").await;
-        crate::start(&e.c, &id).await.unwrap();
-        // No timeout of the request's own: only the bound on the runtime's start of the process ends it.
-        let mut rt = e.c.runtime().await;
-        let cid = id.clone();
-        let call = tokio::spawn(async move {
-            rt.exec_sync(ExecSyncRequest {
-                container_id: cid,
-                cmd: vec!["echo".into(), "hi".into()],
-                timeout: 0,
-            })
-            .await
-        });
-        e.wait_hung(1, "exec").await;
-        e.others_proceed(&call, Some(&id)).await;
-        assert_error(
-            answer(call).await,
-            tonic::Code::DeadlineExceeded,
-            &["runtime exec", BOUND_KEY],
-        );
-        e.assert_hung_gone("ExecSync").await;
-        // The container runs on; with the runtime mended, exec works again.
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerRunning);
-        e.clear();
-        let out = exec(&e.c, &id, &["echo", "back"]).await.unwrap();
-        assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"back\n"[..]));
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
-    scenario_async("runtime-fail-exec", async {
-        e.set("fail exec");
-        let (pod, _pc, id) = e.pod_and_container("fail-exec").await;
-        crate::start(&e.c, &id).await.unwrap();
-        assert_error(
-            exec(&e.c, &id, &["echo", "hi"]).await,
-            tonic::Code::Internal,
-            &["runtime exec", "injected failure of runc exec"],
-        );
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerRunning);
-        e.clear();
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
-}
-
-fn update_request(id: &str) -> UpdateContainerResourcesRequest {
-    UpdateContainerResourcesRequest {
-        container_id: id.into(),
-        linux: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 64 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn update() {
-    let e = Env::new().await;
-    scenario_async("runtime-hang-update", async {
-        e.set("hang update");
-        let (pod, _pc, id) = e.pod_and_container("hang-update").await;
-        crate::start(&e.c, &id).await.unwrap();
-        let mut rt = e.c.runtime().await;
-        let req = update_request(&id);
-        let call = tokio::spawn(async move { rt.update_container_resources(req).await });
-        e.wait_hung(1, "update").await;
-        e.others_proceed(&call, Some(&id)).await;
-        assert_error(
-            answer(call).await,
-            tonic::Code::DeadlineExceeded,
-            &["runtime update", BOUND_KEY],
-        );
-        e.assert_hung_gone("UpdateContainerResources").await;
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerRunning);
-        e.clear();
-        e.c.runtime()
-            .await
-            .update_container_resources(update_request(&id))
-            .await
-            .unwrap();
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
-    scenario_async("runtime-fail-update", async {
-        e.set("fail update");
-        let (pod, _pc, id) = e.pod_and_container("fail-update").await;
-        crate::start(&e.c, &id).await.unwrap();
-        assert_error(
-            e.c.runtime()
-                .await
-                .update_container_resources(update_request(&id))
-                .await,
-            tonic::Code::Internal,
-            &["runtime update", "injected failure of runc update"],
-        );
-        let (st, _) = crate::container_state(&e.c, &id).await;
-        assert_eq!(st, ContainerState::ContainerRunning);
-        e.clear();
-        e.remove_all(&pod, &id).await;
-    })
-    .await;
-}
-
-/// After a failed RunPodSandbox (pod `name`), with no other pod up: the pod is not listed, and no pod,
-/// network namespace or pod cgroup under the test's parent is left.
-async fn assert_failed_pod_left_nothing(e: &Env, name: &str) {
-    let pods: Vec<PodSandbox> = crate::pods(&e.c).await;
-    assert!(
-        pods.iter()
-            .all(|p| p.metadata.as_ref().is_none_or(|m| m.name != name)),
-        "the failed pod {name} is listed: {pods:?}"
-    );
-    assert!(pods.is_empty(), "pods left: {pods:?}");
-    let netns = entries(&e.c.state.join("netns"));
-    assert!(netns.is_empty(), "netns left: {netns:?}");
-    let below: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|h| entries(&h.path().join(&e.c.cgroup_parent)))
-        .filter(|p| p.is_dir())
-        .collect();
-    assert!(below.is_empty(), "pod cgroups left: {below:?}");
-    e.assert_nothing_left(&[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_start() {
-    let e = Env::new().await;
-    scenario_async("runtime-hang-pause-start", async {
-        e.set("hang pause");
-        let pc = crate::pod_config("hang-pause", &e.c.dir.path().join("logs").join("hang-pause"));
-        let mut rt = e.c.runtime().await;
-        let call = tokio::spawn(async move {
-            rt.run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pc),
-                runtime_handler: "fault".into(),
-            })
-            .await
-        });
-        e.wait_hung(1, "the pause launch").await;
-        e.others_proceed(&call, None).await;
-        assert_error(
-            answer(call).await,
-            tonic::Code::DeadlineExceeded,
-            &["pause", BOUND_KEY],
-        );
-        e.assert_hung_gone("RunPodSandbox").await;
-        e.clear();
-        assert_failed_pod_left_nothing(&e, "hang-pause").await;
-    })
-    .await;
-    scenario_async("runtime-fail-pause-start", async {
-        e.set("fail pause");
-        let pc = crate::pod_config("fail-pause", &e.c.dir.path().join("logs").join("fail-pause"));
-        let r =
-            e.c.runtime()
-                .await
-                .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(pc),
-                    runtime_handler: "fault".into(),
-                })
-                .await;
-        assert_error(r, tonic::Code::Internal, &["pause", "monitor"]);
-        e.clear();
-        assert_failed_pod_left_nothing(&e, "fail-pause").await;
     })
     .await;
 }
