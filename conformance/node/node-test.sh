@@ -27,7 +27,10 @@
 # (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it; the reboot
 # is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot),
 # CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside), CRUST_NODE_CRITEST_DIR (the directory the
-# critest and crictl shared in come from instead of PATH, e.g. /var/cache/crust-critest/v1.36.0).
+# critest and crictl shared in come from instead of PATH, e.g. /var/cache/crust-critest/v1.36.0),
+# NODE_KERNEL (which of the image's kernels boots: `backports`, the default, bookworm-backports' 6.12,
+# where pods with user namespaces work and Debian's CRIU does not; `6.1`, bookworm's stock kernel, where
+# user namespaces are refused and checkpoint/restore works).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -181,6 +184,11 @@ for t in $TOOLS; do
     cp "$p" "$RUN/bin/$t"
     say "sharing $p into the node"
 done
+case ${NODE_KERNEL:-backports} in
+    backports) KERNEL=$IMAGE/vmlinuz INITRD=$IMAGE/initrd.img ;;
+    6.1) KERNEL=$IMAGE/vmlinuz-6.1 INITRD=$IMAGE/initrd.img-6.1 ;;
+    *) say "NODE_KERNEL must be backports or 6.1, not ${NODE_KERNEL}"; exit 2 ;;
+esac
 qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
 # What the runner inside reads of this run's settings (it sources the file).
 {
@@ -197,12 +205,12 @@ share() { echo "-virtfs local,path=$1,mount_tag=$2,security_model=none${3:+,read
 # shellcheck disable=SC2046 # share prints words on purpose
 set -- qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-svm,-vmx -m "$MEM" -smp "$CPUS" \
     -nographic -nic none -no-reboot \
-    -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
+    -kernel "$KERNEL" -initrd "$INITRD" \
     -append "root=/dev/vda rw console=ttyS0 apparmor=1 security=apparmor $QUIET" \
     -drive "file=$RUN/overlay.qcow2,if=virtio,format=qcow2" \
     $(share "$REPO" repo ro) $(share "$RUN/bin" bin ro) $(share "$RUN/testimages" testimages ro) \
     $(share "$RESULTS" results)
-say "booting the node (image $IMAGE, TCG, ${CPUS} CPUs, ${MEM} MiB, no network device); console in $RESULTS/console.log"
+say "booting the node (image $IMAGE, kernel ${KERNEL##*/}, TCG, ${CPUS} CPUs, ${MEM} MiB, no network device); console in $RESULTS/console.log"
 BOOT0=$(date +%s)
 BOOTED=""
 # -no-reboot: a guest that reboots (or panics into a reset) ends qemu, as a poweroff does. A reboot the
