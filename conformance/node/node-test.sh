@@ -19,7 +19,8 @@
 #   5. prints the guest's summary line `node-test: N passed, M failed`, the boot and total times.
 #
 # Exit status: 0 when the summary shows no failure; 1 on a failure, a missing summary or the timeout
-# ($NODE_TEST_TIMEOUT seconds, default 2700: qemu is killed by its PID); 2 when it cannot run here.
+# ($NODE_TEST_TIMEOUT seconds of VM run from the first boot, default 2700, the host builds before it not
+# counted: qemu is killed by its PID); 2 when it cannot run here.
 # `node-test.sh --check` only says whether this machine can run it (exit 0) or why not (exit 2), and
 # `node-test.sh --deps` installs qemu and debootstrap (bookworm-backports) when missing.
 # Environment: NODE_TEST_TIMEOUT, NODE_TEST_MEM (MiB, 2048), NODE_TEST_CPUS (2),
@@ -225,7 +226,7 @@ while :; do
         if [ -z "$BOOTED" ] && grep -aq 'node: runner started' "$RESULTS/console.log" 2>/dev/null; then
             BOOTED=$(($(date +%s) - BOOT0))
         fi
-        if [ $(($(date +%s) - T0)) -ge "$TIMEOUT" ]; then
+        if [ $(($(date +%s) - BOOT0)) -ge "$TIMEOUT" ]; then
             say "timed out after $TIMEOUT s: stopping qemu (PID $QEMU_PID)"
             kill -TERM "$QEMU_PID" 2>/dev/null
             sleep 2
@@ -236,7 +237,7 @@ while :; do
     done
     wait "$QEMU_PID" 2>/dev/null || true
     QEMU_PID=""
-    if [ "$BOOTS" = 1 ] && [ -e "$RESULTS/reboot/requested" ] && [ $(($(date +%s) - T0)) -lt "$TIMEOUT" ]; then
+    if [ "$BOOTS" = 1 ] && [ -e "$RESULTS/reboot/requested" ] && [ $(($(date +%s) - BOOT0)) -lt "$TIMEOUT" ]; then
         mv "$RESULTS/reboot/requested" "$RESULTS/reboot/rebooted"
         say "the node rebooted (as its runner asked): booting it again from the same disk"
         continue
