@@ -119,7 +119,8 @@ conformance: test-images
 ## under qemu with no network device: the node tests (conformance/tests/node_systemd.rs) and critest (when
 ## on PATH) inside; one line `node-test: N passed, M failed` (conformance/node/node-test.sh). Installs
 ## qemu and debootstrap from bookworm-backports when missing; the image is cached in
-## /var/cache/crust-node-test.
+## /var/cache/crust-node-test. It boots bookworm-backports' kernel (6.12: user-namespaced pods work);
+## NODE_KERNEL=6.1 boots the stock kernel (they are refused there, and checkpoint/restore works).
 node-test: deps
 	conformance/node/node-test.sh --deps
 	conformance/node/node-test.sh

@@ -60,10 +60,12 @@ impl Daemon {
             container::Containers::open(&config, &dirs, events.clone(), cgroups.clone(), nri.clone()).await?;
         let streaming = crate::streaming::Streaming::new(&config);
         let images_dir = dirs.images();
-        let user_namespaces = tokio::task::spawn_blocking(move || container::idmap::probe(&images_dir))
-            .await
-            .map_err(|e| Error::Internal(format!("user namespace probe: {e}")))?
-            .map_err(|e| e.to_string());
+        let probe_dir = dirs.container_state(&format!("userns-probe-{}", std::process::id()));
+        let user_namespaces =
+            tokio::task::spawn_blocking(move || container::idmap::probe(&images_dir, &probe_dir))
+                .await
+                .map_err(|e| Error::Internal(format!("user namespace probe: {e}")))?
+                .map_err(|e| e.to_string());
         if let Err(why) = &user_namespaces {
             tracing::info!(reason = %why, "pods cannot have user namespaces here");
         }

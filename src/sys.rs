@@ -268,6 +268,58 @@ fn descendants(root: u32) -> Vec<(u32, u32)> {
     found
 }
 
+/// Whether `path` can be reached (searched to, and `stat`ed) by root of the user namespace `userns`,
+/// seen from the host as its mapped, unprivileged uid: what a container's init, which the OCI runtime
+/// runs in the pod's user namespace, must do to reach its rootfs. `Err` holds the errno it met.
+///
+/// A forked child joins the namespace and becomes its uid and gid 0 (setns needs a single-threaded
+/// process), then only makes async-signal-safe calls.
+pub fn reachable_as_mapped_root(userns: &OwnedFd, path: &std::path::Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let fd = userns.as_raw_fd();
+    let pid = crate::reaper::spawn_owned(|| {
+        // SAFETY: the child makes only async-signal-safe calls on memory prepared before the fork.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                if libc::setns(fd, libc::CLONE_NEWUSER) != 0
+                    || libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(0, 0, 0) != 0
+                    || libc::setresuid(0, 0, 0) != 0
+                {
+                    libc::_exit(200)
+                }
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::stat(c.as_ptr(), &mut st) == 0 {
+                    libc::_exit(0)
+                }
+                let e = *libc::__errno_location();
+                libc::_exit(e.clamp(1, 199))
+            }
+        }
+        (pid, Some(pid))
+    });
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child into a local status.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(io::Error::last_os_error());
+    }
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(200) => Err(io::Error::other("could not become root of the user namespace")),
+        Some(e) => Err(io::Error::from_raw_os_error(e)),
+        None => Err(io::Error::other(format!(
+            "the reachability check died (wait status {status})"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

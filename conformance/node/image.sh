@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # conformance/node/image.sh: builds (once) the Debian 12 test node `make node-test` boots, and prints the
 # directory holding it: disk.qcow2 (compressed, never written to: each run boots an overlay of it),
-# vmlinuz and initrd.img.
+# vmlinuz and initrd.img (bookworm-backports' kernel, 6.12: idmapped mounts under overlayfs, so pods with
+# user namespaces work), and vmlinuz-6.1 and initrd.img-6.1 (bookworm's stock kernel, where they are
+# refused and Debian's CRIU works; node-test.sh boots it with NODE_KERNEL=6.1).
 #
 # The image is cached outside the repository under $CRUST_NODE_CACHE (default
 # /var/cache/crust-node-test)/<first 16 hex digits of this script's sha256>/, so changing the recipe
 # (this file) builds a new one; older ones are removed once the new one is complete.
 #
 # Recipe: debootstrap --variant=minbase of bookworm from deb.debian.org with systemd (PID 1, unified
-# cgroup v2 hierarchy), the stock kernel, AppArmor, dbus, runc, crun, the CNI plugins, iptables,
-# docker-registry, make and criu (checkpoint/restore); hostname crust-node; no network configuration (the VM has no NIC, only
+# cgroup v2 hierarchy), the stock kernel (6.1) and linux-image-amd64 from bookworm-backports (6.12),
+# AppArmor, dbus, runc, crun, the CNI plugins, iptables, docker-registry, make and criu
+# (checkpoint/restore); hostname crust-node; no network configuration (the VM has no NIC, only
 # loopback); the serial getty masked (it hangs up ttyS0, the console the run reports on); and a oneshot
 # crust-node-test.service, after multi-user.target, that mounts the repository share (9p tag `repo`) and
 # runs conformance/node/run-inside.sh from it, so that the runner can change without a new image.
 # The rootfs becomes an ext4 image with `mkfs.ext4 -d` (no loop mount), then a compressed qcow2; the
-# rootfs directory and the raw image are deleted. About 3-5 minutes and 260 MB.
+# rootfs directory and the raw image are deleted. About 5-8 minutes and 400 MB.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,7 +30,7 @@ PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor
 
 say() { echo "image.sh: $*" >&2; }
 
-if [ -s "$OUT/disk.qcow2" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ]; then
+if [ -s "$OUT/disk.qcow2" ] && [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.img" ] && [ -s "$OUT/vmlinuz-6.1" ]; then
     say "using the cached node image $OUT"
     echo "$OUT"
     exit 0
@@ -46,6 +49,20 @@ say "building the node image in $OUT (debootstrap from $MIRROR; a few minutes)"
 debootstrap --variant=minbase --include="$PACKAGES" bookworm "$ROOTFS" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 || {
     tail -n 30 "$WORK/debootstrap.log" >&2
     say "debootstrap failed"
+    exit 1
+}
+
+# The backports kernel beside the stock one (the chroot uses the host's resolver for this one install).
+printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' "$MIRROR" \
+    /usr/share/keyrings/debian-archive-keyring.gpg >"$ROOTFS/etc/apt/sources.list.d/backports.sources"
+cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+{
+    chroot "$ROOTFS" apt-get update -q &&
+        DEBIAN_FRONTEND=noninteractive chroot "$ROOTFS" apt-get install -y -q --no-install-recommends \
+            -t bookworm-backports linux-image-amd64
+} >"$WORK/backports.log" 2>&1 || {
+    tail -n 30 "$WORK/backports.log" >&2
+    say "installing the bookworm-backports kernel failed"
     exit 1
 }
 
@@ -94,10 +111,12 @@ rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var
 
 cp "$(ls "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -n 1)" "$WORK/vmlinuz"
 cp "$(ls "$ROOTFS"/boot/initrd.img-* | sort -V | tail -n 1)" "$WORK/initrd.img"
-mkfs.ext4 -q -L crust-node -d "$ROOTFS" "$WORK/disk.img" 2G >&2
+cp "$(ls "$ROOTFS"/boot/vmlinuz-6.1.* | sort -V | tail -n 1)" "$WORK/vmlinuz-6.1"
+cp "$(ls "$ROOTFS"/boot/initrd.img-6.1.* | sort -V | tail -n 1)" "$WORK/initrd.img-6.1"
+mkfs.ext4 -q -L crust-node -d "$ROOTFS" "$WORK/disk.img" 3G >&2
 rm -rf --one-file-system "$ROOTFS"
 qemu-img convert -c -O qcow2 "$WORK/disk.img" "$WORK/disk.qcow2"
-rm -f "$WORK/disk.img" "$WORK/debootstrap.log"
+rm -f "$WORK/disk.img" "$WORK/debootstrap.log" "$WORK/backports.log"
 chmod 0444 "$WORK/disk.qcow2"
 # Complete: move into place, then drop images of older recipes.
 rm -rf "$OUT"

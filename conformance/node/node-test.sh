@@ -19,7 +19,8 @@
 #   5. prints the guest's summary line `node-test: N passed, M failed`, the boot and total times.
 #
 # Exit status: 0 when the summary shows no failure; 1 on a failure, a missing summary or the timeout
-# ($NODE_TEST_TIMEOUT seconds, default 2700: qemu is killed by its PID); 2 when it cannot run here.
+# ($NODE_TEST_TIMEOUT seconds of VM run from the first boot, default 2700, the host builds before it not
+# counted: qemu is killed by its PID); 2 when it cannot run here.
 # `node-test.sh --check` only says whether this machine can run it (exit 0) or why not (exit 2), and
 # `node-test.sh --deps` installs qemu and debootstrap (bookworm-backports) when missing.
 # Environment: NODE_TEST_TIMEOUT, NODE_TEST_MEM (MiB, 2048), NODE_TEST_CPUS (2),
@@ -27,7 +28,10 @@
 # (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it; the reboot
 # is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot),
 # CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside), CRUST_NODE_CRITEST_DIR (the directory the
-# critest and crictl shared in come from instead of PATH, e.g. /var/cache/crust-critest/v1.36.0).
+# critest and crictl shared in come from instead of PATH, e.g. /var/cache/crust-critest/v1.36.0),
+# NODE_KERNEL (which of the image's kernels boots: `backports`, the default, bookworm-backports' 6.12,
+# where pods with user namespaces work and Debian's CRIU does not; `6.1`, bookworm's stock kernel, where
+# user namespaces are refused and checkpoint/restore works).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -181,6 +185,11 @@ for t in $TOOLS; do
     cp "$p" "$RUN/bin/$t"
     say "sharing $p into the node"
 done
+case ${NODE_KERNEL:-backports} in
+    backports) KERNEL=$IMAGE/vmlinuz INITRD=$IMAGE/initrd.img ;;
+    6.1) KERNEL=$IMAGE/vmlinuz-6.1 INITRD=$IMAGE/initrd.img-6.1 ;;
+    *) say "NODE_KERNEL must be backports or 6.1, not ${NODE_KERNEL}"; exit 2 ;;
+esac
 qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
 # What the runner inside reads of this run's settings (it sources the file).
 {
@@ -197,12 +206,12 @@ share() { echo "-virtfs local,path=$1,mount_tag=$2,security_model=none${3:+,read
 # shellcheck disable=SC2046 # share prints words on purpose
 set -- qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-svm,-vmx -m "$MEM" -smp "$CPUS" \
     -nographic -nic none -no-reboot \
-    -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
+    -kernel "$KERNEL" -initrd "$INITRD" \
     -append "root=/dev/vda rw console=ttyS0 apparmor=1 security=apparmor $QUIET" \
     -drive "file=$RUN/overlay.qcow2,if=virtio,format=qcow2" \
     $(share "$REPO" repo ro) $(share "$RUN/bin" bin ro) $(share "$RUN/testimages" testimages ro) \
     $(share "$RESULTS" results)
-say "booting the node (image $IMAGE, TCG, ${CPUS} CPUs, ${MEM} MiB, no network device); console in $RESULTS/console.log"
+say "booting the node (image $IMAGE, kernel ${KERNEL##*/}, TCG, ${CPUS} CPUs, ${MEM} MiB, no network device); console in $RESULTS/console.log"
 BOOT0=$(date +%s)
 BOOTED=""
 # -no-reboot: a guest that reboots (or panics into a reset) ends qemu, as a poweroff does. A reboot the
@@ -217,7 +226,7 @@ while :; do
         if [ -z "$BOOTED" ] && grep -aq 'node: runner started' "$RESULTS/console.log" 2>/dev/null; then
             BOOTED=$(($(date +%s) - BOOT0))
         fi
-        if [ $(($(date +%s) - T0)) -ge "$TIMEOUT" ]; then
+        if [ $(($(date +%s) - BOOT0)) -ge "$TIMEOUT" ]; then
             say "timed out after $TIMEOUT s: stopping qemu (PID $QEMU_PID)"
             kill -TERM "$QEMU_PID" 2>/dev/null
             sleep 2
@@ -228,7 +237,7 @@ while :; do
     done
     wait "$QEMU_PID" 2>/dev/null || true
     QEMU_PID=""
-    if [ "$BOOTS" = 1 ] && [ -e "$RESULTS/reboot/requested" ] && [ $(($(date +%s) - T0)) -lt "$TIMEOUT" ]; then
+    if [ "$BOOTS" = 1 ] && [ -e "$RESULTS/reboot/requested" ] && [ $(($(date +%s) - BOOT0)) -lt "$TIMEOUT" ]; then
         mv "$RESULTS/reboot/requested" "$RESULTS/reboot/rebooted"
         say "the node rebooted (as its runner asked): booting it again from the same disk"
         continue

@@ -397,3 +397,64 @@ async fn a_hosts_toml_mirror_serves_pulls() {
     ));
     assert_eq!(pull(&d, &image).await.unwrap(), imgs.busybox.id);
 }
+
+/// The default handler is chosen by the host (crun needs cgroup v2 and a crun that runs; this CI
+/// host is cgroup v1 hybrid, so runc), `crustctl status` says which and why, and an explicit
+/// `runtime.default_handler` wins.
+#[tokio::test]
+async fn status_says_which_handler_is_the_default_and_why() {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let crun_runs = Command::new("crun")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let d = Crustd::start(CrustdOptions::default()).await;
+    let (ok, out, err) = ctl(&d, &["status"]);
+    assert!(ok, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("default handler: "))
+        .unwrap_or_else(|| panic!("no default handler line in:\n{out}"));
+    if !v2 {
+        assert_eq!(
+            line,
+            "default handler: runc (runc: the host runs cgroups v1 (or the v1/v2 hybrid), which crun refuses)"
+        );
+    } else if crun_runs {
+        assert!(
+            line.starts_with("default handler: crun (crun: cgroup v2 and /"),
+            "{line}"
+        );
+    } else {
+        assert!(
+            line.starts_with("default handler: runc (runc: cgroup v2, but "),
+            "{line}"
+        );
+    }
+    let (ok, out, _) = ctl(&d, &["-o", "json", "status"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["crustd"]["config"]["runtime"]["default_handler"], "auto", "{v}");
+    let handlers = v["handlers"].as_array().unwrap();
+    assert_eq!(handlers.iter().any(|h| h == "crun"), v2 && crun_runs, "{v}");
+    let userns = &v["info"]["userNamespaces"];
+    assert!(userns["supported"].is_boolean(), "{v}");
+    assert_eq!(userns["reason"].is_string(), userns["supported"] == false, "{v}");
+    assert_eq!(
+        v["info"]["defaultRuntimeHandler"]["name"],
+        if v2 && crun_runs { "crun" } else { "runc" }
+    );
+    drop(d);
+
+    let d = Crustd::start(CrustdOptions {
+        extra_toml: "[runtime]\ndefault_handler = \"runc\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let (ok, out, err) = ctl(&d, &["status"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("default handler: runc (runtime.default_handler in the configuration)"),
+        "{out}"
+    );
+}

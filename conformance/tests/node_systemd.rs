@@ -146,7 +146,8 @@ async fn pod(name: &str, network: bool) -> Pod {
     pod_with_handler(name, network, "").await
 }
 
-/// [`pod`] with a runtime handler (RuntimeClass): "" is the default (runc), "crun" the second one.
+/// [`pod`] with a runtime handler (RuntimeClass): "" is the default (crun on this node, see
+/// node_systemd_parts/default_handler.rs), "runc" and "crun" by name.
 async fn pod_with_handler(name: &str, network: bool, handler: &str) -> Pod {
     let uid = format!("{:08x}-node-{name}", std::process::id());
     let parent = match cgroup_driver().await {
@@ -293,6 +294,14 @@ async fn the_pid_of(argv: &[&str]) -> u32 {
         assert!(Instant::now() < deadline, "no single process {argv:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether a process's `/proc/<pid>/cgroup` puts it in the cgroup `scope` (a path under the v2 root):
+/// the scope itself (runc), or its `container` child, where crun with the systemd cgroup driver runs
+/// the container's processes (on cgroup v2 a cgroup that enables controllers for its children may hold
+/// no process itself).
+fn in_scope(cgroup_file: &str, scope: &str) -> bool {
+    [format!("0::{scope}\n"), format!("0::{scope}/container\n")].contains(&cgroup_file.to_string())
 }
 
 fn systemctl(args: &[&str]) -> String {
@@ -501,7 +510,7 @@ async fn start_latency_of_runc_and_crun() {
     let imgs = images().await;
     let handlers = ["runc", "crun"];
     let pods = [
-        pod_with_handler("lat-runc", false, "").await,
+        pod_with_handler("lat-runc", false, "runc").await,
         pod_with_handler("lat-crun", false, "crun").await,
     ];
     let mut times: [Vec<f64>; 2] = Default::default();
@@ -545,6 +554,8 @@ mod checkpoint;
 mod confinement;
 #[path = "node_systemd_parts/dbus.rs"]
 mod dbus;
+#[path = "node_systemd_parts/default_handler.rs"]
+mod default_handler;
 #[path = "node_systemd_parts/reboot.rs"]
 mod reboot;
 #[path = "node_systemd_parts/resources.rs"]

@@ -275,7 +275,9 @@ fn validate(c: &Config) -> Result<(), (String, String)> {
             format!("{e} (cgroup driver {})", driver.as_str()),
         );
     }
-    if !c.runtime.handlers.contains_key(&c.runtime.default_handler) {
+    if c.runtime.default_handler != crate::oci::default::AUTO
+        && !c.runtime.handlers.contains_key(&c.runtime.default_handler)
+    {
         return bad(
             "runtime.default_handler",
             format!(

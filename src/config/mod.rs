@@ -77,7 +77,10 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// Handler used when a request names none (RuntimeClass "").
+    /// Handler used when a request names none (RuntimeClass ""). `auto`: crun where the host has
+    /// the unified cgroup hierarchy (v2) and a crun that runs (`handlers.crun.path`, else `crun` in
+    /// `PATH`; a `crun` handler is then added when none is configured), runc otherwise (crun refuses
+    /// cgroups v1 and the hybrid layout). `crustctl status` says which was chosen and why.
     pub default_handler: String,
     /// RuntimeClass handler name → OCI runtime.
     pub handlers: BTreeMap<String, RuntimeHandler>,
@@ -125,7 +128,7 @@ impl Default for RuntimeConfig {
         let mut handlers = BTreeMap::new();
         handlers.insert("runc".to_string(), RuntimeHandler::default());
         RuntimeConfig {
-            default_handler: "runc".into(),
+            default_handler: crate::oci::default::AUTO.into(),
             handlers,
             monitor_path: PathBuf::new(),
             pause_path: PathBuf::new(),

@@ -108,42 +108,56 @@ pub fn attach(src: &Path, userns: &OwnedFd, dst: &Path) -> Result<()> {
 }
 
 /// Whether pods can have user namespaces here: a user namespace can be made, a directory of `dir`'s
-/// filesystem (where the layers live) can be idmapped with it, and an overlay can be made over such
-/// layers as a pod's rootfs is (Debian 12's kernel 6.1 refuses that last step: EINVAL). Checked once
-/// at start-up.
-pub fn probe(dir: &Path) -> Result<()> {
+/// filesystem (where the layers live) can be idmapped with it, an overlay can be made over such
+/// layers as a pod's rootfs is (Debian 12's kernel 6.1 refuses that step: EINVAL), and the namespace's
+/// root, an unprivileged uid on the host, can reach a file in that rootfs mounted where containers'
+/// rootfs are (`mountpoint_dir`, a directory beside them under the state dir, made as theirs are): a
+/// directory above the state dir closed to others (mode 0700) stops the runtime's init there.
+/// Checked once at start-up.
+pub fn probe(dir: &Path, mountpoint_dir: &Path) -> Result<()> {
     let line = "0 100000 65536\n";
     crate::sys::in_new_userns(0, line, line, |pid| {
         let fd: OwnedFd = std::fs::File::open(format!("/proc/{pid}/ns/user"))?.into();
         idmapped_tree(dir, &fd, "probe").map_err(std::io::Error::other)?;
         probe_rootfs(
             &dir.with_file_name(format!("userns-probe-{}", std::process::id())),
+            mountpoint_dir,
+            &fd,
             pid,
         )
     })
     .map_err(|e| {
         Error::io(
-            format!("user namespaces with idmapped mounts of {}", dir.display()),
+            format!(
+                "user namespaces with idmapped mounts of {} (a rootfs at {})",
+                dir.display(),
+                mountpoint_dir.display()
+            ),
             e,
         )
     })
 }
 
-/// A one-layer rootfs under `base` for the user namespace of process `pid`, mounted and unmounted;
-/// `base` is removed again, unless the rootfs could not be unmounted (never recursively into a mount).
-fn probe_rootfs(base: &Path, pid: i32) -> std::io::Result<()> {
+/// A one-layer rootfs under `base` for the user namespace `userns` of process `pid`, mounted at
+/// `mountpoint_dir`/rootfs, reached from inside that namespace, and unmounted; `base` and
+/// `mountpoint_dir` are removed again, unless the rootfs could not be unmounted (never recursively into
+/// a mount).
+fn probe_rootfs(base: &Path, mountpoint_dir: &Path, userns: &OwnedFd, pid: i32) -> std::io::Result<()> {
     let lower = base.join("lower");
     let paths = super::rootfs::RootfsPaths {
         layer_dir: base.join("layer"),
-        mountpoint: base.join("rootfs"),
+        mountpoint: mountpoint_dir.join("rootfs"),
     };
     let idmap = super::rootfs::Idmap {
         userns: PathBuf::from(format!("/proc/{pid}/ns/user")),
         root_uid: 100000,
         root_gid: 100000,
     };
+    let mode = crate::state::private_dir_mode(true);
     let mounted = std::fs::create_dir_all(&lower)
         .and_then(|()| std::fs::write(lower.join("probe"), b""))
+        .and_then(|()| std::fs::create_dir_all(mountpoint_dir))
+        .and_then(|()| crate::state::set_mode(mountpoint_dir, mode))
         .and_then(|()| {
             super::rootfs::mount(&paths, std::slice::from_ref(&lower), Some(&idmap))
                 .map_err(std::io::Error::other)
@@ -152,13 +166,26 @@ fn probe_rootfs(base: &Path, pid: i32) -> std::io::Result<()> {
     let r = match mounted {
         Err(e) => Err(e),
         Ok(()) => {
-            let seen = std::fs::metadata(paths.mountpoint.join("probe"));
+            let probe = paths.mountpoint.join("probe");
+            let seen = std::fs::metadata(&probe).map(drop).and_then(|()| {
+                crate::sys::reachable_as_mapped_root(userns, &probe).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "root of a pod's user namespace (uid 100000 here) cannot reach {}: {e} \
+                             (is a directory above it closed to others?)",
+                            probe.display()
+                        ),
+                    )
+                })
+            });
             // Still mounted: `base` stays as it is.
             super::rootfs::unmount(&paths.mountpoint).map_err(std::io::Error::other)?;
-            seen.map(drop)
+            seen
         }
     };
     let _ = std::fs::remove_dir_all(base);
+    let _ = std::fs::remove_dir_all(mountpoint_dir);
     r
 }
 

@@ -166,6 +166,11 @@ impl Containers {
         })
     }
 
+    /// The RuntimeClass handlers, and which is the default and why (for Status).
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.inner.runtimes
+    }
+
     /// A container's record, refreshed from its exit file.
     pub fn get(&self, id: &str) -> Result<ContainerRecord> {
         self.inner.get(id)
@@ -351,7 +356,7 @@ impl Inner {
     }
 
     fn runtime(&self, rec: &ContainerRecord) -> Result<Arc<dyn OciRuntime>> {
-        self.runtimes.get(&rec.runtime_handler)
+        self.runtimes.get_existing(&rec.runtime_handler, &rec.id)
     }
 
     fn rootfs_paths(&self, id: &str) -> rootfs::RootfsPaths {

@@ -4,6 +4,7 @@
 //! parent.
 
 pub mod criu;
+pub mod default;
 pub mod pause;
 mod runc;
 
@@ -100,6 +101,7 @@ pub trait OciRuntime: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct Runtimes {
     default_handler: String,
+    default_reason: String,
     handlers: BTreeMap<String, Arc<dyn OciRuntime>>,
 }
 
@@ -111,7 +113,12 @@ impl Runtimes {
         let systemd = cfg.cgroup_driver() == crate::cgroups::Driver::Systemd;
         let timeout = Duration::from_secs(cfg.runtime.operation_timeout_seconds);
         let mut handlers: BTreeMap<String, Arc<dyn OciRuntime>> = BTreeMap::new();
-        for (name, h) in &cfg.runtime.handlers {
+        let choice = default::choose(cfg);
+        let mut configured = cfg.runtime.handlers.clone();
+        if let Some((name, h)) = choice.add {
+            configured.entry(name).or_insert(h);
+        }
+        for (name, h) in &configured {
             let root = if h.root.as_os_str().is_empty() {
                 dirs.runtime_root(name)
             } else {
@@ -128,14 +135,15 @@ impl Runtimes {
             );
         }
         crate::monitor::set_create_timeout(timeout);
-        if !handlers.contains_key(&cfg.runtime.default_handler) {
+        if !handlers.contains_key(&choice.name) {
             return Err(Error::invalid(
                 "runtime.default_handler",
-                format!("no handler named {:?} is configured", cfg.runtime.default_handler),
+                format!("no handler named {:?} is configured", choice.name),
             ));
         }
         Ok(Runtimes {
-            default_handler: cfg.runtime.default_handler.clone(),
+            default_handler: choice.name,
+            default_reason: choice.reason,
             handlers,
         })
     }
@@ -157,6 +165,22 @@ impl Runtimes {
                 ),
             )
         })
+    }
+
+    /// As [`Runtimes::get`], for container `id` made before: one made for the default handler ("")
+    /// stays with the runtime that holds its state, should the default have changed since (a crust
+    /// upgrade that made crun the default while runc containers ran).
+    pub fn get_existing(&self, handler: &str, id: &str) -> Result<Arc<dyn OciRuntime>> {
+        let rt = self.get(handler)?;
+        if !handler.is_empty() || rt.knows(id) {
+            return Ok(rt);
+        }
+        Ok(self
+            .handlers
+            .values()
+            .find(|r| r.knows(id))
+            .cloned()
+            .unwrap_or(rt))
     }
 
     /// As [`Runtimes::get`], for making something new: a handler whose binary is missing or not
@@ -181,6 +205,11 @@ impl Runtimes {
     /// The default handler's name.
     pub fn default_handler(&self) -> &str {
         &self.default_handler
+    }
+
+    /// Why the default handler is the default (`crun: cgroup v2 and /usr/bin/crun found`).
+    pub fn default_reason(&self) -> &str {
+        &self.default_reason
     }
 
     /// Configured handler names, sorted.

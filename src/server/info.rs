@@ -70,6 +70,14 @@ pub async fn status(d: &Daemon, req: v1::StatusRequest) -> Result<v1::StatusResp
             "plugins": d.nri.plugins(),
         });
         info.insert("nri".to_string(), nri.to_string());
+        let rts = d.containers.runtimes();
+        let default = serde_json::json!({"name": rts.default_handler(), "reason": rts.default_reason()});
+        info.insert("defaultRuntimeHandler".to_string(), default.to_string());
+        let userns = serde_json::json!({
+            "supported": d.user_namespaces.is_ok(),
+            "reason": d.user_namespaces.as_ref().err(),
+        });
+        info.insert("userNamespaces".to_string(), userns.to_string());
     }
     Ok(v1::StatusResponse {
         status: Some(v1::RuntimeStatus {
@@ -95,10 +103,16 @@ fn runtime_handlers(d: &Daemon) -> Vec<v1::RuntimeHandler> {
         name: String::new(),
         features: features(),
     }];
-    out.extend(d.config.runtime.handlers.keys().map(|n| v1::RuntimeHandler {
-        name: n.clone(),
-        features: features(),
-    }));
+    out.extend(
+        d.containers
+            .runtimes()
+            .names()
+            .into_iter()
+            .map(|name| v1::RuntimeHandler {
+                name,
+                features: features(),
+            }),
+    );
     out
 }
 

@@ -228,3 +228,58 @@ async fn user_namespace_options_kubelet_never_sends_are_refused() {
         host.split_whitespace().collect::<Vec<_>>()
     );
 }
+
+/// A state dir under a directory closed to others (mode 0700): a pod's user namespace root, an
+/// unprivileged uid on the host, could not reach a container's rootfs there, so the start-up probe,
+/// which mounts its rootfs where containers' go and reaches it as that uid, says user namespaces are
+/// unsupported, `crictl info` says why, and such a pod is refused at once (not failed at start).
+#[tokio::test]
+async fn a_state_dir_others_cannot_reach_makes_user_namespaces_unsupported_and_says_why() {
+    let closed = tempfile::Builder::new()
+        .prefix("crust-closed-")
+        .tempdir_in("/run")
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = closed.path().join("state");
+    let e = env_with(&format!("state = {:?}\n", state.display().to_string())).await;
+    let st =
+        e.c.runtime()
+            .await
+            .status(StatusRequest { verbose: true })
+            .await
+            .unwrap()
+            .into_inner();
+    assert!(
+        st.runtime_handlers
+            .iter()
+            .all(|h| !h.features.as_ref().unwrap().user_namespaces),
+        "{:?}",
+        st.runtime_handlers
+    );
+    let info: serde_json::Value = serde_json::from_str(&st.info["userNamespaces"]).unwrap();
+    assert_eq!(info["supported"], false, "{info}");
+    let why = info["reason"].as_str().unwrap();
+    assert!(
+        why.contains("cannot reach") && why.contains(&state.display().to_string()),
+        "{why}"
+    );
+    let err = userns_pod(
+        &e,
+        "closed",
+        userns(
+            NamespaceMode::Pod,
+            vec![mapping(0, HOST_ID)],
+            vec![mapping(0, HOST_ID)],
+        ),
+    )
+    .await
+    .err()
+    .expect("a user-namespaced pod accepted");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("cannot reach"), "{}", err.message());
+    let left: Vec<_> = std::fs::read_dir(state.join("containers"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "the probe's mountpoint is removed: {left:?}");
+}

@@ -2,7 +2,8 @@
 //! counting in a loop is checkpointed and keeps counting; restored into a new pod (the archive's path
 //! as the image, as CRI-O takes it) it goes on from the checkpointed count, not from 1, with the file
 //! it wrote before the checkpoint. On a kernel where `criu check` fails, the test asserts the
-//! FailedPrecondition with CRIU's reason instead, and says so.
+//! FailedPrecondition with CRIU's reason instead, and says so. The pods name runc: Debian's crun (the
+//! node's default handler) is built without CRIU and answers `unknown command checkpoint`.
 
 use std::io::Read;
 
@@ -109,7 +110,7 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
         return;
     }
     let imgs = images().await;
-    let src = pod("ckpt-src", true).await;
+    let src = pod_with_handler("ckpt-src", true, "runc").await;
     let id = run(&src, counter(&imgs.busybox.reference)).await;
     wait_count(&src, "counter", 5).await;
     let dir = tempfile::Builder::new().prefix("crust-ckpt-").tempdir().unwrap();
@@ -162,7 +163,7 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
     println!("the original counts on: {}", after.last().unwrap());
 
     // Restored into a new pod: the archive's path as the image.
-    let dst = pod("ckpt-dst", true).await;
+    let dst = pod_with_handler("ckpt-dst", true, "runc").await;
     let mut cfg = counter(&archive.display().to_string());
     cfg.command.clear();
     let restored = run(&dst, cfg).await;
@@ -202,7 +203,7 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
         .output()
         .expect("crustctl");
     assert!(out.status.success(), "{out:?}");
-    let third = pod("ckpt-img", true).await;
+    let third = pod_with_handler("ckpt-img", true, "runc").await;
     let mut cfg = counter(name);
     cfg.command.clear();
     let from_image = run(&third, cfg).await;

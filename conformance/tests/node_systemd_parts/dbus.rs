@@ -171,10 +171,9 @@ async fn scopes_kept_and_none_leaked(made: Vec<Made>) {
             "the container's scope"
         );
         let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        assert_eq!(
-            cg,
-            format!("0::{}/{scope}\n", m.slice),
-            "the container's process is in its scope"
+        assert!(
+            in_scope(&cg, &format!("{}/{scope}", m.slice)),
+            "the container's process is in its scope: {cg}"
         );
         let pause = format!("crust-pause-{}.scope", m.pod);
         assert_eq!(unit(&pause).0, "active", "{pause}");

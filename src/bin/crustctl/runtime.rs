@@ -253,6 +253,26 @@ pub async fn status(ctx: &Ctx) -> Result<(), CtlError> {
             c["message"].as_str().unwrap_or("")
         );
     }
+    for (key, label, ok) in [
+        ("defaultRuntimeHandler", "default handler", "name"),
+        ("userNamespaces", "user namespaces", "supported"),
+    ] {
+        let v: Value = st
+            .info
+            .get(key)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
+        let value = match &v[ok] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if !v.is_null() {
+            println!(
+                "{label}: {value} ({})",
+                v["reason"].as_str().unwrap_or("supported")
+            );
+        }
+    }
     let nri: Value = st
         .info
         .get("nri")
