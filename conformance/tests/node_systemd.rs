@@ -560,3 +560,5 @@ mod default_handler;
 mod reboot;
 #[path = "node_systemd_parts/resources.rs"]
 mod resources;
+#[path = "node_systemd_parts/userns.rs"]
+mod userns;
