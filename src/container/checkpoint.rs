@@ -104,6 +104,7 @@ impl Daemon {
         crate::oci::criu::require("checkpoint").await?;
         let inner = &self.containers.inner;
         let rt = inner.runtime(rec)?;
+        crate::oci::criu::require_runtime("checkpoint", &rec.runtime_handler, rt.path()).await?;
         let work = inner.dirs.container_root(&rec.id).join("checkpoint.tmp");
         crate::state::remove_dir_idempotent(&work).ctx(format!("remove {}", work.display()))?;
         let images = work.join(CHECKPOINT_DIR);

@@ -122,6 +122,9 @@ impl Daemon {
     /// Makes `req` the CreateContainer of the checkpointed container in `archive`, in the request's pod.
     pub(super) async fn restore_request(&self, src: &Source, req: &mut NewContainer) -> Result<()> {
         crate::oci::criu::require("restore").await?;
+        let handler = self.sandboxes.pod_context(&req.pod_id)?.runtime_handler;
+        let rt = self.containers.inner.runtimes.get(&handler)?;
+        crate::oci::criu::require_runtime("restore", &handler, rt.path()).await?;
         let archive = match src {
             Source::Archive(a) | Source::Dir(a) => a.clone(),
         };

@@ -34,6 +34,61 @@ pub async fn require(what: &str) -> crate::Result<()> {
     }
 }
 
+/// What each runtime binary said when asked for its `checkpoint` command, kept for the life of the
+/// process.
+static RUNTIMES: std::sync::Mutex<Vec<(PathBuf, Probe)>> = std::sync::Mutex::new(Vec::new());
+
+/// Ok, or a `FailedPrecondition` saying that the runtime of `handler` (`runtime`) cannot checkpoint
+/// or restore: a runtime built without CRIU support (Debian's crun: "unknown command checkpoint")
+/// would otherwise fail the request with an error that reads as crust's own.
+pub async fn require_runtime(what: &str, handler: &str, runtime: &std::path::Path) -> crate::Result<()> {
+    let cached = RUNTIMES
+        .lock()
+        .ok()
+        .and_then(|r| r.iter().find(|(p, _)| p == runtime).map(|(_, a)| a.clone()));
+    let answer = match cached {
+        Some(a) => a,
+        None => {
+            let path = runtime.to_path_buf();
+            let a = tokio::task::spawn_blocking(move || runtime_probe(&path))
+                .await
+                .unwrap_or_else(|e| Err(format!("the runtime probe failed: {e}")));
+            if let Ok(mut r) = RUNTIMES.lock() {
+                r.push((runtime.to_path_buf(), a.clone()));
+            }
+            a
+        }
+    };
+    answer.map(drop).map_err(|why| {
+        crate::Error::FailedPrecondition(format!(
+            "{what}: the runtime of handler {handler:?} ({}) cannot checkpoint or restore: {why}; \
+             use a handler whose runtime has CRIU support (runc)",
+            runtime.display()
+        ))
+    })
+}
+
+/// `<runtime> checkpoint --help`: whether the runtime has the command.
+fn runtime_probe(runtime: &std::path::Path) -> Probe {
+    let out = std::process::Command::new(runtime)
+        .args(["checkpoint", "--help"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("run {} checkpoint --help: {e}", runtime.display()))?;
+    if out.status.success() {
+        return Ok(String::new());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(err
+        .lines()
+        .next()
+        .unwrap_or("checkpoint --help failed")
+        .trim()
+        .chars()
+        .take(200)
+        .collect())
+}
+
 /// The `criu` binary: on `PATH` (as runc looks for it), else in the sbin directories a service's
 /// `PATH` may lack.
 fn binary() -> Option<PathBuf> {

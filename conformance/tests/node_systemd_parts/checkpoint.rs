@@ -218,3 +218,56 @@ async fn checkpoint_keeps_counting_and_restore_continues_the_count() {
     );
     assert_eq!(exec_out(&from_image, &["cat", "/marker"]).await, "written-before");
 }
+
+/// A handler whose runtime has no checkpoint command (Debian's crun is built without CRIU) is refused
+/// with FailedPrecondition naming the handler, before CRIU or the runtime is asked to dump anything.
+#[tokio::test]
+#[ignore = "runs on the test node: make node-test"]
+async fn a_runtime_without_criu_support_refuses_checkpoint_with_its_reason() {
+    if !on_node() {
+        return;
+    }
+    let crun_can = Command::new("crun")
+        .args(["checkpoint", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let criu_ok = Command::new("criu")
+        .arg("check")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if crun_can || !criu_ok {
+        println!(
+            "crun checkpoints here ({crun_can}) or CRIU cannot work ({}): nothing to refuse",
+            !criu_ok
+        );
+        return;
+    }
+    let imgs = images().await;
+    let p = pod_with_handler("ckpt-crun", true, "crun").await;
+    let id = run(&p, counter(&imgs.busybox.reference)).await;
+    wait_count(&p, "counter", 1).await;
+    let dir = tempfile::Builder::new().prefix("crust-ckpt-").tempdir().unwrap();
+    let archive = dir.path().join("crun.tar");
+    let err = rt()
+        .await
+        .checkpoint_container(CheckpointContainerRequest {
+            container_id: id.clone(),
+            location: archive.display().to_string(),
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    println!("checkpoint under crun: {:?} {}", err.code(), err.message());
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("\"crun\"") && err.message().contains("cannot checkpoint"),
+        "{}",
+        err.message()
+    );
+    assert!(!archive.exists());
+    assert_eq!(
+        status(&id).await.state,
+        ContainerState::ContainerRunning as i32,
+        "it runs on"
+    );
+}
