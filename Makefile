@@ -128,7 +128,8 @@ node-test: deps
 clean:
 	$(CARGO) clean
 
-## bench: crust (and containerd when installed) side by side, with the floor; table + JSON.
+## bench: crust (and containerd when installed) side by side, with the floor; table + JSON. With critest
+## on PATH, critest --benchmark's container spec against both as well.
 bench: build test-images
 	$(MAKE) deps PACKAGES="$(PACKAGES) containerd"
 	sysctl -qw net.ipv4.ip_forward=1

@@ -214,6 +214,7 @@ async fn run(cfg: config::Config, reloader: Reloader) -> ExitCode {
     tokio::spawn(reload_on_sighup(daemon.clone(), reloader));
     tracing::info!(socket = %socket.display(), version = crust::version::RUNTIME_VERSION, "crustd serving CRI v1");
     notify_systemd("READY=1");
+    let core = daemon.clone();
     let result = crust::server::serve(
         daemon,
         listener,
@@ -222,6 +223,15 @@ async fn run(cfg: config::Config, reloader: Reloader) -> ExitCode {
     )
     .await;
     notify_systemd("STOPPING=1");
+    // Removed containers' directories still being cleaned: a moment to finish (what is left, the next
+    // start cleans).
+    if !core
+        .containers
+        .settle_removals(std::time::Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!("removed containers' directories are still being cleaned; the next start finishes");
+    }
     let _ = std::fs::remove_file(&socket);
     admin.stop();
     match result {

@@ -26,7 +26,7 @@ pub struct ImageVolume {
     pub image_ref: String,
 }
 
-fn dir(container_state: &Path) -> PathBuf {
+pub(super) fn dir(container_state: &Path) -> PathBuf {
     container_state.with_extension("images")
 }
 

@@ -37,6 +37,7 @@ mod stats;
 mod status;
 mod stop;
 mod stream;
+mod trash;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +54,9 @@ use crate::daemon::Daemon;
 use crate::oci::{OciRuntime, Runtimes};
 use crate::state::{Dirs, Locks};
 use crate::{Error, Result};
+
+/// How long RemovePodSandbox waits for its containers' directories to be cleaned.
+const REMOVAL_SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// (pod ID, container name, attempt): unique among a pod's containers.
 type NameKey = (String, String, u32);
@@ -90,6 +94,8 @@ pub(crate) struct Inner {
     events: crate::events::Events,
     /// NRI plugins, which adjust the spec of a container being created.
     nri: crate::nri::Nri,
+    /// Removed containers' directories, cleaned in the background.
+    trash: trash::Trash,
 }
 
 /// All containers, served from memory, backed by records under `<root>/containers`.
@@ -141,6 +147,17 @@ impl Containers {
             cdi_spec_dirs: cfg.runtime.cdi_spec_dirs.clone(),
             image_volumes: cfg.image.volumes,
         };
+        let trash = trash::Trash::new(dirs);
+        trash.open().map_err(|e| {
+            Error::io(
+                format!(
+                    "make the trash in {} and {}",
+                    dirs.root.display(),
+                    dirs.state.display()
+                ),
+                e,
+            )
+        })?;
         Ok(Containers {
             inner: Arc::new(Inner {
                 dirs: dirs.clone(),
@@ -162,6 +179,7 @@ impl Containers {
                 running: crate::monitor::Running::default(),
                 events,
                 nri,
+                trash,
             }),
         })
     }
@@ -169,6 +187,12 @@ impl Containers {
     /// The RuntimeClass handlers, and which is the default and why (for Status).
     pub fn runtimes(&self) -> &Runtimes {
         &self.inner.runtimes
+    }
+
+    /// Waits (up to `timeout`) for the cleanups of removed containers under way (a graceful
+    /// shutdown); false when some are still running.
+    pub async fn settle_removals(&self, timeout: Duration) -> bool {
+        self.inner.trash.settle(|_| true, timeout).await
     }
 
     /// A container's record, refreshed from its exit file.
@@ -500,10 +524,20 @@ impl Daemon {
         Ok(())
     }
 
-    /// Removes every container of a pod (RemovePodSandbox).
+    /// Removes every container of a pod (RemovePodSandbox), and waits for their directories'
+    /// cleanups: nothing of a removed pod stays mounted.
     pub async fn remove_pod_containers(&self, pod_id: &str) -> Result<()> {
         for id in self.containers.pod_container_ids(pod_id) {
             self.remove_container(&id).await?;
+        }
+        if !self
+            .containers
+            .inner
+            .trash
+            .settle(|p| p == pod_id, REMOVAL_SETTLE_TIMEOUT)
+            .await
+        {
+            tracing::warn!(pod = %pod_id, "the cleanup of the pod's removed containers is still running");
         }
         Ok(())
     }

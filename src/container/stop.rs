@@ -1,12 +1,13 @@
 //! StopContainer (the stop signal, SIGKILL once the grace period passes, the exit file, then the
 //! runtime's delete) and RemoveContainer (force-stop, a forced runtime delete if one is still due,
-//! unmount, remove dirs and record). Both are idempotent and succeed for unknown IDs.
+//! the directories moved into the trash to be unmounted and deleted in the background, the record
+//! deleted). Both are idempotent and succeed for unknown IDs.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::record::{ContainerRecord, Step};
-use super::{Inner, rootfs};
+use super::{Inner, trash};
 use crate::daemon::Daemon;
 use crate::{Error, Result};
 
@@ -43,7 +44,10 @@ impl Daemon {
             .map_err(|e| Error::Internal(format!("stop task failed: {e}")))?
     }
 
-    /// RemoveContainer.
+    /// RemoveContainer. The container's directories are moved aside and cleaned in the background
+    /// (see `trash`); the image store collects once that is done, as the layers an image removed
+    /// meanwhile left are in use until then. With image volumes the removal waits for the cleanup, so
+    /// that those images' layers are collected before it answers.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let inner = Arc::clone(&self.containers.inner);
         let id = match inner.resolve_id(id) {
@@ -55,7 +59,7 @@ impl Daemon {
         let had_images = inner
             .get(&id)
             .is_ok_and(|r| r.mounts.iter().any(|m| !m.image.is_empty()));
-        tokio::spawn(async move { inner.remove(&id).await })
+        let done = tokio::spawn(async move { inner.remove(&id).await })
             .await
             .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
         if let Some(rec) = shown {
@@ -63,9 +67,16 @@ impl Daemon {
                 .container_event(crate::nri::Event::REMOVE_CONTAINER, &rec)
                 .await;
         }
+        let Some(mut done) = done else { return Ok(()) };
         if had_images {
-            // The layers of an image removed while this container showed it are no longer in use.
+            let _ = done.changed().await;
             self.images.collect().await;
+        } else {
+            let images = self.images.clone();
+            tokio::spawn(async move {
+                let _ = done.changed().await;
+                images.collect().await;
+            });
         }
         Ok(())
     }
@@ -178,11 +189,13 @@ impl Inner {
         }
     }
 
-    async fn remove(&self, id: &str) -> Result<()> {
+    /// RemoveContainer's removal; returns the end of the cleanup it left running (`None` when there
+    /// was no such container).
+    async fn remove(&self, id: &str) -> Result<Option<tokio::sync::watch::Receiver<()>>> {
         let _g = self.locks.lock(id).await;
         let rec = match self.get(id) {
             Ok(r) => r,
-            Err(Error::NotFound(_)) => return Ok(()),
+            Err(Error::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
         let ctx = format!("RemoveContainer {id}");
@@ -191,42 +204,35 @@ impl Inner {
             .map_err(|e| e.context(&ctx))?;
         // A container that exited by itself was not stopped here: its leftovers go now.
         self.kill_leftovers(&rec).await;
-        self.destroy(&rec).await.map_err(|e| e.context(&ctx))?;
-        self.forget(&rec).map_err(|e| e.context(&ctx))
+        self.release_runtime(&rec).await.map_err(|e| e.context(&ctx))?;
+        let done = self
+            .trash
+            .discard(&self.dirs, &rec.id, &rec.pod_id)
+            .await
+            .map_err(|e| e.context(&ctx))?;
+        self.forget(&rec).map_err(|e| e.context(&ctx))?;
+        Ok(Some(done))
     }
 
-    /// Deletes the runtime's container, unmounts and removes the rootfs and the state dir (the record
-    /// goes with `forget`).
-    pub(super) async fn destroy(&self, rec: &ContainerRecord) -> Result<()> {
+    /// The runtime's forced delete (when it still knows the container) and, with systemd, the
+    /// monitor's scope.
+    async fn release_runtime(&self, rec: &ContainerRecord) -> Result<()> {
         let rt = self.runtime(rec)?;
-        let paths = self.rootfs_paths(&rec.id);
-        // The rootfs is unmounted (lazily) and removed while the runtime deletes its container: the
-        // two do not depend on each other, and nothing of the container runs in the rootfs any more
-        // (it has exited, or is killed by the forced delete).
-        let first = paths.clone();
-        let removing = tokio::task::spawn_blocking(move || rootfs::remove(&first));
         // A container never started is unknown to the runtime: no need to ask it.
-        let deleted = if rt.knows(&rec.id) {
-            rt.delete(&rec.id, true).await
-        } else {
-            Ok(())
-        };
-        let removed = removing
-            .await
-            .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))?;
-        deleted?;
-        if removed.is_err() {
-            // A process the delete only just killed may have been writing to the writable layer.
-            tokio::task::spawn_blocking(move || rootfs::remove(&paths))
-                .await
-                .map_err(|e| Error::Internal(format!("unmount task failed: {e}")))??;
+        if rt.knows(&rec.id) {
+            rt.delete(&rec.id, true).await?;
         }
         // systemd: the monitor's scope went when the monitor exited; stopped here all the same.
-        self.cgroups.remove_monitor(&rec.id).await?;
-        let dir = self.dirs.container_state(&rec.id);
-        super::idmap::release_volumes(&dir)?;
-        super::image_volume::release(&dir)?;
-        crate::state::remove_dir_idempotent(&dir)
-            .map_err(|e| Error::io(format!("remove {}", dir.display()), e))
+        self.cgroups.remove_monitor(&rec.id).await
+    }
+
+    /// Deletes the runtime's container, unmounts and removes the rootfs and the state dir, here and
+    /// now (the record goes with `forget`).
+    pub(super) async fn destroy(&self, rec: &ContainerRecord) -> Result<()> {
+        self.release_runtime(rec).await?;
+        let place = trash::Place::of(&self.dirs, &rec.id);
+        tokio::task::spawn_blocking(move || trash::clean(&place))
+            .await
+            .map_err(|e| Error::Internal(format!("cleanup task failed: {e}")))?
     }
 }

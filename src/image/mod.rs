@@ -59,6 +59,7 @@ pub struct FsUsage {
 }
 
 /// The image store under `<root>/images`.
+#[derive(Clone)]
 pub struct ImageStore {
     inner: Arc<Inner>,
 }

@@ -3,9 +3,11 @@
 //! and the memory of the daemon and of the per-container monitors — for crust and, when installed, for
 //! containerd in the same run, plus a floor made of the same parts called directly (ip netns, the CNI
 //! plugins, runc); and a node scenario (`node`): 110 pods x 3 containers under kubelet's polling, a
-//! burst of 30 pods, and a cold restart under the running pods.
+//! burst of 30 pods, and a cold restart under the running pods. When critest is on PATH, cri-tools' own
+//! container benchmark (`critest --benchmark`) runs against each runtime too (`critest`).
 
 pub mod containerd;
+pub mod critest;
 pub mod floor;
 pub mod memory;
 pub mod node;

@@ -1,12 +1,12 @@
 //! `crust-bench` (`make bench`): see `harness::bench`. Usage:
 //! `crust-bench [--cycles N] [--json FILE] [--no-containerd] [--node-pods N] [--node-seconds S]
-//! [--node-burst N] [--no-node | --node-only]`.
+//! [--node-burst N] [--no-node | --node-only] [--no-critest | --critest-only]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;
 
-use harness::bench::{containerd, floor, node, report::Report, suite};
+use harness::bench::{containerd, critest, floor, node, report::Report, suite};
 use harness::images::{self, Compression, ImageConfig, ImageSpec, Layer, LayerBuilder};
 use harness::{Crustd, CrustdOptions, Registry};
 
@@ -17,10 +17,13 @@ struct Args {
     node: Option<node::NodeOptions>,
     /// Only the node scenario (a quick run).
     node_only: bool,
+    /// critest's benchmark (when critest is on PATH): not at all, or nothing else.
+    critest: bool,
+    critest_only: bool,
 }
 
 const USAGE: &str = "usage: crust-bench [--cycles N] [--json FILE] [--no-containerd] [--node-pods N] \
-[--node-seconds S] [--node-burst N] [--no-node | --node-only]";
+[--node-seconds S] [--node-burst N] [--no-node | --node-only] [--no-critest | --critest-only]";
 
 fn args() -> Args {
     let mut a = Args {
@@ -29,6 +32,8 @@ fn args() -> Args {
         containerd: true,
         node: Some(node::NodeOptions::default()),
         node_only: false,
+        critest: true,
+        critest_only: false,
     };
     let mut it = std::env::args().skip(1);
     let mut n = node::NodeOptions::default();
@@ -46,11 +51,15 @@ fn args() -> Args {
             "--node-burst" => n.burst = num(it.next(), "--node-burst"),
             "--no-node" => a.node = None,
             "--node-only" => a.node_only = true,
+            "--no-critest" => a.critest = false,
+            "--critest-only" => a.critest_only = true,
             other => panic!("unknown argument {other:?}; {USAGE}"),
         }
     }
-    if a.node.is_some() {
+    if a.node.is_some() && !a.critest_only {
         a.node = Some(n);
+    } else {
+        a.node = None;
     }
     a
 }
@@ -158,6 +167,27 @@ async fn main() {
     let reg = Registry::start();
     let (small, large) = push_images(&reg);
     let mut notes = Vec::new();
+    let critest = if a.critest && !a.node_only {
+        critest::find()
+    } else {
+        None
+    };
+    match &critest {
+        // critest's default container image (and the rest of its stand-ins) from the bench's registry.
+        Some(_) => drop(harness::standins::push_all(
+            &reg,
+            harness::pause_binary().as_deref(),
+        )),
+        None if a.critest && !a.node_only => {
+            notes.push("critest is not on PATH: its benchmark was not run".into())
+        }
+        None => {}
+    }
+    let a = Args {
+        critest: critest.is_some(),
+        ..a
+    };
+    let critest_bin = critest.unwrap_or_default();
 
     eprintln!("bench: crust ({} cycles)", a.cycles);
     // crustd serves its Prometheus metrics during the run; what they counted is shown at the end.
@@ -180,7 +210,7 @@ async fn main() {
             small_image: small.clone(),
             large_image: large.clone(),
         };
-        let mut res = run_suite(&t, &a).await;
+        let mut res = run_suite(&t, &a, &critest_bin, &d.dir.path().join("critest")).await;
         // Before the node scenario, whose cold-node row restarts crustd (and so its counters).
         match harness::http::request(&metrics_addr, "GET", "/metrics", &[], b"") {
             Ok(r) => notes.push(metrics_note(&metrics_addr, &String::from_utf8_lossy(&r.body))),
@@ -208,7 +238,7 @@ async fn main() {
                     small_image: small.clone(),
                     large_image: large.clone(),
                 };
-                let mut res = run_suite(&t, &a).await;
+                let mut res = run_suite(&t, &a, &critest_bin, &c.dir.path().join("critest")).await;
                 if let Some(o) = a.node {
                     eprintln!(
                         "bench: containerd, node scenario ({} pods, {} s)",
@@ -233,7 +263,7 @@ async fn main() {
 
     eprintln!("bench: floor");
     let floor = match harness::pause_binary() {
-        _ if a.node_only => Default::default(),
+        _ if a.node_only || a.critest_only => Default::default(),
         Some(p) => floor::measure(a.cycles.min(50), &p).unwrap_or_else(|e| {
             notes.push(format!("floor not measured: {e:#}"));
             Default::default()
@@ -263,13 +293,38 @@ async fn main() {
     eprintln!("bench: results written to {}", a.json.display());
 }
 
-/// The workload of `suite` (nothing but the pulls the node needs with `--node-only`).
-async fn run_suite(t: &suite::Target, a: &Args) -> suite::TargetResults {
-    if a.node_only {
+/// The workload of `suite` (nothing but the pulls the node needs with `--node-only`), then critest's
+/// benchmark (alone and 2 at a time) when it is run.
+async fn run_suite(
+    t: &suite::Target,
+    a: &Args,
+    critest_bin: &std::path::Path,
+    dir: &std::path::Path,
+) -> suite::TargetResults {
+    let mut res = if a.node_only || a.critest_only {
         suite::pull_only(t).await
     } else {
         suite::run(t, a.cycles).await
+    };
+    if a.critest {
+        eprintln!("bench: {}: critest --benchmark ({} containers)", t.name, a.cycles);
+        for parallel in [1, 2] {
+            let (bin, socket, dir) = (
+                critest_bin.to_path_buf(),
+                t.socket.clone(),
+                dir.join(format!("p{parallel}")),
+            );
+            let cycles = a.cycles;
+            match tokio::task::spawn_blocking(move || critest::run(&bin, &socket, &dir, cycles, parallel))
+                .await
+            {
+                Ok(Ok(rows)) => res.latency.extend(rows),
+                Ok(Err(e)) => res.errors.push(format!("{e:#}")),
+                Err(e) => res.errors.push(format!("critest task: {e}")),
+            }
+        }
     }
+    res
 }
 
 /// UTC date and time, `YYYY-MM-DD HH:MM UTC`, without a date crate.
