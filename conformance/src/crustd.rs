@@ -236,6 +236,21 @@ impl Crustd {
         RuntimeServiceClient::new(channel(&self.socket).await.expect("connect to crustd"))
     }
 
+    /// StopPodSandbox then RemovePodSandbox, both expected to succeed.
+    pub async fn stop_and_remove_pod(&self, id: &str) {
+        let mut rt = self.runtime().await;
+        rt.stop_pod_sandbox(cri_api::v1::StopPodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("StopPodSandbox");
+        rt.remove_pod_sandbox(cri_api::v1::RemovePodSandboxRequest {
+            pod_sandbox_id: id.into(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    }
+
     /// An ImageService client.
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(channel(&self.socket).await.expect("connect to crustd"))

@@ -4,6 +4,7 @@
 //! parent.
 
 pub mod criu;
+pub mod features;
 pub mod pause;
 mod runc;
 

@@ -234,17 +234,7 @@ fn state_left(e: &Env) -> Vec<std::ffi::OsString> {
 
 /// StopPodSandbox then RemovePodSandbox, both expected to succeed.
 async fn stop_and_remove_pod(e: &Env, id: &str) {
-    let mut rt = e.c.runtime().await;
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: id.into(),
-    })
-    .await
-    .unwrap();
+    e.c.stop_and_remove_pod(id).await;
 }
 
 /// Waits (up to 60 s) for the container to exit; returns its status.
