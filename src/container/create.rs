@@ -489,7 +489,11 @@ impl Inner {
         rec.stop_signal = built.stop_signal;
         let mut spec =
             serde_json::to_value(&built.spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
-        self.nri.create_container(rec, &mut spec).await?;
+        let nri_host = crate::nri::adjust::Host {
+            runtime: self.runtimes.get(&rec.runtime_handler)?.path().to_path_buf(),
+            cdi_spec_dirs: self.host.cdi_spec_dirs.clone(),
+        };
+        self.nri.create_container(rec, &mut spec, &nri_host).await?;
         let data = serde_json::to_vec(&spec).map_err(|e| Error::Internal(format!("serialise spec: {e}")))?;
         // The bundle lives in the state dir (tmpfs, gone with the host, whose reboot ends the container
         // too): a sync would protect nothing; the rename keeps readers from seeing half a file.

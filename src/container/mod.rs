@@ -344,6 +344,9 @@ impl Inner {
                 E::ContainerStoppedEvent,
             ),
         ];
+        if changes[2].0 {
+            self.nri.container_exited(new);
+        }
         if changes[2].0 && new.reason == "OOMKilled" {
             crate::metrics::global().oom_kill();
         }

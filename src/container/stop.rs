@@ -13,14 +13,10 @@ use crate::{Error, Result};
 
 impl Daemon {
     /// StopContainer with a grace period of `timeout` seconds (0: SIGKILL at once); NRI plugins are
-    /// told once a running container has stopped.
+    /// told the container stopped (once per container, see `Nri::stop_container`).
     pub async fn stop_container(&self, id: &str, timeout: u64) -> Result<()> {
-        let was_running = self
-            .containers
-            .get(id)
-            .is_ok_and(|r| !r.exited && r.started_at != 0);
         self.stop_container_quiet(id, timeout).await?;
-        if was_running && let Ok(rec) = self.containers.get(id) {
+        if let Ok(rec) = self.containers.get(id) {
             self.nri.stop_container(&rec).await;
         }
         Ok(())
@@ -63,9 +59,7 @@ impl Daemon {
             .await
             .map_err(|e| Error::Internal(format!("remove task failed: {e}")))??;
         if let Some(rec) = shown {
-            self.nri
-                .container_event(crate::nri::Event::REMOVE_CONTAINER, &rec)
-                .await;
+            self.nri.remove_container(&rec).await;
         }
         let Some(mut done) = done else { return Ok(()) };
         if had_images {

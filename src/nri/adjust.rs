@@ -3,8 +3,10 @@
 //! Every field a plugin sets is claimed for it: a second plugin setting the same field is a conflict
 //! and fails the creation naming both (NRI's rule); a plugin may change what it set itself. An
 //! adjustment crust cannot apply, or a malformed one, fails with InvalidArgument naming the plugin.
+//! The Linux part (devices, namespaces, seccomp, scheduling, network devices, RDT) is in `linux`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use nri_api::nri as api;
 use serde_json::{Map, Value, json};
@@ -29,12 +31,12 @@ impl Owners {
         }
     }
 
-    fn clear(&mut self, field: &str) {
+    pub(super) fn clear(&mut self, field: &str) {
         self.0.remove(field);
     }
 }
 
-fn bad(plugin: &str, field: &str, why: impl std::fmt::Display) -> Error {
+pub(super) fn bad(plugin: &str, field: &str, why: impl std::fmt::Display) -> Error {
     Error::invalid(
         format!("nri.{field}"),
         format!("NRI plugin {plugin:?} made an invalid adjustment: {why}"),
@@ -42,11 +44,11 @@ fn bad(plugin: &str, field: &str, why: impl std::fmt::Display) -> Error {
 }
 
 /// A key marked for removal (`-key`), unmarked.
-fn removal(key: &str) -> Option<&str> {
+pub(super) fn removal(key: &str) -> Option<&str> {
     key.strip_prefix('-').filter(|k| !k.is_empty())
 }
 
-fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
+pub(super) fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.is_object() {
         *v = json!({});
     }
@@ -63,7 +65,7 @@ fn obj<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     inner
 }
 
-fn arr<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
+pub(super) fn arr<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
     if !v.is_object() {
         *v = json!({});
     }
@@ -99,12 +101,21 @@ fn cpuset(s: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// What applying an adjustment needs to know of the node: the container's OCI runtime (whose
+/// `features` say which spec fields it honours) and where CDI specs are.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    pub runtime: PathBuf,
+    pub cdi_spec_dirs: Vec<PathBuf>,
+}
+
 /// Applies one plugin's adjustment to `spec`.
 pub fn apply(
     spec: &mut Value,
     a: &api::ContainerAdjustment,
     plugin: &str,
     owners: &mut Owners,
+    host: &Host,
 ) -> Result<()> {
     for (k, v) in &a.annotations {
         match removal(k) {
@@ -212,20 +223,39 @@ pub fn apply(
         }
     }
     if !a.CDI_devices.is_empty() {
-        return Err(bad(
-            plugin,
-            "CDI_devices",
-            "CDI device injection through NRI is not supported by crust",
-        ));
+        cdi(spec, &a.CDI_devices, plugin, owners, host)?;
     }
     if !a.args.is_empty() {
         owners.claim("args".into(), plugin)?;
         obj(spec, "process").insert("args".into(), json!(a.args));
     }
     if let Some(l) = a.linux.as_ref() {
-        linux(spec, l, plugin, owners)?;
+        super::linux::apply(spec, l, plugin, owners, host)?;
     }
     Ok(())
+}
+
+/// CDI devices, resolved from the node's CDI specs and applied as for a CRI request's `cdi_devices`
+/// (containerd injects them through the same CDI library it uses for CRI requests). An unknown
+/// device or a broken spec fails the creation naming the plugin.
+fn cdi(
+    spec: &mut Value,
+    devices: &[api::CDIDevice],
+    plugin: &str,
+    owners: &mut Owners,
+    host: &Host,
+) -> Result<()> {
+    let mut reqs = Vec::new();
+    for d in devices {
+        owners.claim(format!("CDI device {:?}", d.name), plugin)?;
+        reqs.push(crate::container::cdi::Request {
+            name: d.name.clone(),
+            field: format!("CDI device {:?}", d.name),
+        });
+    }
+    crate::container::cdi::resolve(&host.cdi_spec_dirs, &reqs)
+        .and_then(|r| crate::container::cdi::apply(spec, &r))
+        .map_err(|e| bad(plugin, "CDI_devices", e))
 }
 
 /// Resource limit names runc knows.
@@ -247,94 +277,6 @@ const RLIMITS: &[&str] = &[
     "RLIMIT_SIGPENDING",
     "RLIMIT_STACK",
 ];
-
-fn linux(
-    spec: &mut Value,
-    l: &api::LinuxContainerAdjustment,
-    plugin: &str,
-    owners: &mut Owners,
-) -> Result<()> {
-    for d in &l.devices {
-        if let Some(path) = removal(&d.path) {
-            owners.clear(&format!("device {path:?}"));
-            arr(&mut spec["linux"], "devices").retain(|x| x["path"] != path);
-            continue;
-        }
-        if !d.path.starts_with("/dev/") {
-            return Err(bad(
-                plugin,
-                "linux.devices",
-                format!("device path {:?} is not under /dev", d.path),
-            ));
-        }
-        if !matches!(d.type_.as_str(), "c" | "b" | "u" | "p") {
-            return Err(bad(
-                plugin,
-                "linux.devices",
-                format!("device {:?} has type {:?} (c, b, u or p)", d.path, d.type_),
-            ));
-        }
-        owners.claim(format!("device {:?}", d.path), plugin)?;
-        let mut j = json!({"path": d.path, "type": d.type_, "major": d.major, "minor": d.minor});
-        if let Some(m) = d.file_mode.as_ref() {
-            j["fileMode"] = json!(m.value);
-        }
-        if let Some(u) = d.uid.as_ref() {
-            j["uid"] = json!(u.value);
-        }
-        if let Some(g) = d.gid.as_ref() {
-            j["gid"] = json!(g.value);
-        }
-        let devices = arr(&mut spec["linux"], "devices");
-        devices.retain(|x| x["path"] != d.path.as_str());
-        devices.push(j);
-        // As containerd: an injected device is also allowed in the device cgroup.
-        let res = obj(&mut spec["linux"], "resources");
-        let rules = res.entry("devices").or_insert_with(|| json!([]));
-        if let Some(rules) = rules.as_array_mut() {
-            rules.push(
-                json!({"allow": true, "type": d.type_, "major": d.major, "minor": d.minor, "access": "rwm"}),
-            );
-        }
-    }
-    if let Some(r) = l.resources.as_ref() {
-        resources(&mut spec["linux"], r, plugin, owners)?;
-    }
-    if !l.cgroups_path.is_empty() {
-        return Err(bad(
-            plugin,
-            "linux.cgroups_path",
-            "crust places containers in their pod's cgroup itself",
-        ));
-    }
-    if let Some(o) = l.oom_score_adj.as_ref() {
-        if !(-1000..=1000).contains(&o.value) {
-            return Err(bad(
-                plugin,
-                "linux.oom_score_adj",
-                format!("{} is outside -1000..1000", o.value),
-            ));
-        }
-        owners.claim("oom score adjustment".into(), plugin)?;
-        obj(spec, "process").insert("oomScoreAdj".into(), json!(o.value));
-    }
-    for (k, v) in &l.sysctl {
-        owners.claim(format!("sysctl {k:?}"), plugin)?;
-        obj(&mut spec["linux"], "sysctl").insert(k.clone(), json!(v));
-    }
-    let unsupported = [
-        ("linux.io_priority", l.io_priority.is_some()),
-        ("linux.seccomp_policy", l.seccomp_policy.is_some()),
-        ("linux.namespaces", !l.namespaces.is_empty()),
-        ("linux.net_devices", !l.net_devices.is_empty()),
-        ("linux.scheduler", l.scheduler.is_some()),
-        ("linux.rdt", l.rdt.is_some()),
-    ];
-    if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(bad(plugin, field, "this adjustment is not supported by crust"));
-    }
-    Ok(())
-}
 
 /// Applies NRI resources to an OCI `linux` object (creation, and container updates).
 pub fn resources(
@@ -456,27 +398,34 @@ pub fn resources(
             l.push(j);
         }
     }
-    // Block I/O and RDT classes need class configurations this node does not have (crust has no
-    // blockio or RDT class config): refused rather than silently dropped.
+    // Block I/O classes need a class configuration, which crust does not have; containerd too
+    // fails the creation when no block I/O configuration is loaded. Refused, not silently dropped.
     if let Some(c) = r.blockio_class.as_ref().filter(|c| !c.value.is_empty()) {
         return Err(bad(
             plugin,
             "linux.resources.blockio_class",
             format!(
-                "block I/O class {:?}: no block I/O classes are configured on this node",
+                "block I/O class {:?}: no block I/O classes are configured on this node \
+                 (crust has no block I/O class configuration)",
                 c.value
             ),
         ));
     }
+    // An RDT class is the container's CLOS (containerd sets `intelRdt.closID` to the class name);
+    // without a mounted resctrl the runtime would fail the container, so it is refused here.
     if let Some(c) = r.rdt_class.as_ref().filter(|c| !c.value.is_empty()) {
-        return Err(bad(
-            plugin,
-            "linux.resources.rdt_class",
-            format!(
-                "RDT class {:?}: no RDT classes are configured on this node",
-                c.value
-            ),
-        ));
+        if !super::linux::resctrl_mounted() {
+            return Err(bad(
+                plugin,
+                "linux.resources.rdt_class",
+                format!(
+                    "RDT class {:?}: RDT is not available on this node (no resctrl filesystem is mounted)",
+                    c.value
+                ),
+            ));
+        }
+        owners.claim("RDT".into(), plugin)?;
+        obj(linux, "intelRdt").insert("closID".into(), json!(c.value));
     }
     Ok(())
 }

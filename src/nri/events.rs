@@ -122,7 +122,12 @@ impl Nri {
     /// CreateContainer: each plugin in turn is shown the container as the earlier ones adjusted it, and
     /// its adjustment goes into `spec`. Updates of other containers the plugins ask for are applied
     /// once the event is over.
-    pub async fn create_container(&self, rec: &ContainerRecord, spec: &mut Value) -> Result<()> {
+    pub async fn create_container(
+        &self,
+        rec: &ContainerRecord,
+        spec: &mut Value,
+        host: &super::adjust::Host,
+    ) -> Result<()> {
         if !self.busy() {
             return Ok(());
         }
@@ -151,7 +156,7 @@ impl Nri {
                 };
                 let plugin = p.id();
                 if let Some(a) = rsp.adjust.as_ref() {
-                    super::adjust::apply(spec, a, &plugin, &mut owners)?;
+                    super::adjust::apply(spec, a, &plugin, &mut owners, host)?;
                 }
                 for u in rsp.update {
                     if u.container_id == rec.id {
@@ -236,9 +241,17 @@ impl Nri {
         Ok(res)
     }
 
-    /// StopContainer: plugins are told (errors are logged; the stop goes on); the updates of other
-    /// containers they answer with are applied afterwards.
+    /// StopContainer: plugins are told once per container, whichever of its exit, StopContainer, its
+    /// pod's stop or its removal comes first, also for a container that never ran (as containerd
+    /// does); errors are logged and the stop goes on; the updates of other containers they answer
+    /// with are applied afterwards.
     pub async fn stop_container(&self, rec: &ContainerRecord) {
+        self.stop_once(rec, false).await;
+    }
+
+    /// Tells plugins `rec` stopped unless they were told; `on_exit`: only while it still exists
+    /// (an exit seen just before the container's removal must not be told after it).
+    async fn stop_once(&self, rec: &ContainerRecord, on_exit: bool) {
         if !self.busy() {
             return;
         }
@@ -248,6 +261,14 @@ impl Nri {
         let mut updates = Vec::new();
         {
             let _order = self.shared.order.lock().await;
+            let gone = || {
+                self.shared
+                    .daemon()
+                    .is_none_or(|d| d.containers.get(&rec.id).is_err())
+            };
+            if on_exit && gone() || !super::lock(&self.shared.stopped).insert(rec.id.clone()) {
+                return;
+            }
             for p in self.shared.active() {
                 if !p.wants(Event::STOP_CONTAINER) {
                     continue;
@@ -276,6 +297,63 @@ impl Nri {
                 }
             });
         }
+    }
+}
+
+impl Nri {
+    /// RemoveContainer: a container not yet told stopped is first (as containerd's NRI does).
+    pub async fn remove_container(&self, rec: &ContainerRecord) {
+        self.stop_container(rec).await;
+        self.container_event(Event::REMOVE_CONTAINER, rec).await;
+        super::lock(&self.shared.stopped).remove(&rec.id);
+    }
+
+    /// A container exited (on its own, or killed): plugins are told it stopped, from a task of its
+    /// own since the caller holds the container records.
+    pub fn container_exited(&self, rec: &ContainerRecord) {
+        if !self.busy() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (nri, rec) = (self.clone(), rec.clone());
+            rt.spawn(async move { nri.stop_once(&rec, true).await });
+        }
+    }
+
+    /// UpdatePodSandboxResources: plugins see the pod's new overhead and resources (OCI
+    /// `linux.resources` objects). As NRI's adaptation, a plugin's error fails the update; one that
+    /// does not answer in time is disconnected and the update goes on.
+    pub async fn update_pod_sandbox(
+        &self,
+        pod: &PodRecord,
+        overhead: Option<&Value>,
+        resources: Option<&Value>,
+    ) -> Result<()> {
+        if !self.busy() {
+            return Ok(());
+        }
+        let _order = self.shared.order.lock().await;
+        let mut req = api::UpdatePodSandboxRequest::new();
+        req.pod = nri_api::protobuf::MessageField::some(convert::pod(pod));
+        req.overhead_linux_resources = overhead.map(convert::resources).into();
+        req.linux_resources = resources.map(convert::resources).into();
+        for p in self.shared.active() {
+            if !p.wants(Event::UPDATE_POD_SANDBOX) {
+                continue;
+            }
+            let r = req.clone();
+            p.call("UpdatePodSandbox", |c, ctx| async move {
+                c.update_pod_sandbox(ctx, &r).await
+            })
+            .await
+            .map_err(|e| {
+                crate::Error::FailedPrecondition(format!(
+                    "NRI plugin {} failed UpdatePodSandbox: {e}",
+                    p.id()
+                ))
+            })?;
+        }
+        Ok(())
     }
 }
 

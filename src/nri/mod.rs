@@ -12,6 +12,9 @@ pub mod adjust;
 pub mod convert;
 mod events;
 mod launch;
+mod linux;
+#[cfg(test)]
+mod linux_tests;
 mod mux;
 pub mod plugin;
 
@@ -53,6 +56,9 @@ pub(crate) struct Shared {
     /// Held by every event and by a new plugin's synchronization.
     order: tokio::sync::Mutex<()>,
     daemon: OnceLock<Weak<Daemon>>,
+    /// Containers plugins were told had stopped, so that each is told once, however it stopped
+    /// (its exit, StopContainer, its pod's stop, its removal), as containerd tells them.
+    stopped: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,6 +82,7 @@ impl Nri {
                 plugins: Mutex::new(Vec::new()),
                 order: tokio::sync::Mutex::new(()),
                 daemon: OnceLock::new(),
+                stopped: Mutex::new(Default::default()),
             }),
         }
     }

@@ -5,6 +5,7 @@
 
 pub mod criu;
 pub mod default;
+pub mod features;
 pub mod pause;
 mod runc;
 

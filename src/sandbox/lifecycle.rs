@@ -188,10 +188,17 @@ impl Daemon {
                 rec.id
             )));
         }
+        self.nri
+            .update_pod_sandbox(&rec, overhead.as_ref(), resources.as_ref())
+            .await?;
         rec.resources = Some(serde_json::json!({"overhead": overhead, "resources": resources}));
         inner
             .save(&rec)
-            .map_err(|e| e.context(format!("UpdatePodSandboxResources {}", rec.id)))
+            .map_err(|e| e.context(format!("UpdatePodSandboxResources {}", rec.id)))?;
+        self.nri
+            .pod_event(crate::nri::Event::POST_UPDATE_POD_SANDBOX, &rec)
+            .await;
+        Ok(())
     }
 
     /// RemovePodSandbox: the pod's containers, then everything the pod holds, and the record.
