@@ -3,6 +3,7 @@
 
 mod load;
 pub mod reference;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
