@@ -27,7 +27,12 @@ impl Inner {
             if !snapshot.pause_started {
                 return None;
             }
-            let r = match self.runtimes.get(&snapshot.runtime_handler) {
+            // A pause an older crustd ran through the default handler's runtime is deleted from the
+            // runtime that holds it, which may no longer be the default.
+            let r = match self
+                .runtimes
+                .get_existing(&snapshot.runtime_handler, &snapshot.id)
+            {
                 Ok(rt) => pause::stop(&rt, &self.pause_dir(&snapshot.id), &snapshot).await,
                 Err(e) => Err(e),
             };

@@ -133,7 +133,12 @@ impl Daemon {
     /// The runtime and process spec for running `cmd` in container `id`.
     pub(crate) fn exec_prepare(&self, id: &str, cmd: &[String], tty: bool) -> Result<ExecPrep> {
         let rec = self.running_container(id)?;
-        let rt = crate::oci::Runtimes::from_config(&self.config, &self.dirs)?.get(&rec.runtime_handler)?;
+        // The runtime that holds the container: a container an older crustd made for the default
+        // handler stays with the runtime that was the default then (runc, where crun is now).
+        let rt = self
+            .containers
+            .runtimes()
+            .get_existing(&rec.runtime_handler, &rec.id)?;
         let state_dir = self.dirs.container_state(&rec.id);
         let path = state_dir.join("config.json");
         let data = std::fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
