@@ -72,6 +72,26 @@ pub fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::proces
     })
 }
 
+/// `cmd.spawn()` for a `std::process::Command` crustd waits for itself (see [`spawn_owned`]).
+pub fn spawn_std(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    spawn_owned(|| {
+        let r = cmd.spawn();
+        let pid = r.as_ref().ok().map(|c| c.id() as i32);
+        (r, pid)
+    })
+}
+
+/// `cmd.output()` for a short command crustd runs and waits for (stdin on /dev/null, stdout and
+/// stderr captured): spawned owned, so the reaper cannot take its exit status first and leave the
+/// wait with ECHILD.
+pub fn output(cmd: &mut std::process::Command) -> std::io::Result<std::process::Output> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn_std(cmd)?.wait_with_output()
+}
+
 /// What [`take_status`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waited {
@@ -358,6 +378,27 @@ mod tests {
         assert_eq!(reap_among(&[pid]), 0);
         assert_eq!(child.wait().await.unwrap().code(), Some(7));
         assert_eq!(take_status(pid), Waited::Unknown);
+    }
+
+    #[test]
+    fn std_commands_run_through_the_registry_keep_their_status() {
+        // The reaper's pass between the exit and the wait (as `criu check` met it under CI) leaves
+        // an owned std child alone.
+        let child = spawn_std(
+            std::process::Command::new("sh")
+                .args(["-c", "echo out; exit 3"])
+                .stdout(std::process::Stdio::piped()),
+        )
+        .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(reap_among(&[pid]), 0);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(out.stdout, b"out\n");
+        let out = output(std::process::Command::new("sh").args(["-c", "echo err >&2"])).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stderr, b"err\n");
     }
 
     #[tokio::test]

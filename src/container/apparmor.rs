@@ -77,13 +77,14 @@ impl Host for System {
             .parser
             .as_ref()
             .ok_or_else(|| Error::Internal("apparmor_parser is not installed".into()))?;
-        let mut child = Command::new(parser)
-            .arg("-Kr")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(format!("run {}", parser.display()), e))?;
+        let mut child = crate::reaper::spawn_std(
+            Command::new(parser)
+                .arg("-Kr")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| Error::io(format!("run {}", parser.display()), e))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(text.as_bytes())

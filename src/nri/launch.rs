@@ -127,9 +127,8 @@ async fn launch_one(shared: &Arc<Shared>, idx: &str, name: &str) -> Result<Arc<P
             Ok(())
         });
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("NRI: start {}", path.display()), e))?;
+    let child =
+        crate::reaper::spawn(&mut cmd).map_err(|e| Error::io(format!("NRI: start {}", path.display()), e))?;
     drop(theirs);
     let stream = tokio::net::UnixStream::from_std(ours).map_err(|e| Error::io("NRI: socket pair", e))?;
     let config = plugin_config(shared, idx, name);

@@ -70,10 +70,7 @@ pub async fn require_runtime(what: &str, handler: &str, runtime: &std::path::Pat
 
 /// `<runtime> checkpoint --help`: whether the runtime has the command.
 fn runtime_probe(runtime: &std::path::Path) -> Probe {
-    let out = std::process::Command::new(runtime)
-        .args(["checkpoint", "--help"])
-        .stdin(std::process::Stdio::null())
-        .output()
+    let out = crate::reaper::output(std::process::Command::new(runtime).args(["checkpoint", "--help"]))
         .map_err(|e| format!("run {} checkpoint --help: {e}", runtime.display()))?;
     if out.status.success() {
         return Ok(String::new());
@@ -103,10 +100,7 @@ fn run_probe() -> Probe {
     let Some(criu) = binary() else {
         return Err("criu is not installed (runc needs it for checkpoint and restore)".into());
     };
-    let out = std::process::Command::new(&criu)
-        .arg("check")
-        .stdin(std::process::Stdio::null())
-        .output()
+    let out = crate::reaper::output(std::process::Command::new(&criu).arg("check"))
         .map_err(|e| format!("run {} check: {e}", criu.display()))?;
     if !out.status.success() {
         return Err(format!(
@@ -116,9 +110,7 @@ fn run_probe() -> Probe {
             check_errors(&String::from_utf8_lossy(&out.stderr))
         ));
     }
-    let version = std::process::Command::new(&criu)
-        .arg("--version")
-        .output()
+    let version = crate::reaper::output(std::process::Command::new(&criu).arg("--version"))
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     Ok(version

@@ -81,13 +81,7 @@ fn crun_works(crun: &Path) -> Result<(), String> {
             crun.display()
         ))
     } else {
-        match std::process::Command::new(crun)
-            .arg("--version")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-        {
+        match crate::reaper::output(std::process::Command::new(crun).arg("--version")).map(|o| o.status) {
             Ok(s) if s.success() => Ok(()),
             Ok(s) => Err(format!("`{} --version` failed ({s})", crun.display())),
             Err(e) => Err(format!("`{} --version` could not run: {e}", crun.display())),

@@ -67,11 +67,7 @@ pub fn features(path: &Path) -> Features {
     if let Some(f) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(path) {
         return f.clone();
     }
-    let doc = std::process::Command::new(path)
-        .arg("features")
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
+    let doc = crate::reaper::output(std::process::Command::new(path).arg("features"))
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| serde_json::from_slice(&o.stdout).ok())
