@@ -117,6 +117,16 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 say "registry at $REGISTRY (PID $REG_PID)"
+# The test images every step pulls (crust-test/busybox:1 and critest's stand-ins), pushed here so that
+# a run filtered to some node tests has them too.
+if [ -x "$BIN/crust-test-images" ]; then
+    if CRUST_TEST_BUSYBOX="$TESTIMAGES/busybox" "$BIN/crust-test-images" --registry "$REGISTRY" \
+        --pause "$BIN/crust-pause" >"$RESULTS/test-images.log" 2>&1; then
+        pass "crust-test-images pushed the test images"
+    else
+        fail "crust-test-images pushed the test images (see $RESULTS/test-images.log)"
+    fi
+fi
 
 mkdir -p /etc/crust/crust.d
 {

@@ -1,7 +1,8 @@
 //! `crust-test-images`: builds the stand-ins for the images critest pulls (see `harness::standins`) from
 //! a static busybox (`conformance/busybox.sh`, or `$CRUST_TEST_BUSYBOX`) and crust's own small static
 //! programs, and pushes them to a local registry under the upstream repository paths, so that crust's
-//! mirrors for registry.k8s.io, k8s.gcr.io and gcr.io serve them. Nothing is pulled from anywhere.
+//! mirrors for registry.k8s.io, k8s.gcr.io and gcr.io serve them, and the harness's own
+//! `crust-test/…:1` images beside them. Nothing is pulled from anywhere.
 //!
 //! Usage: `crust-test-images [--registry http://127.0.0.1:5000] [--pause PATH]`
 //! (`--registry` defaults to `$CRUST_TEST_REGISTRY`, then `http://127.0.0.1:5000`; `--pause` to the
@@ -100,6 +101,12 @@ fn main() -> ExitCode {
             s.platforms.join(" "),
             s.what
         );
+    }
+    // The harness's own images (`crust-test/busybox:1` and the rest), which the node's steps and
+    // tests pull whether or not a test that pushes them ran first.
+    let std = harness::images::push_standard(&reg);
+    for p in [&std.busybox, &std.configured, &std.layered, &std.uncompressed] {
+        println!("  {}", p.reference);
     }
     println!("critest references no stand-in can serve:");
     for (r, why) in standins::NOT_SERVABLE {

@@ -59,8 +59,9 @@ async fn user_namespaces_are_offered_by_kernel_and_refused_with_a_reason() {
         }),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
+                // The pod's own network (a user-namespaced pod may not share the node's): the
+                // refusal comes before CNI is called.
                 namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
                     userns_options: Some(UserNamespace {
                         mode: NamespaceMode::Pod as i32,
                         uids: ids.clone(),
