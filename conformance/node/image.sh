@@ -11,8 +11,9 @@
 #
 # Recipe: debootstrap --variant=minbase of bookworm from deb.debian.org with systemd (PID 1, unified
 # cgroup v2 hierarchy), the stock kernel (6.1) and linux-image-amd64 from bookworm-backports (6.12),
-# AppArmor, dbus, runc, crun, the CNI plugins, iptables, docker-registry, make and criu
-# (checkpoint/restore); hostname crust-node; no network configuration (the VM has no NIC, only
+# AppArmor, dbus, runc, crun, the CNI plugins, iptables, docker-registry, make, criu
+# (checkpoint/restore) and containerd (Debian's 1.6, not enabled: the node bench starts one of its own
+# beside crust, as `make bench` does on the host); hostname crust-node; no network configuration (the VM has no NIC, only
 # loopback); the serial getty masked (it hangs up ttyS0, the console the run reports on); and a oneshot
 # crust-node-test.service, after multi-user.target, that mounts the repository share (9p tag `repo`) and
 # runs conformance/node/run-inside.sh from it, so that the runner can change without a new image.
@@ -26,7 +27,7 @@ MIRROR=${CRUST_NODE_MIRROR:-http://deb.debian.org/debian}
 HASH=$(sha256sum "$HERE/image.sh" | cut -c1-16)
 OUT=$CACHE/$HASH
 PACKAGES=systemd,systemd-sysv,udev,kmod,linux-image-amd64,iproute2,iptables,runc,crun,ca-certificates
-PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor-utils,dbus,make,procps,sudo,criu
+PACKAGES=$PACKAGES,containernetworking-plugins,docker-registry,apparmor,apparmor-utils,dbus,make,procps,sudo,criu,containerd
 
 say() { echo "image.sh: $*" >&2; }
 
@@ -99,12 +100,12 @@ TimeoutStartSec=infinity
 WantedBy=multi-user.target
 UNIT
 chroot "$ROOTFS" systemctl enable crust-node-test.service >/dev/null 2>&1
-# Quiet and quick: no getty on the serial console, nothing periodic, the packaged registry off (the runner
-# starts its own on 127.0.0.1 with temporary storage).
+# Quiet and quick: no getty on the serial console, nothing periodic, the packaged registry and containerd
+# off (the runner starts its own registry on 127.0.0.1 with temporary storage, the bench its containerd).
 chroot "$ROOTFS" systemctl mask serial-getty@ttyS0.service getty@tty1.service apt-daily.timer \
     apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
     systemd-networkd-wait-online.service >/dev/null 2>&1
-chroot "$ROOTFS" systemctl disable docker-registry.service >/dev/null 2>&1 || true
+chroot "$ROOTFS" systemctl disable docker-registry.service containerd.service >/dev/null 2>&1 || true
 chroot "$ROOTFS" passwd -d root >/dev/null
 chroot "$ROOTFS" apt-get clean
 rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin "$ROOTFS"/var/log/*.log

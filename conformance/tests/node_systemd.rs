@@ -220,12 +220,23 @@ fn ctr(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
 }
 
 async fn run(p: &Pod, config: ContainerConfig) -> String {
-    let mut c = rt().await;
+    create_start(&mut rt().await, &p.id, &p.config, config).await.1
+}
+
+/// Creates and starts `config` in `pod` through `c` (crust, or another runtime's CRI); the time both
+/// took in ms, and the container's ID.
+async fn create_start(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    sandbox: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> (f64, String) {
+    let t0 = Instant::now();
     let id = c
         .create_container(CreateContainerRequest {
-            pod_sandbox_id: p.id.clone(),
+            pod_sandbox_id: pod.into(),
             config: Some(config),
-            sandbox_config: Some(p.config.clone()),
+            sandbox_config: Some(sandbox.clone()),
         })
         .await
         .expect("CreateContainer")
@@ -236,7 +247,7 @@ async fn run(p: &Pod, config: ContainerConfig) -> String {
     })
     .await
     .expect("StartContainer");
-    id
+    (t0.elapsed().as_secs_f64() * 1000.0, id)
 }
 
 async fn status(id: &str) -> ContainerStatus {
@@ -498,56 +509,8 @@ async fn crun_runs_containers_as_a_second_handler() {
     assert_eq!(wait_exited(&id).await.exit_code, 137);
 }
 
-/// Not a check but a measurement, for the bench rows of `make node-test`: CreateContainer +
-/// StartContainer of a `sleep` container on this node, with runc and with crun, each in a pod of its
-/// own, alternating, 10 times each. Prints `node-bench: <handler> p50 <ms> p90 <ms> n <n>` lines.
-#[tokio::test]
-#[ignore = "runs on the test node: make node-test"]
-async fn start_latency_of_runc_and_crun() {
-    if !on_node() {
-        return;
-    }
-    let imgs = images().await;
-    let handlers = ["runc", "crun"];
-    let pods = [
-        pod_with_handler("lat-runc", false, "runc").await,
-        pod_with_handler("lat-crun", false, "crun").await,
-    ];
-    let mut times: [Vec<f64>; 2] = Default::default();
-    for round in 0..11 {
-        for (i, p) in pods.iter().enumerate() {
-            let name = format!("lat-{round}");
-            let t0 = Instant::now();
-            let id = run(p, ctr(&name, &imgs.busybox.reference, &["sleep", "600"])).await;
-            let ms = t0.elapsed().as_secs_f64() * 1000.0;
-            // The first round warms the image's layers and the runtime binary up: not counted.
-            if round > 0 {
-                times[i].push(ms);
-            }
-            let mut c = rt().await;
-            c.stop_container(StopContainerRequest {
-                container_id: id.clone(),
-                timeout: 0,
-            })
-            .await
-            .expect("StopContainer");
-            c.remove_container(RemoveContainerRequest { container_id: id })
-                .await
-                .expect("RemoveContainer");
-        }
-    }
-    for (h, t) in handlers.iter().zip(times.iter_mut()) {
-        t.sort_by(|a, b| a.total_cmp(b));
-        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
-        println!(
-            "node-bench: {h} CreateContainer+StartContainer p50 {:.1} ms p90 {:.1} ms n {}",
-            at(0.5),
-            at(0.9),
-            t.len()
-        );
-    }
-}
-
+#[path = "node_systemd_parts/bench.rs"]
+mod bench;
 #[path = "node_systemd_parts/checkpoint.rs"]
 mod checkpoint;
 #[path = "node_systemd_parts/confinement.rs"]

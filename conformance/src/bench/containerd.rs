@@ -119,6 +119,35 @@ state = "{state}"
         )
     }
 
+    /// Stops and removes every pod containerd has (what the bench and critest's benchmark left, also
+    /// after a failure), so that stopping it leaves no pause process, shim or network namespace
+    /// behind: containerd's pods outlive the daemon. Returns how many there were.
+    pub async fn remove_all_pods(&self) -> Result<usize> {
+        use cri_api::v1::*;
+        let mut rt =
+            runtime_service_client::RuntimeServiceClient::new(crate::crustd::channel(&self.socket).await?);
+        let pods = rt
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .context("containerd: ListPodSandbox")?
+            .into_inner()
+            .items;
+        for p in &pods {
+            let id = p.id.clone();
+            rt.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .with_context(|| format!("containerd: StopPodSandbox {id}"))?;
+            rt.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .with_context(|| format!("containerd: RemovePodSandbox {id}"))?;
+        }
+        Ok(pods.len())
+    }
+
     /// The daemon's PID.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -247,6 +247,12 @@ async fn main() {
                     let mut respawn = || c.respawn_nowait();
                     res.node = Some(node::run(&t, o, &mut respawn).await);
                 }
+                // Its pods outlive it: remove them through its CRI before it is stopped (on drop).
+                match c.remove_all_pods().await {
+                    Ok(0) => {}
+                    Ok(n) => eprintln!("bench: removed {n} pods containerd still had"),
+                    Err(e) => notes.push(format!("containerd's pods not all removed: {e:#}")),
+                }
                 Some(res)
             }
             Err(e) => {
