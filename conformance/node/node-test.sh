@@ -251,7 +251,7 @@ SUMMARY=$(grep -aoE 'node-test: [0-9]+ passed, [0-9]+ failed' "$RESULTS/console.
 echo
 say "boot to the runner: ${BOOTED:-?} s; VM run: $VM_TIME s; total (builds and image included): $TOTAL s"
 say "results: $RESULTS (console.log, node-tests.log, critest/, crust.journal)"
-# The start latencies measured inside (tests/node_systemd.rs start_latency_of_runc_and_crun).
+# The start latencies measured inside (tests/node_systemd_parts/bench.rs: runc, crun and containerd).
 grep -aoE 'node-bench: .*' "$RESULTS/console.log" | sed 's/\r$//' | tee "$RESULTS/node-bench.txt" || true
 if [ -z "$SUMMARY" ]; then
     echo "node-test: no summary line from the node (see $RESULTS/console.log)"

@@ -24,6 +24,22 @@ pub struct Containerd {
     /// containerd makes its default cgroup parent, `k8s.io`, in every hierarchy; when this run made it,
     /// the run removes it.
     made_cgroup_parent: bool,
+    /// The network namespaces under [`NETNS_DIR`] before containerd started: the `cni-*` ones that
+    /// appear after are its pods', which it does not always remove (seen with critest's benchmark).
+    netns_before: Vec<String>,
+}
+
+/// Where containerd pins its pods' network namespaces.
+const NETNS_DIR: &str = "/run/netns";
+
+fn netns_names() -> Vec<String> {
+    std::fs::read_dir(NETNS_DIR)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// containerd's default cgroup parent (cgroupfs driver, no parent asked for).
@@ -95,6 +111,7 @@ state = "{state}"
         std::fs::write(&cfg_path, cfg)?;
         let child = spawn(&cfg_path, dir.path())?;
         let made_cgroup_parent = !cgroup_parent_exists();
+        let netns_before = netns_names();
         let c = Containerd {
             dir,
             socket,
@@ -102,6 +119,7 @@ state = "{state}"
             cfg_path,
             _network: network,
             made_cgroup_parent,
+            netns_before,
         };
         for _ in 0..300 {
             if let Ok(ch) = crate::crustd::channel(&c.socket).await {
@@ -207,6 +225,13 @@ impl Drop for Containerd {
         let dirs = [self.dir.path()];
         crate::crustd::kill_processes_using(&dirs);
         crate::crustd::unmount_under(&dirs);
+        for n in netns_names() {
+            if n.starts_with("cni-") && !self.netns_before.contains(&n) {
+                let p = Path::new(NETNS_DIR).join(&n);
+                let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_file(&p);
+            }
+        }
         if self.made_cgroup_parent {
             crate::crustd::remove_cgroup_everywhere(CGROUP_PARENT);
         }
