@@ -60,7 +60,7 @@ pub struct Oom {
 }
 
 /// Where a container's OOM kills are counted.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum OomSource {
     /// The v1 memory cgroup's directory (`memory.oom_control`, `cgroup.event_control`).
     V1(String),
@@ -115,6 +115,56 @@ fn parent_cgroup(cgroups_path: &str) -> Option<String> {
     Some(parent.trim_matches('/').to_string()).filter(|p| !p.is_empty())
 }
 
+/// A container's own cgroup, relative to the hierarchy's root, from its `cgroupsPath` (cgroupfs: the
+/// path; systemd: the runtime's `<prefix>-<name>.scope` in the expanded slice).
+fn container_cgroup(cgroups_path: &str) -> Option<String> {
+    let rel = match cgroups_path.split(':').collect::<Vec<_>>()[..] {
+        [slice, prefix, name] if !name.is_empty() => {
+            let slice = crate::cgroups::slice::expand_slice(slice).ok()?;
+            let unit = if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            format!("{slice}/{unit}")
+        }
+        [path] => path.to_string(),
+        _ => return None,
+    };
+    Some(rel.trim_matches('/').to_string()).filter(|p| !p.is_empty())
+}
+
+/// Where the OOM kills of the cgroup `rel` (from the root) are counted: the v1 memory hierarchy's
+/// directory when the host has one, else the v2 `memory.events`.
+fn oom_source_of(rel: &str, exists: impl Fn(&str) -> bool) -> Option<OomSource> {
+    if exists("/sys/fs/cgroup/memory") {
+        let dir = format!("/sys/fs/cgroup/memory/{rel}");
+        return exists(&dir).then_some(OomSource::V1(dir));
+    }
+    v2_memory_events(rel, exists).map(OomSource::V2)
+}
+
+/// The source to watch: the one `/proc/<pid>/cgroup` names, unless the container's init has already
+/// died (a zombie is shown in the root cgroup: the OOM killer can be that quick, before the runtime
+/// even returns), then the container's cgroup from its spec.
+fn choose_oom_source(
+    from_proc: Option<OomSource>,
+    cgroups_path: Option<&str>,
+    exists: impl Fn(&str) -> bool,
+) -> Option<OomSource> {
+    let at_root = |s: &OomSource| match s {
+        OomSource::V1(dir) => dir.trim_end_matches('/') == "/sys/fs/cgroup/memory",
+        OomSource::V2(_) => false,
+    };
+    match from_proc {
+        Some(s) if !at_root(&s) => Some(s),
+        other => cgroups_path
+            .and_then(container_cgroup)
+            .and_then(|rel| oom_source_of(&rel, &exists))
+            .or(other.filter(|s| !at_root(s))),
+    }
+}
+
 /// The `oom_kill` count in a `memory.events` (or `memory.oom_control`) file.
 fn read_count(path: &CString) -> Option<u64> {
     let mut buf = [0u8; 512];
@@ -130,10 +180,11 @@ impl Oom {
         Some((p, n))
     }
 
-    /// Finds the container's memory cgroup from `/proc/<pid>/cgroup` and arms the notification.
+    /// Finds the container's memory cgroup from `/proc/<pid>/cgroup` (or, when the process already
+    /// died, from the spec's `cgroups_path`) and arms the notification.
     /// `fresh`: the cgroup was made for this container (its kills all count, even one that happened
     /// before this call); else (the pause, which may join an existing cgroup) only later ones do.
-    pub fn setup(pid: i32, fresh: bool, parent: Option<(CString, u64)>) -> Oom {
+    pub fn setup(pid: i32, fresh: bool, parent: Option<(CString, u64)>, cgroups_path: Option<&str>) -> Oom {
         let mut oom = Oom {
             counter_path: None,
             notify: None,
@@ -141,10 +192,11 @@ impl Oom {
             seen: false,
             parent,
         };
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-            return oom;
-        };
-        match oom_source(&text, |p| std::path::Path::new(p).exists()) {
+        let exists = |p: &str| std::path::Path::new(p).exists();
+        let from_proc = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| oom_source(&text, exists));
+        match choose_oom_source(from_proc, cgroups_path, exists) {
             Some(OomSource::V1(dir)) => {
                 oom.counter_path = CString::new(format!("{dir}/memory.oom_control")).ok();
                 oom.notify = arm_v1(&dir);
@@ -448,5 +500,36 @@ mod tests {
         );
         assert_eq!(oom_source("0::/a\n", |_| false), None);
         assert_eq!(oom_source("garbage", |_| true), None);
+    }
+
+    #[test]
+    fn a_container_dead_before_the_monitor_looks_is_found_by_its_spec() {
+        // What /proc shows of a zombie on this hybrid host: the root of every hierarchy.
+        let zombie = "4:memory:/\n1:cpu:/\n0::/\n";
+        let dead = oom_source(zombie, |_| true);
+        let v1 = |p: &str| p.starts_with("/sys/fs/cgroup/memory");
+        assert_eq!(
+            choose_oom_source(dead.clone(), Some("/crust/p1/c1"), v1),
+            Some(OomSource::V1("/sys/fs/cgroup/memory/crust/p1/c1".into()))
+        );
+        // No spec path: nothing rather than the root's counter.
+        assert_eq!(choose_oom_source(dead, None, v1), None);
+        // A live process's own cgroup wins over the spec.
+        let live = oom_source("4:memory:/x/c1\n", |_| true);
+        assert_eq!(
+            choose_oom_source(live, Some("/crust/p1/c1"), v1),
+            Some(OomSource::V1("/sys/fs/cgroup/memory/x/c1".into()))
+        );
+        // A pure v2 host with the systemd driver: the runtime's scope in the expanded slice.
+        let v2 =
+            |p: &str| !p.starts_with("/sys/fs/cgroup/memory") && !p.starts_with("/sys/fs/cgroup/unified");
+        assert_eq!(
+            choose_oom_source(None, Some("kubepods-pod1.slice:crust:c1"), v2),
+            Some(OomSource::V2(
+                "/sys/fs/cgroup/kubepods.slice/kubepods-pod1.slice/crust-c1.scope/memory.events".into()
+            ))
+        );
+        assert_eq!(container_cgroup("a:b"), None);
+        assert_eq!(container_cgroup("/"), None);
     }
 }

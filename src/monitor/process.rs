@@ -189,19 +189,21 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
             log,
             log_cpath,
             io: Io::default(),
-            oom: Oom::setup(container_pid, false, None),
+            oom: Oom::setup(container_pid, false, None, None),
             stdin_once: false,
             early: Default::default(),
         });
     }
     // Before the runtime makes the container's cgroup: the parent's OOM count, in case the container
     // is killed and its cgroup removed before the monitor looks (systemd scopes go when empty).
+    let cgroups_path = std::fs::read(spec.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string));
     let oom_parent = Oom::parent_baseline(
-        std::fs::read(spec.bundle.join("config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
-            .and_then(|p| super::event_loop::parent_memory_events(&p)),
+        cgroups_path
+            .as_deref()
+            .and_then(super::event_loop::parent_memory_events),
     );
     let mut io = Io::default();
     // The fds the runtime gets as 0, 1, 2.
@@ -332,7 +334,7 @@ fn setup_and_create(spec: &MonitorSpec) -> Result<event_loop::State, String> {
     if spec.tty && io.tty.is_none() {
         return Err("the runtime sent no pty over the console socket".into());
     }
-    let oom = Oom::setup(container_pid, true, oom_parent);
+    let oom = Oom::setup(container_pid, true, oom_parent, cgroups_path.as_deref());
     Ok(event_loop::State {
         container_pid,
         created_at_ns: super::log::now_ns(),
