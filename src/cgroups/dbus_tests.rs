@@ -119,7 +119,9 @@ fn bus_daemon(sock: &std::path::Path) -> Option<std::process::Child> {
         .spawn()
         .ok()?;
     for _ in 0..200 {
-        if sock.exists() {
+        // The socket file appears at bind(), before the daemon listens: wait until it accepts (a
+        // test connected in between and was refused once under make test).
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
             return Some(daemon);
         }
         std::thread::sleep(Duration::from_millis(10));
