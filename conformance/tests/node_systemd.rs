@@ -61,28 +61,39 @@ async fn rt() -> RuntimeServiceClient<Channel> {
     }
 }
 
-/// The standard test images, pushed once per test binary to the runner's registry and pulled by crust.
-async fn images() -> TestImages {
-    static PUSHED: OnceLock<TestImages> = OnceLock::new();
-    let imgs = PUSHED
-        .get_or_init(|| {
-            let url = std::env::var("CRUST_TEST_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
-            let host = url.trim_start_matches("http://").trim_end_matches('/');
-            let reg = Registry::external(host);
-            harness::images::push_standard(&reg)
-        })
-        .clone();
-    let ch = harness::crustd::channel(&socket()).await.unwrap();
+/// The registry the runner started (`$CRUST_TEST_REGISTRY`).
+fn registry() -> Registry {
+    let url = std::env::var("CRUST_TEST_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
+    Registry::external(url.trim_start_matches("http://").trim_end_matches('/'))
+}
+
+/// PullImage of `image` by the runtime serving CRI on `socket` (crust, or the bench's containerd).
+async fn pull(socket: &std::path::Path, image: &str) {
+    let ch = harness::crustd::channel(socket).await.unwrap();
     cri_api::v1::image_service_client::ImageServiceClient::new(ch)
         .pull_image(PullImageRequest {
             image: Some(ImageSpec {
-                image: imgs.busybox.reference.clone(),
+                image: image.into(),
                 ..Default::default()
             }),
             ..Default::default()
         })
         .await
-        .expect("crust pulls the busybox test image from the runner's registry");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} pulls {image} from the runner's registry: {e}",
+                socket.display()
+            )
+        });
+}
+
+/// The standard test images, pushed once per test binary to the runner's registry and pulled by crust.
+async fn images() -> TestImages {
+    static PUSHED: OnceLock<TestImages> = OnceLock::new();
+    let imgs = PUSHED
+        .get_or_init(|| harness::images::push_standard(&registry()))
+        .clone();
+    pull(&socket(), &imgs.busybox.reference).await;
     imgs
 }
 
@@ -158,16 +169,44 @@ async fn pod_with_handler(name: &str, network: bool, handler: &str) -> Pod {
         .prefix("crust-node-logs-")
         .tempdir()
         .unwrap();
-    let config = PodSandboxConfig {
+    let config = pod_config(name, &uid, network, parent, logs.path());
+    let id = rt()
+        .await
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .expect("RunPodSandbox")
+        .into_inner()
+        .pod_sandbox_id;
+    Pod {
+        id,
+        uid,
+        config,
+        logs,
+    }
+}
+
+/// A pod's config as kubelet writes it: in `parent` (none: the runtime's default), logs in `logs`, on
+/// the pod network when `network`, else the node's.
+fn pod_config(
+    name: &str,
+    uid: &str,
+    network: bool,
+    parent: String,
+    logs: &std::path::Path,
+) -> PodSandboxConfig {
+    PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
-            uid: uid.clone(),
+            uid: uid.into(),
             namespace: "crust-node-test".into(),
             attempt: 0,
         }),
         // As kubelet: a pod on the node's network shares the node's hostname and is given none.
         hostname: if network { name.into() } else { String::new() },
-        log_directory: logs.path().display().to_string(),
+        log_directory: logs.display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: parent,
             security_context: Some(LinuxSandboxSecurityContext {
@@ -184,22 +223,6 @@ async fn pod_with_handler(name: &str, network: bool, handler: &str) -> Pod {
             ..Default::default()
         }),
         ..Default::default()
-    };
-    let id = rt()
-        .await
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.into(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
-    Pod {
-        id,
-        uid,
-        config,
-        logs,
     }
 }
 

@@ -158,10 +158,9 @@ fn choose_oom_source(
     };
     match from_proc {
         Some(s) if !at_root(&s) => Some(s),
-        other => cgroups_path
+        _ => cgroups_path
             .and_then(container_cgroup)
-            .and_then(|rel| oom_source_of(&rel, &exists))
-            .or(other.filter(|s| !at_root(s))),
+            .and_then(|rel| oom_source_of(&rel, &exists)),
     }
 }
 

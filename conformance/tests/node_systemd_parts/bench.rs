@@ -6,7 +6,6 @@
 //! `node-bench: <runtime> CreateContainer+StartContainer p50 <ms> p90 <ms> n <n>` lines and the ratios.
 
 use super::*;
-use cri_api::v1::image_service_client::ImageServiceClient;
 
 const ROUNDS: usize = 11;
 
@@ -52,43 +51,20 @@ async fn containerd_peer(image: &str) -> Option<Peer> {
         println!("node-bench: containerd is not installed on this node: no comparison");
         return None;
     }
-    let url = std::env::var("CRUST_TEST_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:5000".into());
-    let reg = Registry::external(url.trim_start_matches("http://").trim_end_matches('/'));
-    let daemon = harness::bench::containerd::Containerd::start(&reg)
+    let daemon = harness::bench::containerd::Containerd::start(&registry())
         .await
         .expect("containerd starts");
-    let ch = harness::crustd::channel(&daemon.socket).await.unwrap();
-    ImageServiceClient::new(ch.clone())
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("containerd pulls the busybox test image");
-    let mut c = RuntimeServiceClient::new(ch);
-    let config = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "lat-containerd".into(),
-            uid: format!("{:08x}-node-lat-containerd", std::process::id()),
-            namespace: "crust-node-test".into(),
-            attempt: 0,
-        }),
-        log_directory: daemon.dir.path().join("logs").display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    pull(&daemon.socket, image).await;
+    let mut c = RuntimeServiceClient::new(harness::crustd::channel(&daemon.socket).await.unwrap());
+    let uid = format!("{:08x}-node-lat-containerd", std::process::id());
+    // In containerd's own cgroup parent (its cgroupfs driver).
+    let config = pod_config(
+        "lat-containerd",
+        &uid,
+        false,
+        String::new(),
+        &daemon.dir.path().join("logs"),
+    );
     let pod = c
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(config.clone()),
