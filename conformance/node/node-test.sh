@@ -26,7 +26,8 @@
 # Environment: NODE_TEST_TIMEOUT, NODE_TEST_MEM (MiB, 2048), NODE_TEST_CPUS (2),
 # CRUST_NODE_CACHE (image cache), CRUST_NODE_CRITEST=0 (do not run critest), NODE_TEST_VERBOSE=1
 # (boot messages on the console), NODE_TEST_FILTER (only the node tests whose names hold it; the reboot
-# is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot),
+# is then left out unless NODE_TEST_REBOOT=1), NODE_TEST_REBOOT=0 (no reboot), NODE_TEST_PACKAGES=0 (not
+# the package's upgrade, remove and purge scenarios),
 # CRUST_NODE_CRITEST_ARGS (arguments for critest.sh inside), CRUST_NODE_CRITEST_DIR (the directory the
 # critest and crictl shared in come from instead of PATH, e.g. /var/cache/crust-critest/v1.36.0),
 # NODE_KERNEL (which of the image's kernels boots: `backports`, the default, bookworm-backports' 6.12,
@@ -196,6 +197,7 @@ qemu-img create -q -f qcow2 -F qcow2 -b "$IMAGE/disk.qcow2" "$RUN/overlay.qcow2"
     printf 'NODE_TEST_FILTER=%q\n' "${NODE_TEST_FILTER:-}"
     printf 'CRUST_NODE_CRITEST_ARGS=%q\n' "${CRUST_NODE_CRITEST_ARGS:-}"
     printf 'NODE_TEST_REBOOT=%q\n' "${NODE_TEST_REBOOT:-}"
+    printf 'NODE_TEST_PACKAGES=%q\n' "${NODE_TEST_PACKAGES:-}"
 } >"$RESULTS/settings"
 
 # ---- boot ------------------------------------------------------------------------------------------------

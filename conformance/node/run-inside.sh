@@ -245,7 +245,9 @@ check "crust is still active" systemctl is-active --quiet crust
 
 # ---- the package: upgrades while a container runs, remove, purge (steps/package.sh) -------------------
 # Before the reboot, which needs crust installed: the scenarios end with a purge, so it is put back.
-if ls "$BIN"/debs/current/crust_*.deb >/dev/null 2>&1; then
+if [ "${NODE_TEST_PACKAGES:-}" = 0 ]; then
+    say "NODE_TEST_PACKAGES=0: the package scenarios are left out"
+elif ls "$BIN"/debs/current/crust_*.deb >/dev/null 2>&1; then
     package_scenarios
     reboot_wanted && check "crust $(pkg_version current) installed again for the reboot" package_install current
 fi

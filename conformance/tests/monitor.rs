@@ -138,6 +138,67 @@ async fn start_mode_runs_at_once_and_fails_cleanly() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
+/// `spawn_announcing`: the monitor's pid arrives while the runtime still runs (crustd places the
+/// monitor in its systemd scope meanwhile), and it is the pid of the monitor the spawn returns.
+#[tokio::test]
+async fn the_monitor_announces_its_pid_before_the_runtime_returns() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let c = Ctr::new(Opts {
+        args: &["sleep", "60"],
+        ..Default::default()
+    });
+    let mut spec = c.spec(false);
+    spec.start = true;
+    // A runtime that takes a second before it starts: the announcement must come before it.
+    let slow = c.tmp.path().join("slow-runc");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nsleep 1\nexec {} \"$@\"\n",
+            spec.runtime_path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    spec.runtime_path = slow;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (spawned, announced) = tokio::join!(
+        async {
+            let m = monitor::spawn_announcing(&spec, tx).await;
+            (m, std::time::Instant::now())
+        },
+        async {
+            let pid = rx.await;
+            (
+                pid,
+                std::time::Instant::now(),
+                c.state.join("container.pid").exists(),
+            )
+        }
+    );
+    let (m, returned_at) = spawned;
+    let m = m.unwrap();
+    let (pid, announced_at, container_pid_written) = announced;
+    assert_eq!(pid.ok(), Some(m.pid));
+    assert!(
+        announced_at + Duration::from_millis(500) < returned_at,
+        "the pid came {:?} before the spawn returned",
+        returned_at - announced_at
+    );
+    assert!(
+        !container_pid_written,
+        "the pid came after the runtime had written the container's pid"
+    );
+    monitor::signal_container(&c.state, libc::SIGKILL).unwrap();
+    monitor::wait_exit(&c.state, Duration::from_secs(30))
+        .await
+        .expect("exit file");
+    c.runc.delete(&c.id, true).await.unwrap();
+}
+
 #[tokio::test]
 async fn oom_kill_is_detected() {
     if !is_root() {

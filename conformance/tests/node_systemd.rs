@@ -255,22 +255,31 @@ async fn create_start(
     config: ContainerConfig,
 ) -> (f64, String) {
     let t0 = Instant::now();
-    let id = c
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(sandbox.clone()),
-        })
-        .await
-        .expect("CreateContainer")
-        .into_inner()
-        .container_id;
+    let id = create(c, pod, sandbox, config).await;
     c.start_container(StartContainerRequest {
         container_id: id.clone(),
     })
     .await
     .expect("StartContainer");
     (t0.elapsed().as_secs_f64() * 1000.0, id)
+}
+
+/// Creates `config` in `pod` through `c`; the container's ID.
+async fn create(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    sandbox: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    c.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(sandbox.clone()),
+    })
+    .await
+    .expect("CreateContainer")
+    .into_inner()
+    .container_id
 }
 
 async fn status(id: &str) -> ContainerStatus {

@@ -49,7 +49,15 @@ impl Daemon {
         // Taken before the start: a process that exits at once may have its finish time recorded by the
         // monitor before the runtime returns, and started_at must never be after finished_at.
         let started_at = crate::state::now_nanos();
-        let spawned = crate::monitor::spawn(&crate::monitor::MonitorSpec {
+        // systemd: the monitor goes into its own scope, out of crustd's unit, while the runtime starts
+        // the container (the monitor announces its pid first); a monitor that cannot be placed would
+        // die with crustd's unit: the start fails instead.
+        let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
+        let place = async {
+            let pid = pid_rx.await.ok()?;
+            Some((pid, inner.cgroups.place_monitor(&id, pid).await))
+        };
+        let spec = crate::monitor::MonitorSpec {
             id: id.clone(),
             bundle: dir.clone(),
             runtime_path: rt.path().to_path_buf(),
@@ -64,24 +72,36 @@ impl Daemon {
             pause: None,
             restore: (!rec.restore.is_empty()).then(|| PathBuf::from(&rec.restore)),
             monitor_path: inner.monitor_binary.clone(),
-        })
-        .await;
+            announce_pid: false,
+        };
+        let (spawned, placed) = tokio::join!(crate::monitor::spawn_announcing(&spec, pid_tx), place);
         // The runtime has bound the idmapped volumes into the container (or failed): their clones
         // here are no longer needed.
         if let Err(e) = super::idmap::release_volumes(&inner.dirs.container_state(&id)) {
             tracing::warn!(%id, error = %e, "detaching the idmapped volumes after the start");
         }
-        // systemd: the monitor into its own scope, out of crustd's unit, before the start is reported;
-        // a monitor that cannot be placed would die with crustd's unit: the start fails instead.
-        let spawned = match spawned {
-            Ok(mon) => match inner.cgroups.place_monitor(&id, mon.pid).await {
-                Ok(()) => Ok(mon),
-                Err(e) => {
-                    self.kill_started(&id).await;
-                    Err(e.context("place the monitor in its systemd scope"))
+        let spawned = match (spawned, placed) {
+            (Ok(mon), placed) => {
+                let placed = match placed {
+                    Some((pid, r)) if pid == mon.pid => r,
+                    _ => inner.cgroups.place_monitor(&id, mon.pid).await,
+                };
+                match placed {
+                    Ok(()) => Ok(mon),
+                    Err(e) => {
+                        self.kill_started(&id).await;
+                        Err(e.context("place the monitor in its systemd scope"))
+                    }
                 }
-            },
-            Err(e) => Err(e),
+            }
+            // The monitor is gone (the failed spawn killed it): so is a scope made for it.
+            (Err(e), Some((_, Ok(())))) => {
+                if let Err(u) = inner.cgroups.remove_monitor(&id).await {
+                    tracing::warn!(%id, error = %u, "stopping the monitor's scope after a failure");
+                }
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
         };
         let e = match spawned {
             Ok(mon) => {

@@ -37,6 +37,7 @@ pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
         (spec.stdin_once, "--stdin-once"),
         (spec.start, "--start"),
         (spec.systemd_cgroup, "--systemd-cgroup"),
+        (spec.announce_pid, "--announce-pid"),
     ] {
         if on {
             a.push(flag.into());
@@ -56,6 +57,7 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<MonitorSpec, Stri
             "--stdin-once" => s.stdin_once = true,
             "--start" => s.start = true,
             "--systemd-cgroup" => s.systemd_cgroup = true,
+            "--announce-pid" => s.announce_pid = true,
             _ => {
                 let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
                 match k.as_str() {
@@ -118,6 +120,7 @@ mod tests {
             }),
             restore: Some("/r/ckpt".into()),
             monitor_path: PathBuf::new(),
+            announce_pid: true,
         };
         assert_eq!(parse(to_args(&spec).into_iter()).unwrap(), spec);
         let err = parse(vec![OsString::from("--id")].into_iter()).unwrap_err();

@@ -39,14 +39,31 @@ pub fn set_create_timeout(d: Duration) {
 /// left behind: no monitor process, no runtime state, no monitor files (the bundle and the state dir
 /// itself stay: they are the caller's).
 pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
-    let r = spawn_monitor(spec).await;
+    let r = spawn_monitor(spec, None).await;
     if let Err(e) = &r {
         crate::metrics::global().monitor_failure(e);
     }
     r
 }
 
-async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
+/// [`spawn`], telling `pid` the monitor's pid as soon as it has detached, while the runtime still
+/// works (`MonitorSpec::announce_pid`): the caller can place the monitor meanwhile. `pid` is dropped
+/// unsent when the monitor fails before it detached.
+pub async fn spawn_announcing(spec: &MonitorSpec, pid: tokio::sync::oneshot::Sender<u32>) -> Result<Monitor> {
+    let spec = MonitorSpec {
+        announce_pid: true,
+        ..spec.clone()
+    };
+    let r = spawn_monitor(&spec, Some(pid)).await;
+    if let Err(e) = &r {
+        crate::metrics::global().monitor_failure(e);
+    }
+    r
+}
+
+type PidTx = Option<tokio::sync::oneshot::Sender<u32>>;
+
+async fn spawn_monitor(spec: &MonitorSpec, pid: PidTx) -> Result<Monitor> {
     let what = format!("start monitor for {}", spec.id);
     if spec.id.is_empty() {
         return Err(Error::invalid("container_id", "empty container ID"));
@@ -104,7 +121,7 @@ async fn spawn_monitor(spec: &MonitorSpec) -> Result<Monitor> {
     // A caller that goes away (StartContainer's client gave up: tonic drops the request's future) must
     // not leave a monitor and a runtime that hangs behind: the guard cleans up as a failure does.
     let mut pending = CleanUpIfDropped(Some(spec.clone()));
-    let r = await_report(child, r, spec, &what).await;
+    let r = await_report(child, r, pid, spec, &what).await;
     pending.0 = None;
     r
 }
@@ -126,6 +143,7 @@ impl Drop for CleanUpIfDropped {
 async fn await_report(
     mut child: tokio::process::Child,
     r: OwnedFd,
+    pid: PidTx,
     spec: &MonitorSpec,
     what: &str,
 ) -> Result<Monitor> {
@@ -139,7 +157,7 @@ async fn await_report(
     let report = match tokio::time::timeout_at(deadline, child.wait()).await {
         Ok(_) => {
             first.0 = None;
-            tokio::time::timeout_at(deadline, read_report(r)).await.ok()
+            tokio::time::timeout_at(deadline, read_report(r, pid)).await.ok()
         }
         Err(_) => {
             drop(first);
@@ -170,10 +188,31 @@ async fn await_report(
     parse_report(&report, spec, what).await
 }
 
-async fn read_report(r: OwnedFd) -> Result<String> {
+/// Reads the monitor's report to the end; a first line `pid <pid>` (with `--announce-pid`) goes to
+/// `pid` as soon as it arrives and is not part of the report.
+async fn read_report(r: OwnedFd, mut pid: PidTx) -> Result<String> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(r).ctx("monitor sync pipe")?;
     let mut buf = Vec::new();
-    rx.read_to_end(&mut buf).await.ctx("read monitor report")?;
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = rx.read(&mut chunk).await.ctx("read monitor report")?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if pid.is_some()
+            && let Some(nl) = buf.iter().position(|&b| b == b'\n')
+        {
+            let announced = std::str::from_utf8(&buf[..nl])
+                .ok()
+                .and_then(|l| l.strip_prefix("pid "))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let (Some(p), Some(tx)) = (announced, pid.take()) {
+                let _ = tx.send(p);
+                buf.drain(..=nl);
+            }
+        }
+    }
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
@@ -538,38 +577,5 @@ async fn request(state_dir: &Path, line: &str) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn liveness_needs_matching_start_time() {
-        let tmp = tempfile::tempdir().unwrap();
-        assert!(!is_alive(tmp.path()));
-        let me = std::process::id();
-        let start = proc_stat(me).unwrap().start;
-        std::fs::write(tmp.path().join(MONITOR_PID_FILE), format!("{me} {start}\n")).unwrap();
-        assert!(is_alive(tmp.path()));
-        assert_eq!(monitor_pid(tmp.path()), Some(me));
-        std::fs::write(tmp.path().join(MONITOR_PID_FILE), format!("{me} {}\n", start + 1)).unwrap();
-        assert!(
-            !is_alive(tmp.path()),
-            "a reused pid must not count as the monitor"
-        );
-    }
-
-    #[test]
-    fn exit_file_parses() {
-        let tmp = tempfile::tempdir().unwrap();
-        assert_eq!(read_exit(tmp.path()), None);
-        std::fs::write(
-            tmp.path().join(EXIT_FILE),
-            br#"{"exit_code":137,"signal":9,"oom_killed":true,"created_at_ns":5,"started_at_ns":null,"finished_at_ns":7}"#,
-        )
-        .unwrap();
-        let st = read_exit(tmp.path()).unwrap();
-        assert_eq!(
-            (st.exit_code, st.signal, st.oom_killed, st.finished_at_ns),
-            (137, 9, true, 7)
-        );
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

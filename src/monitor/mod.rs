@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{
     attach, create_timeout, is_alive, log_lines_dropped, monitor_pid, read_exit, read_frame, reopen_log,
-    resize, set_create_timeout, signal_container, spawn, wait_exit,
+    resize, set_create_timeout, signal_container, spawn, spawn_announcing, wait_exit,
 };
 pub use launch::PauseLaunch;
 pub use process::main as monitor_main;
@@ -87,6 +87,11 @@ pub struct MonitorSpec {
     /// The `crust-monitor` binary; empty means `crust-monitor` beside the running executable
     /// (use `Config::monitor_binary()`).
     pub monitor_path: PathBuf,
+    /// The monitor writes `pid <its pid>` on the sync fd as soon as it has detached, before the
+    /// runtime runs (`--announce-pid`; set by [`spawn_announcing`]), so that crustd can place it in
+    /// its systemd scope while the runtime works. A flag, so that a crustd older than the monitor
+    /// binary (mid-upgrade) never sees a line it does not expect.
+    pub announce_pid: bool,
 }
 
 /// A monitor that has created (or, with [`MonitorSpec::start`], started) its container.

@@ -53,6 +53,11 @@ pub fn main() -> ! {
     // SAFETY: setsid has no memory effects.
     unsafe { libc::setsid() };
     let me = std::process::id();
+    if spec.announce_pid {
+        // Before anything can fail: the report that follows comes from this process too, so the
+        // line is always first.
+        let _ = sysutil::write_all(SYNC_FD, format!("pid {me}\n").as_bytes());
+    }
     if spec.runtime_root.join(&spec.id).exists() {
         // Not ours: no clean-up, which would delete the existing container.
         report(&format!(

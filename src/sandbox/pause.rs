@@ -193,6 +193,7 @@ pub async fn start(
         pause: Some(launch),
         restore: None,
         monitor_path,
+        announce_pid: false,
     })
     .await?;
     Ok(m)

@@ -116,6 +116,7 @@ impl Ctr {
             pause: None,
             restore: None,
             monitor_path: harness::binary("crust-monitor"),
+            announce_pid: false,
         }
     }
 

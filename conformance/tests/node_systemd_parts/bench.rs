@@ -3,11 +3,17 @@
 //! with containerd (Debian's 1.6, its CRI plugin and runc v2 shim; started by the harness as `make
 //! bench` starts it on the host) when the node has it: each in a pod of its own on the node's network,
 //! alternating, 10 times each after a first round that warms the layers and the binaries up. Prints
-//! `node-bench: <runtime> CreateContainer+StartContainer p50 <ms> p90 <ms> n <n>` lines and the ratios.
+//! `node-bench: <runtime> CreateContainer+StartContainer p50 <ms> p90 <ms> n <n>` lines, each split
+//! into its CreateContainer and StartContainer, and the ratios; and the floor under crust's start with
+//! each runtime: the runtime's own `run --detach` (with `--systemd-cgroup`, as crust runs it) of the
+//! bundle crust created for the same container, timed alone.
 
 use super::*;
 
 const ROUNDS: usize = 11;
+
+/// The cgroup (under the root) of the floors run with the cgroupfs driver; removed at the end.
+const FLOOR_CGROUP: &str = "crust-bench-floor";
 
 /// p50 and p90 of `t` (sorted here).
 fn quantiles(t: &mut [f64]) -> (f64, f64) {
@@ -16,13 +22,114 @@ fn quantiles(t: &mut [f64]) -> (f64, f64) {
     (at(0.5), at(0.9))
 }
 
-fn print_row(name: &str, t: &mut [f64]) -> f64 {
-    let (p50, p90) = quantiles(t);
-    println!(
-        "node-bench: {name} CreateContainer+StartContainer p50 {p50:.1} ms p90 {p90:.1} ms n {}",
-        t.len()
-    );
-    p50
+/// CreateContainer and StartContainer times of one runtime, in ms.
+#[derive(Default)]
+struct Times {
+    create: Vec<f64>,
+    start: Vec<f64>,
+}
+
+impl Times {
+    fn push(&mut self, (create, start): (f64, f64)) {
+        self.create.push(create);
+        self.start.push(start);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.create.is_empty()
+    }
+
+    /// Prints the runtime's rows; the p50 of CreateContainer + StartContainer.
+    fn print(&self, name: &str) -> f64 {
+        let mut both: Vec<f64> = self.create.iter().zip(&self.start).map(|(c, s)| c + s).collect();
+        let (p50, p90) = quantiles(&mut both);
+        let (c50, c90) = quantiles(&mut self.create.clone());
+        let (s50, s90) = quantiles(&mut self.start.clone());
+        println!(
+            "node-bench: {name} CreateContainer+StartContainer p50 {p50:.1} ms p90 {p90:.1} ms n {} \
+             (CreateContainer p50 {c50:.1} p90 {c90:.1}, StartContainer p50 {s50:.1} p90 {s90:.1})",
+            both.len()
+        );
+        p50
+    }
+}
+
+/// Creates and starts `config` in `pod`; the times of each in ms, and the container's ID.
+async fn create_then_start(
+    c: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    sandbox: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> ((f64, f64), String) {
+    let t0 = Instant::now();
+    let id = create(c, pod, sandbox, config).await;
+    let created = t0.elapsed().as_secs_f64() * 1000.0;
+    let t1 = Instant::now();
+    c.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("StartContainer");
+    ((created, t1.elapsed().as_secs_f64() * 1000.0), id)
+}
+
+/// The floor under crust's StartContainer with `runtime`: its `run --detach` of the bundle crust
+/// created for container `id` (the same spec, rootfs and pod namespaces), in a scope of its own and
+/// a state root of its own, timed alone; then the runtime deletes it. In ms.
+fn runtime_run_alone(runtime: &str, systemd: bool, id: &str, round: usize) -> f64 {
+    let bundle = PathBuf::from("/run/crust/containers").join(id);
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).expect("crust's config.json"))
+            .expect("config.json is JSON");
+    let root = spec["root"]["path"].as_str().expect("root.path").to_string();
+    if !root.starts_with('/') {
+        spec["root"]["path"] = bundle.join(&root).display().to_string().into();
+    }
+    let floor_id = format!("floor-{runtime}-{systemd}-{round}");
+    let path = spec["linux"]["cgroupsPath"]
+        .as_str()
+        .expect("cgroupsPath")
+        .to_string();
+    let slice = path.split(':').next().unwrap_or_default().to_string();
+    spec["linux"]["cgroupsPath"] = if systemd {
+        format!("{slice}:crust:{floor_id}")
+    } else {
+        format!("/{FLOOR_CGROUP}/{floor_id}")
+    }
+    .into();
+    let dir = tempfile::Builder::new().prefix("crust-floor-").tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+    let state = dir.path().join("state");
+    // The container inherits the runtime's stdio: a file, not a pipe that would stay open.
+    let errors = dir.path().join("stderr");
+    let run = |args: &[&str]| {
+        let status = Command::new(runtime)
+            .arg("--root")
+            .arg(&state)
+            .args(systemd.then_some("--systemd-cgroup"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&errors).unwrap())
+            .status()
+            .expect("the runtime runs");
+        assert!(
+            status.success(),
+            "{runtime} {args:?}: {status}: {}",
+            std::fs::read_to_string(&errors).unwrap_or_default()
+        );
+    };
+    let t0 = Instant::now();
+    run(&[
+        "run",
+        "--detach",
+        "--bundle",
+        &dir.path().display().to_string(),
+        &floor_id,
+    ]);
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    run(&["delete", "--force", &floor_id]);
+    ms
 }
 
 async fn stop_remove(c: &mut RuntimeServiceClient<Channel>, id: String) {
@@ -106,20 +213,37 @@ async fn start_latency_of_runc_crun_and_containerd() {
     ];
     let mut peer = containerd_peer(&image).await;
     // runc, crun, containerd.
-    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut times: [Times; 3] = Default::default();
+    // runc's and crun's own run --detach of crust's bundle; crun's with the cgroupfs driver.
+    let mut floors: [Vec<f64>; 3] = Default::default();
     let mut c = rt().await;
     for round in 0..ROUNDS {
         let name = format!("lat-{round}");
         for (i, p) in pods.iter().enumerate() {
             let (ms, id) =
-                create_start(&mut c, &p.id, &p.config, ctr(&name, &image, &["sleep", "600"])).await;
+                create_then_start(&mut c, &p.id, &p.config, ctr(&name, &image, &["sleep", "600"])).await;
             if round > 0 {
                 times[i].push(ms);
             }
             stop_remove(&mut c, id).await;
+            let floor = format!("floor-{round}");
+            let id = create(&mut c, &p.id, &p.config, ctr(&floor, &image, &["sleep", "600"])).await;
+            let ms = runtime_run_alone(["runc", "crun"][i], true, &id, round);
+            if round > 0 {
+                floors[i].push(ms);
+            }
+            if i == 1 {
+                let ms = runtime_run_alone("crun", false, &id, round);
+                if round > 0 {
+                    floors[2].push(ms);
+                }
+            }
+            c.remove_container(RemoveContainerRequest { container_id: id })
+                .await
+                .expect("RemoveContainer");
         }
         if let Some(peer) = peer.as_mut() {
-            let (ms, id) = create_start(
+            let (ms, id) = create_then_start(
                 &mut peer.c,
                 &peer.pod,
                 &peer.config,
@@ -135,12 +259,27 @@ async fn start_latency_of_runc_crun_and_containerd() {
     if let Some(peer) = peer {
         peer.finish().await;
     }
-    let [runc, crun, containerd] = &mut times;
-    let runc = print_row("runc", runc);
-    let crun = print_row("crun", crun);
+    let [runc, crun, containerd] = &times;
+    let runc = runc.print("runc");
+    let crun = crun.print("crun");
+    let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{FLOOR_CGROUP}"));
+    for (name, t) in [
+        "runc --systemd-cgroup",
+        "crun --systemd-cgroup",
+        "crun (cgroupfs)",
+    ]
+    .iter()
+    .zip(floors.iter_mut())
+    {
+        let (p50, p90) = quantiles(t);
+        println!(
+            "node-bench: floor: {name} run --detach of crust's bundle alone p50 {p50:.1} ms p90 {p90:.1} ms n {}",
+            t.len()
+        );
+    }
     println!("node-bench: crun/runc {:.2}", crun / runc);
     if !containerd.is_empty() {
-        let theirs = print_row("containerd", containerd);
+        let theirs = containerd.print("containerd");
         println!(
             "node-bench: crun/containerd {:.2} (goal <= 0.25), runc/containerd {:.2}",
             crun / theirs,
