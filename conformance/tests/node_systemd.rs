@@ -243,25 +243,29 @@ fn ctr(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
 }
 
 async fn run(p: &Pod, config: ContainerConfig) -> String {
-    create_start(&mut rt().await, &p.id, &p.config, config).await.1
+    create_then_start(&mut rt().await, &p.id, &p.config, config)
+        .await
+        .1
 }
 
-/// Creates and starts `config` in `pod` through `c` (crust, or another runtime's CRI); the time both
-/// took in ms, and the container's ID.
-async fn create_start(
+/// Creates and starts `config` in `pod` through `c` (crust, or another runtime's CRI); the times the
+/// CreateContainer and the StartContainer took in ms, and the container's ID.
+async fn create_then_start(
     c: &mut RuntimeServiceClient<Channel>,
     pod: &str,
     sandbox: &PodSandboxConfig,
     config: ContainerConfig,
-) -> (f64, String) {
+) -> ((f64, f64), String) {
     let t0 = Instant::now();
     let id = create(c, pod, sandbox, config).await;
+    let created = t0.elapsed().as_secs_f64() * 1000.0;
+    let t1 = Instant::now();
     c.start_container(StartContainerRequest {
         container_id: id.clone(),
     })
     .await
     .expect("StartContainer");
-    (t0.elapsed().as_secs_f64() * 1000.0, id)
+    ((created, t1.elapsed().as_secs_f64() * 1000.0), id)
 }
 
 /// Creates `config` in `pod` through `c`; the container's ID.

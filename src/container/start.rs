@@ -55,7 +55,7 @@ impl Daemon {
         let (pid_tx, pid_rx) = tokio::sync::oneshot::channel();
         let place = async {
             let pid = pid_rx.await.ok()?;
-            Some((pid, inner.cgroups.place_monitor(&id, pid).await))
+            Some(inner.cgroups.place_monitor(&id, pid).await)
         };
         let spec = crate::monitor::MonitorSpec {
             id: id.clone(),
@@ -82,9 +82,10 @@ impl Daemon {
         }
         let spawned = match (spawned, placed) {
             (Ok(mon), placed) => {
+                // A monitor that did not announce itself is placed now.
                 let placed = match placed {
-                    Some((pid, r)) if pid == mon.pid => r,
-                    _ => inner.cgroups.place_monitor(&id, mon.pid).await,
+                    Some(r) => r,
+                    None => inner.cgroups.place_monitor(&id, mon.pid).await,
                 };
                 match placed {
                     Ok(()) => Ok(mon),
@@ -95,7 +96,7 @@ impl Daemon {
                 }
             }
             // The monitor is gone (the failed spawn killed it): so is a scope made for it.
-            (Err(e), Some((_, Ok(())))) => {
+            (Err(e), Some(Ok(()))) => {
                 if let Err(u) = inner.cgroups.remove_monitor(&id).await {
                     tracing::warn!(%id, error = %u, "stopping the monitor's scope after a failure");
                 }

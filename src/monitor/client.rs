@@ -39,11 +39,7 @@ pub fn set_create_timeout(d: Duration) {
 /// left behind: no monitor process, no runtime state, no monitor files (the bundle and the state dir
 /// itself stay: they are the caller's).
 pub async fn spawn(spec: &MonitorSpec) -> Result<Monitor> {
-    let r = spawn_monitor(spec, None).await;
-    if let Err(e) = &r {
-        crate::metrics::global().monitor_failure(e);
-    }
-    r
+    spawn_counted(spec, None).await
 }
 
 /// [`spawn`], telling `pid` the monitor's pid as soon as it has detached, while the runtime still
@@ -54,14 +50,19 @@ pub async fn spawn_announcing(spec: &MonitorSpec, pid: tokio::sync::oneshot::Sen
         announce_pid: true,
         ..spec.clone()
     };
-    let r = spawn_monitor(&spec, Some(pid)).await;
+    spawn_counted(&spec, Some(pid)).await
+}
+
+type PidTx = Option<tokio::sync::oneshot::Sender<u32>>;
+
+/// [`spawn_monitor`], its failures counted in the metrics.
+async fn spawn_counted(spec: &MonitorSpec, pid: PidTx) -> Result<Monitor> {
+    let r = spawn_monitor(spec, pid).await;
     if let Err(e) = &r {
         crate::metrics::global().monitor_failure(e);
     }
     r
 }
-
-type PidTx = Option<tokio::sync::oneshot::Sender<u32>>;
 
 async fn spawn_monitor(spec: &MonitorSpec, pid: PidTx) -> Result<Monitor> {
     let what = format!("start monitor for {}", spec.id);

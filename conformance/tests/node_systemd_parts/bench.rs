@@ -5,8 +5,8 @@
 //! alternating, 10 times each after a first round that warms the layers and the binaries up. Prints
 //! `node-bench: <runtime> CreateContainer+StartContainer p50 <ms> p90 <ms> n <n>` lines, each split
 //! into its CreateContainer and StartContainer, and the ratios; and the floor under crust's start with
-//! each runtime: the runtime's own `run --detach` (with `--systemd-cgroup`, as crust runs it) of the
-//! bundle crust created for the same container, timed alone.
+//! each runtime: the runtime's own `run --detach` (with `--systemd-cgroup`, as crust runs it; crun's
+//! also with a cgroupfs path) of the bundle crust created for the same container, timed alone.
 
 use super::*;
 
@@ -52,25 +52,6 @@ impl Times {
         );
         p50
     }
-}
-
-/// Creates and starts `config` in `pod`; the times of each in ms, and the container's ID.
-async fn create_then_start(
-    c: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    sandbox: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> ((f64, f64), String) {
-    let t0 = Instant::now();
-    let id = create(c, pod, sandbox, config).await;
-    let created = t0.elapsed().as_secs_f64() * 1000.0;
-    let t1 = Instant::now();
-    c.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
-    ((created, t1.elapsed().as_secs_f64() * 1000.0), id)
 }
 
 /// The floor under crust's StartContainer with `runtime`: its `run --detach` of the bundle crust
