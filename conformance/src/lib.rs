@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
+pub mod busybox;
 pub mod cri;
 pub mod crustd;
 pub mod fakereg;

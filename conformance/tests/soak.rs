@@ -10,13 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cri_api::v1::*;
 use harness::{Crustd, CrustdOptions, Registry};
+
+#[path = "soak_parts/sample.rs"]
+mod sample;
+use sample::{Sample, Series, fit, monitors, thread_names};
 
 /// Churn loops running at once (each: a pod, a container, exec, logs, stats, teardown).
 const CHURN_WORKERS: usize = 2;
@@ -488,144 +492,3 @@ async fn create_start(
 /// How long crustd is left idle after the churn before its threads are counted again: longer than
 /// the 10 s an idle thread of tokio's blocking pool lives.
 const IDLE: Duration = Duration::from_secs(15);
-
-/// `pid`'s threads by name (`/proc/<pid>/task/*/comm`, 15 characters), each with its count.
-fn thread_names(pid: u32) -> String {
-    let mut names = std::collections::BTreeMap::<String, usize>::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(n) = std::fs::read_to_string(t.path().join("comm")) {
-            *names.entry(n.trim().to_string()).or_default() += 1;
-        }
-    }
-    names
-        .iter()
-        .map(|(n, c)| format!("{n} x{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A figure the soak fits a line through: its name, unit, and how to read it from a sample.
-type Series = (&'static str, &'static str, fn(&Sample) -> Option<f64>);
-
-/// One measurement of crustd and its monitors.
-#[derive(Debug, Default, Clone)]
-struct Sample {
-    rss_kib: u64,
-    fds: usize,
-    threads: u64,
-    /// `crust_tokio_alive_tasks` from crustd's /metrics.
-    tasks: Option<u64>,
-    monitors: usize,
-    monitor_steady_kib: u64,
-    monitor_mean_kib: u64,
-    monitor_max_kib: u64,
-}
-
-impl Sample {
-    fn take(c: &Crustd, metrics_addr: &str, steady: &str) -> Sample {
-        let pid = c.pid().expect("crustd runs");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let mons = monitors(&c.state);
-        let steady_dir = c.state.join("containers").join(steady);
-        let steady_kib = mons
-            .iter()
-            .find(|(_, dir, _)| *dir == steady_dir)
-            .map_or(0, |(_, _, kib)| *kib);
-        let kibs: Vec<u64> = mons.iter().map(|(_, _, k)| *k).collect();
-        Sample {
-            rss_kib: status_field(&status, "VmRSS:"),
-            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
-            threads: status_field(&status, "Threads:"),
-            tasks: harness::http::request(metrics_addr, "GET", "/metrics", &[], b"")
-                .ok()
-                .and_then(|r| {
-                    String::from_utf8_lossy(&r.body).lines().find_map(|l| {
-                        l.strip_prefix("crust_tokio_alive_tasks ")?
-                            .trim()
-                            .parse::<f64>()
-                            .ok()
-                    })
-                })
-                .map(|v| v as u64),
-            monitors: mons.len(),
-            monitor_steady_kib: steady_kib,
-            monitor_mean_kib: if kibs.is_empty() {
-                0
-            } else {
-                kibs.iter().sum::<u64>() / kibs.len() as u64
-            },
-            monitor_max_kib: kibs.iter().copied().max().unwrap_or(0),
-        }
-    }
-}
-
-/// A `/proc/<pid>/status` field's number (`VmRSS:` in KiB, `Threads:`).
-fn status_field(status: &str, key: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The monitors of this crustd (a `crust-monitor` whose `--state-dir` is under `state`): pid, state
-/// dir, resident KiB.
-fn monitors(state: &Path) -> Vec<(u32, PathBuf, u64)> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if !args.first().is_some_and(|a| a.ends_with("crust-monitor")) {
-            continue;
-        }
-        let Some(dir) = args
-            .iter()
-            .position(|a| a == "--state-dir")
-            .and_then(|i| args.get(i + 1))
-            .map(PathBuf::from)
-            .filter(|d| d.starts_with(state))
-        else {
-            continue;
-        };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        out.push((pid, dir, status_field(&status, "VmRSS:")));
-    }
-    out
-}
-
-/// Least squares through `pts`: the slope and the residuals' standard deviation.
-fn fit(pts: &[(f64, f64)]) -> Option<(f64, f64)> {
-    if pts.len() < 3 {
-        return None;
-    }
-    let n = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    if sxx == 0.0 {
-        return None;
-    }
-    let slope = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx;
-    let sd = (pts
-        .iter()
-        .map(|p| (p.1 - my - slope * (p.0 - mx)).powi(2))
-        .sum::<f64>()
-        / (n - 2.0))
-        .sqrt();
-    Some((slope, sd))
-}

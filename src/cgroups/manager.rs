@@ -189,7 +189,11 @@ impl Cgroups {
     /// systemd: moves the pause (in its own scope in the pod's slice, no device access; the pod's
     /// limits are the slice's, which kubelet sets) and its monitor (in its scope) out of crustd's
     /// unit. A scope the second start cannot make leaves the first stopped. cgroupfs: nothing (the
-    /// launcher put the pause in its cgroup; the monitor stays in crustd's).
+    /// launcher put the pause in its cgroup; the monitor stays in crustd's). The two scopes are made
+    /// side by side (one D-Bus round trip on RunPodSandbox's path, not two). When the monitor's
+    /// cannot be made the pause's is stopped; when the pause's cannot, the monitor's stays for the
+    /// pod's rollback (`remove_pod`), which stops the pause first: stopping the monitor's scope here
+    /// would kill the monitor and leave the pause, its child, outside any scope.
     pub async fn place_pause(
         &self,
         pod: &PodCgroup,
@@ -207,8 +211,12 @@ impl Cgroups {
             no_devices: true,
             ..Default::default()
         };
-        mgr.start_transient_scope(&pause).await?;
-        if let Err(e) = self.place_monitor(pod_id, monitor_pid).await {
+        let (paused, monitored) = tokio::join!(
+            mgr.start_transient_scope(&pause),
+            self.place_monitor(pod_id, monitor_pid)
+        );
+        paused?;
+        if let Err(e) = monitored {
             if let Err(u) = mgr.stop_unit(&pause.name).await {
                 tracing::warn!(unit = %pause.name, error = %u, "stopping the pause scope after a failure");
             }
@@ -424,6 +432,26 @@ mod tests {
         assert!(sd.place_pause(&pod, "p1", std::process::id(), 101).await.is_err());
         assert_eq!(rec.started_names(), vec!["crust-pause-p1.scope"]);
         assert_eq!(rec.stopped_names(), vec!["crust-pause-p1.scope"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_pause_scope_leaves_the_monitor_scope_to_the_rollback() {
+        let (sd, rec) = systemd();
+        rec.fail.lock().unwrap().push("crust-pause-p1.scope".into());
+        let pod = sd.pod_cgroup("", "p1").unwrap();
+        assert!(sd.place_pause(&pod, "p1", std::process::id(), 101).await.is_err());
+        // Both were asked for at once; the monitor's scope stays until the rollback stops the pod's.
+        assert_eq!(rec.started_names(), vec!["crust-monitor-p1.scope"]);
+        assert!(rec.stopped_names().is_empty());
+        sd.remove_pod(&pod, "p1").await.unwrap();
+        assert_eq!(
+            rec.stopped_names(),
+            vec![
+                "crust-pause-p1.scope",
+                "crust-monitor-p1.scope",
+                "crust-podp1.slice"
+            ]
+        );
     }
 
     #[tokio::test]

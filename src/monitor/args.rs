@@ -8,6 +8,13 @@ use super::MonitorSpec;
 /// The fd number the monitor reports on (`ok <monitor pid> <container pid>` or `error <text>`).
 pub const SYNC_FD: i32 = 3;
 
+/// The flag telling the monitor that crustd handed it the report's pipe as its stdout rather than as
+/// [`SYNC_FD`] (which needs code between fork and exec to place). The monitor moves it to
+/// [`SYNC_FD`] before anything else; without the flag (a crustd from before it, mid-upgrade) the
+/// pipe is at [`SYNC_FD`] already. Not part of [`MonitorSpec`]: how the report travels, not what to
+/// run.
+pub const SYNC_STDOUT: &str = "--sync-stdout";
+
 /// The argv (without argv[0]) that runs a monitor for `spec`.
 pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
@@ -58,6 +65,8 @@ pub fn parse(mut it: impl Iterator<Item = OsString>) -> Result<MonitorSpec, Stri
             "--start" => s.start = true,
             "--systemd-cgroup" => s.systemd_cgroup = true,
             "--announce-pid" => s.announce_pid = true,
+            // Acted on before parsing (see `process::main`).
+            SYNC_STDOUT => {}
             _ => {
                 let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
                 match k.as_str() {
@@ -123,6 +132,9 @@ mod tests {
             announce_pid: true,
         };
         assert_eq!(parse(to_args(&spec).into_iter()).unwrap(), spec);
+        let mut with_flag = to_args(&spec);
+        with_flag.push(SYNC_STDOUT.into());
+        assert_eq!(parse(with_flag.into_iter()).unwrap(), spec);
         let err = parse(vec![OsString::from("--id")].into_iter()).unwrap_err();
         assert!(err.contains("--id"), "{err}");
         let err = parse(vec![OsString::from("--id"), "x".into()].into_iter()).unwrap_err();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::args::{self, SYNC_FD};
+use super::args;
 use super::{
     CONSOLE_SOCKET, CONTAINER_PID_FILE, CTL_SOCKET, EXIT_FILE, ExitStatus, MONITOR_PID_FILE, Monitor,
     MonitorSpec, RUNTIME_LOG,
@@ -94,31 +94,22 @@ async fn spawn_monitor(spec: &MonitorSpec, pid: PidTx) -> Result<Monitor> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| Error::io(format!("{what}: pipe"), e.into()))?;
     let mut cmd = tokio::process::Command::new(&bin);
+    // The report comes on the monitor's stdout (`--sync-stdout`; the monitor moves it to its sync fd
+    // at once): a pipe given as stdout needs no code between fork and exec, so the monitor is
+    // spawned with posix_spawn (a vfork: crustd's memory is not copied, nor its page tables marked
+    // copy-on-write for every thread's next write) rather than with a fork of crustd.
     cmd.args(args::to_args(spec))
+        .arg(args::SYNC_STDOUT)
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(w))
         .stderr(std::process::Stdio::null());
     // A group of its own: a monitor that hangs before it has forked and called setsid (a wrapper
     // around it that hangs) is killed with whatever it started (see `await_report`).
     cmd.process_group(0);
-    let wfd = w.as_raw_fd();
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe fcntl/dup2.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if wfd == SYNC_FD {
-                libc::fcntl(wfd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(wfd, SYNC_FD)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let child =
         crate::reaper::spawn(&mut cmd).map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
-    drop(w);
+    // The command holds crustd's copy of the pipe's write end: the report's end is its EOF.
+    drop(cmd);
     // A caller that goes away (StartContainer's client gave up: tonic drops the request's future) must
     // not leave a monitor and a runtime that hangs behind: the guard cleans up as a failure does.
     let mut pending = CleanUpIfDropped(Some(spec.clone()));

@@ -22,6 +22,9 @@ pub fn main() -> ! {
     // SAFETY: the monitor has one thread (it never starts a runtime), and nothing reads the
     // environment concurrently.
     unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+    if std::env::args_os().any(|a| a == args::SYNC_STDOUT) {
+        sync_from_stdout();
+    }
     let spec = match args::parse(std::env::args_os().skip(1)) {
         Ok(s) => s,
         Err(e) => {
@@ -76,6 +79,26 @@ pub fn main() -> ! {
             report(&format!("error {me} {}\n", msg.replace('\n', " ")));
             exit(1)
         }
+    }
+}
+
+/// crustd handed the report's pipe as stdout (`--sync-stdout`): it moves to [`SYNC_FD`], and stdout
+/// to /dev/null, where it is otherwise.
+fn sync_from_stdout() {
+    // SAFETY: dup2/open/close on fds of this single-threaded process.
+    unsafe {
+        if libc::dup2(1, SYNC_FD) < 0 {
+            exit(2);
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 1) < 0 {
+            report(&format!(
+                "error 0 crust-monitor: /dev/null as stdout: {}\n",
+                std::io::Error::last_os_error()
+            ));
+            exit(2);
+        }
+        libc::close(null);
     }
 }
 

@@ -17,6 +17,9 @@ use crate::net::TestNetwork;
 
 const RUNC: &str = "/usr/sbin/runc";
 
+/// The row of a container's floor (create and start: one `runc run`).
+pub const CONTAINER: &str = "CreateContainer + StartContainer";
+
 fn run(cmd: &mut Command) -> Result<Vec<u8>> {
     let out = cmd
         .stdin(Stdio::null())
@@ -75,12 +78,23 @@ fn cni(cmd: &str, conf: &[u8], id: &str, netns: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A bundle whose config.json is `runc spec`'s, with `args`, a read-only rootfs and the netns path.
-fn bundle(dir: &Path, rootfs: &Path, args: &[&str], netns: &Path) -> Result<()> {
+/// `runc spec`'s config.json, made once: a runtime writes its spec, it does not run a program for it.
+fn spec_template(dir: &Path) -> Result<serde_json::Value> {
     std::fs::create_dir_all(dir)?;
-    let _ = std::fs::remove_file(dir.join("config.json"));
     run(Command::new(RUNC).arg("spec").arg("--bundle").arg(dir))?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    Ok(serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?)
+}
+
+/// A bundle whose config.json is the template with `args`, a read-only rootfs and the netns path.
+fn bundle(
+    template: &serde_json::Value,
+    dir: &Path,
+    rootfs: &Path,
+    args: &[&str],
+    netns: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut spec = template.clone();
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(args);
     spec["root"] = serde_json::json!({"path": rootfs, "readonly": true});
@@ -113,6 +127,7 @@ pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>>
     std::fs::create_dir_all(&bb_root)?;
     tar::Archive::new(&crate::images::LayerBuilder::new().busybox_base().build()[..]).unpack(&bb_root)?;
     let runc_root = work.path().join("runc");
+    let template = spec_template(&work.path().join("template"))?;
 
     let mut rows: BTreeMap<&str, Samples> = BTreeMap::new();
     let result = (|| -> Result<()> {
@@ -128,7 +143,13 @@ pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>>
             let t0 = Instant::now();
             run(Command::new("ip").args(["netns", "add", &name]))?;
             cni("ADD", &conf, &pod, &netns)?;
-            bundle(&work.path().join(&pod), &pause_root, &["/pause"], &netns)?;
+            bundle(
+                &template,
+                &work.path().join(&pod),
+                &pause_root,
+                &["/pause"],
+                &netns,
+            )?;
             runc_run(
                 &runc_root,
                 &work.path().join(&pod),
@@ -138,16 +159,20 @@ pub fn measure(cycles: usize, pause: &Path) -> Result<BTreeMap<String, Latency>>
             rows.entry("RunPodSandbox").or_default().push(t0.elapsed());
 
             let t1 = Instant::now();
-            bundle(&work.path().join(&ctr), &bb_root, &["sleep", "3600"], &netns)?;
+            bundle(
+                &template,
+                &work.path().join(&ctr),
+                &bb_root,
+                &["sleep", "3600"],
+                &netns,
+            )?;
             runc_run(
                 &runc_root,
                 &work.path().join(&ctr),
                 &ctr,
                 &work.path().join("runc-errors"),
             )?;
-            rows.entry("CreateContainer + StartContainer")
-                .or_default()
-                .push(t1.elapsed());
+            rows.entry(CONTAINER).or_default().push(t1.elapsed());
 
             let t2 = Instant::now();
             run(Command::new(RUNC)
