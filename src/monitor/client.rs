@@ -96,7 +96,7 @@ async fn spawn_monitor(spec: &MonitorSpec, pid: PidTx) -> Result<Monitor> {
     let mut cmd = tokio::process::Command::new(&bin);
     // The report comes on the monitor's stdout (`--sync-stdout`; the monitor moves it to its sync fd
     // at once): a pipe given as stdout needs no code between fork and exec, so the monitor is
-    // spawned with posix_spawn (a vfork: crustd's memory is not copied, nor its page tables marked
+    // spawned with posix_spawn (a vfork: crustd's page tables are not copied, nor its pages marked
     // copy-on-write for every thread's next write) rather than with a fork of crustd.
     cmd.args(args::to_args(spec))
         .arg(args::SYNC_STDOUT)
