@@ -562,7 +562,9 @@ fn kill_cgroup_members(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn remove_cgroup_tree(dir: &Path) {
+/// rmdir of cgroup `dir` and the cgroups below it, deepest first (each retried for a second while
+/// its last processes go).
+pub fn remove_cgroup_tree(dir: &Path) {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -569,7 +569,7 @@ async fn random_and_mutated_requests_get_client_errors_and_leave_nothing() {
     // The nasty cgroup parents are kubelet's to make and remove, not crust's: the test removes those
     // its pods made (empty by now; rmdir refuses a cgroup that is not).
     for dir in nasty_parents().difference(&parents_before) {
-        remove_empty_cgroups(dir);
+        harness::crustd::remove_cgroup_tree(dir);
     }
 }
 
@@ -585,14 +585,4 @@ fn nasty_parents() -> std::collections::BTreeSet<std::path::PathBuf> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && named(&e.file_name().to_string_lossy()))
         .map(|e| e.path())
         .collect()
-}
-
-/// rmdir of `dir` and the cgroups below it, deepest first.
-fn remove_empty_cgroups(dir: &std::path::Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_empty_cgroups(&e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(dir);
 }
