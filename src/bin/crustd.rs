@@ -190,6 +190,7 @@ async fn run(cfg: config::Config, reloader: Reloader) -> ExitCode {
             }
         }
     };
+    crust::monitor::standby::set_enabled(cfg.runtime.monitor_standby);
     let daemon = match crust::daemon::Daemon::new(cfg).await {
         Ok(d) => d,
         Err(e) => {
@@ -223,6 +224,7 @@ async fn run(cfg: config::Config, reloader: Reloader) -> ExitCode {
     )
     .await;
     notify_systemd("STOPPING=1");
+    crust::monitor::standby::stop().await;
     // Removed containers' directories still being cleaned: a moment to finish (what is left, the next
     // start cleans).
     if !core

@@ -87,6 +87,11 @@ pub struct RuntimeConfig {
     pub handlers: BTreeMap<String, RuntimeHandler>,
     /// The per-container monitor binary; empty means `crust-monitor` beside `crustd`.
     pub monitor_path: PathBuf,
+    /// Keep one monitor started ahead of need, waiting for its arguments on a pipe, so that
+    /// StartContainer and RunPodSandbox do not wait for a monitor's exec and start-up. Off: each
+    /// monitor is started when needed with its arguments on its command line (for a `monitor_path`
+    /// that is a wrapper reading them). Read at start.
+    pub monitor_standby: bool,
     /// The built-in pause binary; empty means `crust-pause` beside `crustd`.
     pub pause_path: PathBuf,
     /// Who manages cgroups: `systemd` (pods in slices, containers and crust's processes in
@@ -132,6 +137,7 @@ impl Default for RuntimeConfig {
             default_handler: crate::oci::default::AUTO.into(),
             handlers,
             monitor_path: PathBuf::new(),
+            monitor_standby: true,
             pause_path: PathBuf::new(),
             cgroup_driver: "auto".into(),
             cgroup_parent: String::new(),

@@ -1,4 +1,6 @@
-//! The monitor's command line: built by crustd (`to_args`), parsed by `crust-monitor` (`parse`).
+//! The monitor's command line: built by crustd (`to_args`), parsed by `crust-monitor` (`parse`); for a
+//! standby monitor, handed over its stdin (`encode_handoff`, `read_handoff`) and written over its own
+//! command line (`retitle`).
 
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
@@ -14,6 +16,79 @@ pub const SYNC_FD: i32 = 3;
 /// pipe is at [`SYNC_FD`] already. Not part of [`MonitorSpec`]: how the report travels, not what to
 /// run.
 pub const SYNC_STDOUT: &str = "--sync-stdout";
+
+/// The first argument of a standby monitor (`standby`): its real arguments come later on its stdin,
+/// [`encode_handoff`]'s bytes up to EOF; EOF with none means it is not needed (crustd stopped). The
+/// second, [`STANDBY_ROOM`] spaces, is room the monitor writes its real arguments over, so that `ps`
+/// and `/proc/<pid>/cmdline` show them (the container's ID among them) as for any monitor.
+pub const STANDBY: &str = "--standby";
+
+/// The bytes a standby monitor's command line holds for its real arguments: a handoff longer than
+/// this (never seen: a pause with many sysctls) is not handed to a standby.
+pub const STANDBY_ROOM: usize = 4096;
+
+/// The arguments handed to a standby monitor: each followed by a NUL (which no argument can hold).
+pub fn encode_handoff(args: &[OsString]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for a in args {
+        out.extend_from_slice(a.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The arguments [`encode_handoff`] wrote.
+pub fn decode_handoff(bytes: &[u8]) -> Vec<OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let body = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if body.is_empty() {
+        return Vec::new();
+    }
+    body.split(|b| *b == 0)
+        .map(|a| OsString::from_vec(a.to_vec()))
+        .collect()
+}
+
+/// A standby's arguments, read from its stdin up to EOF and shown as its command line ([`retitle`]);
+/// `None` when none came (EOF at once) or stdin failed.
+pub fn read_handoff() -> Option<Vec<OsString>> {
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).ok()?;
+    if buf.is_empty() {
+        return None;
+    }
+    retitle(&buf);
+    Some(decode_handoff(&buf))
+}
+
+/// Writes `handoff` (the real arguments, NUL-terminated) over the command line after argv[0], in
+/// the room the standby's second argument held, and clears the rest: `/proc/<pid>/cmdline` then
+/// shows what a monitor started with these arguments shows. Left as it is when they do not fit.
+fn retitle(handoff: &[u8]) {
+    let Some((start, len)) = arg_area() else { return };
+    // SAFETY: [arg_start, arg_end) is this process's own argument strings, written by the kernel at
+    // exec into its writable initial stack; the monitor's main has copied its arguments already.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    let Some(argv0) = area.iter().position(|b| *b == 0).map(|n| n + 1) else {
+        return;
+    };
+    if argv0 + handoff.len() > len {
+        return;
+    }
+    area[argv0..argv0 + handoff.len()].copy_from_slice(handoff);
+    area[argv0 + handoff.len()..].fill(0);
+}
+
+/// Where the kernel reads this process's command line from: fields 48 and 49 of /proc/self/stat
+/// (counted past the parenthesised command name, which may hold spaces), as start and length.
+fn arg_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let start: usize = fields.get(48 - 3)?.parse().ok()?;
+    let end: usize = fields.get(49 - 3)?.parse().ok()?;
+    Some((start, end.checked_sub(start).filter(|l| *l > 0)?))
+}
 
 /// The argv (without argv[0]) that runs a monitor for `spec`.
 pub fn to_args(spec: &MonitorSpec) -> Vec<OsString> {
@@ -135,6 +210,11 @@ mod tests {
         let mut with_flag = to_args(&spec);
         with_flag.push(SYNC_STDOUT.into());
         assert_eq!(parse(with_flag.into_iter()).unwrap(), spec);
+        // Handed to a standby monitor: the same arguments, empty ones included.
+        let mut handed = to_args(&spec);
+        handed.extend([OsString::new(), SYNC_STDOUT.into()]);
+        assert_eq!(decode_handoff(&encode_handoff(&handed)), handed);
+        assert!(decode_handoff(b"").is_empty());
         let err = parse(vec![OsString::from("--id")].into_iter()).unwrap_err();
         assert!(err.contains("--id"), "{err}");
         let err = parse(vec![OsString::from("--id"), "x".into()].into_iter()).unwrap_err();

@@ -91,25 +91,10 @@ async fn spawn_monitor(spec: &MonitorSpec, pid: PidTx) -> Result<Monitor> {
     } else {
         spec.monitor_path.clone()
     };
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::io(format!("{what}: pipe"), e.into()))?;
-    let mut cmd = tokio::process::Command::new(&bin);
-    // The report comes on the monitor's stdout (`--sync-stdout`; the monitor moves it to its sync fd
-    // at once): a pipe given as stdout needs no code between fork and exec, so the monitor is
-    // spawned with posix_spawn (a vfork: crustd's page tables are not copied, nor its pages marked
-    // copy-on-write for every thread's next write) rather than with a fork of crustd.
-    cmd.args(args::to_args(spec))
-        .arg(args::SYNC_STDOUT)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::from(w))
-        .stderr(std::process::Stdio::null());
-    // A group of its own: a monitor that hangs before it has forked and called setsid (a wrapper
-    // around it that hangs) is killed with whatever it started (see `await_report`).
-    cmd.process_group(0);
-    let child =
-        crate::reaper::spawn(&mut cmd).map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
-    // The command holds crustd's copy of the pipe's write end: the report's end is its EOF.
-    drop(cmd);
+    let mut argv = args::to_args(spec);
+    argv.push(args::SYNC_STDOUT.into());
+    let (child, r) = super::standby::launch(&bin, &argv)
+        .map_err(|e| Error::io(format!("{what}: run {}", bin.display()), e))?;
     // A caller that goes away (StartContainer's client gave up: tonic drops the request's future) must
     // not leave a monitor and a runtime that hangs behind: the guard cleans up as a failure does.
     let mut pending = CleanUpIfDropped(Some(spec.clone()));

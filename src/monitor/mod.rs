@@ -24,6 +24,7 @@ mod event_loop;
 mod launch;
 pub mod log;
 mod process;
+pub mod standby;
 mod sysutil;
 mod watch;
 

@@ -22,10 +22,14 @@ pub fn main() -> ! {
     // SAFETY: the monitor has one thread (it never starts a runtime), and nothing reads the
     // environment concurrently.
     unsafe { std::env::remove_var("NOTIFY_SOCKET") };
-    if std::env::args_os().any(|a| a == args::SYNC_STDOUT) {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if argv.first().is_some_and(|a| a == args::STANDBY) {
+        argv = standby_args();
+    }
+    if argv.iter().any(|a| a == args::SYNC_STDOUT) {
         sync_from_stdout();
     }
-    let spec = match args::parse(std::env::args_os().skip(1)) {
+    let spec = match args::parse(argv.into_iter()) {
         Ok(s) => s,
         Err(e) => {
             report(&format!("error 0 crust-monitor: {e}\n"));
@@ -80,6 +84,19 @@ pub fn main() -> ! {
             exit(1)
         }
     }
+}
+
+/// A standby monitor (see `standby`) waits here, started ahead of need, for its arguments: crustd
+/// writes them to its stdin and closes it. None (EOF at once: crustd dropped the standby, or stopped)
+/// means it is not needed: it exits quietly. stdin is /dev/null afterwards, as for a monitor started
+/// with its arguments.
+fn standby_args() -> Vec<std::ffi::OsString> {
+    let Some(argv) = args::read_handoff() else { exit(0) };
+    if let Ok(null) = sysutil::open(c"/dev/null", libc::O_RDONLY) {
+        // SAFETY: dup2 over our own stdin.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
+    argv
 }
 
 /// crustd handed the report's pipe as stdout (`--sync-stdout`): it moves to [`SYNC_FD`], and stdout

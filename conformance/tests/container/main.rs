@@ -266,5 +266,6 @@ mod image_volume;
 mod lifecycle;
 mod seccomp;
 mod security;
+mod standby;
 mod stats;
 mod userns;

@@ -121,8 +121,10 @@ impl Env {
             registry: Some(&reg),
             cni: true,
             extra_toml: format!(
-                "[runtime]\noperation_timeout_seconds = {BOUND_SECS}\nmonitor_path = {monitor:?}\n\n\
-                 [runtime.handlers.fault]\npath = {runc:?}\n"
+                // No standby monitor: the wrapper decides what to inject from the arguments it is
+                // started with, which a standby gets only later, on its stdin.
+                "[runtime]\noperation_timeout_seconds = {BOUND_SECS}\nmonitor_path = {monitor:?}\n\
+                 monitor_standby = false\n\n[runtime.handlers.fault]\npath = {runc:?}\n"
             ),
             env: Vec::new(),
             bin_dir: None,
