@@ -119,6 +119,8 @@ IMAGE=$(conformance/node/image.sh) || { say "the node image could not be built";
 # and crust.toml, versioned as deb.sh versions that commit (lower than V).
 DEBS=$TARGET/node-debs
 rm -rf "$DEBS"
+# cargo-deb makes them (as `make deb` does, installed when missing: a fresh machine has none).
+command -v cargo-deb >/dev/null || nice cargo install --locked -q cargo-deb
 CURRENT_DEB=$(deploy/deb.sh --fast --output "$DEBS/current" | tail -n 1)
 V=$(dpkg-deb --field "$CURRENT_DEB" Version)
 DEB_VERSION="${V%-*}+upgrade1-${V##*-}" deploy/deb.sh --fast --output "$DEBS/upgrade" >/dev/null
