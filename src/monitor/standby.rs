@@ -47,10 +47,11 @@ pub(super) fn launch(bin: &Path, args: &[OsString]) -> std::io::Result<(tokio::p
     if !ENABLED.load(Ordering::Relaxed) {
         return spawn_with_args(bin, args);
     }
-    if args::encode_handoff(args).len() > args::STANDBY_ROOM {
+    let handoff = args::encode_handoff(args);
+    if handoff.len() > args::STANDBY_ROOM {
         return spawn_with_args(bin, args);
     }
-    let launched = match take(Some(bin)).and_then(|sb| hand(sb, args)) {
+    let launched = match take(Some(bin)).and_then(|sb| hand(sb, &handoff)) {
         Some(handed) => Ok(handed),
         None => spawn_with_args(bin, args),
     };
@@ -73,12 +74,12 @@ fn take(bin: Option<&Path>) -> Option<Standby> {
     }
 }
 
-/// Hands `args` to the standby; `None` when it is gone (killed meanwhile): it is reaped, and the
-/// caller starts a monitor itself.
-fn hand(sb: Standby, args: &[OsString]) -> Option<(tokio::process::Child, OwnedFd)> {
+/// Hands the arguments (`handoff`, encoded) to the standby; `None` when it is gone (killed
+/// meanwhile): it is reaped, and the caller starts a monitor itself.
+fn hand(sb: Standby, handoff: &[u8]) -> Option<(tokio::process::Child, OwnedFd)> {
     let mut w = std::fs::File::from(sb.args);
     // Far below a pipe's capacity: the write does not wait for the monitor to read.
-    if let Err(e) = w.write_all(&args::encode_handoff(args)) {
+    if let Err(e) = w.write_all(handoff) {
         tracing::warn!(error = %e, "the standby monitor is gone; starting one");
         reap(sb.child);
         return None;

@@ -14,11 +14,6 @@ fn cmdline(pid: u32) -> Vec<String> {
     text.split('\0').map(str::to_string).collect()
 }
 
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// The standby monitors waiting under crustd `crustd`.
 fn standbys(crustd: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -30,7 +25,7 @@ fn standbys(crustd: u32) -> Vec<u32> {
         if args.len() >= 2
             && args[0].ends_with("crust-monitor")
             && args[1] == "--standby"
-            && parent_of(pid) == Some(crustd)
+            && crust::sys::proc_stat(pid).is_some_and(|st| st.ppid == crustd)
         {
             out.push(pid);
         }
@@ -53,8 +48,7 @@ async fn one_standby(crustd: u32) -> u32 {
 
 /// The monitor of container `id` (its pid file).
 fn monitor_of(e: &Env, id: &str) -> u32 {
-    let text = std::fs::read_to_string(e.c.state.join("containers").join(id).join("monitor.pid")).unwrap();
-    text.split_whitespace().next().unwrap().parse().unwrap()
+    crust::monitor::monitor_pid(&e.c.state.join("containers").join(id)).unwrap()
 }
 
 #[tokio::test]
@@ -91,7 +85,7 @@ async fn each_start_takes_the_standby_monitor_and_a_new_one_waits() {
         nix::sys::signal::Signal::SIGKILL,
     );
     // crustd's child: a zombie until the next start finds it gone and reaps it.
-    wait_until_dead(second).await;
+    wait_until(second, "dead", |st| st.is_none_or(|st| st.state == 'Z')).await;
     let b = run(&e, &p, ctr("b", &busybox, &["sleep", "3600"])).await;
     assert_eq!(
         status(&e, &b).await.state,
@@ -105,7 +99,7 @@ async fn each_start_takes_the_standby_monitor_and_a_new_one_waits() {
 
     // crustd stopped: the standby ends with it; the containers run on.
     e.c.terminate();
-    wait_until_gone(third).await;
+    wait_until(third, "gone", |st| st.is_none()).await;
     for id in [&a, &b] {
         let m = monitor_of(&e, id);
         assert!(
@@ -138,27 +132,13 @@ async fn off_no_standby_waits_and_containers_start() {
     stop_and_remove_pod(&e, &p.id).await;
 }
 
-/// Until `pid` has exited (gone, or a zombie).
-async fn wait_until_dead(pid: u32) {
+/// Until `pid`'s /proc entry (`None` once it is reaped) satisfies `done`, for at most 5 s.
+async fn wait_until(pid: u32, what: &str, done: impl Fn(Option<crust::sys::ProcStat>) -> bool) {
     for _ in 0..100 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
-        if state.is_none_or(|s| s == "Z") {
+        if done(crust::sys::proc_stat(pid)) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("process {pid} still alive after 5 s");
-}
-
-async fn wait_until_gone(pid: u32) {
-    for _ in 0..100 {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("process {pid} still there after 5 s");
+    panic!("process {pid} not {what} after 5 s");
 }
