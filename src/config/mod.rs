@@ -90,7 +90,8 @@ pub struct RuntimeConfig {
     /// Keep one monitor started ahead of need, waiting for its arguments on a pipe, so that
     /// StartContainer and RunPodSandbox do not wait for a monitor's exec and start-up. Off: each
     /// monitor is started when needed with its arguments on its command line (for a `monitor_path`
-    /// that is a wrapper reading them). Read at start.
+    /// that is a wrapper reading them). A `monitor_path` whose standbys end at once (an older
+    /// crust-monitor) turns it off after three in a row, with a warning. Read at start.
     pub monitor_standby: bool,
     /// The built-in pause binary; empty means `crust-pause` beside `crustd`.
     pub pause_path: PathBuf,

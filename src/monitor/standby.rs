@@ -6,20 +6,28 @@
 //! background. When crustd stops (or drops the standby) its stdin reaches EOF and it exits.
 //!
 //! Off (`runtime.monitor_standby = false`), each monitor is started when needed with its arguments on
-//! its command line: for a `monitor_path` that is a wrapper reading them.
+//! its command line: for a `monitor_path` that is a wrapper reading them. A `monitor_path` whose
+//! standby is found gone [`MAX_MISSES`] times in a row (an older crust-monitor that knows no
+//! `--standby` exits at once) turns the standby off until crustd restarts, with a warning: each start
+//! would otherwise pay for a spawn it cannot use.
 
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::args;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static SLOT: Mutex<Option<Standby>> = Mutex::new(None);
 static REFILLING: AtomicBool = AtomicBool::new(false);
+/// Standbys found gone in a row.
+static MISSES: AtomicU32 = AtomicU32::new(0);
+
+/// After this many standbys in a row found gone when needed, the standby is turned off.
+pub const MAX_MISSES: u32 = 3;
 
 /// A started monitor waiting for its arguments.
 struct Standby {
@@ -51,11 +59,27 @@ pub(super) fn launch(bin: &Path, args: &[OsString]) -> std::io::Result<(tokio::p
     if handoff.len() > args::STANDBY_ROOM {
         return spawn_with_args(bin, args);
     }
-    let launched = match take(Some(bin)).and_then(|sb| hand(sb, &handoff)) {
-        Some(handed) => Ok(handed),
+    let launched = match take(Some(bin)).map(|sb| hand(sb, &handoff)) {
+        Some(Some(handed)) => {
+            MISSES.store(0, Ordering::Relaxed);
+            Ok(handed)
+        }
+        Some(None) => {
+            if MISSES.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_MISSES {
+                tracing::warn!(
+                    bin = %bin.display(),
+                    "{MAX_MISSES} standby monitors in a row were gone when needed (a monitor_path that \
+                     does not know --standby?): the standby is off until crustd restarts"
+                );
+                ENABLED.store(false, Ordering::Relaxed);
+            }
+            spawn_with_args(bin, args)
+        }
         None => spawn_with_args(bin, args),
     };
-    refill(bin.to_path_buf());
+    if ENABLED.load(Ordering::Relaxed) {
+        refill(bin.to_path_buf());
+    }
     launched
 }
 
@@ -75,8 +99,13 @@ fn take(bin: Option<&Path>) -> Option<Standby> {
 }
 
 /// Hands the arguments (`handoff`, encoded) to the standby; `None` when it is gone (killed
-/// meanwhile): it is reaped, and the caller starts a monitor itself.
-fn hand(sb: Standby, handoff: &[u8]) -> Option<(tokio::process::Child, OwnedFd)> {
+/// meanwhile, or a binary that ended at once): it is reaped, and the caller starts a monitor itself.
+fn hand(mut sb: Standby, handoff: &[u8]) -> Option<(tokio::process::Child, OwnedFd)> {
+    // Already ended (a binary that exits at once): reaped here, not written to.
+    if !matches!(sb.child.try_wait(), Ok(None)) {
+        tracing::warn!("the standby monitor has ended; starting one");
+        return None;
+    }
     let mut w = std::fs::File::from(sb.args);
     // Far below a pipe's capacity: the write does not wait for the monitor to read.
     if let Err(e) = w.write_all(handoff) {

@@ -2,7 +2,8 @@
 //! child of crustd, waits for the next start; a start takes it (it is gone, a new one waits), and
 //! the container's monitor shows its container's arguments in `/proc/<pid>/cmdline` as any monitor
 //! does; a standby killed meanwhile costs nothing but itself; crustd's stop ends it; off, there is
-//! none, and containers start as before.
+//! none, and containers start as before; a `monitor_path` whose standbys end at once (an older
+//! monitor) turns it off after a few.
 
 use super::*;
 
@@ -129,6 +130,69 @@ async fn off_no_standby_waits_and_containers_start() {
     assert_eq!(standbys(crustd), Vec::<u32>::new());
     stop(&e, &id, 0).await.unwrap();
     remove(&e, &id).await.unwrap();
+    stop_and_remove_pod(&e, &p.id).await;
+}
+
+#[tokio::test]
+async fn a_monitor_that_ends_as_a_standby_turns_the_standby_off() {
+    // An older crust-monitor knows no --standby and exits at once: this wrapper does so, and runs
+    // this build's monitor for anything else. It counts the standbys it was started as.
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("standbys");
+    let wrapper = dir.path().join("old-monitor");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = --standby ]; then echo x >> {count:?}; exit 0; fi\nexec {monitor:?} \"$@\"\n",
+            monitor = harness::bin_dir().join("crust-monitor"),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let e = env_with(&format!("[runtime]\nmonitor_path = {wrapper:?}\n")).await;
+    let started_as_standby = || {
+        std::fs::read_to_string(&count)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    // The pod's pause monitor: a standby is started after it, and ends.
+    let p = pod(&e, "old-monitor").await;
+    let busybox = e.imgs.busybox.reference.clone();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        // Each start before the standby is off finds the one started after the previous spawn
+        // ended; the wait keeps a start from handing its arguments to one not yet ended.
+        let want = (i + 1).min(crust::monitor::standby::MAX_MISSES as usize);
+        for _ in 0..100 {
+            if started_as_standby() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let id = run(&e, &p, ctr(&format!("c{i}"), &busybox, &["sleep", "3600"])).await;
+        assert_eq!(
+            status(&e, &id).await.state,
+            ContainerState::ContainerRunning as i32
+        );
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // One standby per spawn until the third was found gone; none after: before, one per start.
+    assert_eq!(
+        started_as_standby(),
+        crust::monitor::standby::MAX_MISSES as usize,
+        "standbys started for 6 spawns"
+    );
+    assert!(
+        e.c.log().contains("the standby is off until crustd restarts"),
+        "crustd does not say why the standby is off"
+    );
+    for id in &ids {
+        stop(&e, id, 0).await.unwrap();
+        remove(&e, id).await.unwrap();
+    }
     stop_and_remove_pod(&e, &p.id).await;
 }
 
