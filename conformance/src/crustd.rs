@@ -33,6 +33,9 @@ pub struct CrustdOptions<'a> {
     /// The directory of the crustd and crust-monitor to run (another build's, as the upgrade tests'
     /// older release); this build's ([`crate::bin_dir`]) when `None`.
     pub bin_dir: Option<PathBuf>,
+    /// The cgroupfs driver even where systemd is PID 1 (`auto` would pick systemd there), with a
+    /// cgroup path as the pods' parent: the node bench's like-for-like row beside containerd's.
+    pub cgroupfs: bool,
 }
 
 /// Hosts whose pulls the tests mirror to the local registry.
@@ -112,7 +115,7 @@ impl Crustd {
         let cni_conf_dir = dir.path().join("cni");
         std::fs::create_dir_all(&cni_conf_dir).expect("cni dir");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+        let systemd = !opts.cgroupfs && std::path::Path::new("/run/systemd/system").is_dir();
         let cgroup_parent = if systemd {
             format!("crusttest_{}_{n}.slice", std::process::id())
         } else {
@@ -126,6 +129,9 @@ impl Crustd {
             "root = {root:?}\nstate = {state:?}\nlog_level = \"debug\"\n\n[api]\nsocket = {socket:?}\n\n[runtime]\ncgroup_parent = {cgroup_parent:?}\nmonitor_path = {monitor:?}\n",
             monitor = bin_dir.join("crust-monitor"),
         );
+        if opts.cgroupfs {
+            toml.push_str("cgroup_driver = \"cgroupfs\"\n");
+        }
         if let Some(p) = crate::pause_binary() {
             toml.push_str(&format!("pause_path = {p:?}\n"));
         }

@@ -55,8 +55,16 @@ pub fn installed() -> bool {
 }
 
 impl Containerd {
-    /// Writes a config and starts containerd; returns once its socket answers.
+    /// Writes a config and starts containerd (runc with the cgroupfs driver); returns once its socket
+    /// answers.
     pub async fn start(reg: &Registry) -> Result<Containerd> {
+        Self::start_with(reg, false).await
+    }
+
+    /// [`Containerd::start`], with runc's systemd cgroup driver when `systemd_cgroup` (`SystemdCgroup =
+    /// true`, as kubeadm's nodes run it where systemd is PID 1: each container a scope that runc asks
+    /// systemd for, in the slice its pod names as its parent).
+    pub async fn start_with(reg: &Registry, systemd_cgroup: bool) -> Result<Containerd> {
         let dir = tempfile::Builder::new()
             .prefix("crust-bench-containerd-")
             .tempdir()?;
@@ -97,7 +105,7 @@ state = "{state}"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
-        SystemdCgroup = false
+        SystemdCgroup = {systemd_cgroup}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni}"

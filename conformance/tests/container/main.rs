@@ -37,7 +37,7 @@ async fn env_with_environment(extra_toml: &str, environment: Vec<(String, String
         cni: true,
         extra_toml: extra_toml.to_string(),
         env: environment,
-        bin_dir: None,
+        ..Default::default()
     })
     .await;
     for r in [&imgs.busybox.reference, &imgs.configured.reference] {

@@ -121,7 +121,7 @@ async fn env_on(fs: &SmallFs, key: &str) -> Env {
         cni: true,
         extra_toml: format!("{key} = {:?}\n", dir.display().to_string()),
         env: Vec::new(),
-        bin_dir: None,
+        ..Default::default()
     })
     .await;
     // The harness sweeps (and removes) what crustd leaves under its root and state: point it here.

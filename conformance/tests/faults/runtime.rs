@@ -127,7 +127,7 @@ impl Env {
                  monitor_standby = false\n\n[runtime.handlers.fault]\npath = {runc:?}\n"
             ),
             env: Vec::new(),
-            bin_dir: None,
+            ..Default::default()
         })
         .await;
         let image = imgs.busybox.reference.clone();

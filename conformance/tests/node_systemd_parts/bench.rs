@@ -1,12 +1,15 @@
 //! Not checks but measurements, for the `node-bench:` rows of `make node-test`: CreateContainer +
-//! StartContainer of a `sleep` container on this node with runc and with crun (crust's handlers), and
-//! with containerd (Debian's 1.6, its CRI plugin and runc v2 shim; started by the harness as `make
-//! bench` starts it on the host) when the node has it: each in a pod of its own on the node's network,
-//! alternating, 10 times each after a first round that warms the layers and the binaries up. Prints
-//! `node-bench: <runtime> CreateContainer+StartContainer p50 <ms> p90 <ms> n <n>` lines, each split
-//! into its CreateContainer and StartContainer, and the ratios; and the floor under crust's start with
-//! each runtime: the runtime's own `run --detach` (with `--systemd-cgroup`, as crust runs it; crun's
-//! also with a cgroupfs path) of the bundle crust created for the same container, timed alone.
+//! StartContainer of a `sleep` container on this node with runc and with crun (the installed service's
+//! handlers, systemd cgroup driver), with crun under a crustd of the test's own with the cgroupfs
+//! driver, and with containerd (Debian's 1.6, its CRI plugin and runc v2 shim; started by the harness
+//! as `make bench` starts it on the host) when the node has it, once with each cgroup driver: each in a
+//! pod of its own on the node's network, alternating, 10 times each after a first round that warms the
+//! layers and the binaries up. Prints `node-bench: <runtime> CreateContainer+StartContainer p50 <ms>
+//! p90 <ms> n <n>` lines, each split into its CreateContainer and StartContainer, and the ratios of
+//! like to like (crust's systemd driver against containerd's, cgroupfs against cgroupfs); and the
+//! floor under crust's start with each runtime: the runtime's own `run --detach` (with
+//! `--systemd-cgroup`, as crust runs it; crun's also with a cgroupfs path) of the bundle crust created
+//! for the same container, timed alone.
 
 use super::*;
 
@@ -33,10 +36,6 @@ impl Times {
     fn push(&mut self, (create, start): (f64, f64)) {
         self.create.push(create);
         self.start.push(start);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.create.is_empty()
     }
 
     /// Prints the runtime's rows; the p50 of CreateContainer + StartContainer.
@@ -125,59 +124,126 @@ async fn stop_remove(c: &mut RuntimeServiceClient<Channel>, id: String) {
         .expect("RemoveContainer");
 }
 
-/// containerd started for the comparison, with a pod on the node's network and the busybox image.
+/// What a peer runs on: containerd, or a crustd of the test's own.
+enum Daemon {
+    Containerd(harness::bench::containerd::Containerd),
+    Crustd(harness::crustd::Crustd),
+}
+
+/// A runtime started for the comparison, with a pod on the node's network and the busybox image.
 struct Peer {
+    name: &'static str,
     c: RuntimeServiceClient<Channel>,
     pod: String,
     config: PodSandboxConfig,
-    // Dropped last: stops containerd and ends the shims it started.
-    daemon: harness::bench::containerd::Containerd,
+    // Dropped last: stops the daemon (containerd ends the shims it started).
+    daemon: Daemon,
 }
 
-async fn containerd_peer(image: &str) -> Option<Peer> {
+impl Peer {
+    /// A pod of `daemon` (serving `socket`) in `parent`, the image pulled.
+    async fn new(
+        name: &'static str,
+        daemon: Daemon,
+        socket: &std::path::Path,
+        parent: impl FnOnce(&str) -> String,
+        handler: &'static str,
+        image: &str,
+        logs: &std::path::Path,
+    ) -> Peer {
+        pull(socket, image).await;
+        let mut c = RuntimeServiceClient::new(harness::crustd::channel(socket).await.unwrap());
+        let uid = format!("{:08x}-node-lat-{name}", std::process::id());
+        let config = pod_config(&format!("lat-{name}"), &uid, false, parent(&uid), logs);
+        let pod = c
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: handler.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}'s RunPodSandbox: {e}"))
+            .into_inner()
+            .pod_sandbox_id;
+        Peer {
+            name,
+            c,
+            pod,
+            config,
+            daemon,
+        }
+    }
+
+    /// Stops and removes the peer's pods (containerd's shims go with them), then the daemon; the
+    /// slice systemd made for a pod of containerd's systemd driver is stopped too.
+    async fn finish(self) {
+        match self.daemon {
+            Daemon::Containerd(d) => {
+                d.remove_all_pods().await.expect("containerd's pods removed");
+            }
+            Daemon::Crustd(d) => {
+                d.remove_everything().await.expect("crustd's pods removed");
+            }
+        }
+        let parent = self.config.linux.map(|l| l.cgroup_parent).unwrap_or_default();
+        if parent.ends_with(".slice") {
+            let _ = Command::new("systemctl").args(["stop", &parent]).status();
+        }
+    }
+}
+
+/// containerd (runc through its v2 shim), with runc's systemd cgroup driver when `systemd` (its pod
+/// in a slice, as kubelet's systemd driver names it) or the cgroupfs one (its pod in containerd's own
+/// parent, `k8s.io`).
+async fn containerd_peer(systemd: bool, image: &str) -> Option<Peer> {
     if !harness::bench::containerd::installed() {
         println!("node-bench: containerd is not installed on this node: no comparison");
         return None;
     }
-    let daemon = harness::bench::containerd::Containerd::start(&registry())
+    let daemon = harness::bench::containerd::Containerd::start_with(&registry(), systemd)
         .await
         .expect("containerd starts");
-    pull(&daemon.socket, image).await;
-    let mut c = RuntimeServiceClient::new(harness::crustd::channel(&daemon.socket).await.unwrap());
-    let uid = format!("{:08x}-node-lat-containerd", std::process::id());
-    // In containerd's own cgroup parent (its cgroupfs driver).
-    let config = pod_config(
-        "lat-containerd",
-        &uid,
-        false,
-        String::new(),
-        &daemon.dir.path().join("logs"),
-    );
-    let pod = c
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("containerd's RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
-    Some(Peer {
-        c,
-        pod,
-        config,
-        daemon,
-    })
+    let (socket, logs) = (daemon.socket.clone(), daemon.dir.path().join("logs"));
+    let (name, parent): (_, fn(&str) -> String) = if systemd {
+        ("containerd-systemd", |uid| pod_slice(uid).0)
+    } else {
+        ("containerd-cgroupfs", |_| String::new())
+    };
+    Some(
+        Peer::new(
+            name,
+            Daemon::Containerd(daemon),
+            &socket,
+            parent,
+            "",
+            image,
+            &logs,
+        )
+        .await,
+    )
 }
 
-impl Peer {
-    /// Stops and removes containerd's pods (its shims go with them), then containerd.
-    async fn finish(self) {
-        self.daemon
-            .remove_all_pods()
-            .await
-            .expect("containerd's pods removed");
-    }
+/// A crustd of this test's own (this build's binaries) with the cgroupfs driver, for the row beside
+/// containerd's with its cgroupfs driver: the same crun, no systemd unit made per container.
+async fn crust_cgroupfs_peer(image: &str) -> Peer {
+    let daemon = harness::crustd::Crustd::start(harness::crustd::CrustdOptions {
+        registry: Some(&registry()),
+        cgroupfs: true,
+        // As the installed service logs (the harness's default is debug).
+        extra_toml: "log_level = \"info\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let (socket, logs) = (daemon.socket.clone(), daemon.dir.path().join("logs"));
+    Peer::new(
+        "crun-cgroupfs",
+        Daemon::Crustd(daemon),
+        &socket,
+        |_| String::new(),
+        "crun",
+        image,
+        &logs,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -192,9 +258,12 @@ async fn start_latency_of_runc_crun_and_containerd() {
         pod_with_handler("lat-runc", false, "runc").await,
         pod_with_handler("lat-crun", false, "crun").await,
     ];
-    let mut peer = containerd_peer(&image).await;
-    // runc, crun, containerd.
-    let mut times: [Times; 3] = Default::default();
+    // crust's crun with the cgroupfs driver, then containerd with each driver.
+    let mut peers = vec![crust_cgroupfs_peer(&image).await];
+    peers.extend(containerd_peer(false, &image).await);
+    peers.extend(containerd_peer(true, &image).await);
+    // runc, crun (the installed service: the systemd driver), then the peers in order.
+    let mut times: Vec<Times> = (0..2 + peers.len()).map(|_| Times::default()).collect();
     // runc's and crun's own run --detach of crust's bundle; crun's with the cgroupfs driver.
     let mut floors: [Vec<f64>; 3] = Default::default();
     let mut c = rt().await;
@@ -223,7 +292,7 @@ async fn start_latency_of_runc_crun_and_containerd() {
                 .await
                 .expect("RemoveContainer");
         }
-        if let Some(peer) = peer.as_mut() {
+        for (i, peer) in peers.iter_mut().enumerate() {
             let (ms, id) = create_then_start(
                 &mut peer.c,
                 &peer.pod,
@@ -232,18 +301,29 @@ async fn start_latency_of_runc_crun_and_containerd() {
             )
             .await;
             if round > 0 {
-                times[2].push(ms);
+                times[2 + i].push(ms);
             }
             stop_remove(&mut peer.c, id).await;
         }
     }
-    if let Some(peer) = peer {
+    let names: Vec<&str> = peers.iter().map(|p| p.name).collect();
+    for peer in peers {
         peer.finish().await;
     }
-    let [runc, crun, containerd] = &times;
-    let runc = runc.print("runc");
-    let crun = crun.print("crun");
     let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{FLOOR_CGROUP}"));
+    let p50: Vec<f64> = ["runc", "crun"]
+        .iter()
+        .chain(&names)
+        .zip(&times)
+        .map(|(name, t)| t.print(name))
+        .collect();
+    let of = |name: &str| {
+        ["runc", "crun"]
+            .iter()
+            .chain(&names)
+            .position(|n| *n == name)
+            .map(|i| p50[i])
+    };
     let mut floor_p50s = Vec::new();
     for (name, t) in [
         "runc --systemd-cgroup",
@@ -260,18 +340,26 @@ async fn start_latency_of_runc_crun_and_containerd() {
         );
         floor_p50s.push((*name, p50));
     }
+    let (runc, crun) = (p50[0], p50[1]);
     println!("node-bench: crun/runc {:.2}", crun / runc);
-    if !containerd.is_empty() {
-        let theirs = containerd.print("containerd");
-        println!(
-            "node-bench: crun/containerd {:.2} (goal <= 0.25), runc/containerd {:.2}",
-            crun / theirs,
-            runc / theirs
-        );
+    // Like for like: each driver against containerd's with the same driver.
+    for (ours, theirs, what) in [
+        ("crun", "containerd-systemd", "systemd driver"),
+        ("crun-cgroupfs", "containerd-cgroupfs", "cgroupfs driver"),
+    ] {
+        if let (Some(a), Some(b)) = (of(ours), of(theirs)) {
+            println!(
+                "node-bench: {ours}/{theirs} {:.2} (goal <= 0.25; both with the {what}), runc/{theirs} {:.2}",
+                a / b,
+                runc / b
+            );
+        }
+    }
+    if let Some(theirs) = of("containerd-systemd") {
         // A runtime whose only cost were that run alone would show this ratio: the best reachable.
         for (name, p50) in floor_p50s {
             println!(
-                "node-bench: floor/containerd: {name} {:.2} (the runtime's run alone against containerd's create + start)",
+                "node-bench: floor/containerd-systemd: {name} {:.2} (the runtime's run alone against containerd's create + start)",
                 p50 / theirs
             );
         }
