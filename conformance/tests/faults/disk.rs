@@ -120,7 +120,6 @@ async fn env_on(fs: &SmallFs, key: &str) -> Env {
         registry: Some(&reg),
         cni: true,
         extra_toml: format!("{key} = {:?}\n", dir.display().to_string()),
-        env: Vec::new(),
         ..Default::default()
     })
     .await;

@@ -126,7 +126,6 @@ impl Env {
                 "[runtime]\noperation_timeout_seconds = {BOUND_SECS}\nmonitor_path = {monitor:?}\n\
                  monitor_standby = false\n\n[runtime.handlers.fault]\npath = {runc:?}\n"
             ),
-            env: Vec::new(),
             ..Default::default()
         })
         .await;

@@ -263,7 +263,11 @@ async fn start_latency_of_runc_crun_and_containerd() {
     peers.extend(containerd_peer(false, &image).await);
     peers.extend(containerd_peer(true, &image).await);
     // runc, crun (the installed service: the systemd driver), then the peers in order.
-    let mut times: Vec<Times> = (0..2 + peers.len()).map(|_| Times::default()).collect();
+    let names: Vec<&str> = ["runc", "crun"]
+        .into_iter()
+        .chain(peers.iter().map(|p| p.name))
+        .collect();
+    let mut times: Vec<Times> = names.iter().map(|_| Times::default()).collect();
     // runc's and crun's own run --detach of crust's bundle; crun's with the cgroupfs driver.
     let mut floors: [Vec<f64>; 3] = Default::default();
     let mut c = rt().await;
@@ -306,24 +310,12 @@ async fn start_latency_of_runc_crun_and_containerd() {
             stop_remove(&mut peer.c, id).await;
         }
     }
-    let names: Vec<&str> = peers.iter().map(|p| p.name).collect();
     for peer in peers {
         peer.finish().await;
     }
     let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{FLOOR_CGROUP}"));
-    let p50: Vec<f64> = ["runc", "crun"]
-        .iter()
-        .chain(&names)
-        .zip(&times)
-        .map(|(name, t)| t.print(name))
-        .collect();
-    let of = |name: &str| {
-        ["runc", "crun"]
-            .iter()
-            .chain(&names)
-            .position(|n| *n == name)
-            .map(|i| p50[i])
-    };
+    let p50: Vec<(&str, f64)> = names.iter().zip(&times).map(|(n, t)| (*n, t.print(n))).collect();
+    let of = |name: &str| p50.iter().find(|(n, _)| *n == name).map(|(_, ms)| *ms);
     let mut floor_p50s = Vec::new();
     for (name, t) in [
         "runc --systemd-cgroup",
@@ -340,7 +332,7 @@ async fn start_latency_of_runc_crun_and_containerd() {
         );
         floor_p50s.push((*name, p50));
     }
-    let (runc, crun) = (p50[0], p50[1]);
+    let (runc, crun) = (p50[0].1, p50[1].1);
     println!("node-bench: crun/runc {:.2}", crun / runc);
     // Like for like: each driver against containerd's with the same driver.
     for (ours, theirs, what) in [
